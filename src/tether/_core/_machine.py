@@ -1,0 +1,132 @@
+"""The run-state machine: the only place a run's state changes.
+
+`RunRecord` is what the engine knows about one run (a flow run or a task run);
+`transition` checks a proposed state against the run's current one, applies it,
+appends it to the run's history and returns the `StateChanged` event that
+describes the change. It does no I/O, takes no locks and starts no threads, so
+it can be tested alone; the engine serialises calls for one run.
+
+It does not decide *what* happens next (retry, cleanup, ...): the engine does,
+and asks this module whether the step is allowed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tether._core._events import StateChanged
+from tether._core._states import FINAL_TYPES, State, StateType
+
+
+class InvalidTransition(RuntimeError):
+    """A run was asked to move to a state its current state does not allow."""
+
+
+#: The names of PENDING states a run may wait in, and which RUNNING names may follow.
+_ALLOWED: dict[StateType, frozenset[StateType]] = {
+    StateType.PENDING: frozenset(StateType),
+    StateType.RUNNING: frozenset(
+        {
+            StateType.PENDING,  # AwaitingRetry only: checked below
+            StateType.COMPLETED,
+            StateType.FAILED,
+            StateType.CANCELLED,
+            StateType.CRASHED,
+        }
+    ),
+}
+
+
+class RunRecord:
+    """One flow run or task run as the state machine sees it."""
+
+    __slots__ = (
+        "id",
+        "kind",
+        "name",
+        "flow_run_id",
+        "parent_id",
+        "tags",
+        "state",
+        "history",
+        "run_count",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        flow_run_id: str | None = None,
+        parent_id: str | None = None,
+        tags: frozenset[str] = frozenset(),
+        run_id: str | None = None,
+        initial: State | None = None,
+    ) -> None:
+        self.id = run_id or uuid.uuid4().hex
+        self.kind = kind
+        self.name = name
+        self.flow_run_id = flow_run_id
+        self.parent_id = parent_id
+        self.tags = tags
+        self.state = initial if initial is not None else State(StateType.PENDING)
+        self.history: list[State] = [self.state]
+        self.run_count = 0
+
+    def story(self) -> str:
+        """The run's states so far, oldest first, for error messages."""
+        steps = " -> ".join(s.name for s in self.history)
+        return f"{self.kind} run {self.name!r} ({self.id[:8]}): {steps}"
+
+
+def transition(run: RunRecord, new: State) -> StateChanged:
+    """Move ``run`` to ``new`` if allowed, and return the event describing the change.
+
+    Raises `InvalidTransition` naming the run and its story otherwise.
+    """
+    old = run.state
+    allowed = _ALLOWED.get(old.type)
+    if allowed is None or new.type not in allowed or not _names_allow(old, new):
+        raise InvalidTransition(
+            f"Cannot move {run.kind} run {run.name!r} from {old.name} to {new.name}: "
+            f"{_why(old, new)} Story so far: {run.story()}."
+        )
+    if new.type is StateType.RUNNING:
+        run.run_count += 1
+    run.state = new
+    run.history.append(new)
+    return StateChanged(
+        run_id=run.id,
+        kind=run.kind,
+        name=run.name,
+        flow_run_id=run.flow_run_id,
+        parent_id=run.parent_id,
+        old=old,
+        new=new,
+        run_count=run.run_count,
+    )
+
+
+def _names_allow(old: State, new: State) -> bool:
+    if old.type is StateType.RUNNING and new.type is StateType.PENDING:
+        return new.name == "AwaitingRetry"
+    if new.type is StateType.RUNNING and new.name == "Retrying":
+        return old.name == "AwaitingRetry"
+    return True
+
+
+def _why(old: State, new: State) -> str:
+    if old.type in FINAL_TYPES:
+        return f"{old.name} is final."
+    if old.type is StateType.RUNNING and new.type is StateType.RUNNING:
+        return "the run is already running."
+    if new.name == "Retrying":
+        return "only a run AwaitingRetry can be retried."
+    return "a running run can only go back to Pending to await a retry."
+
+
+def is_final(run: RunRecord) -> bool:
+    return run.state.type in FINAL_TYPES
+
+
+__all__: list[Any] = ["InvalidTransition", "RunRecord", "is_final", "transition"]

@@ -1,0 +1,191 @@
+"""`@flow`: the decorator, the `FlowFunction` it makes, and the shells that run a flow body.
+
+`run_flow_sync` and `run_flow_async` are thin: every decision (retry, cancel,
+final state) is `FlowRun`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
+
+from tether._context import current_run
+from tether._flow_run import FlowRun
+from tether._options import (
+    bind_parameters,
+    check_callable,
+    check_hooks,
+    check_retries,
+    check_timeout,
+    check_unknown,
+)
+from tether.runners import TaskRunner, ThreadPoolRunner
+
+R = TypeVar("R")
+
+FLOW_OPTIONS = (
+    "name",
+    "retries",
+    "retry_delay_seconds",
+    "timeout_seconds",
+    "task_runner",
+    "log_prints",
+    "on_completion",
+    "on_failure",
+    "on_cancellation",
+    "on_crashed",
+    "description",
+    "version",
+)
+
+
+class FlowFunction(Generic[R]):
+    """A function decorated with `@flow`. Calling it runs a flow run (a subflow inside a flow)."""
+
+    def __init__(
+        self,
+        fn: Callable[..., R],
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: float | list[float] = 0,
+        timeout_seconds: float | None = None,
+        task_runner: TaskRunner | type[TaskRunner] | None = None,
+        log_prints: bool = False,
+        on_completion: list[Callable[..., Any]] | None = None,
+        on_failure: list[Callable[..., Any]] | None = None,
+        on_cancellation: list[Callable[..., Any]] | None = None,
+        on_crashed: list[Callable[..., Any]] | None = None,
+        description: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        check_callable("flow", fn)
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        owner = f"Flow {self.name!r}"
+        self.retries, self.retry_delays = check_retries(owner, retries, retry_delay_seconds)
+        self.timeout_seconds = check_timeout(owner, timeout_seconds)
+        if task_runner is None:
+            task_runner = ThreadPoolRunner()
+        elif inspect.isclass(task_runner) and issubclass(task_runner, TaskRunner):
+            task_runner = task_runner()
+        if not isinstance(task_runner, TaskRunner):
+            raise TypeError(
+                f"{owner}: task_runner={task_runner!r} is not a runner. Use one of "
+                "tether.runners: ThreadPoolRunner(), ProcessPoolRunner(), DaskRunner(), RayRunner()."
+            )
+        self.task_runner = task_runner
+        self.log_prints = log_prints
+        self.on_completion = check_hooks(owner, "on_completion", on_completion)
+        self.on_failure = check_hooks(owner, "on_failure", on_failure)
+        self.on_cancellation = check_hooks(owner, "on_cancellation", on_cancellation)
+        self.on_crashed = check_hooks(owner, "on_crashed", on_crashed)
+        self.description = description or inspect.getdoc(fn)
+        self.version = version
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self._owner = owner
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return bind_parameters(self._owner, self.signature, args, kwargs)
+
+    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        if self.is_async:
+            return run_flow_async(self, args, kwargs, return_state)
+        return run_flow_sync(self, args, kwargs, return_state)
+
+    def with_options(self, **options: Any) -> FlowFunction[R]:
+        """A copy of this flow with some options changed."""
+        check_unknown("flow", options, FLOW_OPTIONS)
+        current = {
+            "name": self.name,
+            "retries": self.retries,
+            "retry_delay_seconds": list(self.retry_delays),
+            "timeout_seconds": self.timeout_seconds,
+            "task_runner": self.task_runner,
+            "log_prints": self.log_prints,
+            "on_completion": list(self.on_completion),
+            "on_failure": list(self.on_failure),
+            "on_cancellation": list(self.on_cancellation),
+            "on_crashed": list(self.on_crashed),
+            "description": self.description,
+            "version": self.version,
+        }
+        return FlowFunction(self.fn, **{**current, **options})
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r})"
+
+
+def _new_flow_run(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowRun:
+    parameters = flow.bind(args, kwargs)
+    ctx = current_run.get()
+    return FlowRun(flow, parameters, ctx.flow_run if ctx is not None else None)
+
+
+def run_flow_sync(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+    flow_run = _new_flow_run(flow, args, kwargs)
+    flow_run.begin()
+    try:
+        while True:
+            try:
+                value = flow.fn(*args, **kwargs)
+            except BaseException as exc:
+                delay = flow_run.body_failed(exc)
+                if delay is None:
+                    break
+                if delay > 0:
+                    flow_run.cancel_event.wait(delay)
+                flow_run.retry()
+            else:
+                flow_run.body_returned(value)
+                break
+    finally:
+        state = flow_run.end()
+    return flow_run.outcome(state, return_state)
+
+
+async def run_flow_async(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+    flow_run = _new_flow_run(flow, args, kwargs)
+    flow_run.begin()
+    try:
+        while True:
+            try:
+                value = await flow.fn(*args, **kwargs)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    exc = KeyboardInterrupt() if flow_run.timed_out else exc
+                delay = flow_run.body_failed(exc)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+                flow_run.retry()
+            else:
+                flow_run.body_returned(value)
+                break
+    finally:
+        state = await asyncio.get_running_loop().run_in_executor(None, flow_run.end)
+    return flow_run.outcome(state, return_state)
+
+
+@overload
+def flow(__fn: Callable[..., R]) -> FlowFunction[R]: ...
+
+
+@overload
+def flow(**options: Any) -> Callable[[Callable[..., R]], FlowFunction[R]]: ...
+
+
+def flow(__fn: Callable[..., R] | None = None, **options: Any) -> Any:
+    """Decorate a function as a flow; works bare (``@flow``) or with options."""
+    check_unknown("flow", options, FLOW_OPTIONS)
+    if __fn is not None:
+        return FlowFunction(__fn, **options)
+
+    def decorate(fn: Callable[..., R]) -> FlowFunction[R]:
+        return FlowFunction(fn, **options)
+
+    return decorate

@@ -1,0 +1,399 @@
+"""One flow run: creates its task runs, tracks them, and ends only when they and
+its resources have.
+
+`FlowRun` holds what the run's task runs share (runner, limiter, cancellation)
+and decides the flow's final state. The sync and async shells that execute the
+flow body are in `_flow`.
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import signal
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from tether._arguments import find, map_leaves, resolve
+from tether._context import RunContext, current_run, current_tags, events, open_blocks
+from tether._core import (
+    AwaitingRetry,
+    Cancelled,
+    Completed,
+    Failed,
+    Retrying,
+    Running,
+    RunCreated,
+    RunRecord,
+    State,
+    StateType,
+    transition,
+)
+from tether._errors import (
+    CleanupError,
+    FlowRunTimeout,
+    TaskRunCancelled,
+    Terminated,
+    UnresolvedFailureError,
+    UsageError,
+)
+from tether._futures import TaskFuture
+from tether._interrupt import clear_in_thread, raise_in_thread, watchdog
+from tether._limits import limiter
+from tether._logging import configure_logging, enable_log_prints, logger
+from tether._loop import run_on_engine_loop
+from tether._resources import ResourceScope, scope_of
+from tether._settings import Settings
+from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_sync
+
+if TYPE_CHECKING:
+    from tether._flow import FlowFunction
+    from tether._task import Task
+
+
+class FlowRun:
+    def __init__(self, flow: FlowFunction, parameters: dict[str, Any], parent: FlowRun | None) -> None:
+        self.flow = flow
+        self.parameters = parameters
+        self.parent = parent
+        self.record = RunRecord("flow", flow.name, parent_id=parent.record.id if parent else None)
+        self.record.flow_run_id = self.record.id
+        self.runner = flow.task_runner.duplicate()
+        self.limiter = limiter
+        self.settings = Settings.from_env()
+        self.cancel_event = threading.Event()
+        self.cancelling = False
+        self.cancel_reason: BaseException | None = None
+        self.timed_out = False
+        self.scopes: list[ResourceScope] = []
+        self.cleanup_errors: list[BaseException] = []
+        self._active: set[TaskRun] = set()
+        self._failures: list[TaskRun] = []
+        self._idle = threading.Condition()
+        self._body_error: BaseException | None = None
+        self._value: Any = None
+        self._thread_id = threading.get_ident()
+        self._in_body = False
+        self._body_lock = threading.Lock()
+        self._timer: int | None = None
+        self._old_sigterm: Any = None
+        self._context_token: Any = None
+
+    # -- task runs --------------------------------------------------------------------
+
+    def _create(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskRun:
+        parameters = task.bind(args, kwargs)
+        upstreams: list[TaskRun] = []
+        scopes: list[ResourceScope] = list(open_blocks.get())
+
+        def on_future(future: TaskFuture) -> None:
+            run = future._run
+            if run.flow_run is not self:
+                raise UsageError(
+                    f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
+                    f"flow run ({run.flow_run.flow.name!r}). Futures cannot cross flow runs: pass "
+                    "the result instead (future.result())."
+                )
+            upstreams.append(run)
+
+        def on_other(value: Any) -> None:
+            scope = scope_of(value)
+            if scope is not None and scope not in scopes:
+                scopes.append(scope)
+
+        for value in args:
+            find(value, on_future, on_other)
+        for value in kwargs.values():
+            find(value, on_future, on_other)
+        if wait_for is not None:
+            for value in wait_for:
+                find(value, on_future, None)
+        tags = task.tags | current_tags.get()
+        record = RunRecord("task", task.name, self.record.id, self.record.id, tags)
+        run = TaskRun(task, self, record, args, kwargs, parameters, upstreams, scopes)
+        joined: list[ResourceScope] = []
+        try:
+            for scope in scopes:
+                scope.join(run)
+                joined.append(scope)
+        except BaseException:
+            for scope in joined:
+                scope.member_ended(run, None)
+            raise
+        with self._idle:
+            self._active.add(run)
+        if events.active:
+            events.emit(RunCreated(record.id, "task", task.name, self.record.id, self.record.id, tags, parameters, record.state.timestamp))
+        return run
+
+    def submit_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
+        run = self._create(task, args, kwargs, wait_for)
+        run.start()
+        return TaskFuture(run)
+
+    def call_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:
+        if task.is_async and _in_event_loop():
+            return self._call_task_async(task, args, kwargs, wait_for, return_state)
+        run = self._create(task, args, kwargs, wait_for)
+        run.observed = True
+        ready = threading.Event()
+        run.on_ready = ready.set
+        run.start()
+        if not run.is_done():
+            ready.wait()
+            if task.is_async:
+                run_on_engine_loop(run_async(run)).result()
+            else:
+                run_sync(run)
+        run.wait()
+        state = run.record.state
+        return state if return_state else state.result()
+
+    async def _call_task_async(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:
+        run = self._create(task, args, kwargs, wait_for)
+        run.observed = True
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        run.on_ready = lambda: loop.call_soon_threadsafe(ready.set_result, None)
+        run.start()
+        if not run.is_done():
+            await ready
+            await run_async(run)
+        state = run.record.state
+        return state if return_state else state.result()
+
+    def dispatch(self, run: TaskRun) -> None:
+        if run.on_ready is not None:
+            run.on_ready()
+            return
+        try:
+            if run.task.is_async:
+                future = run_on_engine_loop(run_async(run))
+            else:
+                future = self.runner.submit(run_sync, run)
+        except Exception as exc:
+            crash_if_unfinished(run, exc)
+            return
+        future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or crash_if_unfinished(run, f.exception()))
+
+    def resolve_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return tuple(resolve(a) for a in args), {k: resolve(v) for k, v in kwargs.items()}
+
+    def slot_keys(self, run: TaskRun) -> list[str]:
+        keys = self.limiter.limited_keys(frozenset(f"tag:{t}" for t in run.record.tags)) if run.record.tags else []
+        for scope in run.scopes:
+            if scope.limit_key is not None:
+                keys.append(scope.limit_key)
+        return sorted(keys)
+
+    def cacheable_parameters(self, run: TaskRun) -> dict[str, Any]:
+        """The run's parameters, resolved, with resource values left out."""
+        resolved = {k: resolve(v) for k, v in run.parameters.items()}
+        return {k: map_leaves(v, lambda leaf: "<resource>" if scope_of(leaf) is not None else leaf) for k, v in resolved.items()}
+
+    def task_run_ended(self, run: TaskRun) -> None:
+        state = run.record.state
+        failed = state.type is not StateType.COMPLETED
+        if failed:
+            self._failures.append(run)
+        for scope in run.scopes:
+            scope.member_ended(run, state)
+        with self._idle:
+            self._active.discard(run)
+            if not self._active:
+                self._idle.notify_all()
+
+    def wait_for_task_runs(self) -> None:
+        with self._idle:
+            while self._active:
+                self._idle.wait()
+
+    # -- the flow body ---------------------------------------------------------------
+
+    def begin(self) -> None:
+        configure_logging()
+        if self.flow.log_prints:
+            enable_log_prints()
+        self._context_token = current_run.set(RunContext(self))
+        if self.parent is None and threading.current_thread() is threading.main_thread():
+            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+        if events.active:
+            events.emit(RunCreated(self.record.id, "flow", self.flow.name, self.record.id, self.record.parent_id, frozenset(), self.parameters, self.record.state.timestamp))
+        self.runner.start()
+        if self.flow.timeout_seconds is not None:
+            self._timer = watchdog.schedule(self.flow.timeout_seconds, self._on_timeout)
+        self._enter_body(Running())
+
+    def _enter_body(self, state: State) -> None:
+        events.emit(transition(self.record, state))
+        with self._body_lock:
+            self._in_body = True
+
+    def _leave_body(self) -> None:
+        with self._body_lock:
+            self._in_body = False
+            if self.timed_out:
+                clear_in_thread(self._thread_id)
+
+    def body_returned(self, value: Any) -> None:
+        self._leave_body()
+        self._value = value
+
+    def body_failed(self, exc: BaseException) -> float | None:
+        """Decide what the body's error leads to; returns a retry delay or None."""
+        self._leave_body()
+        if self.timed_out and isinstance(exc, (KeyboardInterrupt, FlowRunTimeout)):
+            exc = FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.flow.timeout_seconds:g} s.")
+        if not isinstance(exc, Exception) or isinstance(exc, FlowRunTimeout):
+            self.cancel(exc)
+            return None
+        self._body_error = exc
+        if self.record.run_count - 1 < self.flow.retries and not self.cancelling:
+            self.wait_for_task_runs()
+            delays = self.flow.retry_delays
+            delay = delays[min(self.record.run_count - 1, len(delays) - 1)]
+            events.emit(transition(self.record, AwaitingRetry(f"{type(exc).__name__}: {exc}")))
+            logger.info("Flow run %r failed (%s); retrying in %g s.", self.record.name, exc, delay)
+            self._failures.clear()
+            return delay
+        return None
+
+    def retry(self) -> None:
+        self._body_error = None
+        self._enter_body(Retrying())
+
+    def _on_timeout(self) -> None:
+        with self._body_lock:
+            self.timed_out = True
+            in_body = self._in_body
+            if in_body:
+                if self._thread_id == threading.main_thread().ident:
+                    _thread.interrupt_main()
+                else:
+                    raise_in_thread(self._thread_id, FlowRunTimeout)
+        if not in_body:
+            self.cancel(FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.flow.timeout_seconds:g} s."))
+
+    def cancel(self, reason: BaseException) -> None:
+        """Cancel every task run not started, interrupt the running ones, fail the scopes."""
+        if self.cancelling:
+            return
+        self.cancelling = True
+        self.cancel_reason = reason
+        self.cancel_event.set()
+        logger.warning("Flow run %r is being cancelled (%s); cleaning up.", self.record.name, type(reason).__name__)
+        for scope in list(self.scopes):
+            scope.fail(reason)
+        with self._idle:
+            active = list(self._active)
+        for run in active:
+            run.interrupt_with(TaskRunCancelled)
+
+    # -- the end -------------------------------------------------------------------------
+
+    def end(self) -> State:
+        """Wait for every task run and cleanup, then decide and record the final state."""
+        self._wait_without_interruption(self.wait_for_task_runs)
+        value = self._value
+        if self._body_error is None and not self.cancelling:
+            try:
+                value = self._resolve_return_value(value)
+            except BaseException as exc:
+                self._body_error = exc
+        for scope in list(self.scopes):
+            self._wait_without_interruption(scope.wait_for_cleanup)
+        if self._timer is not None:
+            watchdog.cancel(self._timer)
+        self.runner.stop()
+        state = self._final_state(value)
+        events.emit(transition(self.record, state))
+        self._run_hooks(state)
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+        current_run.reset(self._context_token)
+        return state
+
+    def _wait_without_interruption(self, wait: Any) -> None:
+        """Wait; a Ctrl-C meanwhile cancels the run but does not cut the wait short."""
+        while True:
+            try:
+                wait()
+                return
+            except KeyboardInterrupt as exc:
+                logger.warning("Interrupted again: still cleaning up flow run %r; please wait.", self.record.name)
+                self.cancel(exc)
+            except Terminated as exc:
+                self.cancel(exc)
+
+    def _resolve_return_value(self, value: Any) -> Any:
+        def resolve_future(leaf: Any) -> Any:
+            if isinstance(leaf, TaskFuture):
+                return leaf.result()
+            if isinstance(leaf, State):
+                return leaf.result()
+            return leaf
+
+        if isinstance(value, (TaskFuture, State, list, tuple, dict, set, frozenset)):
+            return map_leaves(value, resolve_future)
+        return value
+
+    def _final_state(self, value: Any) -> State:
+        name = self.record.name
+        if self.cancelling:
+            reason = self.cancel_reason
+            label = "TimedOut" if isinstance(reason, FlowRunTimeout) else "Cancelled"
+            return Cancelled(reason, name=label, message=f"Flow run {name!r} was cancelled: {type(reason).__name__} {reason or ''}".strip())
+        if self._body_error is not None:
+            error = self._body_error
+            return Failed(error, message=f"Flow run {name!r} failed: {type(error).__name__}: {error}")
+        unresolved = [r for r in self._failures if not r.observed]
+        if unresolved:
+            root = next((r for r in unresolved if r.record.state.name != "Failed" or not r.upstreams), unresolved[0])
+            original = root.record.state.error()
+            error = UnresolvedFailureError(
+                f"Task run {root.record.name!r} ended {root.record.state.name} "
+                f"({root.record.state.message}) and nothing resolved its future, so flow run "
+                f"{name!r} failed. Call .result() on the future, or pass it to a task, to handle the failure."
+            )
+            error.__cause__ = original
+            return Failed(error, message=str(error))
+        if self.cleanup_errors:
+            error = CleanupError(f"Flow run {name!r} failed because a resource's cleanup failed: {self.cleanup_errors[0]}")
+            error.__cause__ = self.cleanup_errors[0]
+            return Failed(error, message=str(error))
+        return Completed(value)
+
+    def _run_hooks(self, state: State) -> None:
+        flow = self.flow
+        hooks = {
+            StateType.COMPLETED: flow.on_completion,
+            StateType.FAILED: flow.on_failure,
+            StateType.CANCELLED: flow.on_cancellation,
+            StateType.CRASHED: flow.on_crashed,
+        }[state.type]
+        for hook in hooks:
+            try:
+                hook(flow, self.record, state)
+            except Exception:
+                logger.exception("Hook %r of flow run %r raised; the run's state is unchanged.", hook, self.record.name)
+
+    def outcome(self, state: State, return_state: bool) -> Any:
+        if return_state:
+            return state
+        if state.is_cancelled() and isinstance(self.cancel_reason, BaseException):
+            raise self.cancel_reason
+        return state.result()
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+

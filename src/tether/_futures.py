@@ -1,0 +1,117 @@
+"""Futures: handles on submitted task runs, and `wait` / `as_completed` over them.
+
+A `TaskFuture` is a thin view of a `TaskRun`; the run owns its completion. Resolving
+a future (``result()``) marks the run as looked at, so a failure there is not
+"silent" when the flow ends.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from tether._core import State
+
+if TYPE_CHECKING:
+    from tether._task_run import TaskRun
+
+
+class TaskFuture:
+    """The future of one submitted task run. Compare Prefect's `PrefectFuture`."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: TaskRun) -> None:
+        self._run = run
+
+    @property
+    def task_run_id(self) -> str:
+        return self._run.record.id
+
+    @property
+    def state(self) -> State:
+        return self._run.record.state
+
+    def done(self) -> bool:
+        return self._run.is_done()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the run is final, or ``timeout`` seconds have passed."""
+        self._run.wait(timeout)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        """The run's return value; raises its error if it did not complete.
+
+        Raises `TimeoutError` if the run is not final within ``timeout`` seconds.
+        """
+        self._run.observed = True
+        if not self._run.wait(timeout):
+            raise TimeoutError(
+                f"Task run {self._run.record.name!r} did not finish within {timeout} s "
+                f"(it is {self._run.record.state.name})."
+            )
+        return self._run.record.state.result(raise_on_failure=raise_on_failure)
+
+    def add_done_callback(self, fn: Any) -> None:
+        """Call ``fn(future)`` once the run is final (at once if it already is)."""
+        self._run.add_done_callback(lambda _run: fn(self))
+
+    def __repr__(self) -> str:
+        return f"<TaskFuture {self._run.record.name!r} {self.state.name}>"
+
+
+class TaskFutureList(list):  # type: ignore[type-arg]
+    """The futures returned by ``task.map``: a list with ``wait()`` and ``result()``."""
+
+    def wait(self, timeout: float | None = None) -> None:
+        wait(self, timeout=timeout)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[Any]:
+        done = wait(self, timeout=timeout)
+        if done.not_done:
+            raise TimeoutError(f"{len(done.not_done)} of {len(self)} task runs did not finish within {timeout} s.")
+        return [f.result(raise_on_failure=raise_on_failure) for f in self]
+
+
+class DoneAndNotDoneFutures(NamedTuple):
+    done: set[TaskFuture]
+    not_done: set[TaskFuture]
+
+
+def wait(futures: Iterable[TaskFuture], timeout: float | None = None) -> DoneAndNotDoneFutures:
+    """Wait until every future is done or ``timeout`` passes; returns (done, not_done)."""
+    futures = list(futures)
+    finished = threading.Event()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Any) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                finished.set()
+
+    if futures:
+        for f in futures:
+            f._run.add_done_callback(one_done)
+        finished.wait(timeout)
+    done = {f for f in futures if f.done()}
+    return DoneAndNotDoneFutures(done, set(futures) - done)
+
+
+def as_completed(futures: Iterable[TaskFuture], timeout: float | None = None) -> Iterator[TaskFuture]:
+    """Yield each future as its run becomes final; `TimeoutError` after ``timeout`` seconds."""
+    futures = list(futures)
+    finished: queue.SimpleQueue[TaskFuture] = queue.SimpleQueue()
+    for f in futures:
+        f.add_done_callback(finished.put)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for _ in range(len(futures)):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            yield finished.get(timeout=left)
+        except queue.Empty:
+            raise TimeoutError(f"Not every task run finished within {timeout} s.") from None

@@ -1,0 +1,85 @@
+"""Interrupting a thread that runs Python code, and the watchdog that does it on time.
+
+A sync task in a worker thread cannot be cancelled cooperatively, so a timeout or
+a cancellation raises an exception *inside* that thread
+(`PyThreadState_SetAsyncExc`). It lands at the next bytecode the thread runs;
+a thread blocked in C does not see it until it returns, which is why the engine
+also gives up on such a run after a grace period.
+
+The main thread is interrupted through a signal instead (`_thread.interrupt_main`),
+so that ``time.sleep`` and lock waits there wake up at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+
+
+def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Make ``exc_type`` raise in the thread ``thread_id``; False if no such thread."""
+    return _set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)) == 1
+
+
+def clear_in_thread(thread_id: int) -> None:
+    """Drop an exception sent with `raise_in_thread` that has not landed yet."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+
+class Watchdog:
+    """One daemon thread that calls callbacks at deadlines (on the monotonic clock).
+
+    ``schedule`` returns a handle; ``cancel(handle)`` drops it if it has not fired.
+    Callbacks run on the watchdog thread and must be quick.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> int:
+        handle = next(self._counter)
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, handle, callback))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="tether-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return handle
+
+    def cancel(self, handle: int) -> None:
+        with self._cond:
+            self._cancelled.add(handle)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][1] in self._cancelled:
+                        self._cancelled.discard(heapq.heappop(self._heap)[1])
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    due, handle, callback = self._heap[0]
+                    remaining = due - time.monotonic()
+                    if remaining <= 0:
+                        heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(remaining)
+            try:
+                callback()
+            except Exception:  # a late callback must not kill the watchdog
+                pass
+
+
+watchdog = Watchdog()

@@ -1,0 +1,376 @@
+"""Resources: setup and cleanup that follow the task runs that use them.
+
+`@resource` turns a generator function, a context-manager factory or a Prefect 1
+`@resource_manager` class into a `Resource`. Calling it gives a `ResourceScope`,
+the object of the ``with`` statement. Inside a flow, leaving the block does not
+clean up: the scope's `ScopeBook` counts the block, every task run of the scope
+and every nested scope, and cleanup runs, exactly once and on a thread of its
+own, when the last of them ends, with the scope's first error if it failed.
+Outside a flow (or inside a task body), a scope is a plain context manager.
+
+This module does not know about runners or remote workers: a value is looked up
+by identity (`scope_of`) and is never pickled.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tether._context import RunContext, current_run, events, open_blocks
+from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
+from tether._errors import CleanupError, ResourceClosedError, UsageError
+from tether._limits import limiter
+from tether._logging import logger
+
+if TYPE_CHECKING:
+    from tether._flow_run import FlowRun
+
+_live: dict[int, ResourceScope] = {}
+_setting_up: contextvars.ContextVar[ResourceScope | None] = contextvars.ContextVar("tether_setting_up", default=None)
+_UNTRACKED = (type(None), bool, int, float)
+
+
+def scope_of(value: Any) -> ResourceScope | None:
+    """The scope whose value ``value`` is, if any (by identity)."""
+    if not _live or isinstance(value, _UNTRACKED):
+        return None
+    return _live.get(id(value))
+
+
+def remember(handle: Any) -> None:
+    """Record a JSON-able handle (a cluster id, a table name) for the resource being set up.
+
+    A reaper receives it if the process dies before cleanup.
+    """
+    scope = _setting_up.get()
+    if scope is None:
+        raise UsageError(
+            "tether.resources.remember() was called outside a resource's setup. Call it in "
+            "the body of a @resource function before its yield (or in setup())."
+        )
+    scope.handle = handle
+    scope._emit("handle", handle=handle)
+
+
+class Resource:
+    """A resource definition: call it with the factory's arguments to get a `ResourceScope`."""
+
+    def __init__(
+        self,
+        factory: Callable[..., Any],
+        name: str | None = None,
+        max_concurrency: int | None = None,
+        reaper: Callable[[Any], Any] | None = None,
+    ) -> None:
+        if not callable(factory):
+            raise UsageError(
+                f"@resource needs a generator function, a context-manager factory or a class with "
+                f"setup() and cleanup(); got {factory!r} of type {type(factory).__name__}."
+            )
+        if max_concurrency is not None and (not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1):
+            raise UsageError(f"@resource(max_concurrency={max_concurrency!r}) must be a whole number >= 1, or None for no limit.")
+        if reaper is not None and not callable(reaper):
+            raise UsageError(f"@resource(reaper={reaper!r}) must be a function that takes the remembered handle.")
+        self.factory = factory
+        self.name = name or getattr(factory, "__name__", type(factory).__name__)
+        self.max_concurrency = max_concurrency
+        self.reaper = reaper
+        if inspect.isclass(factory) and hasattr(factory, "setup") and hasattr(factory, "cleanup"):
+            self.kind = "manager"
+        elif inspect.isgeneratorfunction(factory):
+            self.kind = "generator"
+        else:
+            self.kind = "context_manager"
+        self.__doc__ = getattr(factory, "__doc__", None)
+        self.__wrapped__ = factory
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ResourceScope:
+        return ResourceScope(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<resource {self.name!r}>"
+
+
+def resource(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    max_concurrency: int | None = None,
+    reaper: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Make a resource of a generator function, a context-manager factory or a setup/cleanup class.
+
+    Bare (``@resource``), with options (``@resource(max_concurrency=4)``), or as a
+    one-line adapter (``mysql = resource(get_mysql_conn)``).
+    """
+    if fn is not None:
+        return Resource(fn, name, max_concurrency, reaper)
+    return lambda f: Resource(f, name, max_concurrency, reaper)
+
+
+def resource_manager(cls: type | None = None, *, name: str | None = None, max_concurrency: int | None = None) -> Any:
+    """Prefect 1's decorator for classes with ``__init__``, ``setup()`` and ``cleanup(resource)``."""
+    def decorate(c: type) -> Resource:
+        if not (inspect.isclass(c) and callable(getattr(c, "setup", None)) and callable(getattr(c, "cleanup", None))):
+            raise UsageError(
+                f"@resource_manager decorates a class with setup() and cleanup(resource) methods; "
+                f"{c!r} has {'no setup()' if not hasattr(c, 'setup') else 'no cleanup()'}."
+            )
+        return Resource(c, name, max_concurrency)
+
+    return decorate(cls) if cls is not None else decorate
+
+
+class ResourceScope:
+    """One opening of a resource: the object of a ``with`` statement."""
+
+    def __init__(self, resource: Resource, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.resource = resource
+        self.args = args
+        self.kwargs = kwargs
+        self.id = uuid.uuid4().hex
+        self.name = resource.name
+        self.value: Any = None
+        self.handle: Any = None
+        self.flow_run: FlowRun | None = None
+        self.limit_key: str | None = None
+        self.book = ScopeBook(resource.name)
+        self.users: list[str] = []
+        self._opener: Any = None
+        self._parents: list[ResourceScope] = []
+        self._lock = threading.Lock()
+        self._set_up = False
+        self._cleaned = threading.Event()
+        self._block_token: Any = None
+        self._plain = True
+
+    # -- setup -------------------------------------------------------------------------
+
+    def __enter__(self) -> Any:
+        ctx = current_run.get()
+        self._plain = ctx is None or ctx.task_run is not None
+        if self._plain:
+            return self._setup()
+        assert ctx is not None
+        self.flow_run = ctx.flow_run
+        self._join_parents()
+        self._emit("setup-started")
+        try:
+            value = self._setup()
+        except BaseException as exc:
+            self._emit("setup-failed", error=f"{type(exc).__name__}: {exc}")
+            for parent in self._parents:
+                parent.member_ended(self, None)
+            raise
+        self._set_up = True
+        if not isinstance(value, _UNTRACKED):
+            _live[id(value)] = self
+        if self.resource.max_concurrency is not None:
+            self.limit_key = f"resource:{self.name}:{self.id[:8]}"
+            limiter.set_limit(self.limit_key, self.resource.max_concurrency)
+        self.flow_run.scopes.append(self)
+        self._block_token = open_blocks.set(open_blocks.get() + (self,))
+        self._emit("setup")
+        return value
+
+    def _join_parents(self) -> None:
+        parents = list(open_blocks.get()[-1:])
+        for value in list(self.args) + list(self.kwargs.values()):
+            scope = scope_of(value)
+            if scope is not None and scope not in parents:
+                parents.append(scope)
+        for parent in parents:
+            parent.join(self)
+            self._parents.append(parent)
+
+    def _setup(self) -> Any:
+        token = _setting_up.set(self)
+        try:
+            kind = self.resource.kind
+            if kind == "generator":
+                self._opener = self.resource.factory(*self.args, **self.kwargs)
+                self.value = next(self._opener)
+            elif kind == "manager":
+                self._opener = self.resource.factory(*self.args, **self.kwargs)
+                self.value = self._opener.setup()
+            else:
+                self._opener = self.resource.factory(*self.args, **self.kwargs)
+                if not hasattr(self._opener, "__enter__") or not hasattr(self._opener, "__exit__"):
+                    raise UsageError(
+                        f"Resource {self.name!r}: calling its factory returned {type(self._opener).__name__}, "
+                        "which is not a context manager. resource(f) needs f to be a generator function, "
+                        "a @contextlib.contextmanager function, or a class with __enter__/__exit__."
+                    )
+                self.value = self._opener.__enter__()
+        except StopIteration:
+            raise UsageError(f"Resource {self.name!r}: its generator returned without yielding a value. Yield the resource once.") from None
+        finally:
+            _setting_up.reset(token)
+        return self.value
+
+    # -- the block and its members ---------------------------------------------------------
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if self._plain:
+            self._close(exc)
+            return False
+        open_blocks.reset(self._block_token)
+        with self._lock:
+            due = self.book.exit_block(exc)
+        if due:
+            self._start_cleanup()
+        return False
+
+    def join(self, member: Any) -> None:
+        """A task run (or a nested scope) becomes part of this scope."""
+        with self._lock:
+            try:
+                self.book.join()
+            except ScopeClosed:
+                who = f"task {member.task.name!r}" if hasattr(member, "task") else f"resource {member.name!r}"
+                raise ResourceClosedError(
+                    f"Resource {self.name!r} was already cleaned up, so {who} cannot use its value. "
+                    f"Submit the task inside the 'with {self.name}(...)' block, or pass the value to a "
+                    "task submitted before the block ended: the resource stays open until that task is done."
+                ) from None
+        if hasattr(member, "task"):
+            self.users.append(member.record.id)
+            if events.active:
+                self._emit("used", task_run_id=member.record.id)
+
+    def member_ended(self, member: Any, state: State | None) -> None:
+        failed = state is not None and state.type is not StateType.COMPLETED
+        error = state.error() if failed and state is not None else None
+        with self._lock:
+            due = self.book.leave(error, failed)
+        if due:
+            self._start_cleanup()
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            self.book.fail(error)
+
+    def wait_for_cleanup(self, timeout: float | None = None) -> bool:
+        """Block until this scope's cleanup has finished; False if ``timeout`` passed first."""
+        if not self._set_up:
+            return True
+        return self._cleaned.wait(timeout)
+
+    # -- cleanup -------------------------------------------------------------------------
+
+    def _start_cleanup(self) -> None:
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(self._cleanup_in_flow,), name=f"tether-cleanup-{self.name}")
+        thread.start()
+
+    def _cleanup_in_flow(self) -> None:
+        assert self.flow_run is not None
+        current_run.set(RunContext(self.flow_run))
+        open_blocks.set(())
+        error = self.book.first_error if self.book.failed else None
+        if self.book.failed and error is None:
+            error = RuntimeError(f"a run of resource {self.name!r}'s scope failed")
+        started = time.monotonic()
+        try:
+            self._close(error)
+        except BaseException as exc:
+            self.flow_run.cleanup_errors.append(exc)
+            logger.error("Cleanup of resource %r failed: %s: %s", self.name, type(exc).__name__, exc, exc_info=exc)
+            self._emit("cleanup-failed", error=f"{type(exc).__name__}: {exc}", outcome=_outcome(error), seconds=time.monotonic() - started)
+        else:
+            self._emit("cleanup", outcome=_outcome(error), seconds=time.monotonic() - started)
+        finally:
+            if self.limit_key is not None:
+                limiter.remove_limit(self.limit_key)
+            self._cleaned.set()
+            for parent in self._parents:
+                parent.member_ended(self, None)
+
+    def _close(self, error: BaseException | None) -> None:
+        """Run the resource's own cleanup with the scope's outcome; raises if cleanup failed."""
+        kind = self.resource.kind
+        if kind == "generator":
+            try:
+                if error is None:
+                    next(self._opener)
+                else:
+                    self._opener.throw(error)
+            except StopIteration:
+                return
+            except BaseException as exc:
+                if exc is error:
+                    return  # the generator re-raised the scope's error: that is a normal rollback
+                raise
+            raise CleanupError(f"Resource {self.name!r}: its generator yielded more than once. Yield exactly once.")
+        if kind == "manager":
+            cleanup = self._opener.cleanup
+            if _accepts_two(cleanup):
+                cleanup(self.value, error)
+            else:
+                cleanup(self.value)
+            return
+        if error is None:
+            self._opener.__exit__(None, None, None)
+        else:
+            try:
+                self._opener.__exit__(type(error), error, error.__traceback__)
+            except BaseException as exc:
+                if exc is not error:
+                    raise
+
+    def _emit(self, step: str, **details: Any) -> None:
+        if not events.active:
+            return
+        flow_run = self.flow_run
+        events.emit(
+            ResourceEvent(
+                step=step,
+                scope_id=self.id,
+                name=self.name,
+                flow_run_id=flow_run.record.id if flow_run else None,
+                timestamp=time.time(),
+                task_run_id=details.pop("task_run_id", None),
+                error=details.pop("error", None),
+                outcome=details.pop("outcome", None),
+                worker=socket.gethostname(),
+                pid=os.getpid(),
+                handle=details.pop("handle", self.handle),
+                reaper=_qualified_name(self.resource.reaper),
+                details=details,
+            )
+        )
+
+    def forget(self) -> None:
+        """Drop the value from the identity registry (the flow run ended)."""
+        if self._set_up and _live.get(id(self.value)) is self:
+            del _live[id(self.value)]
+
+    def __repr__(self) -> str:
+        return f"<ResourceScope {self.name!r} {self.id[:8]}>"
+
+
+def _outcome(error: BaseException | None) -> str:
+    return "failed" if error is not None else "succeeded"
+
+
+def _accepts_two(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+def _qualified_name(fn: Callable[..., Any] | None) -> str | None:
+    if fn is None:
+        return None
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"

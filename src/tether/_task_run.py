@@ -1,0 +1,434 @@
+"""One task run, from submission to its final state.
+
+The life of a run: created Pending; waits for its upstreams (by callback, no
+thread held); fails at once if one of them did not complete; looks up the cache;
+takes its concurrency slots (AwaitingConcurrencySlot meanwhile, no thread held);
+is handed to the runner; runs its attempts (Running, then AwaitingRetry/Retrying
+as needed); ends in a final state, which releases its slots, tells its resource
+scopes and wakes whoever waits.
+
+`run_sync` and `run_async` are the two thin shells that execute attempts; all
+decisions are in `TaskRun`'s methods, shared by both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tether._cache import MISSING, results
+from tether._clock import get_clock
+from tether._context import RunContext, current_run, events
+from tether._core import (
+    AwaitingConcurrencySlot,
+    AwaitingRetry,
+    Cached,
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    Retrying,
+    Running,
+    RunRecord,
+    State,
+    StateType,
+    TimedOut,
+    transition,
+)
+from tether._errors import (
+    RunInterrupted,
+    TaskRunTimeout,
+    UpstreamFailedError,
+)
+from tether._interrupt import clear_in_thread, raise_in_thread, watchdog
+from tether._logging import logger
+
+if TYPE_CHECKING:
+    from tether._flow_run import FlowRun
+    from tether._task import Task
+
+_completion_lock = threading.Lock()
+
+
+class TaskRun:
+    __slots__ = (
+        "record",
+        "task",
+        "flow_run",
+        "args",
+        "kwargs",
+        "parameters",
+        "upstreams",
+        "scopes",
+        "slot_keys",
+        "slot_request",
+        "observed",
+        "thread_id",
+        "in_body",
+        "interrupt",
+        "lock",
+        "timer",
+        "cache_key",
+        "async_task",
+        "on_ready",
+        "_callbacks",
+        "_waiters",
+        "_done",
+    )
+
+    def __init__(
+        self,
+        task: Task[Any],
+        flow_run: FlowRun,
+        record: RunRecord,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parameters: dict[str, Any],
+        upstreams: list[TaskRun],
+        scopes: list[Any],
+    ) -> None:
+        self.record = record
+        self.task = task
+        self.flow_run = flow_run
+        self.args = args
+        self.kwargs = kwargs
+        self.parameters = parameters
+        self.upstreams = upstreams
+        self.scopes = scopes
+        self.slot_keys: list[str] = []
+        self.slot_request: Any = None
+        self.observed = False
+        self.thread_id: int | None = None
+        self.in_body = False
+        self.interrupt: type[BaseException] | None = None
+        self.lock = threading.Lock()
+        self.timer: int | None = None
+        self.cache_key: str | None = None
+        self.async_task: Any = None
+        self.on_ready: Callable[[], None] | None = None
+        self._callbacks: list[Callable[[TaskRun], None]] | None = None
+        self._waiters: list[threading.Event] | None = None
+        self._done = False
+
+    # -- completion --------------------------------------------------------------
+
+    def is_done(self) -> bool:
+        return self._done
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._done:
+            return True
+        event = threading.Event()
+        with _completion_lock:
+            if self._done:
+                return True
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(event)
+        return event.wait(timeout)
+
+    def add_done_callback(self, fn: Callable[[TaskRun], None]) -> None:
+        with _completion_lock:
+            if not self._done:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _complete(self) -> None:
+        with _completion_lock:
+            self._done = True
+            waiters, self._waiters = self._waiters, None
+            callbacks, self._callbacks = self._callbacks, None
+        if waiters:
+            for event in waiters:
+                event.set()
+        if callbacks:
+            for fn in callbacks:
+                fn(self)
+
+    # -- from submission to dispatch --------------------------------------------
+
+    def start(self) -> None:
+        """Wait (by callback) for the upstreams, then continue with `_upstreams_done`."""
+        pending = [u for u in self.upstreams if not u._done]
+        if not pending:
+            self._upstreams_done()
+            return
+        remaining = [len(pending)]
+        lock = threading.Lock()
+
+        def one_done(_: TaskRun) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                self._upstreams_done()
+
+        for upstream in pending:
+            upstream.add_done_callback(one_done)
+
+    def _upstreams_done(self) -> None:
+        for upstream in self.upstreams:
+            if upstream.record.state.type is not StateType.COMPLETED:
+                upstream.observed = True
+                state = upstream.record.state
+                error = UpstreamFailedError(
+                    f"Task run {self.record.name!r} did not run because its upstream task run "
+                    f"{upstream.record.name!r} ended {state.name}"
+                    + (f": {state.message}" if state.message else ".")
+                )
+                self.finish(Failed(error, message=str(error)))
+                return
+        if self.flow_run.cancelling:
+            self.finish(Cancelled(message="The flow run was cancelled before this task run started."))
+            return
+        if self.upstreams:
+            self.args, self.kwargs = self.flow_run.resolve_arguments(self.args, self.kwargs)
+        if self.task.cache_key_fn is not None and self._cache_hit():
+            return
+        self.slot_keys = self.flow_run.slot_keys(self)
+        if not self.slot_keys:
+            self.flow_run.dispatch(self)
+            return
+        try:
+            self.slot_request = self.flow_run.limiter.acquire(self, self.slot_keys, self._slots_granted)
+        except Exception as exc:
+            self.slot_keys = []
+            self.finish(Failed(exc, message=str(exc)))
+            return
+        if self.slot_request is not None:
+            self._move(AwaitingConcurrencySlot(f"waiting for a slot of {', '.join(self.slot_keys)}"))
+
+    def _slots_granted(self) -> None:
+        self.slot_request = None
+        if self.record.state.is_final():  # cancelled while waiting
+            self.flow_run.limiter.release(self.slot_keys)
+            return
+        self.flow_run.dispatch(self)
+
+    def _cache_hit(self) -> bool:
+        ctx = RunContext(self.flow_run, self)
+        try:
+            self.cache_key = self.task.cache_key_fn(ctx, self.flow_run.cacheable_parameters(self))  # type: ignore[misc]
+        except Exception as exc:
+            self.finish(Failed(exc, message=f"cache_key_fn of task {self.task.name!r} raised: {exc!r}"))
+            return True
+        if self.cache_key is None:
+            return False
+        value = results.get(self.cache_key)
+        if value is MISSING:
+            return False
+        self.finish(Cached(value, message=f"result found in cache (key {self.cache_key[:16]})"))
+        return True
+
+    # -- attempts ------------------------------------------------------------------
+
+    def begin_attempt(self) -> bool:
+        """Move to Running (or Retrying); False if the run is already final (cancelled)."""
+        with self.lock:
+            state = self.record.state
+            if state.is_final():
+                return False
+            if self.flow_run.cancelling:
+                cancelled = True
+            else:
+                cancelled = False
+                new = Retrying() if state.name == "AwaitingRetry" else Running()
+                event = transition(self.record, new)
+                self.in_body = True
+                self.thread_id = threading.get_ident()
+        if cancelled:
+            self.finish(Cancelled(message="The flow run was cancelled before this task run started."))
+            return False
+        events.emit(event)
+        timeout = self.task.timeout_seconds
+        if timeout is not None and self.async_task is None:
+            attempt = self.record.run_count
+            self.timer = watchdog.schedule(timeout, lambda: self._on_deadline(attempt, TaskRunTimeout))
+        return True
+
+    def end_body(self) -> None:
+        """The body returned or raised: no interrupt may land after this."""
+        with self.lock:
+            self.in_body = False
+            if self.interrupt is not None and self.thread_id is not None:
+                clear_in_thread(self.thread_id)
+        if self.timer is not None:
+            watchdog.cancel(self.timer)
+            self.timer = None
+
+    def succeeded(self, value: Any) -> None:
+        if self.cache_key is not None:
+            results.put(self.cache_key, value, self.task.cache_expiration)
+        self.finish(Completed(value))
+
+    def failed(self, exc: BaseException) -> float | None:
+        """Decide what a failed attempt leads to; returns the retry delay, or None if final."""
+        interrupt, self.interrupt = self.interrupt, None
+        if isinstance(exc, TaskRunTimeout) or interrupt is TaskRunTimeout:
+            error = exc if isinstance(exc, TaskRunTimeout) and exc.args else TaskRunTimeout(self._timeout_message())
+            final: State = TimedOut(error, message=str(error))
+        elif isinstance(exc, (RunInterrupted, KeyboardInterrupt, asyncio.CancelledError)) or self.flow_run.cancelling:
+            self.finish(Cancelled(exc, message=f"Cancelled while running: {type(exc).__name__}"))
+            return None
+        elif not isinstance(exc, Exception):
+            self.finish(Crashed(exc, message=f"The task run was interrupted by {type(exc).__name__}."))
+            return None
+        else:
+            final = Failed(exc, message=f"{type(exc).__name__}: {exc}")
+        retries_done = self.record.run_count - 1
+        if retries_done < self.task.retries:
+            delays = self.task.retry_delays
+            delay = delays[min(retries_done, len(delays) - 1)]
+            self._move(AwaitingRetry(f"attempt {retries_done + 1} failed: {final.message}; retrying in {delay:g} s"))
+            return delay
+        self.finish(final)
+        return None
+
+    def wait_before_retry(self, delay: float) -> bool:
+        """Wait out a retry delay; False (and Cancelled) if the flow is cancelled meanwhile."""
+        if delay > 0 and get_clock().wait(self.flow_run.cancel_event, delay):
+            self.finish(Cancelled(message="The flow run was cancelled while this task run awaited a retry."))
+            return False
+        return not self.record.state.is_final()
+
+    def _timeout_message(self) -> str:
+        return f"Task run {self.record.name!r} exceeded its timeout of {self.task.timeout_seconds:g} s."
+
+    # -- interruption ----------------------------------------------------------------
+
+    def interrupt_with(self, exc_type: type[BaseException]) -> None:
+        """Cancel the run: not started -> Cancelled; running -> an exception in its thread."""
+        with self.lock:
+            state = self.record.state
+            if state.is_final():
+                return
+            running = self.in_body
+        if not running and state.type is StateType.PENDING and state.name != "AwaitingRetry":
+            if self.slot_request is not None:
+                self.flow_run.limiter.withdraw(self.slot_request)
+            self.finish(Cancelled(message="The flow run was cancelled before this task run started."))
+            return
+        if self.async_task is not None:
+            self.async_task.get_loop().call_soon_threadsafe(self.async_task.cancel)
+        else:
+            self._on_deadline(self.record.run_count, exc_type)
+
+    def _on_deadline(self, attempt: int, exc_type: type[BaseException]) -> None:
+        with self.lock:
+            if not self.in_body or self.record.run_count != attempt or self.thread_id is None:
+                return
+            self.interrupt = exc_type
+            raise_in_thread(self.thread_id, exc_type)
+        grace = self.flow_run.settings.interrupt_grace_seconds
+        watchdog.schedule(grace, lambda: self._abandon(attempt, exc_type))
+
+    def _abandon(self, attempt: int, exc_type: type[BaseException]) -> None:
+        """The interrupted body did not stop (blocked in C): give up on it."""
+        with self.lock:
+            if not self.in_body or self.record.run_count != attempt:
+                return
+            self.in_body = False
+        grace = self.flow_run.settings.interrupt_grace_seconds
+        if exc_type is TaskRunTimeout:
+            error = TaskRunTimeout(self._timeout_message() + f" It did not stop within {grace:g} s, so it was abandoned.")
+            self.finish(TimedOut(error, message=str(error)))
+        else:
+            self.finish(Crashed(message=f"Task run {self.record.name!r} did not stop within {grace:g} s of its flow's cancellation, so it was abandoned."))
+
+    # -- the end ---------------------------------------------------------------------
+
+    def _move(self, state: State) -> None:
+        with self.lock:
+            if self.record.state.is_final():
+                return
+            event = transition(self.record, state)
+        events.emit(event)
+
+    def finish(self, state: State) -> bool:
+        """Move to a final state; the first caller wins (a late thread's result is dropped)."""
+        with self.lock:
+            if self.record.state.is_final():
+                return False
+            event = transition(self.record, state)
+            self.in_body = False
+        if self.timer is not None:
+            watchdog.cancel(self.timer)
+            self.timer = None
+        events.emit(event)
+        if self.slot_keys:
+            self.flow_run.limiter.release(self.slot_keys)
+        self._run_hooks(state)
+        self.args = self.kwargs = self.parameters = None  # type: ignore[assignment]
+        self.upstreams = []
+        self.flow_run.task_run_ended(self)
+        self._complete()
+        return True
+
+    def _run_hooks(self, state: State) -> None:
+        hooks = self.task.on_completion if state.is_completed() else self.task.on_failure if state.type in (StateType.FAILED, StateType.CRASHED) else ()
+        for hook in hooks:
+            try:
+                hook(self.task, self.record, state)
+            except Exception:
+                logger.exception("Hook %r of task run %r raised; the run's state is unchanged.", hook, self.record.name)
+
+
+def run_sync(run: TaskRun) -> None:
+    """Run a task's attempts in this thread."""
+    token = current_run.set(RunContext(run.flow_run, run))
+    try:
+        while run.begin_attempt():
+            try:
+                try:
+                    value = run.task.fn(*run.args, **run.kwargs)
+                finally:
+                    run.end_body()
+            except BaseException as exc:
+                delay = run.failed(exc)
+                if delay is None or not run.wait_before_retry(delay):
+                    return
+            else:
+                run.succeeded(value)
+                return
+    finally:
+        current_run.reset(token)
+
+
+async def run_async(run: TaskRun) -> None:
+    """Run an async task's attempts on the current event loop."""
+    token = current_run.set(RunContext(run.flow_run, run))
+    run.async_task = asyncio.current_task()
+    try:
+        while run.begin_attempt():
+            try:
+                try:
+                    coro = run.task.fn(*run.args, **run.kwargs)
+                    timeout = run.task.timeout_seconds
+                    value = await (asyncio.wait_for(coro, timeout) if timeout else coro)
+                finally:
+                    run.end_body()
+            except asyncio.TimeoutError:
+                delay = run.failed(TaskRunTimeout(run._timeout_message()))
+            except BaseException as exc:
+                delay = run.failed(exc)
+            else:
+                run.succeeded(value)
+                return
+            if delay is None:
+                return
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        current_run.reset(token)
+
+
+def crash_if_unfinished(run: TaskRun, error: BaseException | None) -> None:
+    """The runner's future ended: if the run is not final, the engine failed it."""
+    if not run.record.state.is_final():
+        run.finish(Crashed(error, message=f"The runner lost task run {run.record.name!r}: {error!r}"))
+
