@@ -27,3 +27,73 @@ def _no_leaked_threads():
             if thread.is_alive():
                 leaked.append(thread.name)
     assert not leaked, f"threads left running: {leaked}"
+
+
+# -- real services on loopback -------------------------------------------------------
+
+_HOW_TO_START = {
+    "MariaDB": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+    "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+}
+
+
+def _service_missing(name: str, error: Exception) -> None:
+    import os
+
+    message = f"{name} is not reachable on 127.0.0.1 ({error}); start it with: {_HOW_TO_START[name]}"
+    if os.environ.get("TETHER_REQUIRE_SERVICES") == "1":
+        pytest.fail(message + " (TETHER_REQUIRE_SERVICES=1, so this fails instead of skipping)")
+    pytest.skip(message)
+
+
+MARIADB_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def mariadb_url() -> str:
+    """The URL of the test MariaDB; skips (or fails under TETHER_REQUIRE_SERVICES=1) if it is down."""
+    try:
+        import pymysql
+
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test", connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means the service is missing
+        _service_missing("MariaDB", exc)
+    return MARIADB_URL
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    try:
+        import psycopg
+
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001
+        _service_missing("PostgreSQL", exc)
+    return POSTGRES_URL
+
+
+def mariadb_threads_connected() -> int:
+    """Connections the MariaDB server has open right now (including this one)."""
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW STATUS LIKE 'Threads_connected'")
+            return int(cur.fetchone()[1])
+    finally:
+        conn.close()
+
+
+def postgres_connections(application_name: str | None = None) -> int:
+    """Client backends on the PostgreSQL server (optionally with one application_name)."""
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres") as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        params: tuple = ()
+        if application_name is not None:
+            query += " AND application_name = %s"
+            params = (application_name,)
+        return int(conn.execute(query, params).fetchone()[0])

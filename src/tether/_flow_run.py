@@ -77,7 +77,7 @@ class FlowRun:
         self._in_body = False
         self._body_lock = threading.Lock()
         self._timer: int | None = None
-        self._old_sigterm: Any = None
+        self._previous_handlers: dict[int, Any] = {}
         self._context_token: Any = None
 
     # -- task runs --------------------------------------------------------------------
@@ -97,10 +97,16 @@ class FlowRun:
                 )
             upstreams.append(run)
 
+        limited: list[str] = []
+
         def on_other(value: Any) -> None:
             scope = scope_of(value)
-            if scope is not None and scope not in scopes:
-                scopes.append(scope)
+            if scope is not None:
+                if scope not in scopes:
+                    scopes.append(scope)
+                # Only runs that receive the value count against the resource's limit.
+                if scope.limit_key is not None and scope.limit_key not in limited:
+                    limited.append(scope.limit_key)
 
         for value in args:
             find(value, on_future, on_other)
@@ -112,6 +118,7 @@ class FlowRun:
         tags = task.tags | current_tags.get()
         record = RunRecord("task", task.name, self.record.id, self.record.id, tags)
         run = TaskRun(task, self, record, args, kwargs, parameters, upstreams, scopes)
+        run.slot_keys = limited
         joined: list[ResourceScope] = []
         try:
             for scope in scopes:
@@ -181,11 +188,11 @@ class FlowRun:
         return tuple(resolve(a) for a in args), {k: resolve(v) for k, v in kwargs.items()}
 
     def slot_keys(self, run: TaskRun) -> list[str]:
-        keys = self.limiter.limited_keys(frozenset(f"tag:{t}" for t in run.record.tags)) if run.record.tags else []
-        for scope in run.scopes:
-            if scope.limit_key is not None:
-                keys.append(scope.limit_key)
-        return sorted(keys)
+        """Every limited key the run needs: its resources' (found at creation) and its tags'."""
+        keys = run.slot_keys
+        if run.record.tags:
+            keys = keys + self.limiter.limited_keys(frozenset(f"tag:{t}" for t in run.record.tags))
+        return sorted(keys) if len(keys) > 1 else keys
 
     def cacheable_parameters(self, run: TaskRun) -> dict[str, Any]:
         """The run's parameters, resolved, with resource values left out."""
@@ -216,8 +223,10 @@ class FlowRun:
         if self.flow.log_prints:
             enable_log_prints()
         self._context_token = current_run.set(RunContext(self))
-        if self.parent is None and threading.current_thread() is threading.main_thread():
-            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handlers = {
+                signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
+            }
         if events.active:
             events.emit(RunCreated(self.record.id, "flow", self.flow.name, self.record.id, self.record.parent_id, frozenset(), self.parameters, self.record.state.timestamp))
         self.runner.start()
@@ -235,6 +244,21 @@ class FlowRun:
             self._in_body = False
             if self.timed_out:
                 clear_in_thread(self._thread_id)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Ctrl-C or SIGTERM: raise in the body; once the body is over, cancel without raising."""
+        reason: BaseException = KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+        if self._in_body and not self.cancelling:
+            raise reason
+        # Ending: a signal handler must not take the locks the interrupted code may hold,
+        # and must not cut the wait for task runs and cleanups short.
+        threading.Thread(target=self._interrupted_while_ending, args=(reason,), name="tether-cancel", daemon=True).start()
+
+    def _interrupted_while_ending(self, reason: BaseException) -> None:
+        if self.cancelling:
+            logger.warning("Interrupted again: still cleaning up flow run %r; please wait.", self.record.name)
+        else:
+            self.cancel(reason)
 
     def body_returned(self, value: Any) -> None:
         self._leave_body()
@@ -294,7 +318,9 @@ class FlowRun:
 
     def end(self) -> State:
         """Wait for every task run and cleanup, then decide and record the final state."""
-        self._wait_without_interruption(self.wait_for_task_runs)
+        for scope in list(self.scopes):
+            scope.close_block(self.cancel_reason or self._body_error)
+        self.wait_for_task_runs()
         value = self._value
         if self._body_error is None and not self.cancelling:
             try:
@@ -302,29 +328,18 @@ class FlowRun:
             except BaseException as exc:
                 self._body_error = exc
         for scope in list(self.scopes):
-            self._wait_without_interruption(scope.wait_for_cleanup)
+            scope.wait_for_cleanup()
+            scope.forget()
         if self._timer is not None:
             watchdog.cancel(self._timer)
         self.runner.stop()
         state = self._final_state(value)
         events.emit(transition(self.record, state))
         self._run_hooks(state)
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
         current_run.reset(self._context_token)
         return state
-
-    def _wait_without_interruption(self, wait: Any) -> None:
-        """Wait; a Ctrl-C meanwhile cancels the run but does not cut the wait short."""
-        while True:
-            try:
-                wait()
-                return
-            except KeyboardInterrupt as exc:
-                logger.warning("Interrupted again: still cleaning up flow run %r; please wait.", self.record.name)
-                self.cancel(exc)
-            except Terminated as exc:
-                self.cancel(exc)
 
     def _resolve_return_value(self, value: Any) -> Any:
         def resolve_future(leaf: Any) -> Any:
@@ -384,10 +399,6 @@ class FlowRun:
         if state.is_cancelled() and isinstance(self.cancel_reason, BaseException):
             raise self.cancel_reason
         return state.result()
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
 
 
 def _in_event_loop() -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -78,8 +79,8 @@ class Watchdog:
                     self._cond.wait(remaining)
             try:
                 callback()
-            except Exception:  # a late callback must not kill the watchdog
-                pass
+            except Exception:  # a failing callback must not kill the watchdog
+                logging.getLogger("tether").exception("A watchdog callback failed: %r", callback)
 
 
 watchdog = Watchdog()

@@ -222,12 +222,17 @@ class ResourceScope:
         if self._plain:
             self._close(exc)
             return False
+        self.close_block(exc)
         open_blocks.reset(self._block_token)
+        return False
+
+    def close_block(self, error: BaseException | None) -> None:
+        """The ``with`` block is over (idempotent: the flow's end closes a block an
+        interrupt left open)."""
         with self._lock:
-            due = self.book.exit_block(exc)
+            due = self.book.block_open and self.book.exit_block(error)
         if due:
             self._start_cleanup()
-        return False
 
     def join(self, member: Any) -> None:
         """A task run (or a nested scope) becomes part of this scope."""

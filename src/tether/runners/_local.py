@@ -3,11 +3,62 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from tether.runners._base import TaskRunner
+
+
+class _DaemonThreadPool:
+    """A thread pool like `ThreadPoolExecutor`, but of daemon threads.
+
+    A task body blocked in C that the engine abandoned after a timeout or a
+    cancellation must not keep the process alive at exit; `ThreadPoolExecutor`
+    joins its threads at exit, so it would.
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max_workers = max_workers
+        self._name = name
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._work.put((future, fn, args, kwargs))
+        if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+            with self._lock:
+                if len(self._threads) < self._max_workers:
+                    thread = threading.Thread(
+                        target=self._work_loop, name=f"{self._name}-{len(self._threads)}", daemon=True
+                    )
+                    self._threads.append(thread)
+                    thread.start()
+        return future
+
+    def _work_loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # handed to whoever holds the future
+                    future.set_exception(exc)
+            del item, future, fn, args, kwargs
+            self._idle.release()
+
+    def shutdown(self) -> None:
+        """Stop the idle threads; a thread still busy (abandoned) finishes on its own."""
+        for _ in self._threads:
+            self._work.put(None)
 
 
 class ThreadPoolRunner(TaskRunner):
@@ -23,15 +74,14 @@ class ThreadPoolRunner(TaskRunner):
                 "or None for the default."
             )
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _DaemonThreadPool | None = None
 
     def start(self) -> None:
-        self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="tether-worker")
+        self._pool = _DaemonThreadPool(self.max_workers, "tether-worker")
 
     def stop(self) -> None:
         if self._pool is not None:
-            # Runs abandoned after a timeout may still hold a thread: do not wait for them.
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
             self._pool = None
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:

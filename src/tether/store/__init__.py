@@ -1,0 +1,49 @@
+"""The run store: flow runs, task runs, every state change, logs, the resource ledger and limits.
+
+SQLite at ``$TETHER_HOME/tether.db`` (``TETHER_HOME`` defaults to ``~/.tether``), or
+any SQLAlchemy URL in ``TETHER_DATABASE_URL`` (PostgreSQL). The engine calls
+`enable()` when a flow starts and `flush()` when a top-level flow ends; the CLI
+opens the store with `open_store()` and queries it.
+
+This package records and reads; it does not run flows or decide their states.
+"""
+
+from tether.store._active import active_store, disable, enable, flush, recording_disabled
+from tether.store._errors import StoreError, StoreSchemaError
+from tether.store._location import StoreLocation, configured_url, tether_home
+from tether.store._reap import ReaperNotFound, ReapResult, load_reaper, reap_orphans
+from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
+from tether.store._redact import redact_parameters, redact_text
+from tether.store._schema import HEAD as SCHEMA_REVISION
+from tether.store._store import RunNotFound, Store, open_store
+from tether.store._writer import StoreRecorder
+
+__all__ = [
+    "LedgerEntry",
+    "ReapResult",
+    "ReaperNotFound",
+    "RunDetail",
+    "RunNotFound",
+    "SCHEMA_REVISION",
+    "Store",
+    "StoreError",
+    "StoreLocation",
+    "StoreRecorder",
+    "StoreSchemaError",
+    "StoredFlowRun",
+    "StoredLog",
+    "StoredStateChange",
+    "StoredTaskRun",
+    "active_store",
+    "configured_url",
+    "disable",
+    "enable",
+    "flush",
+    "load_reaper",
+    "open_store",
+    "reap_orphans",
+    "recording_disabled",
+    "redact_parameters",
+    "redact_text",
+    "tether_home",
+]

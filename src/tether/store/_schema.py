@@ -1,0 +1,137 @@
+"""The run store's tables, as SQLAlchemy Core metadata.
+
+Queries and the writer use these objects; the Alembic migrations in
+``migrations/versions`` create them, and a test checks that the two agree.
+All times are seconds since the epoch (floats), taken on the machine that ran
+the flow; parameters, tags and handles are JSON text, encoded by the writer. This module only describes the schema; it opens no connection.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: Every schema revision this code knows, oldest first. Add one per migration.
+REVISIONS: tuple[str, ...] = ("0001",)
+#: The revision this code writes and reads.
+HEAD = REVISIONS[-1]
+
+metadata = sa.MetaData()
+
+ID = sa.String(32)
+NAME = sa.String(255)
+STATE = sa.String(16)
+STATE_NAME = sa.String(64)
+
+flow_runs = sa.Table(
+    "flow_runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("parent_id", ID, nullable=True, index=True),
+    sa.Column("parameters", sa.Text, nullable=True),
+    sa.Column("tags", sa.Text, nullable=True),
+    sa.Column("state_type", STATE, nullable=True),
+    sa.Column("state_name", STATE_NAME, nullable=True),
+    sa.Column("state_message", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("run_count", sa.Integer, nullable=False, default=0),
+    sa.Column("created", sa.Double, nullable=False, index=True),
+    sa.Column("start_time", sa.Double, nullable=True),
+    sa.Column("end_time", sa.Double, nullable=True),
+    sa.Column("updated", sa.Double, nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("host", NAME, nullable=True),
+    sa.Column("heartbeat", sa.Double, nullable=True),
+)
+
+task_runs = sa.Table(
+    "task_runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("flow_run_id", ID, nullable=True, index=True),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("parameters", sa.Text, nullable=True),
+    sa.Column("tags", sa.Text, nullable=True),
+    sa.Column("state_type", STATE, nullable=True),
+    sa.Column("state_name", STATE_NAME, nullable=True),
+    sa.Column("state_message", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("run_count", sa.Integer, nullable=False, default=0),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("start_time", sa.Double, nullable=True),
+    sa.Column("end_time", sa.Double, nullable=True),
+    sa.Column("updated", sa.Double, nullable=True),
+)
+
+state_changes = sa.Table(
+    "state_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", ID, nullable=False),
+    sa.Column("flow_run_id", ID, nullable=True, index=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("type", STATE, nullable=False),
+    sa.Column("name", STATE_NAME, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("timestamp", sa.Double, nullable=False),
+    sa.Column("run_count", sa.Integer, nullable=False, default=0),
+)
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", ID, nullable=False),
+    sa.Column("flow_run_id", ID, nullable=True, index=True),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("timestamp", sa.Double, nullable=False),
+)
+
+#: The resource ledger: one row per scope and process that set it up. The row is
+#: written before setup runs (intent), then updated with what happened.
+resources = sa.Table(
+    "resources",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scope_id", ID, nullable=False),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("flow_run_id", ID, nullable=True, index=True),
+    sa.Column("host", NAME, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    # When the process started (Linux clock ticks since boot), so a reused pid is not taken for the owner.
+    sa.Column("pid_started", sa.String(32), nullable=True),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("setup_outcome", STATE, nullable=True),  # succeeded | failed; NULL while setting up
+    sa.Column("setup_error", sa.Text, nullable=True),
+    sa.Column("setup_at", sa.Double, nullable=True),
+    sa.Column("handle", sa.Text, nullable=True),
+    sa.Column("reaper", sa.String(512), nullable=True),  # "module:qualname"
+    sa.Column("reaper_file", sa.Text, nullable=True),  # the module's file, for reapers defined in scripts
+    sa.Column("scope_outcome", STATE, nullable=True),  # succeeded | failed: what cleanup was told
+    # succeeded | failed (cleanup ran) | reaping | reaped | reap-failed | closed-by-hand; NULL: not closed
+    sa.Column("cleanup_outcome", STATE, nullable=True),
+    sa.Column("cleanup_error", sa.Text, nullable=True),
+    sa.Column("cleanup_seconds", sa.Double, nullable=True),
+    sa.Column("cleaned_at", sa.Double, nullable=True),
+    sa.Column("heartbeat", sa.Double, nullable=True),
+    sa.UniqueConstraint("scope_id", "host", "pid", name="uq_resources_scope_process"),
+)
+
+#: Which task runs used which resource scope.
+resource_uses = sa.Table(
+    "resource_uses",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scope_id", ID, nullable=False, index=True),
+    sa.Column("task_run_id", ID, nullable=False),
+    sa.Column("timestamp", sa.Double, nullable=False),
+)
+
+limits = sa.Table(
+    "limits",
+    metadata,
+    sa.Column("tag", NAME, primary_key=True),
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Double, nullable=False),
+)

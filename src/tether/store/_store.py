@@ -1,0 +1,321 @@
+"""`Store`: one opened run store. Recording (`attach`) and the queries the CLI shows.
+
+`open_store` finds the store (`TETHER_DATABASE_URL`, else ``$TETHER_HOME/tether.db``),
+brings its schema up to date and returns a `Store`. `attach` subscribes a
+`StoreRecorder` to the engine's event stream; the query methods read with plain
+SQL and return the records of `_records`. Process-wide switching on and off is in
+`_active`, reaping in `_reap`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether._context import events
+from tether.store._engine import make_engine, read, write
+from tether.store._errors import StoreError
+from tether.store._ledger import orphan_reason
+from tether.store._location import StoreLocation
+from tether.store._migrate import ensure_schema
+from tether.store._records import (
+    LedgerEntry,
+    RunDetail,
+    StoredFlowRun,
+    StoredLog,
+    StoredStateChange,
+    StoredTaskRun,
+)
+from tether.store._schema import flow_runs, limits, logs, resource_uses, resources, state_changes, task_runs
+from tether.store._writer import StoreRecorder, heartbeat_seconds
+
+
+class RunNotFound(StoreError, LookupError):
+    """No flow run (or more than one) matches the id given."""
+
+
+def open_store(url: str | sa.URL | None = None) -> Store:
+    """Open the run store (creating or upgrading its schema); raises `StoreError` if it cannot be used."""
+    location = StoreLocation.resolve(url)
+    engine = make_engine(location)
+    try:
+        ensure_schema(engine, location)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Store(location, engine)
+
+
+class Store:
+    def __init__(self, location: StoreLocation, engine: sa.Engine) -> None:
+        self.location = location
+        self.engine = engine
+        self.recorder: StoreRecorder | None = None
+
+    def __repr__(self) -> str:
+        return f"<Store {self.location.shown}>"
+
+    # -- recording ---------------------------------------------------------------------
+
+    def attach(self) -> StoreRecorder:
+        """Record every event of this process from now on (idempotent)."""
+        if self.recorder is None:
+            self.recorder = StoreRecorder(self.engine, self.location)
+            events.subscribe(self.recorder)
+        return self.recorder
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded so far is written; False if ``timeout`` passed first."""
+        return self.recorder.flush(timeout) if self.recorder is not None else True
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Stop recording, write what is queued, release connections."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            events.unsubscribe(recorder)
+            recorder.close(timeout)
+        self.engine.dispose()
+
+    # -- runs --------------------------------------------------------------------------
+
+    def flow_runs(self, limit: int | None = 20, state: str | None = None) -> list[StoredFlowRun]:
+        """The latest flow runs, newest first; ``state`` matches a state type or name (any case)."""
+        query = sa.select(flow_runs).order_by(flow_runs.c.created.desc())
+        if state:
+            wanted = state.upper()
+            query = query.where(sa.or_(sa.func.upper(flow_runs.c.state_type) == wanted, sa.func.upper(flow_runs.c.state_name) == wanted))
+        if limit is not None:
+            query = query.limit(limit)
+
+        def work(conn: sa.Connection) -> list[StoredFlowRun]:
+            rows = conn.execute(query).mappings().all()
+            counts = _task_counts(conn, [r["id"] for r in rows])
+            return [_flow_run(r, counts.get(r["id"], {})) for r in rows]
+
+        return read(self.engine, work)
+
+    def flow_run(self, run_id: str) -> RunDetail:
+        """Everything about one flow run; ``run_id`` may be a unique prefix of the id."""
+
+        def work(conn: sa.Connection) -> RunDetail:
+            matches = conn.execute(
+                sa.select(flow_runs).where(flow_runs.c.id.like(_prefix(run_id), escape="\\")).limit(2)
+            ).mappings().all()
+            if len(matches) != 1:
+                how = "No flow run" if not matches else "More than one flow run"
+                raise RunNotFound(
+                    f"{how} in the store {self.location.shown} has an id starting with {run_id!r}. "
+                    "List the runs with: tether runs ls"
+                )
+            row = matches[0]
+            rid = row["id"]
+            counts = _task_counts(conn, [rid])
+            tasks = conn.execute(sa.select(task_runs).where(task_runs.c.flow_run_id == rid).order_by(task_runs.c.created)).mappings().all()
+            changes = conn.execute(
+                sa.select(state_changes).where(state_changes.c.flow_run_id == rid).order_by(state_changes.c.timestamp, state_changes.c.id)
+            ).mappings().all()
+            lines = conn.execute(sa.select(logs).where(logs.c.flow_run_id == rid).order_by(logs.c.timestamp, logs.c.id)).mappings().all()
+            subflows = conn.execute(sa.select(flow_runs).where(flow_runs.c.parent_id == rid).order_by(flow_runs.c.created)).mappings().all()
+            ledger = self._ledger(conn, resources.c.flow_run_id == rid)
+            return RunDetail(
+                flow_run=_flow_run(row, counts.get(rid, {})),
+                task_runs=[_task_run(t) for t in tasks],
+                state_changes=[
+                    StoredStateChange(c["run_id"], c["kind"], c["type"], c["name"], c["message"], c["timestamp"], c["run_count"]) for c in changes
+                ],
+                logs=[StoredLog(x["run_id"], x["level"], x["message"], x["timestamp"]) for x in lines],
+                resources=ledger,
+                subflows=[_flow_run(s, {}) for s in subflows],
+            )
+
+        return read(self.engine, work)
+
+    # -- the ledger --------------------------------------------------------------------
+
+    def resources(self, limit: int | None = None) -> list[LedgerEntry]:
+        """Ledger rows, newest first, each with its orphan reason if it is one."""
+        return read(self.engine, lambda conn: self._ledger(conn, None, limit))
+
+    def orphans(self, now: float | None = None, stale_after: float | None = None) -> list[LedgerEntry]:
+        """Resources not cleaned up whose process is gone (dead pid on this host, or stale heartbeat)."""
+        not_closed = sa.and_(
+            sa.or_(resources.c.cleanup_outcome.is_(None), resources.c.cleanup_outcome == "reap-failed"),
+            sa.or_(resources.c.setup_outcome.is_(None), resources.c.setup_outcome != "failed"),
+        )
+        rows = read(self.engine, lambda conn: self._ledger(conn, not_closed, None, now, stale_after))
+        return [r for r in rows if r.orphan is not None]
+
+    def _ledger(
+        self,
+        conn: sa.Connection,
+        where: Any,
+        limit: int | None = None,
+        now: float | None = None,
+        stale_after: float | None = None,
+    ) -> list[LedgerEntry]:
+        query = sa.select(resources).order_by(resources.c.created.desc(), resources.c.id.desc())
+        if where is not None:
+            query = query.where(where)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = conn.execute(query).mappings().all()
+        users: dict[str, list[str]] = {}
+        scope_ids = sorted({r["scope_id"] for r in rows})
+        for chunk in _chunks(scope_ids, 500):
+            uses = conn.execute(
+                sa.select(resource_uses.c.scope_id, resource_uses.c.task_run_id)
+                .where(resource_uses.c.scope_id.in_(chunk))
+                .order_by(resource_uses.c.timestamp, resource_uses.c.id)
+            ).all()
+            for scope_id, task_run_id in uses:
+                users.setdefault(scope_id, []).append(task_run_id)
+        now = time.time() if now is None else now
+        stale = 6 * heartbeat_seconds() if stale_after is None else stale_after
+        entries = []
+        for r in rows:
+            orphan = None
+            if r["cleanup_outcome"] in (None, "reap-failed") and r["setup_outcome"] != "failed":
+                orphan = orphan_reason(r["host"], r["pid"], r["pid_started"], r["heartbeat"], now, stale)
+            values = dict(r)
+            values["handle"] = _json(values["handle"])
+            entries.append(LedgerEntry(**values, used_by=users.get(r["scope_id"], []), orphan=orphan))
+        return entries
+
+    def claim_for_reaping(self, entry_id: int) -> bool:
+        """Mark an orphan as being reaped; False if it was closed or claimed meanwhile."""
+
+        def work(conn: sa.Connection) -> bool:
+            result = conn.execute(
+                sa.update(resources)
+                .where(resources.c.id == entry_id)
+                .where(sa.or_(resources.c.cleanup_outcome.is_(None), resources.c.cleanup_outcome == "reap-failed"))
+                .values(cleanup_outcome="reaping")
+            )
+            return result.rowcount == 1
+
+        return write(self.engine, work)
+
+    def record_reap(self, entry_id: int, error: str | None, seconds: float, outcome: str | None = None) -> None:
+        """Record a reaper's outcome: ``reaped``, or ``reap-failed`` with its error."""
+        values = {
+            "cleanup_outcome": outcome or ("reaped" if error is None else "reap-failed"),
+            "cleanup_error": error,
+            "cleanup_seconds": seconds,
+            "cleaned_at": time.time(),
+        }
+        write(self.engine, lambda conn: conn.execute(sa.update(resources).where(resources.c.id == entry_id).values(values)))
+
+    def mark_reaped(self, entry_id: int) -> bool:
+        """Record that a person closed the resource by hand; False if there is no such open row."""
+
+        def work(conn: sa.Connection) -> bool:
+            result = conn.execute(
+                sa.update(resources)
+                .where(resources.c.id == entry_id)
+                .where(sa.or_(resources.c.cleanup_outcome.is_(None), resources.c.cleanup_outcome.in_(["reap-failed", "reaping"])))
+                .values(cleanup_outcome="closed-by-hand", cleaned_at=time.time())
+            )
+            return result.rowcount == 1
+
+        return write(self.engine, work)
+
+    # -- limits ------------------------------------------------------------------------
+
+    def set_limit(self, tag: str, capacity: int) -> None:
+        if not tag or not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
+            raise ValueError(f"A limit needs a tag and a whole number >= 0; got tag={tag!r}, capacity={capacity!r}.")
+
+        def work(conn: sa.Connection) -> None:
+            done = conn.execute(sa.update(limits).where(limits.c.tag == tag).values(capacity=capacity, updated=time.time()))
+            if done.rowcount == 0:
+                conn.execute(sa.insert(limits).values(tag=tag, capacity=capacity, updated=time.time()))
+
+        write(self.engine, work)
+
+    def limits(self) -> dict[str, int]:
+        return read(self.engine, lambda conn: {t: c for t, c in conn.execute(sa.select(limits.c.tag, limits.c.capacity).order_by(limits.c.tag))})
+
+    def remove_limit(self, tag: str) -> bool:
+        return write(self.engine, lambda conn: conn.execute(sa.delete(limits).where(limits.c.tag == tag)).rowcount == 1)
+
+    # -- for tests and tools -----------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table."""
+        tables = (flow_runs, task_runs, state_changes, logs, resources, resource_uses, limits)
+        return read(self.engine, lambda conn: {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in tables})
+
+
+def _json(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _prefix(run_id: str) -> str:
+    escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _task_counts(conn: sa.Connection, run_ids: list[str]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for chunk in _chunks(run_ids, 500):
+        rows = conn.execute(
+            sa.select(task_runs.c.flow_run_id, task_runs.c.state_type, sa.func.count())
+            .where(task_runs.c.flow_run_id.in_(chunk))
+            .group_by(task_runs.c.flow_run_id, task_runs.c.state_type)
+        ).all()
+        for run_id, state_type, n in rows:
+            counts.setdefault(run_id, {})[state_type or "UNKNOWN"] = n
+    return counts
+
+
+def _flow_run(r: Any, counts: dict[str, int]) -> StoredFlowRun:
+    return StoredFlowRun(
+        id=r["id"],
+        name=r["name"],
+        parent_id=r["parent_id"],
+        state_type=r["state_type"],
+        state_name=r["state_name"],
+        state_message=r["state_message"],
+        error=r["error"],
+        run_count=r["run_count"],
+        created=r["created"],
+        start_time=r["start_time"],
+        end_time=r["end_time"],
+        parameters=_json(r["parameters"]),
+        tags=_json(r["tags"]),
+        pid=r["pid"],
+        host=r["host"],
+        heartbeat=r["heartbeat"],
+        task_counts=counts,
+    )
+
+
+def _task_run(r: Any) -> StoredTaskRun:
+    return StoredTaskRun(
+        id=r["id"],
+        flow_run_id=r["flow_run_id"],
+        name=r["name"],
+        state_type=r["state_type"],
+        state_name=r["state_name"],
+        state_message=r["state_message"],
+        error=r["error"],
+        run_count=r["run_count"],
+        created=r["created"],
+        start_time=r["start_time"],
+        end_time=r["end_time"],
+        parameters=_json(r["parameters"]),
+        tags=_json(r["tags"]),
+    )

@@ -1,0 +1,671 @@
+"""Retries, timeouts and caching: the time-based behaviour of tasks and flows.
+
+Retry delays and cache expiry are tested on a fake clock that records every wait and
+moves time forward at once, so nothing here sleeps. Timeouts use real (short)
+deadlines on bodies that would otherwise never end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+import time
+
+import pytest
+
+from tether import FlowRunTimeout, TaskRunTimeout, flow, task, task_input_hash
+from tether._clock import set_clock
+from tether._context import events
+from tether._core import InMemoryRecorder, RunCreated
+from tether.runners import InlineRunner, ThreadPoolRunner
+
+try:  # the shipped fake, once there is one
+    from tether.testing import FakeClock  # type: ignore[import-not-found]
+except ImportError:
+
+    class FakeClock:  # type: ignore[no-redef]
+        """Time that moves only when someone waits; every wait is recorded."""
+
+        def __init__(self, start: float = 1_700_000_000.0) -> None:
+            self._now = start
+            self._lock = threading.Lock()
+            self.waits: list[float] = []
+
+        def time(self) -> float:
+            with self._lock:
+                return self._now
+
+        def monotonic(self) -> float:
+            with self._lock:
+                return self._now
+
+        def advance(self, seconds: float) -> None:
+            with self._lock:
+                self._now += seconds
+
+        def wait(self, event: threading.Event, seconds: float) -> bool:
+            with self._lock:
+                self.waits.append(seconds)
+                self._now += seconds
+            return event.is_set()
+
+
+RUNNERS = [pytest.param(ThreadPoolRunner, id="threads"), pytest.param(InlineRunner, id="inline")]
+
+
+@pytest.fixture(params=RUNNERS)
+def runner(request):
+    return request.param()
+
+
+@pytest.fixture
+def clock():
+    fake = FakeClock()
+    previous = set_clock(fake)
+    yield fake
+    set_clock(previous)
+
+
+@pytest.fixture
+def recorder():
+    rec = InMemoryRecorder()
+    events.subscribe(rec)
+    yield rec
+    events.unsubscribe(rec)
+
+
+def run_id_of(recorder: InMemoryRecorder, kind: str, name: str) -> str:
+    [created] = [e for e in recorder.events if isinstance(e, RunCreated) and e.kind == kind and e.name == name]
+    return created.run_id
+
+
+def flaky(failures: int, value: str = "ok"):
+    """A function that fails ``failures`` times, then returns ``value``; counts its calls."""
+    calls = []
+
+    def fn():
+        calls.append(len(calls) + 1)
+        if len(calls) <= failures:
+            raise ConnectionError(f"attempt {len(calls)} failed")
+        return value
+
+    return fn, calls
+
+
+# -- task retries -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["call", "submit"])
+def test_a_task_retries_with_a_fixed_delay(runner, clock, recorder, how):
+    fn, calls = flaky(2)
+    flaky_task = task(retries=3, retry_delay_seconds=5)(fn)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return flaky_task() if how == "call" else flaky_task.submit().result()
+
+    assert pipeline() == "ok"
+    assert calls == [1, 2, 3]
+    assert clock.waits == [5.0, 5.0]
+    run_id = run_id_of(recorder, "task", "fn")
+    assert recorder.states_of(run_id) == [
+        "Running",
+        "AwaitingRetry",
+        "Retrying",
+        "AwaitingRetry",
+        "Retrying",
+        "Completed",
+    ]
+
+
+def test_a_list_of_retry_delays_is_used_in_order_and_the_last_repeats(runner, clock):
+    fn, calls = flaky(4)
+    flaky_task = task(retries=4, retry_delay_seconds=[1, 2, 4])(fn)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return flaky_task.submit().result()
+
+    assert pipeline() == "ok"
+    assert len(calls) == 5
+    assert clock.waits == [1.0, 2.0, 4.0, 4.0]
+
+
+def test_a_task_that_exhausts_its_retries_fails_with_its_last_error(runner, clock, recorder):
+    fn, calls = flaky(10)
+    failures = []
+    flaky_task = task(retries=2, retry_delay_seconds=0.5, on_failure=[lambda t, r, s: failures.append(r.run_count)])(fn)
+
+    seen = {}
+
+    @flow(task_runner=runner)
+    def pipeline():
+        seen["state"] = flaky_task(return_state=True)
+
+    assert pipeline(return_state=True).is_completed()
+    state = seen["state"]
+    assert state.is_failed()
+    with pytest.raises(ConnectionError, match="attempt 3 failed"):
+        state.result()
+    assert calls == [1, 2, 3]
+    assert clock.waits == [0.5, 0.5]
+    assert failures == [3]  # the failure hook runs once, at the end
+    run_id = run_id_of(recorder, "task", "fn")
+    assert recorder.states_of(run_id)[-1] == "Failed"
+
+
+def test_a_task_without_retries_runs_once(runner, clock):
+    fn, calls = flaky(1)
+    once = task(fn)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return once.submit().result(raise_on_failure=False)
+
+    assert isinstance(pipeline(), ConnectionError)
+    assert calls == [1]
+    assert clock.waits == []
+
+
+def test_zero_delay_retries_do_not_wait(runner, clock):
+    fn, calls = flaky(2)
+    flaky_task = task(retries=2)(fn)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return flaky_task()
+
+    assert pipeline() == "ok"
+    assert len(calls) == 3
+    assert sum(clock.waits) == 0
+
+
+def test_an_async_task_retry_waits_on_the_clock(clock):
+    attempts = []
+
+    @task(retries=2, retry_delay_seconds=[0.25, 0.5])  # small: a real sleep here is a bug, but a short one
+    async def fetch():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "fetched"
+
+    @flow
+    def pipeline():
+        return fetch.submit().result()
+
+    assert pipeline() == "fetched"
+    assert clock.waits == [0.25, 0.5]
+
+
+# -- flow retries -------------------------------------------------------------------------
+
+
+def test_a_flow_retries_with_its_delays(runner, clock, recorder):
+    attempts = []
+
+    @flow(task_runner=runner, retries=2, retry_delay_seconds=[0.25, 0.5])
+    def pipeline():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError(f"flow attempt {len(attempts)} failed")
+        return "done"
+
+    assert pipeline() == "done"
+    assert len(attempts) == 3
+    assert clock.waits == [0.25, 0.5]
+    run_id = run_id_of(recorder, "flow", "pipeline")
+    assert recorder.states_of(run_id) == ["Running", "AwaitingRetry", "Retrying", "AwaitingRetry", "Retrying", "Completed"]
+
+
+def test_a_flow_that_exhausts_its_retries_fails(runner, clock):
+    attempts = []
+
+    @flow(task_runner=runner, retries=1, retry_delay_seconds=0)
+    def pipeline():
+        attempts.append(1)
+        raise ConnectionError(f"flow attempt {len(attempts)} failed")
+
+    state = pipeline(return_state=True)
+    assert state.is_failed()
+    assert "flow attempt 2 failed" in state.message
+    assert len(attempts) == 2
+
+
+def test_a_flow_retry_reruns_its_tasks(runner, clock):
+    ran = []
+
+    @task
+    def step(n):
+        ran.append(n)
+        if n == 1:
+            raise ValueError("first attempt's task fails")
+        return n
+
+    attempts = []
+
+    @flow(task_runner=runner, retries=1)
+    def pipeline():
+        attempts.append(1)
+        return step(len(attempts))
+
+    assert pipeline() == 2
+    assert ran == [1, 2]
+
+
+def test_an_unresolved_task_failure_does_not_leak_into_the_retry(runner, clock):
+    attempts = []
+
+    @task
+    def step(n):
+        if n == 1:
+            raise ValueError("only the first attempt fails")
+        return n
+
+    @flow(task_runner=runner, retries=1)
+    def pipeline():
+        attempts.append(1)
+        step.submit(len(attempts))
+        if len(attempts) == 1:
+            raise RuntimeError("flow body fails on attempt 1")
+        return "second attempt clean"
+
+    assert pipeline() == "second attempt clean"
+
+
+# -- task timeouts ------------------------------------------------------------------------
+
+
+@task(timeout_seconds=0.3)
+def spin_forever():
+    while True:
+        pass
+
+
+# Set when each test ends, so that a body the engine failed to interrupt does not spin
+# on for the rest of the session.
+_stop = threading.Event()
+
+
+@pytest.fixture(autouse=True)
+def _release_busy_bodies():
+    _stop.clear()
+    yield
+    _stop.set()
+
+
+@task(timeout_seconds=0.3)
+def count_forever():
+    n = 0
+    while not _stop.is_set():
+        n += 1
+
+
+@pytest.mark.parametrize("body", [spin_forever, count_forever], ids=["pass", "count"])
+@pytest.mark.parametrize("how", ["call", "submit"])
+def test_a_busy_sync_task_times_out(runner, body, how):
+    seen = {}
+
+    @flow(task_runner=runner)
+    def pipeline():
+        if how == "call":
+            seen["state"] = body(return_state=True)
+            return
+        future = body.submit()
+        future.wait()
+        future.result(raise_on_failure=False)
+        seen["state"] = future.state
+
+    pipeline()
+    state = seen["state"]
+    assert state.is_failed()
+    assert state.name == "TimedOut"
+    assert isinstance(state.data, TaskRunTimeout)
+    assert isinstance(state.data, TimeoutError)
+    assert f"'{body.name}'" in state.message
+    assert "0.3 s" in state.message
+
+
+def test_a_timed_out_task_raises_its_timeout_in_the_flow(runner):
+    @flow(task_runner=runner)
+    def pipeline():
+        with pytest.raises(TaskRunTimeout, match="exceeded its timeout"):
+            spin_forever()
+        return "flow goes on"
+
+    assert pipeline() == "flow goes on"
+
+
+def test_a_timed_out_task_is_retried(runner, recorder):
+    attempts = []
+
+    @task(timeout_seconds=0.2, retries=1)
+    def slow_then_fast():
+        attempts.append(1)
+        if len(attempts) == 1:
+            while True:
+                pass
+        return "fast"
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return slow_then_fast.submit().result()
+
+    assert pipeline() == "fast"
+    run_id = run_id_of(recorder, "task", "slow_then_fast")
+    assert recorder.states_of(run_id) == ["Running", "AwaitingRetry", "Retrying", "Completed"]
+
+
+def test_a_timeout_does_not_hit_the_next_task_on_the_same_thread(runner):
+    @task(timeout_seconds=0.2)
+    def quick():
+        return "quick"
+
+    @flow(task_runner=runner)
+    def pipeline():
+        state = spin_forever(return_state=True)
+        # The worker thread (or the flow thread) is reused: no stray exception may land.
+        results = [quick.submit().result() for _ in range(20)]
+        n = 0
+        for _ in range(200_000):
+            n += 1
+        return state.name, results
+
+    name, results = pipeline()
+    assert name == "TimedOut"
+    assert results == ["quick"] * 20
+
+
+def test_a_task_that_finishes_in_time_is_not_interrupted(runner):
+    @task(timeout_seconds=5)
+    def fine():
+        return sum(range(1000))
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return fine(), fine.submit().result()
+
+    assert pipeline() == (499500, 499500)
+
+
+def test_an_async_task_times_out():
+    @task(timeout_seconds=0.2)
+    async def hang():
+        await asyncio.Event().wait()
+
+    seen = {}
+
+    @flow
+    def pipeline():
+        future = hang.submit()
+        future.result(raise_on_failure=False)
+        seen["submitted"] = future.state
+        seen["called"] = hang(return_state=True)
+
+    pipeline()
+    for state in (seen["submitted"], seen["called"]):
+        assert state.name == "TimedOut"
+        assert state.is_failed()
+        assert isinstance(state.data, TaskRunTimeout)
+        assert "'hang'" in state.message
+
+
+def test_an_async_task_awaited_in_an_async_flow_times_out():
+    @task(timeout_seconds=0.2)
+    async def hang():
+        await asyncio.Event().wait()
+
+    seen = {}
+
+    @flow
+    async def pipeline():
+        seen["state"] = await hang(return_state=True)
+
+    asyncio.run(pipeline())
+    state = seen["state"]
+    assert state.name == "TimedOut"
+    assert isinstance(state.data, TaskRunTimeout)
+
+
+# -- flow timeouts ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(5)
+def test_a_busy_flow_times_out_and_is_cancelled(runner):
+    @flow(task_runner=runner, timeout_seconds=0.3)
+    def pipeline():
+        while True:
+            pass
+
+    state = pipeline(return_state=True)
+    assert state.is_cancelled()
+    assert state.name == "TimedOut"
+    assert isinstance(state.data, FlowRunTimeout)
+    with pytest.raises(FlowRunTimeout, match="'pipeline'.*0.3 s"):
+        pipeline()
+
+
+@pytest.mark.timeout(5)
+def test_a_flow_blocked_waiting_times_out_promptly(runner):
+    never = threading.Event()
+
+    @flow(task_runner=runner, timeout_seconds=0.2)
+    def pipeline():
+        never.wait(3)
+        return "should not get here"
+
+    start = time.monotonic()
+    state = pipeline(return_state=True)
+    elapsed = time.monotonic() - start
+    assert state.is_cancelled()
+    assert elapsed < 2, f"the flow took {elapsed:.1f} s to notice its 0.2 s timeout"
+
+
+@pytest.mark.timeout(5)
+def test_a_flow_timeout_interrupts_its_running_tasks(recorder):
+    started = threading.Event()
+
+    @task
+    def busy():
+        started.set()
+        while not _stop.is_set():
+            pass
+
+    @flow(task_runner=ThreadPoolRunner(), timeout_seconds=0.3)
+    def pipeline():
+        busy.submit()
+        started.wait(5)
+        while True:
+            pass
+
+    state = pipeline(return_state=True)
+    assert state.is_cancelled()
+    run_id = run_id_of(recorder, "task", "busy")
+    assert recorder.states_of(run_id)[-1] == "Cancelled"
+
+
+@pytest.mark.timeout(5)
+def test_a_flow_in_another_thread_times_out():
+    result = {}
+
+    @flow(timeout_seconds=0.3)
+    def pipeline():
+        while True:
+            pass
+
+    thread = threading.Thread(target=lambda: result.setdefault("state", pipeline(return_state=True)))
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert result["state"].is_cancelled()
+    assert isinstance(result["state"].data, FlowRunTimeout)
+
+
+# -- caching ------------------------------------------------------------------------------
+
+
+def constant_key(context, parameters):
+    return "the-key"
+
+
+@pytest.mark.parametrize("how", ["call", "submit"])
+def test_a_cache_hit_returns_the_earlier_result_without_running(runner, recorder, how):
+    calls = []
+
+    @task(cache_key_fn=constant_key)
+    def expensive(x):
+        calls.append(x)
+        return x * 10
+
+    seen = {}
+
+    @flow(task_runner=runner)
+    def pipeline():
+        seen["first"] = expensive(1, return_state=True)
+        if how == "call":
+            seen["second"] = expensive(1, return_state=True)
+            return
+        future = expensive.submit(1)
+        future.wait()
+        seen["second"] = future.state
+
+    pipeline()
+    first, second = seen["first"], seen["second"]
+    assert first.name == "Completed"
+    assert calls == [1]
+    runs = [e.run_id for e in recorder.events if isinstance(e, RunCreated) and e.name == "expensive"]
+    assert recorder.states_of(runs[1]) == ["Cached"]
+    assert second.is_completed()
+    assert second.name == "Cached"
+    assert second.result() == 10
+
+
+def test_a_cache_hit_across_flow_runs(runner):
+    calls = []
+
+    @task(cache_key_fn=task_input_hash)
+    def expensive(x):
+        calls.append(x)
+        return x * 10
+
+    @flow(task_runner=runner)
+    def pipeline(x):
+        return expensive.submit(x).result()
+
+    assert pipeline(1) == 10
+    assert pipeline(1) == 10
+    assert pipeline(2) == 20
+    assert calls == [1, 2]
+
+
+def test_cache_key_fn_gets_the_context_and_the_resolved_parameters(runner):
+    seen = []
+
+    def key(context, parameters):
+        seen.append((context.task_run.task.name, dict(parameters)))
+        return None  # no caching
+
+    @task(cache_key_fn=key)
+    def expensive(x, y=0):
+        return x + y
+
+    @flow(task_runner=runner)
+    def pipeline():
+        upstream = expensive.submit(1)
+        return expensive.submit(upstream, y=5).result(), expensive(2)
+
+    assert pipeline() == (6, 2)
+    assert ("expensive", {"x": 1, "y": 5}) in seen
+    assert ("expensive", {"x": 2}) in seen or ("expensive", {"x": 2, "y": 0}) in seen
+
+
+def test_a_none_cache_key_always_runs(runner):
+    calls = []
+
+    @task(cache_key_fn=lambda ctx, params: None)
+    def expensive():
+        calls.append(1)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        expensive()
+        expensive()
+
+    pipeline()
+    assert len(calls) == 2
+
+
+def test_a_failed_run_is_not_cached(runner):
+    fn, calls = flaky(1)
+    flaky_task = task(cache_key_fn=constant_key)(fn)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        first = flaky_task(return_state=True)
+        second = flaky_task(return_state=True)
+        return first.name, second.name
+
+    assert pipeline() == ("Failed", "Completed")
+    assert calls == [1, 2]
+
+
+def test_a_cache_key_fn_that_raises_fails_the_run(runner):
+    def broken(context, parameters):
+        raise KeyError("no key")
+
+    @task(cache_key_fn=broken)
+    def expensive():
+        return 1
+
+    seen = {}
+
+    @flow(task_runner=runner)
+    def pipeline():
+        seen["state"] = expensive(return_state=True)
+
+    pipeline()
+    state = seen["state"]
+    assert state.is_failed()
+    assert "cache_key_fn" in state.message
+    assert "'expensive'" in state.message
+
+
+def test_the_cache_expires(runner, clock):
+    calls = []
+
+    @task(cache_key_fn=constant_key, cache_expiration=datetime.timedelta(minutes=1))
+    def expensive():
+        calls.append(clock.time())
+        return len(calls)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        state = expensive(return_state=True)
+        return {"state": (state.name, state.result())}
+
+    first = pipeline()["state"]
+    clock.advance(59)
+    second = pipeline()["state"]
+    clock.advance(2)
+    third = pipeline()["state"]
+    fourth = pipeline()["state"]
+    assert [first, second, third, fourth] == [("Completed", 1), ("Cached", 1), ("Completed", 2), ("Cached", 2)]
+    assert len(calls) == 2
+
+
+def test_cache_expiration_in_seconds(runner, clock):
+    calls = []
+
+    @task(cache_key_fn=constant_key, cache_expiration=10)
+    def expensive():
+        calls.append(1)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        expensive()
+
+    pipeline()
+    clock.advance(11)
+    pipeline()
+    assert len(calls) == 2

@@ -1,0 +1,427 @@
+"""The run store on a real database, SQLite and PostgreSQL alike: recording flows, the ledger, limits, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+import tether.store
+from tether import flow, get_run_logger, resource, task
+from tether._core import ResourceEvent
+from tether._resources import remember
+from tether.store import StoreError, StoreSchemaError, open_store, reap_orphans
+from tether.store._engine import make_engine, write
+from tether.store._location import StoreLocation
+from tether.store._migrate import run_migrations
+from tether.store._plan import Planner, ProcessInfo
+from tether.store._schema import metadata
+
+# -- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh, empty store: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store' / 'tether.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"tether_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def recording(store_url, monkeypatch):
+    """The process records to ``store_url`` (as the engine would enable it) until the test ends."""
+    monkeypatch.setenv("TETHER_DATABASE_URL", store_url)
+    store = tether.store.enable()
+    assert store is not None
+    yield store
+    tether.store.disable()
+
+
+@pytest.fixture
+def store_log():
+    """Records of the ``tether.store`` logger (tether's logger does not propagate to pytest's)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    target = logging.getLogger("tether.store")
+    target.addHandler(handler)
+    yield records
+    target.removeHandler(handler)
+
+
+# -- a flow, recorded ------------------------------------------------------------------------
+
+opened: list[str] = []
+
+
+@resource
+def scratch_table(name: str):
+    remember({"table": name})
+    opened.append(name)
+    yield name
+
+
+@task(tags=["db"])
+def add(a: int, b: int) -> int:
+    get_run_logger().info("adding %d and %d", a, b)
+    return a + b
+
+
+@task
+def fail(token: str) -> None:
+    raise ValueError("no good: postgresql://app:hunter2@db/x")
+
+
+@flow
+def child(x: int) -> int:
+    return add(x, 100)
+
+
+@flow
+def recorded_flow(n: int, password: str = "pw") -> int:
+    with scratch_table("tmp_1") as table:
+        futures = [add.submit(i, len(table)) for i in range(n)]
+    failed = fail(token="abc", return_state=True)
+    assert failed.is_failed()
+    return sum(f.result() for f in futures) + child(1)
+
+
+def test_a_flow_run_is_recorded_end_to_end(recording):
+    assert recorded_flow(5, password="s3cret") == sum(range(5)) + 5 * 5 + 101
+    assert tether.store.flush()
+
+    (run,) = [r for r in recording.flow_runs() if r.parent_id is None]
+    assert (run.name, run.state_type, run.state_name) == ("recorded_flow", "COMPLETED", "Completed")
+    assert run.parameters == {"n": 5, "password": "********"}
+    assert run.task_counts == {"COMPLETED": 5, "FAILED": 1}
+    assert run.start_time <= run.end_time and run.pid == os.getpid() and run.host == socket.gethostname()
+
+    detail = recording.flow_run(run.id[:8])
+    assert len(detail.task_runs) == 6
+    adds = [t for t in detail.task_runs if t.name == "add"]
+    assert sorted(t.parameters["a"] for t in adds) == [0, 1, 2, 3, 4]
+    assert all(t.tags == ["db"] and t.state_name == "Completed" and t.start_time <= t.end_time for t in adds)
+    (failed,) = [t for t in detail.task_runs if t.name == "fail"]
+    assert failed.state_type == "FAILED" and failed.parameters == {"token": "********"}
+    assert "ValueError: no good" in failed.error and "hunter2" not in failed.error
+
+    states_of = {}
+    for change in detail.state_changes:
+        states_of.setdefault(change.run_id, []).append(change.name)
+    assert states_of[run.id] == ["Running", "Completed"]
+    assert all(states_of[t.id] == ["Running", "Completed"] for t in adds)
+    assert states_of[failed.id] == ["Running", "Failed"]
+    stamps = [c.timestamp for c in detail.state_changes]
+    assert stamps == sorted(stamps)
+
+    assert sorted(line.message for line in detail.logs) == sorted(f"adding {i} and 5" for i in range(5))
+    (entry,) = detail.resources
+    assert (entry.name, entry.status, entry.setup_outcome, entry.scope_outcome) == ("scratch_table", "closed", "succeeded", "succeeded")
+    assert entry.handle == {"table": "tmp_1"} and entry.orphan is None
+    assert sorted(entry.used_by) == sorted(t.id for t in adds)
+    assert entry.created <= entry.setup_at <= entry.cleaned_at and entry.cleanup_seconds >= 0
+
+    (sub,) = detail.subflows
+    assert (sub.name, sub.parent_id, sub.state_name) == ("child", run.id, "Completed")
+    assert recording.flow_run(sub.id).task_runs[0].name == "add"
+
+
+def test_runs_are_listed_newest_first_and_filtered_by_state(recording):
+    @flow
+    def ok() -> int:
+        return 1
+
+    @flow
+    def broken() -> None:
+        raise RuntimeError("broken on purpose")
+
+    ok()
+    broken(return_state=True)
+    ok()
+    tether.store.flush()
+    assert [r.name for r in recording.flow_runs()] == ["ok", "broken", "ok"]
+    assert [r.name for r in recording.flow_runs(limit=1)] == ["ok"]
+    (failed,) = recording.flow_runs(state="failed")
+    assert failed.name == "broken" and "RuntimeError: broken on purpose" in failed.error
+    with pytest.raises(tether.store.RunNotFound, match="tether runs ls"):
+        recording.flow_run("ffffffffff")
+
+
+def test_setup_intent_and_the_handle_are_durable_before_setup_goes_on(recording, store_url):
+    """What another process sees while setup is still running: the ledger row, then the handle."""
+    seen = []
+    observer = open_store(store_url)
+
+    @resource
+    def cluster():
+        (row,) = observer.resources()
+        seen.append((row.status, row.handle))
+        remember({"cluster_id": "c-42"})
+        (row,) = observer.resources()
+        seen.append((row.status, row.handle))
+        yield "client"
+
+    @flow
+    def uses_cluster() -> None:
+        with cluster():
+            pass
+
+    try:
+        uses_cluster()
+    finally:
+        observer.close()
+    assert seen == [("setting-up", None), ("setting-up", {"cluster_id": "c-42"})]
+
+
+def test_enable_is_cheap_idempotent_and_follows_the_configured_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("TETHER_DATABASE_URL", raising=False)
+    try:
+        first = tether.store.enable()
+        assert first is not None and tether.store.enable() is first
+        assert first.location.path == tmp_path / "tether-home" / "tether.db"
+        monkeypatch.setenv("TETHER_HOME", str(tmp_path / "elsewhere"))
+        second = tether.store.enable()
+        assert second is not first and second.location.path == tmp_path / "elsewhere" / "tether.db"
+        assert first.recorder is None  # the first one was closed
+        monkeypatch.setenv("TETHER_STORE", "off")
+        assert tether.store.enable() is None and tether.store.active_store() is None
+    finally:
+        tether.store.disable()
+
+
+def test_sqlite_store_is_a_private_wal_file(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'new' / 'tether.db'}")
+    try:
+        assert oct((tmp_path / "new" / "tether.db").stat().st_mode & 0o777) == "0o600"
+        assert oct((tmp_path / "new").stat().st_mode & 0o777) == "0o700"
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.close()
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_uses(store_url):
+    location = StoreLocation.resolve(store_url)
+    engine = make_engine(location)
+    try:
+        write(engine, lambda conn: run_migrations(conn, "head"))
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == tether.store.SCHEMA_REVISION
+    finally:
+        engine.dispose()
+    open_store(store_url).close()  # and the store accepts it as current
+
+
+def test_a_store_with_a_newer_schema_is_refused_naming_it_and_the_fix(store_url):
+    open_store(store_url).close()
+    engine = make_engine(StoreLocation.resolve(store_url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    engine.dispose()
+    with pytest.raises(StoreSchemaError) as caught:
+        open_store(store_url)
+    message = str(caught.value)
+    assert "'9999'" in message and "Upgrade tether" in message
+    assert StoreLocation.resolve(store_url).shown in message
+
+
+def test_a_corrupt_sqlite_file_is_refused_naming_it_and_the_fix(tmp_path):
+    path = tmp_path / "tether.db"
+    path.write_bytes(b"this is not a database\n" * 200)
+    with pytest.raises(StoreError) as caught:
+        open_store(f"sqlite:///{path}")
+    assert str(path) in str(caught.value) and f"mv {path} {path}.bad" in str(caught.value)
+
+
+def test_an_unreachable_store_warns_once_and_the_flows_still_run(monkeypatch, store_log):
+    monkeypatch.setenv("TETHER_DATABASE_URL", "postgresql+psycopg://postgres:topsecret@127.0.0.1:1/nothing")
+
+    @flow
+    def still_runs() -> int:
+        return 7
+
+    try:
+        assert tether.store.enable() is None
+        assert tether.store.enable() is None
+        assert still_runs() == 7
+    finally:
+        tether.store.disable()
+    (warning,) = store_log
+    assert "127.0.0.1:1" in warning.getMessage() and "not recorded" in warning.getMessage()
+    assert "topsecret" not in warning.getMessage()
+
+
+def test_a_store_that_breaks_mid_run_says_once_what_is_not_recorded(recording, store_log):
+    @flow
+    def keeps_going(n: int) -> int:
+        return sum(add.submit(i, 1).result() for i in range(n))
+
+    with recording.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE task_runs")
+    assert keeps_going(3) == 6
+    assert keeps_going(2) == 3
+    tether.store.flush()
+    (warning,) = store_log
+    text = warning.getMessage()
+    assert recording.location.shown in text and "keeps_going" in text and "not recorded" in text
+    assert recording.recorder.failure == text and recording.recorder.dropped > 0
+
+
+def test_limits_are_set_listed_and_removed(store_url):
+    store = open_store(store_url)
+    try:
+        store.set_limit("mysql", 3)
+        store.set_limit("mysql", 2)
+        store.set_limit("api", 0)
+        assert store.limits() == {"api": 0, "mysql": 2}
+        assert store.remove_limit("api") and not store.remove_limit("api")
+        assert store.limits() == {"mysql": 2}
+        with pytest.raises(ValueError):
+            store.set_limit("x", -1)
+    finally:
+        store.close()
+
+
+# -- the ledger: orphans and reaping ------------------------------------------------------
+
+reaped: list[object] = []
+
+
+def good_reaper(handle: object) -> None:
+    reaped.append(handle)
+
+
+def broken_reaper(handle: object) -> None:
+    raise ConnectionError(f"cannot drop {handle}")
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _ledger_row(store, name, pid, host=None, reaper=None, handle=None, cleaned=False, heartbeat=None):
+    """Write a ledger row as a flow process would have, through the writer's own planner."""
+    host = host or socket.gethostname()
+    scope = uuid.uuid4().hex
+    base = {"scope_id": scope, "name": name, "flow_run_id": "f" * 32, "worker": host, "pid": pid, "reaper": reaper}
+    stamp = heartbeat if heartbeat is not None else time.time()
+    planner = Planner(ProcessInfo(pid, host, None))
+    steps = [ResourceEvent(step="setup-started", timestamp=stamp, **base), ResourceEvent(step="setup", timestamp=stamp, handle=handle, **base)]
+    if cleaned:
+        steps.append(ResourceEvent(step="cleanup", timestamp=stamp, outcome="succeeded", **base))
+    planner.add(steps)
+    write(store.engine, planner.take(everything=True).apply)
+    return scope
+
+
+def test_orphans_are_not_cleaned_up_rows_whose_process_is_gone_and_reap_runs_their_reapers(store_url):
+    reaped.clear()
+    dead = _dead_pid()
+    module = __name__
+    store = open_store(store_url)
+    try:
+        _ledger_row(store, "good", dead, reaper=f"{module}:good_reaper", handle={"table": "t1"})
+        _ledger_row(store, "broken", dead, reaper=f"{module}:broken_reaper", handle={"table": "t2"})
+        _ledger_row(store, "manual", dead, handle={"cluster": "c-9"})
+        _ledger_row(store, "closed", dead, reaper=f"{module}:good_reaper", cleaned=True)
+        _ledger_row(store, "alive", os.getpid(), reaper=f"{module}:good_reaper")
+        _ledger_row(store, "far-fresh", 1, host="another-host", reaper=f"{module}:good_reaper")
+        _ledger_row(store, "far-stale", 1, host="another-host", reaper=f"{module}:good_reaper", handle="x", heartbeat=time.time() - 3600)
+
+        assert sorted(o.name for o in store.orphans(stale_after=60)) == ["broken", "far-stale", "good", "manual"]
+        assert "another-host" in next(o.orphan for o in store.orphans(stale_after=60) if o.name == "far-stale")
+
+        dry = reap_orphans(store, dry_run=True, stale_after=60)
+        assert sorted((r.entry.name, r.outcome) for r in dry) == [
+            ("broken", "would-reap"), ("far-stale", "would-reap"), ("good", "would-reap"), ("manual", "no-reaper"),
+        ]  # fmt: skip
+        assert reaped == []
+
+        results = {r.entry.name: r for r in reap_orphans(store, stale_after=60)}
+        assert {name: r.outcome for name, r in results.items()} == {
+            "good": "reaped", "broken": "failed", "manual": "no-reaper", "far-stale": "reaped",
+        }  # fmt: skip
+        assert sorted(reaped, key=str) == ["x", {"table": "t1"}]
+        assert "ConnectionError: cannot drop {'table': 't2'}" in results["broken"].error
+
+        status = {e.name: e for e in store.resources()}
+        assert status["good"].status == "reaped" and status["good"].cleaned_at is not None
+        assert status["broken"].status == "reap-failed" and "ConnectionError" in status["broken"].cleanup_error
+        # What is still open is still an orphan: the failed one (to try again) and the one without a reaper.
+        assert sorted(o.name for o in store.orphans(stale_after=60)) == ["broken", "manual"]
+        assert store.mark_reaped(status["manual"].id) and not store.mark_reaped(status["manual"].id)
+        assert [o.name for o in store.orphans(stale_after=60)] == ["broken"]
+    finally:
+        store.close()
+
+
+def test_an_orphan_is_claimed_so_two_reapers_cannot_both_reap_it(store_url):
+    store = open_store(store_url)
+    try:
+        _ledger_row(store, "once", _dead_pid(), reaper=f"{__name__}:good_reaper")
+        (orphan,) = store.orphans()
+        assert store.claim_for_reaping(orphan.id)
+        assert not store.claim_for_reaping(orphan.id)
+        assert store.orphans() == []
+    finally:
+        store.close()
+
+
+def test_the_writer_keeps_the_heartbeat_of_open_resources(recording, store_url):
+    beats = []
+
+    @resource
+    def held():
+        yield "value"
+
+    @flow
+    def beating() -> None:
+        with held():
+            (before,) = recording.resources()
+            recording.recorder._next_heartbeat = 0.0  # due now; the writer beats after its next batch
+            tether.store.flush()
+            (after,) = recording.resources()
+            beats.append((before.heartbeat, after.heartbeat))
+
+    beating()
+    ((before, after),) = beats
+    assert after > before
+
+
+def test_reaper_names_are_checked_before_they_are_called():
+    with pytest.raises(tether.store.ReaperNotFound, match="inside a function"):
+        tether.store.load_reaper("mod:make.<locals>.reap")
+    with pytest.raises(tether.store.ReaperNotFound, match="module:function"):
+        tether.store.load_reaper("no_colon")
+    assert tether.store.load_reaper(f"{__name__}:good_reaper") is good_reaper
+
+
+def test_public_names_are_sorted_and_exported():
+    assert tether.store.__all__ == sorted(tether.store.__all__)
+    assert all(hasattr(tether.store, name) for name in tether.store.__all__)
+    assert json.loads(json.dumps(tether.store.SCHEMA_REVISION)) == "0001"

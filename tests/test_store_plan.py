@@ -1,0 +1,183 @@
+"""The store's pure parts, without a database: folding events into rows, redaction, the orphan rule."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
+from tether.store._ledger import orphan_reason, process_alive
+from tether.store._plan import TASK_COLUMNS, Planner, ProcessInfo, WithTraceback
+from tether.store._redact import REDACTED, redact_parameters, redact_text
+
+PROCESS = ProcessInfo(pid=4242, host="here", started="1")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def created(run_id: str, kind: str = "task", parameters: dict | None = None) -> RunCreated:
+    return RunCreated(run_id, kind, "t", "flow1", "flow1", frozenset({"b", "a"}), parameters or {}, 1.0)
+
+
+def changed(run_id: str, new, kind: str = "task", count: int = 1) -> StateChanged:
+    return StateChanged(run_id, kind, "t", "flow1", "flow1", Pending(), new, count)
+
+
+def row(values: list) -> dict:
+    return dict(zip(TASK_COLUMNS, values))
+
+
+def test_a_task_run_that_ends_within_the_hold_is_one_insert_with_its_final_state():
+    planner = Planner(PROCESS, hold_seconds=1.0, clock=FakeClock())
+    planner.add([created("r1", parameters={"x": 1}), changed("r1", Running()), changed("r1", Completed(5))])
+    batch = planner.take()
+    assert [row(r)["state_name"] for r in batch.task_inserts] == ["Completed"]
+    inserted = row(batch.task_inserts[0])
+    assert inserted["start_time"] is not None and inserted["end_time"] is not None
+    assert json.loads(inserted["parameters"]) == {"x": 1}
+    assert json.loads(inserted["tags"]) == ["a", "b"]
+    assert batch.task_updates == []
+    assert [s[4] for s in batch.states] == ["Running", "Completed"]
+
+
+def test_an_unfinished_task_run_is_held_then_written_then_updated():
+    clock = FakeClock()
+    planner = Planner(PROCESS, hold_seconds=1.0, clock=clock)
+    planner.add([created("r1"), changed("r1", Running())])
+    assert planner.take().task_inserts == []  # young: held back
+    clock.now += 1.5
+    aged = planner.take()
+    assert [row(r)["state_name"] for r in aged.task_inserts] == ["Running"]
+    planner.add([changed("r1", Completed())])
+    later = planner.take()
+    assert later.task_inserts == []
+    assert [u[1] for u in later.task_updates] == ["Completed"]
+    assert later.task_updates[0][-1] == "r1"
+
+
+def test_a_flush_writes_held_task_runs_at_once():
+    planner = Planner(PROCESS, hold_seconds=60.0, clock=FakeClock())
+    planner.add([created("r1")])
+    assert [row(r)["state_name"] for r in planner.take(everything=True).task_inserts] == ["Pending"]
+
+
+def test_a_failed_run_keeps_the_traceback_it_had_when_it_failed():
+    def inner():
+        raise ValueError("the task's own error")
+
+    try:
+        inner()
+    except ValueError as exc:
+        error = exc
+        traceback_then = exc.__traceback__
+
+    def outer():
+        raise error  # re-raised further up: the traceback grows
+
+    try:
+        outer()
+    except ValueError:
+        pass
+    planner = Planner(PROCESS, clock=FakeClock())
+    planner.add([created("r1"), WithTraceback(changed("r1", Failed(error, message="boom")), traceback_then)])
+    text = row(planner.take().task_inserts[0])["error"]
+    assert "the task's own error" in text and "inner" in text
+    assert "outer" not in text
+
+
+def test_resource_steps_fold_into_one_ledger_row():
+    base = {"scope_id": "s1", "name": "db", "flow_run_id": "flow1", "worker": "here", "pid": 4242, "reaper": "mod:fn"}
+    planner = Planner(PROCESS, clock=FakeClock())
+    planner.add(
+        [
+            ResourceEvent(step="setup-started", timestamp=1.0, **base),
+            ResourceEvent(step="handle", timestamp=1.1, handle={"table": "tmp_1"}, **base),
+            ResourceEvent(step="setup", timestamp=1.2, handle={"table": "tmp_1"}, **base),
+            ResourceEvent(step="used", timestamp=1.3, task_run_id="r1", **base),
+            ResourceEvent(step="cleanup", timestamp=2.0, outcome="failed", details={"seconds": 0.5}, **base),
+        ]
+    )
+    batch = planner.take()
+    (entry,) = batch.resource_inserts.values()
+    assert entry["pid_started"] == "1"
+    assert json.loads(entry["handle"]) == {"table": "tmp_1"}
+    assert (entry["setup_outcome"], entry["scope_outcome"], entry["cleanup_outcome"], entry["cleanup_seconds"]) == (
+        "succeeded",
+        "failed",
+        "succeeded",
+        0.5,
+    )
+    assert batch.resource_updates == {}
+    assert batch.uses == [("s1", "r1", 1.3)]
+    assert batch.scopes_opened == batch.scopes_ended == {("s1", "here", 4242)}
+
+
+def test_log_lines_and_messages_lose_their_url_passwords():
+    planner = Planner(PROCESS, clock=FakeClock())
+    planner.add(
+        [
+            LogEmitted("r1", "flow1", 20, "connecting to postgresql://bob:hunter2@db/x", 1.0),
+            created("r1"),
+            changed("r1", Failed(message="cannot reach mysql://root:hunter2@h/db")),
+        ]
+    )
+    batch = planner.take()
+    assert "hunter2" not in repr(batch.logs) + repr(batch.states) + repr(batch.task_inserts)
+    assert f"bob:{REDACTED}@db" in batch.logs[0][3]
+
+
+class SecretStr:
+    """Looks like pydantic's SecretStr to the store (it has get_secret_value)."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"SecretStr({self._value!r})"  # a careless repr: the store must not call it
+
+
+def test_parameters_named_like_secrets_secret_values_and_url_passwords_are_redacted():
+    stored = redact_parameters(
+        {
+            "password": "pw1",
+            "db_password": "pw2",
+            "api_token": "tk-77",
+            "key": SecretStr("pw3"),
+            "url": "postgresql+psycopg://app:pw4@db:5432/x",
+            "nested": {"client_secret": "pw5", "items": [SecretStr("pw6")]},
+            "rows": 10,
+        }
+    )
+    text = json.dumps(stored)
+    for secret in ("pw1", "pw2", "tk-77", "pw3", "pw4", "pw5", "pw6"):
+        assert secret not in text
+    assert stored["rows"] == 10
+    assert stored["url"] == f"postgresql+psycopg://app:{REDACTED}@db:5432/x"
+    planner = Planner(PROCESS, clock=FakeClock())
+    planner.add([created("r1", parameters={"password": "pw1", "n": 1}), created("r2", parameters={"n": 2})])
+    rows = [row(r) for r in planner.take(everything=True).task_inserts]
+    assert [json.loads(r["parameters"]) for r in rows] == [{"password": REDACTED, "n": 1}, {"n": 2}]
+
+
+def test_redact_text_leaves_urls_without_passwords_alone():
+    assert redact_text("mysql+pymysql://root@127.0.0.1:3306/test") == "mysql+pymysql://root@127.0.0.1:3306/test"
+    assert redact_text("no url here") == "no url here"
+
+
+def test_orphan_rule_on_this_host_asks_the_process_and_elsewhere_the_heartbeat():
+    me = os.getpid()
+    assert process_alive(me, None)
+    assert orphan_reason("here", me, None, heartbeat=0.0, now=1e9, stale_after=60, this_host="here") is None
+    if os.path.exists("/proc/self/stat"):  # a live pid that started at another time is a reused pid
+        assert orphan_reason("here", me, "0", heartbeat=None, now=0, stale_after=60, this_host="here") is not None
+    assert orphan_reason("there", 1, None, heartbeat=990.0, now=1000.0, stale_after=60, this_host="here") is None
+    assert "no heartbeat" in orphan_reason("there", 1, None, heartbeat=900.0, now=1000.0, stale_after=60, this_host="here")
