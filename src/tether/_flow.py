@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 from tether._context import current_run
 from tether._flow_run import FlowRun
 from tether._options import (
-    bind_parameters,
+    ParameterBinder,
     check_callable,
     check_hooks,
     check_retries,
@@ -86,11 +86,12 @@ class FlowFunction(Generic[R]):
         self.version = version
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self._binder = ParameterBinder(owner, self.signature)
         self._owner = owner
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        return bind_parameters(self._owner, self.signature, args, kwargs)
+        return self._binder.bind(args, kwargs)
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         if self.is_async:

@@ -144,11 +144,12 @@ class FlowRun:
             return self._call_task_async(task, args, kwargs, wait_for, return_state)
         run = self._create(task, args, kwargs, wait_for)
         run.observed = True
-        ready = threading.Event()
-        run.on_ready = ready.set
+        ready = threading.Lock()  # released once the run may start; cheaper than an Event
+        ready.acquire()
+        run.on_ready = ready.release
         run.start()
         if not run.is_done():
-            ready.wait()
+            ready.acquire()
             if task.is_async:
                 run_on_engine_loop(run_async(run)).result()
             else:
@@ -223,7 +224,8 @@ class FlowRun:
         if self.flow.log_prints:
             enable_log_prints()
         self._context_token = current_run.set(RunContext(self))
-        if threading.current_thread() is threading.main_thread():
+        # An async flow's loop (asyncio.run) turns Ctrl-C into cancellation of its own.
+        if threading.current_thread() is threading.main_thread() and not self.flow.is_async:
             self._previous_handlers = {
                 signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
             }

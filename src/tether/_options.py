@@ -78,13 +78,41 @@ def check_hooks(owner: str, name: str, hooks: Any) -> tuple[Callable[..., Any], 
     return hooks
 
 
-def bind_parameters(owner: str, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The call's arguments by parameter name, or a `ParameterError` naming the problem."""
-    try:
-        bound = signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise ParameterError(
-            f"{owner} was called with arguments that do not match its parameters "
-            f"{signature}: {exc}."
-        ) from None
-    return bound.arguments
+class ParameterBinder:
+    """Maps a call's arguments to parameter names, checking them against the signature.
+
+    Plain signatures (named parameters, no ``*args``, ``**kwargs``, positional-only or
+    keyword-only ones) take a fast path; the hot path of every task call goes through here.
+    """
+
+    def __init__(self, owner: str, signature: inspect.Signature) -> None:
+        self.owner = owner
+        self.signature = signature
+        params = list(signature.parameters.values())
+        self.names = [p.name for p in params]
+        self.name_set = frozenset(self.names)
+        self.required = [p.name for p in params if p.default is p.empty]
+        self.simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.simple and len(args) <= len(self.names):
+            bound = dict(zip(self.names, args))
+            for key, value in kwargs.items():
+                if key not in self.name_set or key in bound:
+                    return self._slow(args, kwargs)
+                bound[key] = value
+            if len(bound) < len(self.required) or any(name not in bound for name in self.required):
+                return self._slow(args, kwargs)
+            return bound
+        return self._slow(args, kwargs)
+
+    def _slow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`Signature.bind`, turning its TypeError into a `ParameterError` naming the problem."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ParameterError(
+                f"{self.owner} was called with arguments that do not match its parameters "
+                f"{self.signature}: {exc}."
+            ) from None
+        return bound.arguments

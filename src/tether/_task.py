@@ -17,7 +17,7 @@ from tether._context import current_run, current_tags
 from tether._errors import UsageError
 from tether._futures import TaskFuture, TaskFutureList
 from tether._options import (
-    bind_parameters,
+    ParameterBinder,
     check_callable,
     check_expiration,
     check_hooks,
@@ -90,11 +90,12 @@ class Task(Generic[R]):
         self.description = description or inspect.getdoc(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self._binder = ParameterBinder(owner, self.signature)
         self._owner = owner
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        return bind_parameters(self._owner, self.signature, args, kwargs)
+        return self._binder.bind(args, kwargs)
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
         ctx = current_run.get()

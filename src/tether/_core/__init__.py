@@ -13,7 +13,7 @@ from tether._core._events import (
     RunCreated,
     StateChanged,
 )
-from tether._core._machine import InvalidTransition, RunRecord, is_final, transition
+from tether._core._machine import InvalidTransition, RunRecord, is_final, new_run_id, transition
 from tether._core._scope import ScopeBook, ScopeClosed
 from tether._core._states import (
     FINAL_TYPES,
@@ -68,5 +68,6 @@ __all__ = [
     "TimedOut",
     "UnfinishedRun",
     "is_final",
+    "new_run_id",
     "transition",
 ]

@@ -1,0 +1,112 @@
+"""Engine overhead (issue 2's figures), measured against bare Python in the same run.
+
+    python benchmarks/overhead.py [--tasks 5000] [--big 100000] [--store]
+
+1. N submitted no-op tasks in a flow, then all results, against the same work on a
+   bare ThreadPoolExecutor(8): ratio (goal <= 3x).
+2. N called no-op tasks: overhead per call over a plain function call (goal <= 20 us).
+3. --big submitted no-op tasks in one flow: peak RSS (goal <= 250 MB), in a child process.
+With --store, (1) is also run with the run store recording, and the ratio store on/off printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tether import flow, task
+from tether.runners import ThreadPoolRunner
+
+
+def noop(x=None):
+    return x
+
+
+noop_task = task(noop)
+
+
+def bare_pool(n: int) -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(noop, i) for i in range(n)]
+        [f.result() for f in futures]
+    return time.perf_counter() - start
+
+
+@flow(task_runner=ThreadPoolRunner(8))
+def submitted(n: int) -> int:
+    futures = [noop_task.submit(i) for i in range(n)]
+    return len([f.result() for f in futures])
+
+
+def tether_submitted(n: int) -> float:
+    start = time.perf_counter()
+    submitted(n)
+    return time.perf_counter() - start
+
+
+@flow
+def called(n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        noop_task(i)
+    return time.perf_counter() - start
+
+
+def plain_calls(n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        noop(i)
+    return time.perf_counter() - start
+
+
+def best(fn, n: int, repeat: int = 5) -> float:
+    return min(fn(n) for _ in range(repeat))
+
+
+def big_child(n: int) -> None:
+    submitted(n)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--store", action="store_true", help="also measure with the run store recording")
+    parser.add_argument("--child-big", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_big:
+        big_child(args.child_big)
+        return
+    n = args.tasks
+    tether_submitted(200)  # warm up threads and imports
+    bare = best(bare_pool, n)
+    ours = best(tether_submitted, n)
+    print(f"submitted {n} no-op tasks: tether {ours:.3f} s, bare ThreadPoolExecutor(8) {bare:.3f} s, "
+          f"ratio {ours / bare:.2f}x (goal <= 3x)")
+    if args.store:
+        from tether.store import enable  # noqa: PLC0415 - optional part of the benchmark
+        enable()
+        stored = best(tether_submitted, n)
+        print(f"  with the run store recording: {stored:.3f} s, store on/off {stored / ours:.2f}x (goal <= 1.3x)")
+    call_samples = [called(n) for _ in range(5)]
+    plain = best(plain_calls, n)
+    per_call = (statistics.median(call_samples) - plain) / n * 1e6
+    print(f"called {n} no-op tasks: {per_call:.1f} us overhead per call over a plain call (goal <= 20 us)")
+    out = subprocess.run([sys.executable, __file__, "--child-big", str(args.big)], capture_output=True, text=True,
+                         env={**os.environ, "TETHER_LOGGING_LEVEL": "WARNING"})
+    if out.returncode != 0:
+        print(out.stderr)
+    else:
+        print(f"{args.big} submitted no-op tasks in one flow: peak RSS {out.stdout.strip()} MB (goal <= 250 MB)")
+
+
+if __name__ == "__main__":
+    main()
