@@ -799,7 +799,7 @@ def test_flow_on_cancellation_hook_runs_on_timeout(runner):
     @flow(task_runner=runner, timeout_seconds=0.2, on_cancellation=[lambda f, r, s: calls.append(s.type.value)],
           on_failure=[lambda f, r, s: calls.append("failure")])
     def pipeline():
-        never.wait(5)
+        never.wait(2)
 
     state = pipeline(return_state=True)
     assert state.is_cancelled()

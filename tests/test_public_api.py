@@ -87,3 +87,12 @@ def test_the_package_is_typed_and_versioned():
 def test_every_exported_name_is_documented():
     undocumented = [n for n in tether.__all__ if inspect.isclass(getattr(tether, n)) and not getattr(tether, n).__doc__]
     assert undocumented == []
+
+
+def test_the_testing_module_exports_what_it_lists():
+    import tether.testing
+
+    assert tether.testing.__all__ == sorted(tether.testing.__all__)
+    for name in tether.testing.__all__:
+        assert hasattr(tether.testing, name), name
+    assert {"FakeClock", "InlineRunner"} <= set(tether.testing.__all__)

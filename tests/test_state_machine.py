@@ -30,8 +30,8 @@ from tether._core import (
     RunCancelled,
     RunCrashed,
     RunFailed,
-    RunRecord,
     Running,
+    RunRecord,
     State,
     StateChanged,
     StateType,
@@ -210,7 +210,7 @@ def test_final_states_are_final(final, target):
     with pytest.raises(InvalidTransition) as caught:
         transition(run, make(target))
     message = str(caught.value)
-    assert f"is final" in message
+    assert "is final" in message
     assert f"from {final} to {target}" in message
     # Refusal changes nothing.
     assert run.history == before

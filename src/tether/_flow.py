@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
+from tether._clock import get_clock
 from tether._context import current_run
 from tether._flow_run import FlowRun
 from tether._options import (
@@ -138,8 +140,8 @@ def run_flow_sync(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[s
                 delay = flow_run.body_failed(exc)
                 if delay is None:
                     break
-                if delay > 0:
-                    flow_run.cancel_event.wait(delay)
+                if delay > 0 and get_clock().wait(flow_run.cancel_event, delay):
+                    break  # cancelled while awaiting the retry
                 flow_run.retry()
             else:
                 flow_run.body_returned(value)
@@ -162,14 +164,23 @@ async def run_flow_async(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs:
                 delay = flow_run.body_failed(exc)
                 if delay is None:
                     break
-                await asyncio.sleep(delay)
+                if delay > 0 and await _wait_on_clock(flow_run.cancel_event, delay):
+                    break
                 flow_run.retry()
             else:
                 flow_run.body_returned(value)
                 break
     finally:
-        state = await asyncio.get_running_loop().run_in_executor(None, flow_run.end)
+        try:
+            state = await asyncio.get_running_loop().run_in_executor(None, flow_run.wait_and_decide)
+        finally:
+            flow_run.restore()
     return flow_run.outcome(state, return_state)
+
+
+async def _wait_on_clock(event: threading.Event, seconds: float) -> bool:
+    """`Clock.wait` without blocking the event loop; True if ``event`` was set."""
+    return await asyncio.get_running_loop().run_in_executor(None, get_clock().wait, event, seconds)
 
 
 @overload

@@ -8,7 +8,6 @@ flow body are in `_flow`.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import signal
 import threading
@@ -39,7 +38,7 @@ from tether._errors import (
     UsageError,
 )
 from tether._futures import TaskFuture
-from tether._interrupt import clear_in_thread, raise_in_thread, watchdog
+from tether._interrupt import clear_in_thread, interrupt_main_thread, raise_in_thread, watchdog
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
@@ -295,7 +294,7 @@ class FlowRun:
             in_body = self._in_body
             if in_body:
                 if self._thread_id == threading.main_thread().ident:
-                    _thread.interrupt_main()
+                    interrupt_main_thread()
                 else:
                     raise_in_thread(self._thread_id, FlowRunTimeout)
         if not in_body:
@@ -319,29 +318,44 @@ class FlowRun:
     # -- the end -------------------------------------------------------------------------
 
     def end(self) -> State:
-        """Wait for every task run and cleanup, then decide and record the final state."""
-        for scope in list(self.scopes):
-            scope.close_block(self.cancel_reason or self._body_error)
-        self.wait_for_task_runs()
-        value = self._value
-        if self._body_error is None and not self.cancelling:
-            try:
-                value = self._resolve_return_value(value)
-            except BaseException as exc:
-                self._body_error = exc
-        for scope in list(self.scopes):
-            scope.wait_for_cleanup()
-            scope.forget()
-        if self._timer is not None:
-            watchdog.cancel(self._timer)
-        self.runner.stop()
+        """Wait for every task run and cleanup, decide and record the final state, and
+        restore what `begin` changed. Runs in the thread that called `begin`."""
+        try:
+            return self.wait_and_decide()
+        finally:
+            self.restore()
+
+    def wait_and_decide(self) -> State:
+        """The part of `end` that may run in any thread (an async flow runs it in an executor)."""
+        try:
+            for scope in list(self.scopes):
+                scope.close_block(self.cancel_reason or self._body_error)
+            self.wait_for_task_runs()
+            value = self._value
+            if self._body_error is None and not self.cancelling:
+                try:
+                    value = self._resolve_return_value(value)
+                except BaseException as exc:
+                    self._body_error = exc
+            for scope in list(self.scopes):
+                scope.wait_for_cleanup()
+                scope.forget()
+        finally:
+            if self._timer is not None:
+                watchdog.cancel(self._timer)
+            self.runner.stop()
         state = self._final_state(value)
         events.emit(transition(self.record, state))
         self._run_hooks(state)
+        return state
+
+    def restore(self) -> None:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
-        current_run.reset(self._context_token)
-        return state
+        self._previous_handlers = {}
+        if self._context_token is not None:
+            current_run.reset(self._context_token)
+            self._context_token = None
 
     def _resolve_return_value(self, value: Any) -> Any:
         def resolve_future(leaf: Any) -> Any:

@@ -6,7 +6,7 @@ a cancellation raises an exception *inside* that thread
 a thread blocked in C does not see it until it returns, which is why the engine
 also gives up on such a run after a grace period.
 
-The main thread is interrupted through a signal instead (`_thread.interrupt_main`),
+The main thread is interrupted through a real SIGINT instead (`interrupt_main_thread`),
 so that ``time.sleep`` and lock waits there wake up at once.
 """
 
@@ -16,6 +16,7 @@ import ctypes
 import heapq
 import itertools
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,12 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
 
 def clear_in_thread(thread_id: int) -> None:
     """Drop an exception sent with `raise_in_thread` that has not landed yet."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+    _set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object())  # an empty py_object is NULL
+
+
+def interrupt_main_thread() -> None:
+    """Deliver SIGINT to the main thread: unlike `_thread.interrupt_main`, it wakes a blocking wait."""
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
 
 class Watchdog:

@@ -113,6 +113,7 @@ class Task(Generic[R]):
             )
         future = ctx.flow_run.submit_task(self, args, kwargs, wait_for)
         if return_state:
+            future._run.observed = True  # the caller handles the state, failure included
             future.wait()
             return future.state  # type: ignore[return-value]
         return future

@@ -422,7 +422,10 @@ async def run_async(run: TaskRun) -> None:
             if delay is None:
                 return
             if delay > 0:
-                await asyncio.sleep(delay)
+                loop = asyncio.get_running_loop()
+                if await loop.run_in_executor(None, get_clock().wait, run.flow_run.cancel_event, delay):
+                    run.finish(Cancelled(message="The flow run was cancelled while this task run awaited a retry."))
+                    return
     finally:
         current_run.reset(token)
 
