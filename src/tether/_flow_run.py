@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tether._arguments import find, map_leaves, resolve
+from tether._arguments import map_leaves, resolve
 from tether._context import RunContext, current_run, current_tags, events, open_blocks
 from tether._core import (
     AwaitingRetry,
@@ -44,7 +44,7 @@ from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
 from tether._resources import ResourceScope, scope_of
 from tether._settings import Settings
-from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_sync
+from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 
 if TYPE_CHECKING:
     from tether._flow import FlowFunction
@@ -69,7 +69,9 @@ class FlowRun:
         self.cleanup_errors: list[BaseException] = []
         self._active: set[TaskRun] = set()
         self._failures: list[TaskRun] = []
-        self._idle = threading.Condition()
+        self._active_lock = threading.Lock()
+        self._idle = threading.Event()
+        self._waiting = False  # someone waits on _idle: only then is it worth setting
         self._body_error: BaseException | None = None
         self._value: Any = None
         self._thread_id = threading.get_ident()
@@ -85,36 +87,16 @@ class FlowRun:
         parameters = task.bind(args, kwargs)
         upstreams: list[TaskRun] = []
         scopes: list[ResourceScope] = list(open_blocks.get())
-
-        def on_future(future: TaskFuture) -> None:
-            run = future._run
-            if run.flow_run is not self:
-                raise UsageError(
-                    f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
-                    f"flow run ({run.flow_run.flow.name!r}). Futures cannot cross flow runs: pass "
-                    "the result instead (future.result())."
-                )
-            upstreams.append(run)
-
         limited: list[str] = []
-
-        def on_other(value: Any) -> None:
-            scope = scope_of(value)
-            if scope is not None:
-                if scope not in scopes:
-                    scopes.append(scope)
-                # Only runs that receive the value count against the resource's limit.
-                if scope.limit_key is not None and scope.limit_key not in limited:
-                    limited.append(scope.limit_key)
-
         for value in args:
-            find(value, on_future, on_other)
+            self._scan(task, value, upstreams, scopes, limited)
         for value in kwargs.values():
-            find(value, on_future, on_other)
+            self._scan(task, value, upstreams, scopes, limited)
         if wait_for is not None:
             for value in wait_for:
-                find(value, on_future, None)
-        tags = task.tags | current_tags.get()
+                self._scan(task, value, upstreams, [], [])
+        extra_tags = current_tags.get()
+        tags = task.tags | extra_tags if extra_tags else task.tags
         record = RunRecord("task", task.name, self.record.id, self.record.id, tags)
         run = TaskRun(task, self, record, args, kwargs, parameters, upstreams, scopes)
         run.slot_keys = limited
@@ -127,11 +109,39 @@ class FlowRun:
             for scope in joined:
                 scope.member_ended(run, None)
             raise
-        with self._idle:
+        with self._active_lock:
             self._active.add(run)
         if events.active:
             events.emit(RunCreated(record.id, "task", task.name, self.record.id, self.record.id, tags, parameters, record.state.timestamp))
         return run
+
+    def _scan(self, task: Task[Any], value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str]) -> None:
+        """Find the futures (upstreams) and resource values (scopes) in one argument."""
+        kind = type(value)
+        if kind is TaskFuture:
+            run = value._run
+            if run.flow_run is not self:
+                raise UsageError(
+                    f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
+                    f"flow run ({run.flow_run.flow.name!r}). Futures cannot cross flow runs: pass "
+                    "the result instead (future.result())."
+                )
+            upstreams.append(run)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                self._scan(task, item, upstreams, scopes, limited)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self._scan(task, key, upstreams, scopes, limited)
+                self._scan(task, item, upstreams, scopes, limited)
+        else:
+            scope = scope_of(value)
+            if scope is not None:
+                if scope not in scopes:
+                    scopes.append(scope)
+                # Only runs that receive the value count against the resource's limit.
+                if scope.limit_key is not None and scope.limit_key not in limited:
+                    limited.append(scope.limit_key)
 
     def submit_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
         run = self._create(task, args, kwargs, wait_for)
@@ -177,12 +187,11 @@ class FlowRun:
         try:
             if run.task.is_async:
                 future = run_on_engine_loop(run_async(run))
+                future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or crash_if_unfinished(run, f.exception()))
             else:
-                future = self.runner.submit(run_sync, run)
+                self.runner.run_soon(run_guarded, run)
         except Exception as exc:
             crash_if_unfinished(run, exc)
-            return
-        future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or crash_if_unfinished(run, f.exception()))
 
     def resolve_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return tuple(resolve(a) for a in args), {k: resolve(v) for k, v in kwargs.items()}
@@ -206,15 +215,21 @@ class FlowRun:
             self._failures.append(run)
         for scope in run.scopes:
             scope.member_ended(run, state)
-        with self._idle:
+        with self._active_lock:
             self._active.discard(run)
-            if not self._active:
-                self._idle.notify_all()
+            wake = self._waiting and not self._active
+        if wake:
+            self._idle.set()
 
     def wait_for_task_runs(self) -> None:
-        with self._idle:
-            while self._active:
-                self._idle.wait()
+        while True:
+            with self._active_lock:
+                if not self._active:
+                    self._waiting = False
+                    return
+                self._waiting = True
+                self._idle.clear()
+            self._idle.wait()
 
     # -- the flow body ---------------------------------------------------------------
 
@@ -310,7 +325,7 @@ class FlowRun:
         logger.warning("Flow run %r is being cancelled (%s); cleaning up.", self.record.name, type(reason).__name__)
         for scope in list(self.scopes):
             scope.fail(reason)
-        with self._idle:
+        with self._active_lock:
             active = list(self._active)
         for run in active:
             run.interrupt_with(TaskRunCancelled)

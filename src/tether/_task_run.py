@@ -362,7 +362,8 @@ class TaskRun:
         events.emit(event)
         if self.slot_keys:
             self.flow_run.limiter.release(self.slot_keys)
-        self._run_hooks(state)
+        if self.task.on_completion or self.task.on_failure:
+            self._run_hooks(state)
         self.args = self.kwargs = self.parameters = None  # type: ignore[assignment]
         self.upstreams = []
         self.flow_run.task_run_ended(self)
@@ -397,6 +398,14 @@ def run_sync(run: TaskRun) -> None:
                 return
     finally:
         current_run.reset(token)
+
+
+def run_guarded(run: TaskRun) -> None:
+    """`run_sync` for runners that give no future: an engine failure crashes the run."""
+    try:
+        run_sync(run)
+    except BaseException as exc:  # the run must end, whatever broke
+        crash_if_unfinished(run, exc)
 
 
 async def run_async(run: TaskRun) -> None:

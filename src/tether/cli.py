@@ -149,7 +149,9 @@ def runs_ls(limit: int, state: str | None, as_json: bool) -> None:
         if run.state_type in ("RUNNING", "PENDING") and run.end_time is None and _gone(run.host, run.pid):
             state_text.append(" (process gone)", style="red")
         tasks = ", ".join(f"{n} {t.lower()}" for t, n in sorted(run.task_counts.items())) or "-"
-        table.add_row(run.id[:8], run.name, state_text, _when(run.start_time or run.created), _seconds(run.duration), tasks)
+        table.add_row(
+            run.id[:8], run.name, state_text, _when(run.start_time or run.created), _seconds(run.duration), tasks
+        )
     out.print(table)
 
 
@@ -171,16 +173,28 @@ def runs_show(run_id: str, as_json: bool) -> None:
 
 def render_run(detail: RunDetail) -> None:
     run = detail.flow_run
-    out.print(Text.assemble(("Flow run ", "bold"), (repr(run.name), "bold"), f"  {run.id}  ", _state(run.state_type, run.state_name)))
-    out.print(f"  started {_when(run.start_time or run.created)}, {_seconds(run.duration)}; process {run.pid} on {run.host}")
+    out.print(
+        Text.assemble(
+            ("Flow run ", "bold"), (repr(run.name), "bold"), f"  {run.id}  ", _state(run.state_type, run.state_name)
+        )
+    )
+    out.print(
+        f"  started {_when(run.start_time or run.created)}, {_seconds(run.duration)}; process {run.pid} on {run.host}"
+    )
     if run.parameters:
         out.print("  parameters: " + redact_text(json.dumps(run.parameters, default=str)))
     if run.parent_id:
         out.print(f"  subflow of {run.parent_id[:8]}")
     out.print()
     out.print(timeline(detail))
-    errors: list[tuple[str, str, str, str | None]] = [("task", t.name, t.id, t.error) for t in detail.task_runs if t.error]
-    errors += [("resource", r.name, r.scope_id, r.setup_error or r.cleanup_error) for r in detail.resources if r.setup_error or r.cleanup_error]
+    errors: list[tuple[str, str, str, str | None]] = [
+        ("task", t.name, t.id, t.error) for t in detail.task_runs if t.error
+    ]
+    errors += [
+        ("resource", r.name, r.scope_id, r.setup_error or r.cleanup_error)
+        for r in detail.resources
+        if r.setup_error or r.cleanup_error
+    ]
     if run.error:
         errors.append(("flow", run.name, run.id, run.error))
     if errors:
@@ -196,7 +210,9 @@ def render_run(detail: RunDetail) -> None:
         names[run.id] = run.name
         for line in detail.logs[-TIMELINE_ROWS:]:
             level = logging.getLevelName(line.level)
-            out.print(f"  {_clock(line.timestamp)} {level:<7} {names.get(line.run_id, line.run_id[:8])}: {line.message}")
+            out.print(
+                f"  {_clock(line.timestamp)} {level:<7} {names.get(line.run_id, line.run_id[:8])}: {line.message}"
+            )
 
 
 def timeline(detail: RunDetail) -> Table:
@@ -204,12 +220,34 @@ def timeline(detail: RunDetail) -> Table:
     run = detail.flow_run
     rows: list[tuple[float, str, str, str, Text, float, float | None, str]] = []
     for t in detail.task_runs:
-        rows.append((t.start_time or t.created, "task", t.name, t.id[:8], _state(t.state_type, t.state_name), t.start_time or t.created, t.end_time, ""))
+        rows.append(
+            (
+                t.start_time or t.created,
+                "task",
+                t.name,
+                t.id[:8],
+                _state(t.state_type, t.state_name),
+                t.start_time or t.created,
+                t.end_time,
+                "",
+            )
+        )
     for r in detail.resources:
         note = f"{len(r.used_by)} task run(s)" + (f"; {r.orphan}" if r.orphan else "")
         rows.append((r.created, "resource", r.name, r.scope_id[:8], _status(r), r.created, r.cleaned_at, note))
     for f in detail.subflows:
-        rows.append((f.start_time or f.created, "subflow", f.name, f.id[:8], _state(f.state_type, f.state_name), f.start_time or f.created, f.end_time, ""))
+        rows.append(
+            (
+                f.start_time or f.created,
+                "subflow",
+                f.name,
+                f.id[:8],
+                _state(f.state_type, f.state_name),
+                f.start_time or f.created,
+                f.end_time,
+                "",
+            )
+        )
     rows.sort(key=lambda row: row[0])
     origin = run.start_time or run.created
     end = max([run.end_time or 0.0] + [r[6] or r[5] for r in rows] + [origin])
@@ -223,9 +261,20 @@ def timeline(detail: RunDetail) -> Table:
         last = int(((stop if stop is not None else end) - origin) / span * (width - 1))
         bar = " " * max(first, 0) + ("█" if stop is not None else "▒") * max(last - first + 1, 1)
         took = _seconds(stop - start) if stop is not None else "..."
-        table.add_row(kind, name, ident, state, f"+{start - origin:.3f}s", took, Text(bar.ljust(width), style=state.style), note)
+        table.add_row(
+            kind, name, ident, state, f"+{start - origin:.3f}s", took, Text(bar.ljust(width), style=state.style), note
+        )
     if len(rows) > TIMELINE_ROWS:
-        table.add_row("", f"... {len(rows) - TIMELINE_ROWS} more (tether runs show {run.id[:8]} --json)", "", Text(""), "", "", Text(""), "")
+        table.add_row(
+            "",
+            f"... {len(rows) - TIMELINE_ROWS} more (tether runs show {run.id[:8]} --json)",
+            "",
+            Text(""),
+            "",
+            "",
+            Text(""),
+            "",
+        )
     return table
 
 
@@ -251,14 +300,23 @@ def resources_cmd(orphans: bool, limit: int, as_json: bool) -> None:
         table.add_column(column)
     for e in entries:
         table.add_row(
-            str(e.id), e.name, _status(e), (e.flow_run_id or "-")[:8], f"{e.pid}@{e.host}", _when(e.created), _handle(e), e.reaper or "-"
+            str(e.id),
+            e.name,
+            _status(e),
+            (e.flow_run_id or "-")[:8],
+            f"{e.pid}@{e.host}",
+            _when(e.created),
+            _handle(e),
+            e.reaper or "-",
         )
     out.print(table)
 
 
 @main.command("reap")
 @click.option("--dry-run", is_flag=True, help="Show what would be reaped; change nothing.")
-@click.option("--mark-closed", "mark", type=int, multiple=True, metavar="ID", help="Record that you closed ledger row ID by hand.")
+@click.option(
+    "--mark-closed", "mark", type=int, multiple=True, metavar="ID", help="Record that you closed ledger row ID by hand."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def reap_cmd(dry_run: bool, mark: tuple[int, ...], as_json: bool) -> None:
     """Run the reaper of every orphaned resource, with the handle its setup remembered."""
@@ -343,7 +401,14 @@ def limit_rm(tag: str) -> None:
 
 @main.command("run")
 @click.argument("target", metavar="FILE.py:FLOW")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A flow parameter; VALUE is JSON if it parses, else a string.")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A flow parameter; VALUE is JSON if it parses, else a string.",
+)
 @click.option("--runner", type=click.Choice(sorted(RUNNERS)), default=None, help="Where task bodies run.")
 def run_cmd(target: str, params: tuple[str, ...], runner: str | None) -> None:
     """Run the flow FLOW defined in FILE.py, with a live view of its task runs."""
@@ -393,7 +458,9 @@ def load_flow(target: str) -> FlowFunction[Any]:
 
 def _import_file(path: Path) -> Any:
     stem = path.stem
-    module_name = stem if stem.isidentifier() and stem not in sys.modules else f"tether_run_{abs(hash(str(path.resolve())))}"
+    module_name = (
+        stem if stem.isidentifier() and stem not in sys.modules else f"tether_run_{abs(hash(str(path.resolve())))}"
+    )
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise BadInput(f"Cannot import {path}: not a Python file.")
@@ -470,7 +537,9 @@ def run_with_progress(call: Callable[[], Any]) -> tuple[Any, str | None]:
         if not out.is_terminal:
             return _finish(call()), progress.flow_run_id
         configure_logging()
-        consoles = [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, RunLogHandler)]
+        consoles = [
+            h for h in logger.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, RunLogHandler)
+        ]
         with Live(progress.render(), console=out, refresh_per_second=4, transient=True, get_renderable=progress.render):
             old = [h.setStream(sys.stderr) for h in consoles]  # through Live, so logs print above the view
             try:
@@ -499,7 +568,9 @@ def _state(state_type: str | None, name: str | None) -> Text:
 def _status(entry: LedgerEntry) -> Text:
     if entry.orphan:
         return Text("orphan", style="bold red")
-    style = {"closed": "green", "reaped": "green", "closed-by-hand": "green", "open": "cyan", "setting-up": "cyan"}.get(entry.status, "red")
+    style = {"closed": "green", "reaped": "green", "closed-by-hand": "green", "open": "cyan", "setting-up": "cyan"}.get(
+        entry.status, "red"
+    )
     return Text(entry.status, style=style)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from tether._core._states import State
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunCreated:
     run_id: str
     kind: str  # "flow" or "task"
@@ -27,7 +27,7 @@ class RunCreated:
     timestamp: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateChanged:
     run_id: str
     kind: str
@@ -39,7 +39,7 @@ class StateChanged:
     run_count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LogEmitted:
     run_id: str
     flow_run_id: str | None
@@ -48,7 +48,7 @@ class LogEmitted:
     timestamp: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResourceEvent:
     """A step in a resource's life: ``setup-started``, ``setup``, ``setup-failed``,
     ``used``, ``cleanup`` or ``cleanup-failed``."""

@@ -23,6 +23,11 @@ class TaskRunner:
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         raise NotImplementedError
 
+    def run_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` without a future, for callers that report its outcome
+        themselves; ``fn`` must not raise. Runners may make this cheaper than `submit`."""
+        self.submit(fn, *args)
+
     def start(self) -> None:
         """Acquire what the runner needs (threads, a cluster); called once per flow run."""
 

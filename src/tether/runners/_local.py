@@ -13,52 +13,53 @@ from tether.runners._base import TaskRunner
 
 
 class _DaemonThreadPool:
-    """A thread pool like `ThreadPoolExecutor`, but of daemon threads.
+    """A fixed pool of daemon threads fed by one queue.
 
-    A task body blocked in C that the engine abandoned after a timeout or a
-    cancellation must not keep the process alive at exit; `ThreadPoolExecutor`
-    joins its threads at exit, so it would.
+    Daemon threads, because a task body blocked in C that the engine abandoned
+    after a timeout or a cancellation must not keep the process alive at exit
+    (`ThreadPoolExecutor` joins its threads at exit). All threads start at once:
+    no idle bookkeeping on the hot path.
     """
 
     def __init__(self, max_workers: int, name: str) -> None:
-        self._max_workers = max_workers
-        self._name = name
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._work_loop, name=f"{name}-{i}", daemon=True) for i in range(max_workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
-        self._work.put((future, fn, args, kwargs))
-        if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
-            with self._lock:
-                if len(self._threads) < self._max_workers:
-                    thread = threading.Thread(
-                        target=self._work_loop, name=f"{self._name}-{len(self._threads)}", daemon=True
-                    )
-                    self._threads.append(thread)
-                    thread.start()
+        self._work.put((_run_into_future, (future, fn, args, kwargs)))
         return future
 
+    def run_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._work.put((fn, args))
+
     def _work_loop(self) -> None:
+        get = self._work.get
         while True:
-            item = self._work.get()
+            item = get()
             if item is None:
                 return
-            future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args, **kwargs))
-                except BaseException as exc:  # handed to whoever holds the future
-                    future.set_exception(exc)
-            del item, future, fn, args, kwargs
-            self._idle.release()
+            fn, args = item
+            fn(*args)
+            del item, fn, args
 
     def shutdown(self) -> None:
-        """Stop the idle threads; a thread still busy (abandoned) finishes on its own."""
+        """Stop the threads once the queued work is done; a thread still busy (abandoned)
+        finishes on its own."""
         for _ in self._threads:
             self._work.put(None)
+
+
+def _run_into_future(future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if future.set_running_or_notify_cancel():
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to whoever holds the future
+            future.set_exception(exc)
 
 
 class ThreadPoolRunner(TaskRunner):
@@ -91,6 +92,11 @@ class ThreadPoolRunner(TaskRunner):
                 "use it as a context manager or let a flow start it."
             )
         return self._pool.submit(fn, *args, **kwargs)
+
+    def run_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._pool is None:
+            raise RuntimeError("ThreadPoolRunner.run_soon() was called before the runner was started.")
+        self._pool.run_soon(fn, *args)
 
     def duplicate(self) -> ThreadPoolRunner:
         return ThreadPoolRunner(self.max_workers)

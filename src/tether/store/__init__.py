@@ -14,7 +14,6 @@ from tether.store._location import StoreLocation, configured_url, tether_home
 from tether.store._reap import ReaperNotFound, ReapResult, load_reaper, reap_orphans
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_parameters, redact_text
-from tether.store._schema import HEAD as SCHEMA_REVISION
 from tether.store._store import RunNotFound, Store, open_store
 from tether.store._writer import StoreRecorder
 
@@ -24,7 +23,6 @@ __all__ = [
     "ReaperNotFound",
     "RunDetail",
     "RunNotFound",
-    "SCHEMA_REVISION",
     "Store",
     "StoreError",
     "StoreLocation",

@@ -1,8 +1,8 @@
 """The run store's errors.
 
-    TetherError
-    └── StoreError                 the store cannot be opened or used; the message names it and the fix
-        └── StoreSchemaError       the store's schema is newer than this tether, or not tether's at all
+TetherError
+└── StoreError                 the store cannot be opened or used; the message names it and the fix
+    └── StoreSchemaError       the store's schema is newer than this tether, or not tether's at all
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ Planning does no I/O; `Batch.apply` writes one batch in one transaction.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -20,8 +21,9 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -50,6 +52,7 @@ _TYPE, _NAME, _MESSAGE, _ERROR, _COUNT, _START, _END, _UPDATED = 5, 6, 7, 8, 9, 
 # An update of a task row already written: these values, then the id.
 _UPDATE_SET = ("state_type", "state_name", "state_message", "error", "run_count", "updated", "end_time")
 _FINAL = frozenset(t.value for t in FINAL_TYPES)
+_TYPE_VALUE = {t: t.value for t in StateType}  # a dict lookup is several times quicker than Enum.value
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class Batch:
         if self.resource_inserts:
             conn.execute(_insert_new(conn, resources), list(self.resource_inserts.values()))
         if self.task_inserts:
-            conn.exec_driver_sql(_insert_sql(conn, "task_runs", TASK_COLUMNS, ignore=True), [tuple(r) for r in self.task_inserts])
+            insert_rows(conn, "task_runs", TASK_COLUMNS, self.task_inserts, ignore=True)
         if self.task_updates:
             mark = _mark(conn)
             assignments = ", ".join(f"{c} = {mark}" for c in _UPDATE_SET)
@@ -136,14 +139,16 @@ class Batch:
                 .where(resources.c.pid == sa.bindparam("b_pid"))
                 .values({k: sa.bindparam(f"b_{k}") for k in keys})
             )
-            conn.execute(statement, [{"b_scope_id": s, "b_host": h, "b_pid": p, **_bind(row)} for (s, h, p), row in rows])
+            conn.execute(
+                statement, [{"b_scope_id": s, "b_host": h, "b_pid": p, **_bind(row)} for (s, h, p), row in rows]
+            )
         for table, columns, rows_list in (
             ("state_changes", STATE_COLUMNS, self.states),
             ("logs", LOG_COLUMNS, self.logs),
             ("resource_uses", USE_COLUMNS, self.uses),
         ):
             if rows_list:
-                conn.exec_driver_sql(_insert_sql(conn, table, columns), rows_list)
+                insert_rows(conn, table, columns, rows_list)
 
     @property
     def size(self) -> int:
@@ -162,7 +167,9 @@ class Batch:
 class Planner:
     """Folds events into the rows of the next `Batch`; keeps young unfinished task runs back."""
 
-    def __init__(self, process: ProcessInfo, hold_seconds: float = HOLD_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, process: ProcessInfo, hold_seconds: float = HOLD_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.process = process
         self.hold_seconds = hold_seconds
         self.clock = clock
@@ -240,18 +247,26 @@ class Planner:
 
     def _task_state(self, event: StateChanged, tb: TracebackType | None) -> None:
         state = event.new
-        type_ = state.type.value
+        type_ = _TYPE_VALUE[state.type]
         message = state.message
         if message is not None:
             message = _message(message)
         timestamp = state.timestamp
-        self._batch.states.append((event.run_id, event.flow_run_id, "task", type_, state.name, message, timestamp, event.run_count))
+        self._batch.states.append(
+            (event.run_id, event.flow_run_id, "task", type_, state.name, message, timestamp, event.run_count)
+        )
         final = type_ in _FINAL
         error = error_text(state, tb) if final and type_ != "COMPLETED" else None
         entry = self._held.get(event.run_id)
         if entry is not None:
             row = entry[1]
-            row[_TYPE], row[_NAME], row[_MESSAGE], row[_COUNT], row[_UPDATED] = type_, state.name, message, event.run_count, timestamp
+            row[_TYPE], row[_NAME], row[_MESSAGE], row[_COUNT], row[_UPDATED] = (
+                type_,
+                state.name,
+                message,
+                event.run_count,
+                timestamp,
+            )
             if type_ == "RUNNING" and row[_START] is None:
                 row[_START] = timestamp
             if final:
@@ -263,27 +278,42 @@ class Planner:
         update = self._updates.get(event.run_id)
         if update is not None and update[7] is not None:
             start = update[7]
-        self._updates[event.run_id] = [type_, state.name, message, error, event.run_count, timestamp, timestamp if final else None, start, event.run_id]
+        self._updates[event.run_id] = [
+            type_,
+            state.name,
+            message,
+            error,
+            event.run_count,
+            timestamp,
+            timestamp if final else None,
+            start,
+            event.run_id,
+        ]
         if final:
             self._written.discard(event.run_id)
 
     def _parameters(self, parameters: dict[str, Any]) -> str:
+        """The parameters as stored: JSON, secrets redacted. Plain ints and short strings take a quick path."""
         if not parameters:
             return "{}"
         secret = self._secret_keys
-        simple = True
+        parts = []
         for key, value in parameters.items():
             is_secret = secret.get(key)
             if is_secret is None:
-                is_secret = secret[key] = is_secret_name(key)
+                is_secret = secret[key] = is_secret_name(key) or type(key) is not str
             kind = type(value)
-            if is_secret or not (kind is int or kind is bool or value is None or (kind is str and len(value) < 1000 and "://" not in value)):
-                simple = False
+            if is_secret:
                 break
-        try:
-            return json.dumps(parameters if simple else redact_parameters(parameters))
-        except (TypeError, ValueError):
-            return json.dumps(redact_parameters(parameters))
+            if kind is int:
+                parts.append(f"{_json_string(key)}: {int.__repr__(value)}")
+            elif kind is str and len(value) < 1000 and "://" not in value:
+                parts.append(f"{_json_string(key)}: {_json_string(value)}")
+            else:
+                break
+        else:
+            return "{" + ", ".join(parts) + "}"
+        return json.dumps(redact_parameters(parameters))
 
     # -- flow runs -------------------------------------------------------------------
 
@@ -313,7 +343,18 @@ class Planner:
         batch = self._batch
         state = event.new
         message = _message(state.message) if state.message else None
-        batch.states.append((event.run_id, event.flow_run_id, event.kind, state.type.value, state.name, message, state.timestamp, event.run_count))
+        batch.states.append(
+            (
+                event.run_id,
+                event.flow_run_id,
+                event.kind,
+                state.type.value,
+                state.name,
+                message,
+                state.timestamp,
+                event.run_count,
+            )
+        )
         row = batch.flow_inserts.get(event.run_id)
         if row is None:
             row = batch.flow_updates.setdefault(event.run_id, {"start_time": None})
@@ -377,7 +418,11 @@ class Planner:
             if event.handle is not None:
                 changes["handle"] = _handle(event.handle)
         elif step == "setup-failed":
-            changes = {"setup_outcome": "failed", "setup_error": _message(event.error or ""), "setup_at": event.timestamp}
+            changes = {
+                "setup_outcome": "failed",
+                "setup_error": _message(event.error or ""),
+                "setup_at": event.timestamp,
+            }
             batch.scopes_ended.add(key)
         elif step in ("cleanup", "cleanup-failed"):
             seconds = event.details.get("seconds")
@@ -440,8 +485,32 @@ def _mark(conn: sa.Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def _insert_sql(conn: sa.Connection, table: str, columns: tuple[str, ...], ignore: bool = False) -> str:
-    marks = ", ".join([_mark(conn)] * len(columns))
+#: Rows per INSERT statement on SQLite (under its limit of 32766 parameters).
+SQLITE_ROWS_PER_INSERT = 500
+
+
+def insert_rows(
+    conn: sa.Connection, table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]], ignore: bool = False
+) -> None:
+    """Insert ``rows`` (in ``columns`` order) with as few round trips as the driver allows.
+
+    On SQLite, many rows go in one multi-row INSERT: ``executemany`` would release and
+    retake the GIL once per row, and each retake can wait for the engine's threads.
+    """
+    if conn.dialect.name != "sqlite":
+        conn.exec_driver_sql(_insert_sql(conn, table, columns, 1, ignore), [tuple(r) for r in rows])
+        return
+    step = SQLITE_ROWS_PER_INSERT
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        conn.exec_driver_sql(
+            _insert_sql(conn, table, columns, len(chunk), ignore), tuple(itertools.chain.from_iterable(chunk))
+        )
+
+
+def _insert_sql(conn: sa.Connection, table: str, columns: tuple[str, ...], count: int, ignore: bool = False) -> str:
+    one = "(" + ", ".join([_mark(conn)] * len(columns)) + ")"
+    marks = ", ".join([one] * count)
     head, tail = "INSERT INTO", ""
     if ignore:
         dialect = conn.dialect.name
@@ -451,7 +520,7 @@ def _insert_sql(conn: sa.Connection, table: str, columns: tuple[str, ...], ignor
             tail = " ON CONFLICT DO NOTHING"
         elif dialect in ("mysql", "mariadb"):
             head = "INSERT IGNORE INTO"
-    return f"{head} {table} ({', '.join(columns)}) VALUES ({marks}){tail}"
+    return f"{head} {table} ({', '.join(columns)}) VALUES {marks}{tail}"
 
 
 def _insert_new(conn: sa.Connection, table: sa.Table) -> Any:
@@ -479,7 +548,9 @@ def _bind(row: dict[str, Any]) -> dict[str, Any]:
     return {f"b_{k}": v for k, v in row.items()}
 
 
-def _group_by_keys(updates: dict[ResourceKey, dict[str, Any]]) -> dict[tuple[str, ...], list[tuple[ResourceKey, dict[str, Any]]]]:
+def _group_by_keys(
+    updates: dict[ResourceKey, dict[str, Any]],
+) -> dict[tuple[str, ...], list[tuple[ResourceKey, dict[str, Any]]]]:
     groups: dict[tuple[str, ...], list[tuple[ResourceKey, dict[str, Any]]]] = {}
     for key, row in updates.items():
         groups.setdefault(tuple(sorted(row)), []).append((key, row))

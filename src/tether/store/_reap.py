@@ -41,7 +41,9 @@ class ReapResult:
         return {"resource": self.entry.as_dict(), "outcome": self.outcome, "error": self.error, "seconds": self.seconds}
 
 
-def reap_orphans(store: Store, dry_run: bool = False, now: float | None = None, stale_after: float | None = None) -> list[ReapResult]:
+def reap_orphans(
+    store: Store, dry_run: bool = False, now: float | None = None, stale_after: float | None = None
+) -> list[ReapResult]:
     """Run the reaper of every orphan and record each outcome in the ledger."""
     results = []
     for entry in store.orphans(now=now, stale_after=stale_after):
@@ -87,6 +89,8 @@ def load_reaper(path: str, file: str | None = None) -> Callable[[Any], Any]:
         except ImportError:
             if not file:
                 raise
+        if module is not None and file and not _is_file_of(module, file):
+            module = None  # a different module of that name: the one in the ledger is the file
     if module is None:
         module = _load_file(path, file)
     target: Any = module
@@ -98,6 +102,14 @@ def load_reaper(path: str, file: str | None = None) -> Callable[[Any], Any]:
     if not callable(target):
         raise ReaperNotFound(f"The reaper {path!r} is a {type(target).__name__}, not a function.")
     return target  # type: ignore[no-any-return]
+
+
+def _is_file_of(module: Any, file: str) -> bool:
+    own = getattr(module, "__file__", None)
+    try:
+        return own is not None and os.path.samefile(own, file)
+    except OSError:
+        return False
 
 
 def _load_file(path: str, file: str | None) -> Any:

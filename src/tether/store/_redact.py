@@ -16,7 +16,9 @@ from typing import Any
 
 REDACTED = "********"
 
-_SECRET_NAME = re.compile(r"passw(or)?d|passphrase|secret|token|api[-_]?key|credential|private[-_]?key|^pwd$", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"passw(or)?d|passphrase|secret|token|api[-_]?key|credential|private[-_]?key|^pwd$", re.IGNORECASE
+)
 # scheme://user:password@host -> the password part
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?P<password>[^@/\s]+)(?=@)")
 

@@ -87,7 +87,9 @@ class Store:
         query = sa.select(flow_runs).order_by(flow_runs.c.created.desc())
         if state:
             wanted = state.upper()
-            query = query.where(sa.or_(sa.func.upper(flow_runs.c.state_type) == wanted, sa.func.upper(flow_runs.c.state_name) == wanted))
+            query = query.where(
+                sa.or_(sa.func.upper(flow_runs.c.state_type) == wanted, sa.func.upper(flow_runs.c.state_name) == wanted)
+            )
         if limit is not None:
             query = query.limit(limit)
 
@@ -102,9 +104,11 @@ class Store:
         """Everything about one flow run; ``run_id`` may be a unique prefix of the id."""
 
         def work(conn: sa.Connection) -> RunDetail:
-            matches = conn.execute(
-                sa.select(flow_runs).where(flow_runs.c.id.like(_prefix(run_id), escape="\\")).limit(2)
-            ).mappings().all()
+            matches = (
+                conn.execute(sa.select(flow_runs).where(flow_runs.c.id.like(_prefix(run_id), escape="\\")).limit(2))
+                .mappings()
+                .all()
+            )
             if len(matches) != 1:
                 how = "No flow run" if not matches else "More than one flow run"
                 raise RunNotFound(
@@ -114,18 +118,39 @@ class Store:
             row = matches[0]
             rid = row["id"]
             counts = _task_counts(conn, [rid])
-            tasks = conn.execute(sa.select(task_runs).where(task_runs.c.flow_run_id == rid).order_by(task_runs.c.created)).mappings().all()
-            changes = conn.execute(
-                sa.select(state_changes).where(state_changes.c.flow_run_id == rid).order_by(state_changes.c.timestamp, state_changes.c.id)
-            ).mappings().all()
-            lines = conn.execute(sa.select(logs).where(logs.c.flow_run_id == rid).order_by(logs.c.timestamp, logs.c.id)).mappings().all()
-            subflows = conn.execute(sa.select(flow_runs).where(flow_runs.c.parent_id == rid).order_by(flow_runs.c.created)).mappings().all()
+            tasks = (
+                conn.execute(sa.select(task_runs).where(task_runs.c.flow_run_id == rid).order_by(task_runs.c.created))
+                .mappings()
+                .all()
+            )
+            changes = (
+                conn.execute(
+                    sa.select(state_changes)
+                    .where(state_changes.c.flow_run_id == rid)
+                    .order_by(state_changes.c.timestamp, state_changes.c.id)
+                )
+                .mappings()
+                .all()
+            )
+            lines = (
+                conn.execute(sa.select(logs).where(logs.c.flow_run_id == rid).order_by(logs.c.timestamp, logs.c.id))
+                .mappings()
+                .all()
+            )
+            subflows = (
+                conn.execute(sa.select(flow_runs).where(flow_runs.c.parent_id == rid).order_by(flow_runs.c.created))
+                .mappings()
+                .all()
+            )
             ledger = self._ledger(conn, resources.c.flow_run_id == rid)
             return RunDetail(
                 flow_run=_flow_run(row, counts.get(rid, {})),
                 task_runs=[_task_run(t) for t in tasks],
                 state_changes=[
-                    StoredStateChange(c["run_id"], c["kind"], c["type"], c["name"], c["message"], c["timestamp"], c["run_count"]) for c in changes
+                    StoredStateChange(
+                        c["run_id"], c["kind"], c["type"], c["name"], c["message"], c["timestamp"], c["run_count"]
+                    )
+                    for c in changes
                 ],
                 logs=[StoredLog(x["run_id"], x["level"], x["message"], x["timestamp"]) for x in lines],
                 resources=ledger,
@@ -207,7 +232,10 @@ class Store:
             "cleanup_seconds": seconds,
             "cleaned_at": time.time(),
         }
-        write(self.engine, lambda conn: conn.execute(sa.update(resources).where(resources.c.id == entry_id).values(values)))
+        write(
+            self.engine,
+            lambda conn: conn.execute(sa.update(resources).where(resources.c.id == entry_id).values(values)),
+        )
 
     def mark_reaped(self, entry_id: int) -> bool:
         """Record that a person closed the resource by hand; False if there is no such open row."""
@@ -216,7 +244,12 @@ class Store:
             result = conn.execute(
                 sa.update(resources)
                 .where(resources.c.id == entry_id)
-                .where(sa.or_(resources.c.cleanup_outcome.is_(None), resources.c.cleanup_outcome.in_(["reap-failed", "reaping"])))
+                .where(
+                    sa.or_(
+                        resources.c.cleanup_outcome.is_(None),
+                        resources.c.cleanup_outcome.in_(["reap-failed", "reaping"]),
+                    )
+                )
                 .values(cleanup_outcome="closed-by-hand", cleaned_at=time.time())
             )
             return result.rowcount == 1
@@ -230,14 +263,21 @@ class Store:
             raise ValueError(f"A limit needs a tag and a whole number >= 0; got tag={tag!r}, capacity={capacity!r}.")
 
         def work(conn: sa.Connection) -> None:
-            done = conn.execute(sa.update(limits).where(limits.c.tag == tag).values(capacity=capacity, updated=time.time()))
+            done = conn.execute(
+                sa.update(limits).where(limits.c.tag == tag).values(capacity=capacity, updated=time.time())
+            )
             if done.rowcount == 0:
                 conn.execute(sa.insert(limits).values(tag=tag, capacity=capacity, updated=time.time()))
 
         write(self.engine, work)
 
     def limits(self) -> dict[str, int]:
-        return read(self.engine, lambda conn: {t: c for t, c in conn.execute(sa.select(limits.c.tag, limits.c.capacity).order_by(limits.c.tag))})
+        return read(
+            self.engine,
+            lambda conn: {
+                t: c for t, c in conn.execute(sa.select(limits.c.tag, limits.c.capacity).order_by(limits.c.tag))
+            },
+        )
 
     def remove_limit(self, tag: str) -> bool:
         return write(self.engine, lambda conn: conn.execute(sa.delete(limits).where(limits.c.tag == tag)).rowcount == 1)
@@ -247,7 +287,10 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Rows per table."""
         tables = (flow_runs, task_runs, state_changes, logs, resources, resource_uses, limits)
-        return read(self.engine, lambda conn: {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in tables})
+        return read(
+            self.engine,
+            lambda conn: {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in tables},
+        )
 
 
 def _json(text: str | None) -> Any:

@@ -118,6 +118,17 @@ class StoreRecorder:
     # -- the writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug in the writer: stop recording, but never leave a flush waiting
+            self._give_up(exc, len(self._queue), None)
+            self._stopping = True
+            while self._queue:
+                item = self._queue.popleft()
+                if type(item) is threading.Event:
+                    item.set()
+
+    def _loop(self) -> None:
         queue = self._queue
         planner = self._planner
         while True:
@@ -193,7 +204,9 @@ class StoreRecorder:
         def beat(conn: sa.Connection) -> None:
             if flows:
                 conn.execute(
-                    sa.update(flow_runs).where(flow_runs.c.id == sa.bindparam("b_id")).values(heartbeat=sa.bindparam("b_now")),
+                    sa.update(flow_runs)
+                    .where(flow_runs.c.id == sa.bindparam("b_id"))
+                    .values(heartbeat=sa.bindparam("b_now")),
                     flows,
                 )
             if scopes:
