@@ -34,6 +34,8 @@ class RunContext:
 
 current_run: ContextVar[RunContext | None] = ContextVar("tether_current_run", default=None)
 current_tags: ContextVar[frozenset[str]] = ContextVar("tether_tags", default=frozenset())
+# The Prefect 1 `Flow` graph being built by a `with Flow(...)` block, if any.
+building_graph: ContextVar[Any] = ContextVar("tether_building_graph", default=None)
 # The resource blocks the code is inside, innermost last.
 open_blocks: ContextVar[tuple[Any, ...]] = ContextVar("tether_open_blocks", default=())
 

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tether._context import RunContext, current_run, events, open_blocks
+from tether._context import RunContext, building_graph, current_run, events, open_blocks
 from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
 from tether._errors import CleanupError, ResourceClosedError, UsageError
 from tether._limits import limiter
@@ -151,16 +151,28 @@ class ResourceScope:
         self._cleaned = threading.Event()
         self._block_token: Any = None
         self._plain = True
+        #: A failing cleanup fails the flow (not in Prefect 1 graphs, where it is only reported).
+        self.cleanup_fails_flow = True
+        self.cleanup_error: BaseException | None = None
 
     # -- setup -------------------------------------------------------------------------
 
     def __enter__(self) -> Any:
         ctx = current_run.get()
+        if ctx is None and building_graph.get() is not None:
+            return building_graph.get().open_resource(self)  # type: ignore[union-attr]
         self._plain = ctx is None or ctx.task_run is not None
         if self._plain:
             return self._setup()
         assert ctx is not None
-        self.flow_run = ctx.flow_run
+        value = self.open_in(ctx.flow_run)
+        self._block_token = open_blocks.set(open_blocks.get() + (self,))
+        return value
+
+    def open_in(self, flow_run: FlowRun) -> Any:
+        """Set the resource up as part of ``flow_run``; its block stays open until `close_block`."""
+        self._plain = False
+        self.flow_run = flow_run
         self._join_parents()
         self._emit("setup-started")
         try:
@@ -177,7 +189,6 @@ class ResourceScope:
             self.limit_key = f"resource:{self.name}:{self.id[:8]}"
             limiter.set_limit(self.limit_key, self.resource.max_concurrency)
         self.flow_run.scopes.append(self)
-        self._block_token = open_blocks.set(open_blocks.get() + (self,))
         self._emit("setup")
         return value
 
@@ -219,6 +230,9 @@ class ResourceScope:
     # -- the block and its members ---------------------------------------------------------
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if current_run.get() is None and building_graph.get() is not None:
+            building_graph.get().close_resource(self)  # type: ignore[union-attr]
+            return False
         if self._plain:
             self._close(exc)
             return False
@@ -287,7 +301,9 @@ class ResourceScope:
         try:
             self._close(error)
         except BaseException as exc:
-            self.flow_run.cleanup_errors.append(exc)
+            if self.cleanup_fails_flow:
+                self.flow_run.cleanup_errors.append(exc)
+            self.cleanup_error = exc
             logger.error("Cleanup of resource %r failed: %s: %s", self.name, type(exc).__name__, exc, exc_info=exc)
             self._emit("cleanup-failed", error=f"{type(exc).__name__}: {exc}", outcome=_outcome(error), seconds=time.monotonic() - started)
         else:

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
 
-from tether._context import current_run, current_tags
+from tether._context import building_graph, current_run, current_tags
 from tether._errors import UsageError
 from tether._futures import TaskFuture, TaskFutureList
 from tether._options import (
@@ -100,6 +100,9 @@ class Task(Generic[R]):
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
         ctx = current_run.get()
         if ctx is None:
+            graph = building_graph.get()
+            if graph is not None:  # inside `with Flow(...)`: build a node, run nothing
+                return graph.add_call(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)
             return self.fn(*args, **kwargs)
         return ctx.flow_run.call_task(self, args, kwargs, wait_for, return_state)
 
@@ -120,6 +123,8 @@ class Task(Generic[R]):
 
     def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> TaskFutureList:
         ctx = current_run.get()
+        if ctx is None and building_graph.get() is not None:
+            return building_graph.get().add_map(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)
         if ctx is None:
             raise UsageError(
                 f"{self._owner}.map() was called outside a flow run. Call .map() inside a "
