@@ -35,8 +35,8 @@ def test_seed_flow_with_submitted_tasks_on_mariadb(seed_tables):
     sales_table, customers_table = seed_tables
     closed_seen = []
 
-    # One PyMySQL connection is one session: tasks sharing it take turns (max_concurrency=1).
-    @resource(max_concurrency=1)
+    # PyMySQL declares DB-API threadsafety 1: tether makes the tasks sharing it take turns.
+    @resource
     def mysql(db: str):
         conn = pymysql.connect(host="127.0.0.1", user="root", database=db)
         try:
@@ -44,14 +44,22 @@ def test_seed_flow_with_submitted_tasks_on_mariadb(seed_tables):
         finally:
             conn.close()
 
+    using = []
+    overlaps = []
+
     @task
     def extract(conn, table: str) -> pd.DataFrame:
         if not conn.open:
             closed_seen.append(table)
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM {table}")
-            columns = [c[0] for c in cur.description]
-            return pd.DataFrame(cur.fetchall(), columns=columns)
+        using.append(table)
+        overlaps.append(len(using))
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT * FROM {table}")
+                columns = [c[0] for c in cur.description]
+                return pd.DataFrame(cur.fetchall(), columns=columns)
+        finally:
+            using.remove(table)
 
     @task
     def merge_data(sales: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
@@ -67,6 +75,7 @@ def test_seed_flow_with_submitted_tasks_on_mariadb(seed_tables):
     baseline = mariadb_threads_connected()
     merged = main_flow()
     assert closed_seen == []
+    assert overlaps == [1, 1]  # never two tasks on the one session at once
     assert len(merged) == 100 and merged["NAME"].notna().all()
     assert mariadb_threads_connected() == baseline
 

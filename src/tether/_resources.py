@@ -18,6 +18,7 @@ import contextvars
 import inspect
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -185,9 +186,14 @@ class ResourceScope:
         self._set_up = True
         if not isinstance(value, _UNTRACKED):
             _live[id(value)] = self
-        if self.resource.max_concurrency is not None:
+        limit = self.resource.max_concurrency
+        if limit is None and _unshareable_connection(value):
+            # DB-API says (threadsafety < 2) that this connection must not be used by two
+            # threads at once: its tasks take turns instead of corrupting the session.
+            limit = 1
+        if limit is not None:
             self.limit_key = f"resource:{self.name}:{self.id[:8]}"
-            limiter.set_limit(self.limit_key, self.resource.max_concurrency)
+            limiter.set_limit(self.limit_key, limit)
         self.flow_run.scopes.append(self)
         self._emit("setup")
         return value
@@ -376,6 +382,19 @@ class ResourceScope:
 
     def __repr__(self) -> str:
         return f"<ResourceScope {self.name!r} {self.id[:8]}>"
+
+
+def _unshareable_connection(value: Any) -> bool:
+    """True for a DB-API connection whose driver declares ``threadsafety`` below 2."""
+    if not all(callable(getattr(value, m, None)) for m in ("cursor", "commit", "rollback", "close")):
+        return False
+    module = type(value).__module__
+    while module:
+        driver = sys.modules.get(module)
+        if driver is not None and hasattr(driver, "threadsafety") and hasattr(driver, "apilevel"):
+            return int(driver.threadsafety) < 2
+        module = module.rpartition(".")[0]
+    return False
 
 
 def _outcome(error: BaseException | None) -> str:

@@ -1,0 +1,56 @@
+"""The seed's examples (examples/seed/), changed only in their imports, run against MariaDB."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from conftest import mariadb_threads_connected
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "seed"
+
+
+@pytest.fixture
+def seed_databases(mariadb_url):
+    conn = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    with conn.cursor() as cur:
+        for db in ("mytestdb", "DB_NAME"):
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+            cur.execute(f"DROP TABLE IF EXISTS {db}.sales, {db}.customers")
+            cur.execute(f"CREATE TABLE {db}.customers (CUSTOMER_ID INT PRIMARY KEY, NAME VARCHAR(40))")
+            cur.execute(f"CREATE TABLE {db}.sales (SALE_ID INT PRIMARY KEY, CUSTOMER_ID INT, AMOUNT INT)")
+            cur.executemany(f"INSERT INTO {db}.customers VALUES (%s, %s)", [(i, f"c{i}") for i in range(1, 6)])
+            cur.executemany(f"INSERT INTO {db}.sales VALUES (%s, %s, %s)", [(i, i % 5 + 1, i) for i in range(1, 51)])
+    yield
+    with conn.cursor() as cur:
+        for db in ("mytestdb", "DB_NAME"):
+            cur.execute(f"DROP DATABASE IF EXISTS {db}")
+    conn.close()
+
+
+def run_example(name: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MYSQL_HOST": "127.0.0.1", "MYSQL_USER": "root", "MYSQL_PWD": "",
+           "TETHER_HOME": str(tmp_path / "home")}
+    return subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("script", ["prefect2_called.py", "prefect1_resource_manager.py", "prefect2_submitted.py"])
+def test_seed_example_runs_and_closes_its_connection(script, seed_databases, tmp_path):
+    baseline = mariadb_threads_connected()
+    result = run_example(script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    if script == "prefect2_submitted.py":
+        assert "loaded 50 rows" in result.stdout
+    assert mariadb_threads_connected() == baseline
+
+
+def test_seed_examples_differ_from_the_seed_only_in_imports():
+    for script in ("prefect2_called.py", "prefect1_resource_manager.py"):
+        source = (EXAMPLES / script).read_text()
+        assert "prefect" not in source.replace("Prefect", "").split("# ", 1)[-1].split("\n", 1)[1]
+        assert "from tether import" in source
