@@ -676,3 +676,31 @@ def test_cache_expiration_in_seconds(runner, clock):
     clock.advance(11)
     pipeline()
     assert len(calls) == 2
+
+
+def test_a_cache_hit_in_a_new_process_reuses_the_stored_result(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "cached_flow.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        from tether import flow, task, task_input_hash
+
+        @task(cache_key_fn=task_input_hash)
+        def expensive(x):
+            print("ran", flush=True)
+            return {"value": x * 2}
+
+        @flow
+        def main():
+            return expensive(21)
+
+        print(main(), flush=True)
+    '''))
+    env = {**__import__("os").environ, "TETHER_HOME": str(tmp_path / "home")}
+    first = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    second = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert first.stdout.split() == ["ran", "{'value':", "42}"], first.stderr
+    assert second.stdout.split() == ["{'value':", "42}"], second.stderr

@@ -1,21 +1,34 @@
 """Task result caching: ``cache_key_fn`` and ``cache_expiration``.
 
-`ResultCache` maps a key to a value and its expiry, in this process. A durable
-store can stand behind it later; resource values are never cached.
+`ResultCache` maps a key to a value and its expiry. Hits are looked up in memory,
+then on disk under ``$TETHER_HOME/cache`` (cloudpickle), so a new process reuses a
+result an earlier one stored. A value that cannot be pickled is cached in memory
+only; a resource's value is never cached at all.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
+import os
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
 from tether._clock import get_clock
+from tether._resources import scope_of
 
 _MISSING = object()
+MISSING = _MISSING
+_log = logging.getLogger("tether")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TETHER_HOME", Path.home() / ".tether")) / "cache"
 
 
 class ResultCache:
@@ -28,7 +41,9 @@ class ResultCache:
         with self._lock:
             entry = self._entries.get(key)
         if entry is None:
-            return _MISSING
+            entry = self._load(key)
+            if entry is None:
+                return _MISSING
         value, expires = entry
         if expires is not None and get_clock().time() >= expires:
             with self._lock:
@@ -37,16 +52,50 @@ class ResultCache:
         return value
 
     def put(self, key: str, value: Any, expiration: datetime.timedelta | None) -> None:
+        if scope_of(value) is not None:
+            return  # a resource's value lives and dies with its scope
         expires = None if expiration is None else get_clock().time() + expiration.total_seconds()
         with self._lock:
             self._entries[key] = (value, expires)
+        self._store(key, value, expires)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
 
+    def _path(self, key: str) -> Path:
+        return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()}.pkl"
 
-MISSING = _MISSING
+    def _store(self, key: str, value: Any, expires: float | None) -> None:
+        try:
+            payload = cloudpickle.dumps((key, value, expires))
+        except Exception:  # noqa: BLE001 - unpicklable results stay in memory only
+            return
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+                tmp.write(payload)
+            os.replace(tmp.name, path)  # atomic: a reader never sees half a file
+        except OSError as exc:
+            _log.warning("Could not store the cached result for key %s in %s: %s", key[:16], path.parent, exc)
+
+    def _load(self, key: str) -> tuple[Any, float | None] | None:
+        path = self._path(key)
+        try:
+            stored_key, value, expires = cloudpickle.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a corrupt entry is a miss, not a failure
+            _log.warning("Ignoring the unreadable cached result %s: %s", path, exc)
+            return None
+        if stored_key != key:
+            return None
+        with self._lock:
+            self._entries[key] = (value, expires)
+        return value, expires
+
+
 results = ResultCache()
 
 
