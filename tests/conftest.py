@@ -7,13 +7,19 @@ import threading
 import pytest
 
 from tether._cache import results
+from tether._limits import limiter
 
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
+    """Each test gets its own TETHER_HOME, and no run store unless it asks for one
+    (a store costs ~60 ms to create; the store's own tests turn it back on)."""
     monkeypatch.setenv("TETHER_HOME", str(tmp_path / "tether-home"))
+    monkeypatch.setenv("TETHER_STORE", "off")
+    monkeypatch.delenv("TETHER_DATABASE_URL", raising=False)
     results.clear()
     yield
+    limiter.backend = None
 
 
 _reported_leaks: set[threading.Thread] = set()

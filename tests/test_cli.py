@@ -28,11 +28,12 @@ def env(tmp_path):
     """The environment of the subprocesses: a store of the test's own, quiet logs."""
     values = {**os.environ, "TETHER_HOME": str(tmp_path / "home"), "TETHER_LOGGING_LEVEL": "WARNING"}
     values.pop("TETHER_DATABASE_URL", None)
+    values.pop("TETHER_STORE", None)
     return values
 
 
 def tether(env, *args, cwd=None, expect=0):
-    done = subprocess.run([*TETHER, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*TETHER, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == expect, f"tether {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -85,13 +86,18 @@ def flows_file(tmp_path):
 
 
 def test_run_records_the_flow_and_runs_show_puts_tasks_and_resources_on_one_timeline(env, flows_file):
+    env["TETHER_LOGGING_LEVEL"] = "INFO"  # run logs below the logging level are not recorded either
     done = tether(env, "run", f"{flows_file}:sums", "-p", "n=4", "-p", "password=s3cret")
     assert "Completed" in done.stdout and "Result: 22" in done.stdout
     (run,) = tether_json(env, "runs", "ls")
-    assert (run["name"], run["state_name"], run["parameters"]) == ("sums", "Completed", {"n": 4, "password": "********"})
+    assert (run["name"], run["state_name"], run["parameters"]) == (
+        "sums",
+        "Completed",
+        {"n": 4, "password": "********"},
+    )
     assert run["task_counts"] == {"COMPLETED": 4}
 
-    shown = tether(env, "runs", "show", run["id"][:8]).stdout
+    shown = tether(env, "runs", "show", run["id"][-6:]).stdout  # the end of the id will do
     assert run["id"] in shown and "Completed" in shown
     lines = shown.splitlines()
     assert sum(1 for line in lines if line.split()[:2] == ["task", "add"]) == 4
@@ -158,11 +164,12 @@ def test_a_corrupt_store_is_an_error_naming_the_file_and_the_fix(env, tmp_path):
 # -- the SIGKILL story ---------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "sqlite-helper", "postgresql"])
 def store_env(request, env):
-    """``env``, with the store in SQLite or in a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        yield env
+    """``env``, with the store in SQLite (written in-process or by the helper process) or in a
+    PostgreSQL schema of its own."""
+    if request.param.startswith("sqlite"):
+        yield {**env, "TETHER_STORE_HELPER": "always" if request.param == "sqlite-helper" else "never"}
         return
     base = request.getfixturevalue("postgres_url")
     schema = f"tether_cli_{uuid.uuid4().hex[:12]}"
@@ -226,7 +233,9 @@ KILLED = textwrap.dedent(
 
 
 def _kill_mid_flow(command, env, cwd):
-    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    child = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
+    )
     try:
         line = child.stdout.readline()
         assert line.strip() == "READY", child.stderr.read() if child.poll() is not None else line

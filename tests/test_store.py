@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -21,11 +20,13 @@ from tether import flow, get_run_logger, resource, task
 from tether._core import ResourceEvent
 from tether._resources import remember
 from tether.store import StoreError, StoreSchemaError, open_store, reap_orphans
+from tether.store._encode import Encoder
 from tether.store._engine import make_engine, write
+from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
 from tether.store._migrate import run_migrations
-from tether.store._plan import Planner, ProcessInfo
-from tether.store._schema import metadata
+from tether.store._plan import Planner
+from tether.store._schema import HEAD, metadata
 
 # -- fixtures ----------------------------------------------------------------------------
 
@@ -49,14 +50,27 @@ def store_url(request, tmp_path):
         admin.dispose()
 
 
+@pytest.fixture(params=["in-process", "helper"])
+def writer_mode(request, monkeypatch):
+    """Where rows are planned and written: in the flow's process, or in the helper process."""
+    monkeypatch.setenv("TETHER_STORE_HELPER", "never" if request.param == "in-process" else "always")
+    return request.param
+
+
 @pytest.fixture
-def recording(store_url, monkeypatch):
+def recording(store_url, writer_mode, monkeypatch):
     """The process records to ``store_url`` (as the engine would enable it) until the test ends."""
     monkeypatch.setenv("TETHER_DATABASE_URL", store_url)
+    monkeypatch.delenv("TETHER_STORE", raising=False)  # on, even if the suite turns recording off by default
     store = tether.store.enable()
     assert store is not None
     yield store
+    helper = store.recorder.helper_pid if store.recorder is not None else None
+    assert (helper is not None) == (writer_mode == "helper")
     tether.store.disable()
+    if helper is not None:  # the helper ends with the store
+        with pytest.raises(ProcessLookupError):
+            os.kill(helper, 0)
 
 
 @pytest.fixture
@@ -118,7 +132,7 @@ def test_a_flow_run_is_recorded_end_to_end(recording):
     assert run.task_counts == {"COMPLETED": 5, "FAILED": 1}
     assert run.start_time <= run.end_time and run.pid == os.getpid() and run.host == socket.gethostname()
 
-    detail = recording.flow_run(run.id[:8])
+    detail = recording.flow_run(run.id)
     assert len(detail.task_runs) == 6
     adds = [t for t in detail.task_runs if t.name == "add"]
     assert sorted(t.parameters["a"] for t in adds) == [0, 1, 2, 3, 4]
@@ -138,7 +152,12 @@ def test_a_flow_run_is_recorded_end_to_end(recording):
 
     assert sorted(line.message for line in detail.logs) == sorted(f"adding {i} and 5" for i in range(5))
     (entry,) = detail.resources
-    assert (entry.name, entry.status, entry.setup_outcome, entry.scope_outcome) == ("scratch_table", "closed", "succeeded", "succeeded")
+    assert (entry.name, entry.status, entry.setup_outcome, entry.scope_outcome) == (
+        "scratch_table",
+        "closed",
+        "succeeded",
+        "succeeded",
+    )
     assert entry.handle == {"table": "tmp_1"} and entry.orphan is None
     assert sorted(entry.used_by) == sorted(t.id for t in adds)
     assert entry.created <= entry.setup_at <= entry.cleaned_at and entry.cleanup_seconds >= 0
@@ -167,6 +186,11 @@ def test_runs_are_listed_newest_first_and_filtered_by_state(recording):
     assert failed.name == "broken" and "RuntimeError: broken on purpose" in failed.error
     with pytest.raises(tether.store.RunNotFound, match="tether runs ls"):
         recording.flow_run("ffffffffff")
+    assert recording.flow_run(failed.id[-6:]).flow_run.id == failed.id  # the end of an id will do
+    common = os.path.commonprefix([r.id for r in recording.flow_runs()])
+    if common:  # ids made in one process share their start
+        with pytest.raises(tether.store.RunNotFound, match="more than one flow run"):
+            recording.flow_run(common)
 
 
 def test_setup_intent_and_the_handle_are_durable_before_setup_goes_on(recording, store_url):
@@ -197,6 +221,7 @@ def test_setup_intent_and_the_handle_are_durable_before_setup_goes_on(recording,
 
 def test_enable_is_cheap_idempotent_and_follows_the_configured_store(tmp_path, monkeypatch):
     monkeypatch.delenv("TETHER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TETHER_STORE", raising=False)
     try:
         first = tether.store.enable()
         assert first is not None and tether.store.enable() is first
@@ -229,7 +254,7 @@ def test_the_migrations_build_exactly_the_schema_the_code_uses(store_url):
         write(engine, lambda conn: run_migrations(conn, "head"))
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == tether.store.SCHEMA_REVISION
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == HEAD
     finally:
         engine.dispose()
     open_store(store_url).close()  # and the store accepts it as current
@@ -257,6 +282,7 @@ def test_a_corrupt_sqlite_file_is_refused_naming_it_and_the_fix(tmp_path):
 
 
 def test_an_unreachable_store_warns_once_and_the_flows_still_run(monkeypatch, store_log):
+    monkeypatch.delenv("TETHER_STORE", raising=False)
     monkeypatch.setenv("TETHER_DATABASE_URL", "postgresql+psycopg://postgres:topsecret@127.0.0.1:1/nothing")
 
     @flow
@@ -331,10 +357,14 @@ def _ledger_row(store, name, pid, host=None, reaper=None, handle=None, cleaned=F
     base = {"scope_id": scope, "name": name, "flow_run_id": "f" * 32, "worker": host, "pid": pid, "reaper": reaper}
     stamp = heartbeat if heartbeat is not None else time.time()
     planner = Planner(ProcessInfo(pid, host, None))
-    steps = [ResourceEvent(step="setup-started", timestamp=stamp, **base), ResourceEvent(step="setup", timestamp=stamp, handle=handle, **base)]
+    encoder = Encoder(host, pid)
+    steps = [
+        ResourceEvent(step="setup-started", timestamp=stamp, **base),
+        ResourceEvent(step="setup", timestamp=stamp, handle=handle, **base),
+    ]
     if cleaned:
         steps.append(ResourceEvent(step="cleanup", timestamp=stamp, outcome="succeeded", **base))
-    planner.add(steps)
+    planner.add(encoder.encode(steps))
     write(store.engine, planner.take(everything=True).apply)
     return scope
 
@@ -351,7 +381,15 @@ def test_orphans_are_not_cleaned_up_rows_whose_process_is_gone_and_reap_runs_the
         _ledger_row(store, "closed", dead, reaper=f"{module}:good_reaper", cleaned=True)
         _ledger_row(store, "alive", os.getpid(), reaper=f"{module}:good_reaper")
         _ledger_row(store, "far-fresh", 1, host="another-host", reaper=f"{module}:good_reaper")
-        _ledger_row(store, "far-stale", 1, host="another-host", reaper=f"{module}:good_reaper", handle="x", heartbeat=time.time() - 3600)
+        _ledger_row(
+            store,
+            "far-stale",
+            1,
+            host="another-host",
+            reaper=f"{module}:good_reaper",
+            handle="x",
+            heartbeat=time.time() - 3600,
+        )
 
         assert sorted(o.name for o in store.orphans(stale_after=60)) == ["broken", "far-stale", "good", "manual"]
         assert "another-host" in next(o.orphan for o in store.orphans(stale_after=60) if o.name == "far-stale")
@@ -403,8 +441,7 @@ def test_the_writer_keeps_the_heartbeat_of_open_resources(recording, store_url):
     def beating() -> None:
         with held():
             (before,) = recording.resources()
-            recording.recorder._next_heartbeat = 0.0  # due now; the writer beats after its next batch
-            tether.store.flush()
+            assert recording.recorder.heartbeat_now(30)
             (after,) = recording.resources()
             beats.append((before.heartbeat, after.heartbeat))
 
@@ -424,4 +461,3 @@ def test_reaper_names_are_checked_before_they_are_called():
 def test_public_names_are_sorted_and_exported():
     assert tether.store.__all__ == sorted(tether.store.__all__)
     assert all(hasattr(tether.store, name) for name in tether.store.__all__)
-    assert json.loads(json.dumps(tether.store.SCHEMA_REVISION)) == "0001"

@@ -6,11 +6,17 @@ import json
 import os
 
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
-from tether.store._ledger import orphan_reason, process_alive
-from tether.store._plan import TASK_COLUMNS, Planner, ProcessInfo, WithTraceback
+from tether.store._encode import Encoder, WithTraceback
+from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
+from tether.store._plan import TASK_COLUMNS, Planner
 from tether.store._redact import REDACTED, redact_parameters, redact_text
 
 PROCESS = ProcessInfo(pid=4242, host="here", started="1")
+
+
+def plan(planner: Planner, events: list) -> None:
+    """What the recorder does with a burst: encode it (in the flow's process), then plan it."""
+    planner.add(Encoder(PROCESS.host, PROCESS.pid).encode(events))
 
 
 class FakeClock:
@@ -35,7 +41,7 @@ def row(values: list) -> dict:
 
 def test_a_task_run_that_ends_within_the_hold_is_one_insert_with_its_final_state():
     planner = Planner(PROCESS, hold_seconds=1.0, clock=FakeClock())
-    planner.add([created("r1", parameters={"x": 1}), changed("r1", Running()), changed("r1", Completed(5))])
+    plan(planner, [created("r1", parameters={"x": 1}), changed("r1", Running()), changed("r1", Completed(5))])
     batch = planner.take()
     assert [row(r)["state_name"] for r in batch.task_inserts] == ["Completed"]
     inserted = row(batch.task_inserts[0])
@@ -49,12 +55,12 @@ def test_a_task_run_that_ends_within_the_hold_is_one_insert_with_its_final_state
 def test_an_unfinished_task_run_is_held_then_written_then_updated():
     clock = FakeClock()
     planner = Planner(PROCESS, hold_seconds=1.0, clock=clock)
-    planner.add([created("r1"), changed("r1", Running())])
+    plan(planner, [created("r1"), changed("r1", Running())])
     assert planner.take().task_inserts == []  # young: held back
     clock.now += 1.5
     aged = planner.take()
     assert [row(r)["state_name"] for r in aged.task_inserts] == ["Running"]
-    planner.add([changed("r1", Completed())])
+    plan(planner, [changed("r1", Completed())])
     later = planner.take()
     assert later.task_inserts == []
     assert [u[1] for u in later.task_updates] == ["Completed"]
@@ -63,7 +69,7 @@ def test_an_unfinished_task_run_is_held_then_written_then_updated():
 
 def test_a_flush_writes_held_task_runs_at_once():
     planner = Planner(PROCESS, hold_seconds=60.0, clock=FakeClock())
-    planner.add([created("r1")])
+    plan(planner, [created("r1")])
     assert [row(r)["state_name"] for r in planner.take(everything=True).task_inserts] == ["Pending"]
 
 
@@ -85,7 +91,7 @@ def test_a_failed_run_keeps_the_traceback_it_had_when_it_failed():
     except ValueError:
         pass
     planner = Planner(PROCESS, clock=FakeClock())
-    planner.add([created("r1"), WithTraceback(changed("r1", Failed(error, message="boom")), traceback_then)])
+    plan(planner, [created("r1"), WithTraceback(changed("r1", Failed(error, message="boom")), traceback_then)])
     text = row(planner.take().task_inserts[0])["error"]
     assert "the task's own error" in text and "inner" in text
     assert "outer" not in text
@@ -94,14 +100,15 @@ def test_a_failed_run_keeps_the_traceback_it_had_when_it_failed():
 def test_resource_steps_fold_into_one_ledger_row():
     base = {"scope_id": "s1", "name": "db", "flow_run_id": "flow1", "worker": "here", "pid": 4242, "reaper": "mod:fn"}
     planner = Planner(PROCESS, clock=FakeClock())
-    planner.add(
+    plan(
+        planner,
         [
             ResourceEvent(step="setup-started", timestamp=1.0, **base),
             ResourceEvent(step="handle", timestamp=1.1, handle={"table": "tmp_1"}, **base),
             ResourceEvent(step="setup", timestamp=1.2, handle={"table": "tmp_1"}, **base),
             ResourceEvent(step="used", timestamp=1.3, task_run_id="r1", **base),
             ResourceEvent(step="cleanup", timestamp=2.0, outcome="failed", details={"seconds": 0.5}, **base),
-        ]
+        ],
     )
     batch = planner.take()
     (entry,) = batch.resource_inserts.values()
@@ -120,12 +127,13 @@ def test_resource_steps_fold_into_one_ledger_row():
 
 def test_log_lines_and_messages_lose_their_url_passwords():
     planner = Planner(PROCESS, clock=FakeClock())
-    planner.add(
+    plan(
+        planner,
         [
             LogEmitted("r1", "flow1", 20, "connecting to postgresql://bob:hunter2@db/x", 1.0),
             created("r1"),
             changed("r1", Failed(message="cannot reach mysql://root:hunter2@h/db")),
-        ]
+        ],
     )
     batch = planner.take()
     assert "hunter2" not in repr(batch.logs) + repr(batch.states) + repr(batch.task_inserts)
@@ -163,7 +171,7 @@ def test_parameters_named_like_secrets_secret_values_and_url_passwords_are_redac
     assert stored["rows"] == 10
     assert stored["url"] == f"postgresql+psycopg://app:{REDACTED}@db:5432/x"
     planner = Planner(PROCESS, clock=FakeClock())
-    planner.add([created("r1", parameters={"password": "pw1", "n": 1}), created("r2", parameters={"n": 2})])
+    plan(planner, [created("r1", parameters={"password": "pw1", "n": 1}), created("r2", parameters={"n": 2})])
     rows = [row(r) for r in planner.take(everything=True).task_inserts]
     assert [json.loads(r["parameters"]) for r in rows] == [{"password": REDACTED, "n": 1}, {"n": 2}]
 
@@ -180,4 +188,30 @@ def test_orphan_rule_on_this_host_asks_the_process_and_elsewhere_the_heartbeat()
     if os.path.exists("/proc/self/stat"):  # a live pid that started at another time is a reused pid
         assert orphan_reason("here", me, "0", heartbeat=None, now=0, stale_after=60, this_host="here") is not None
     assert orphan_reason("there", 1, None, heartbeat=990.0, now=1000.0, stale_after=60, this_host="here") is None
-    assert "no heartbeat" in orphan_reason("there", 1, None, heartbeat=900.0, now=1000.0, stale_after=60, this_host="here")
+    assert "no heartbeat" in orphan_reason(
+        "there", 1, None, heartbeat=900.0, now=1000.0, stale_after=60, this_host="here"
+    )
+
+
+def test_records_hold_no_live_objects_so_they_can_go_to_the_helper_process():
+    import pickle
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise TypeError("no")
+
+    try:
+        raise RuntimeError("failed")
+    except RuntimeError as exc:
+        error = exc
+    base = {"scope_id": "s1", "name": "db", "flow_run_id": "flow1", "worker": "here", "pid": 4242}
+    events = [
+        created("r1", parameters={"conn": Unpicklable(), "n": 1}),
+        changed("r1", Completed(Unpicklable())),
+        changed("r2", Failed(error)),
+        ResourceEvent(step="setup", timestamp=1.0, handle={"table": "t"}, **base),
+        LogEmitted("r1", "flow1", 20, "hello", 1.0),
+    ]
+    records = Encoder(PROCESS.host, PROCESS.pid).encode(events)
+    assert pickle.loads(pickle.dumps(records)) == records
+    assert "RuntimeError: failed" in records[2][-1]

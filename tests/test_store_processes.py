@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import tether.store
 
 PROCESSES = 4
@@ -36,13 +38,28 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_four_processes_with_a_thousand_tasks_each_lose_nothing(tmp_path):
+@pytest.mark.parametrize("helper", ["never", "always"])
+def test_four_processes_with_a_thousand_tasks_each_lose_nothing(tmp_path, helper):
+    """Each process writes in-process, or through a helper process of its own: eight writers then."""
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tasks=TASKS))
-    env = {**os.environ, "TETHER_HOME": str(tmp_path / "home"), "TETHER_LOGGING_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "TETHER_HOME": str(tmp_path / "home"),
+        "TETHER_LOGGING_LEVEL": "WARNING",
+        "TETHER_STORE_HELPER": helper,
+    }
     env.pop("TETHER_DATABASE_URL", None)
+    env.pop("TETHER_STORE", None)
     children = [
-        subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(PROCESSES)
     ]
     try:

@@ -38,12 +38,16 @@ from tether._errors import (
     UsageError,
 )
 from tether._futures import TaskFuture
+from tether._leases import use_store
 from tether._interrupt import clear_in_thread, interrupt_main_thread, raise_in_thread, watchdog
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
+from tether._remote import check_arguments, dispatch_remote
 from tether._resources import ResourceScope, scope_of
 from tether._settings import Settings
+from tether.store import enable as enable_store
+from tether.store import flush as flush_store
 from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 
 if TYPE_CHECKING:
@@ -144,6 +148,8 @@ class FlowRun:
                     limited.append(scope.limit_key)
 
     def submit_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
+        if not self.runner.shares_memory:
+            check_arguments(self.runner, task, args, kwargs)  # type: ignore[arg-type]
         run = self._create(task, args, kwargs, wait_for)
         run.start()
         return TaskFuture(run)
@@ -183,6 +189,9 @@ class FlowRun:
     def dispatch(self, run: TaskRun) -> None:
         if run.on_ready is not None:
             run.on_ready()
+            return
+        if not self.runner.shares_memory:
+            dispatch_remote(self, run)
             return
         try:
             if run.task.is_async:
@@ -235,6 +244,10 @@ class FlowRun:
 
     def begin(self) -> None:
         configure_logging()
+        if self.parent is None:
+            store = enable_store()
+            if store is not None:
+                use_store(store, self.limiter)
         if self.flow.log_prints:
             enable_log_prints()
         self._context_token = current_run.set(RunContext(self))
@@ -365,6 +378,8 @@ class FlowRun:
         return state
 
     def restore(self) -> None:
+        if self.parent is None:
+            flush_store()
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}

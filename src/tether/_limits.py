@@ -27,6 +27,8 @@ class Limiter:
         self._capacity: dict[str, int] = {}
         self._held: dict[str, int] = {}
         self._waiters: dict[str, deque[_Request]] = {}
+        #: Takes the slots of tags whose limit lives in the run store (`tether._leases`).
+        self.backend: Any = None
 
     def set_limit(self, key: str, capacity: int) -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
@@ -59,10 +61,15 @@ class Limiter:
             }
 
     def limited_keys(self, keys: frozenset[str]) -> list[str]:
-        capacity = self._capacity
-        if not capacity:
+        capacity, backend = self._capacity, self.backend
+        if not capacity and backend is None:
             return []
-        return sorted(k for k in keys if k in capacity)
+        return sorted(k for k in keys if k in capacity or (backend is not None and backend.manages(k)))
+
+    def _capacity_of(self, key: str) -> int | None:
+        if self.backend is not None and self.backend.manages(key):
+            return self.backend.capacity(key)  # type: ignore[no-any-return]
+        return self._capacity.get(key)
 
     def acquire(self, owner: Any, keys: list[str], granted: Callable[[], None]) -> _Request | None:
         """Take a slot of every key in ``keys`` (sorted); call ``granted`` once all are held.
@@ -71,7 +78,7 @@ class Limiter:
         request, which `withdraw` can cancel. Raises `LimitIsZeroError` for a zero limit.
         """
         for key in keys:
-            if self._capacity.get(key) == 0:
+            if self._capacity_of(key) == 0:
                 raise LimitIsZeroError(
                     f"{owner} needs a slot of {key!r}, whose concurrency limit is 0, so it "
                     f"can never run. Raise the limit (tether limit set {key.removeprefix('tag:')} N, "
@@ -80,13 +87,18 @@ class Limiter:
         request = _Request(owner, keys, granted)
         return None if request.advance(self) else request
 
-    def release(self, keys: list[str]) -> None:
+    def release(self, keys: list[str], owner: Any = None) -> None:
         grants: list[_Request] = []
+        distributed = []
         with self._lock:
             for key in keys:
                 if key in self._held:
                     self._held[key] -= 1
                     grants.extend(self._serve(key))
+                elif self.backend is not None and key.startswith("tag:"):
+                    distributed.append(key)
+        for key in distributed:
+            self.backend.release(key, owner)
         for request in grants:
             request.advance(self)
 
@@ -98,7 +110,9 @@ class Limiter:
                     queue.remove(request)
             taken, request.taken = request.taken, []
             request.cancelled = True
-        self.release(taken)
+        if self.backend is not None:
+            self.backend.withdraw(request)
+        self.release(taken, request.owner)
 
     def _try_take(self, key: str, request: _Request) -> bool:
         """Under the lock: take one slot of ``key`` or queue ``request`` on it."""
@@ -137,13 +151,23 @@ class _Request:
 
     def advance(self, limiter: Limiter) -> bool:
         """Take the next keys in order; True (and ``granted`` called) once all are held."""
-        with limiter._lock:
-            if self.cancelled:
-                return False
-            while len(self.taken) < len(self.keys):
-                key = self.keys[len(self.taken)]
-                if not limiter._try_take(key, self):
+        while True:
+            with limiter._lock:
+                if self.cancelled:
                     return False
+                if len(self.taken) == len(self.keys):
+                    break
+                key = self.keys[len(self.taken)]
+                backend = limiter.backend
+                if backend is None or not backend.manages(key):
+                    if not limiter._try_take(key, self):
+                        return False
+                    self.taken.append(key)
+                    continue
+            # A store-backed key: taken outside the lock, since it may wait on the database.
+            if not backend.acquire(key, self):
+                return False  # queued: the backend appends the key and advances us later
+            with limiter._lock:
                 self.taken.append(key)
         self.granted()
         return True

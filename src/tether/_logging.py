@@ -71,8 +71,11 @@ def configure_logging() -> None:
             console.setFormatter(
                 _RunFormatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(message)s", "%H:%M:%S")
             )
+            # The level is the console's: the run log in the store keeps INFO whatever is shown.
+            console.setLevel(os.environ.get("TETHER_LOGGING_LEVEL", "INFO").upper())
             logger.addHandler(console)
-        logger.setLevel(os.environ.get("TETHER_LOGGING_LEVEL", "INFO").upper())
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
         logger.propagate = False
         _configured = True
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tether._context import RunContext, building_graph, current_run, events, open_blocks
+from tether._copies import close_copies
 from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
 from tether._errors import CleanupError, ResourceClosedError, UsageError
 from tether._limits import limiter
@@ -315,6 +316,7 @@ class ResourceScope:
         else:
             self._emit("cleanup", outcome=_outcome(error), seconds=time.monotonic() - started)
         finally:
+            close_copies(self, error)  # each worker's copy, after the flow's own; never raises
             if self.limit_key is not None:
                 limiter.remove_limit(self.limit_key)
             self._cleaned.set()

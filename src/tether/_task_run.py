@@ -64,6 +64,7 @@ class TaskRun:
         "scopes",
         "slot_keys",
         "slot_request",
+        "holds_slots",
         "observed",
         "thread_id",
         "in_body",
@@ -99,6 +100,7 @@ class TaskRun:
         self.scopes = scopes
         self.slot_keys: list[str] = []
         self.slot_request: Any = None
+        self.holds_slots = False
         self.observed = False
         self.thread_id: int | None = None
         self.in_body = False
@@ -206,8 +208,9 @@ class TaskRun:
     def _slots_granted(self) -> None:
         self.slot_request = None
         if self.record.state.is_final():  # cancelled while waiting
-            self.flow_run.limiter.release(self.slot_keys)
+            self.flow_run.limiter.release(self.slot_keys, self)
             return
+        self.holds_slots = True
         self.flow_run.dispatch(self)
 
     def _cache_hit(self) -> bool:
@@ -360,8 +363,9 @@ class TaskRun:
             watchdog.cancel(self.timer)
             self.timer = None
         events.emit(event)
-        if self.slot_keys:
-            self.flow_run.limiter.release(self.slot_keys)
+        if self.holds_slots:
+            self.holds_slots = False
+            self.flow_run.limiter.release(self.slot_keys, self)
         if self.task.on_completion or self.task.on_failure:
             self._run_hooks(state)
         self.args = self.kwargs = self.parameters = None  # type: ignore[assignment]

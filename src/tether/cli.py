@@ -149,9 +149,7 @@ def runs_ls(limit: int, state: str | None, as_json: bool) -> None:
         if run.state_type in ("RUNNING", "PENDING") and run.end_time is None and _gone(run.host, run.pid):
             state_text.append(" (process gone)", style="red")
         tasks = ", ".join(f"{n} {t.lower()}" for t, n in sorted(run.task_counts.items())) or "-"
-        table.add_row(
-            run.id[:8], run.name, state_text, _when(run.start_time or run.created), _seconds(run.duration), tasks
-        )
+        table.add_row(run.id, run.name, state_text, _when(run.start_time or run.created), _seconds(run.duration), tasks)
     out.print(table)
 
 
@@ -184,7 +182,7 @@ def render_run(detail: RunDetail) -> None:
     if run.parameters:
         out.print("  parameters: " + redact_text(json.dumps(run.parameters, default=str)))
     if run.parent_id:
-        out.print(f"  subflow of {run.parent_id[:8]}")
+        out.print(f"  subflow of {run.parent_id}")
     out.print()
     out.print(timeline(detail))
     errors: list[tuple[str, str, str, str | None]] = [
@@ -201,7 +199,7 @@ def render_run(detail: RunDetail) -> None:
         out.print()
         out.print(Text("Errors", style="bold red"))
         for kind, name, ident, text in errors:
-            out.print(Text(f"{kind} {name!r} ({ident[:8]}):", style="red"))
+            out.print(Text(f"{kind} {name!r} ({short_id(ident)}):", style="red"))
             out.print(Text(text or "", style="dim"))
     if detail.logs:
         out.print()
@@ -211,7 +209,7 @@ def render_run(detail: RunDetail) -> None:
         for line in detail.logs[-TIMELINE_ROWS:]:
             level = logging.getLevelName(line.level)
             out.print(
-                f"  {_clock(line.timestamp)} {level:<7} {names.get(line.run_id, line.run_id[:8])}: {line.message}"
+                f"  {_clock(line.timestamp)} {level:<7} {names.get(line.run_id, short_id(line.run_id))}: {line.message}"
             )
 
 
@@ -225,7 +223,7 @@ def timeline(detail: RunDetail) -> Table:
                 t.start_time or t.created,
                 "task",
                 t.name,
-                t.id[:8],
+                short_id(t.id),
                 _state(t.state_type, t.state_name),
                 t.start_time or t.created,
                 t.end_time,
@@ -234,14 +232,14 @@ def timeline(detail: RunDetail) -> Table:
         )
     for r in detail.resources:
         note = f"{len(r.used_by)} task run(s)" + (f"; {r.orphan}" if r.orphan else "")
-        rows.append((r.created, "resource", r.name, r.scope_id[:8], _status(r), r.created, r.cleaned_at, note))
+        rows.append((r.created, "resource", r.name, short_id(r.scope_id), _status(r), r.created, r.cleaned_at, note))
     for f in detail.subflows:
         rows.append(
             (
                 f.start_time or f.created,
                 "subflow",
                 f.name,
-                f.id[:8],
+                short_id(f.id),
                 _state(f.state_type, f.state_name),
                 f.start_time or f.created,
                 f.end_time,
@@ -267,7 +265,7 @@ def timeline(detail: RunDetail) -> Table:
     if len(rows) > TIMELINE_ROWS:
         table.add_row(
             "",
-            f"... {len(rows) - TIMELINE_ROWS} more (tether runs show {run.id[:8]} --json)",
+            f"... {len(rows) - TIMELINE_ROWS} more (tether runs show {run.id} --json)",
             "",
             Text(""),
             "",
@@ -303,7 +301,7 @@ def resources_cmd(orphans: bool, limit: int, as_json: bool) -> None:
             str(e.id),
             e.name,
             _status(e),
-            (e.flow_run_id or "-")[:8],
+            e.flow_run_id or "-",
             f"{e.pid}@{e.host}",
             _when(e.created),
             _handle(e),
@@ -334,7 +332,7 @@ def reap_cmd(dry_run: bool, mark: tuple[int, ...], as_json: bool) -> None:
         out.print("No orphaned resources.")
     for r in results if not as_json else []:
         e = r.entry
-        what = f"{e.name!r} (#{e.id}, flow run {(e.flow_run_id or '-')[:8]}, {e.orphan}; handle {_handle(e)})"
+        what = f"{e.name!r} (#{e.id}, flow run {e.flow_run_id or '-'}, {e.orphan}; handle {_handle(e)})"
         if r.outcome == "reaped":
             out.print(Text.assemble(("reaped ", "green"), what, f" with {e.reaper} in {r.seconds:.3f}s"))
         elif r.outcome == "would-reap":
@@ -426,13 +424,13 @@ def run_cmd(target: str, params: tuple[str, ...], runner: str | None) -> None:
     enable()
     state, flow_run_id = run_with_progress(lambda: flow(**values, return_state=True))
     flush_store()
-    summary = f"Flow run {flow.name!r}" + (f" ({flow_run_id[:8]})" if flow_run_id else "")
+    summary = f"Flow run {flow.name!r}" + (f" ({flow_run_id})" if flow_run_id else "")
     if state.is_completed():
         out.print(Text.assemble(summary + " ", ("Completed", "green"), f". Result: {_short(state.data)}"))
         return
     err.print(Text.assemble(summary + " ended ", (state.name, "red"), f": {state.message or ''}"))
     if flow_run_id:
-        err.print(f"See: tether runs show {flow_run_id[:8]}")
+        err.print(f"See: tether runs show {flow_run_id}")
     sys.exit(1)
 
 
@@ -559,6 +557,14 @@ def _finish(result: Any) -> Any:
 
 
 # -- rendering helpers -----------------------------------------------------------------
+
+
+def short_id(run_id: str) -> str:
+    """Enough of a task run's or scope's id to tell it from the others of its flow run.
+
+    Run ids of one process share their start (a per-process prefix and a counter), so the end is what differs.
+    """
+    return run_id[-8:]
 
 
 def _state(state_type: str | None, name: str | None) -> Text:

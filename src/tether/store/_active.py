@@ -98,6 +98,7 @@ def _forget_in_child() -> None:
     if store is not None:
         if store.recorder is not None:
             events.unsubscribe(store.recorder)
+            store.recorder.abandon()
         store.engine.dispose(close=False)  # the parent's connections are the parent's
 
 

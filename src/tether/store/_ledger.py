@@ -9,8 +9,32 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 
-from tether.store._plan import process_started
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A process, as the ledger names it: pid, host, and when it started (to tell a reused pid apart)."""
+
+    pid: int
+    host: str
+    started: str | None
+
+    @classmethod
+    def current(cls) -> ProcessInfo:
+        return cls(os.getpid(), socket.gethostname(), process_started(os.getpid()))
+
+
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
 
 #: Cleanup outcomes that leave the resource possibly open (reaping may be tried again).
 NOT_CLOSED = (None, "reap-failed")

@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DatabaseError, OperationalError
 
-from tether.store._engine import write
+from tether.store._engine import make_engine, write
 from tether.store._errors import StoreError, StoreSchemaError
 from tether.store._location import StoreLocation
 from tether.store._redact import redact_text
@@ -29,6 +29,18 @@ _alembic_version = sa.Table(
     sa.Column("version_num", sa.String(32), nullable=False),
     sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
+
+
+def open_engine(url: str | sa.URL | None = None) -> tuple[StoreLocation, sa.Engine]:
+    """Find the store, connect, and bring its schema up to date; raises `StoreError` if it cannot be used."""
+    location = StoreLocation.resolve(url)
+    engine = make_engine(location)
+    try:
+        ensure_schema(engine, location)
+    except BaseException:
+        engine.dispose()
+        raise
+    return location, engine
 
 
 def current_revision(conn: sa.Connection) -> str | None:

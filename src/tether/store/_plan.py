@@ -1,12 +1,11 @@
-"""From engine events to the rows that record them, with as little work as possible.
+"""From records (see `_encode`) to the rows that record them, with as little work as possible.
 
-Recording must not slow a flow down, and on a busy flow the writer's Python time
-is taken from the engine (they share the GIL). So `Planner` folds events into
-rows cheaply, as tuples: a task run is inserted once, with its final state, when
-it ends within `hold_seconds` of its creation (the common case); a task run
-still going after that (or at a flush) is inserted as it is and updated later.
-Every state change is a row of its own, as is every log line and resource use.
-Flow runs and the resource ledger are few and always written at once.
+`Planner` folds records into rows cheaply, as tuples: a task run is inserted once,
+with its final state, when it ends within `hold_seconds` of its creation (the
+common case); a task run still going after that (or at a flush) is inserted as it
+is and updated later. Every state change is a row of its own, as is every log
+line and resource use. Flow runs and the resource ledger are few and always
+written at once. Messages and errors lose their URL passwords here.
 
 Planning does no I/O; `Batch.apply` writes one batch in one transaction.
 """
@@ -14,24 +13,19 @@ Planning does no I/O; `Batch.apply` writes one batch in one transaction.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import socket
-import sys
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
-from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tether._core import FINAL_TYPES, LogEmitted, ResourceEvent, RunCreated, State, StateChanged, StateType
-from tether.store._redact import is_secret_name, redact_parameters, redact_text, to_json
+from tether._core import FINAL_TYPES
+from tether.store._encode import Record
+from tether.store._ledger import ProcessInfo
+from tether.store._redact import redact_text
 from tether.store._schema import flow_runs, resources
 
 MAX_ERROR = 20_000
@@ -49,45 +43,9 @@ LOG_COLUMNS = ("run_id", "flow_run_id", "level", "message", "timestamp")
 USE_COLUMNS = ("scope_id", "task_run_id", "timestamp")
 # A task row is a list in TASK_COLUMNS order; these are the indexes the planner changes.
 _TYPE, _NAME, _MESSAGE, _ERROR, _COUNT, _START, _END, _UPDATED = 5, 6, 7, 8, 9, 11, 12, 13
-# An update of a task row already written: these values, then the id.
+# An update of a task row already written: these values, then the start time, then the id.
 _UPDATE_SET = ("state_type", "state_name", "state_message", "error", "run_count", "updated", "end_time")
 _FINAL = frozenset(t.value for t in FINAL_TYPES)
-_TYPE_VALUE = {t: t.value for t in StateType}  # a dict lookup is several times quicker than Enum.value
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """The process whose events these are."""
-
-    pid: int
-    host: str
-    started: str | None
-
-    @classmethod
-    def current(cls) -> ProcessInfo:
-        return cls(os.getpid(), socket.gethostname(), process_started(os.getpid()))
-
-
-def process_started(pid: int) -> str | None:
-    """When process ``pid`` started, in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-class WithTraceback(NamedTuple):
-    """A state change to a failure, with the traceback its error had then.
-
-    An exception's traceback grows as it propagates (a task's error re-raised in the
-    flow body gains the flow's frames), so the recorder takes it when the event happens.
-    """
-
-    event: StateChanged
-    traceback: TracebackType | None
 
 
 @dataclass
@@ -165,7 +123,7 @@ class Batch:
 
 
 class Planner:
-    """Folds events into the rows of the next `Batch`; keeps young unfinished task runs back."""
+    """Folds records into the rows of the next `Batch`; keeps young unfinished task runs back."""
 
     def __init__(
         self, process: ProcessInfo, hold_seconds: float = HOLD_SECONDS, clock: Callable[[], float] = time.monotonic
@@ -179,40 +137,34 @@ class Planner:
         #: Task runs written before they ended: their changes are updates, folded per batch.
         self._written: set[str] = set()
         self._updates: dict[str, list[Any]] = {}
-        self._secret_keys: dict[str, bool] = {}
 
     @property
     def held(self) -> int:
         return len(self._held)
 
-    def add(self, events: Iterable[Any]) -> None:
+    def add(self, records: Iterable[Record]) -> None:
         batch = self._batch
-        for event in events:
-            kind = type(event)
-            if kind is StateChanged:
-                if event.kind == "task":
-                    self._task_state(event, None)
+        for record in records:
+            what = record[0]
+            if what == "state":
+                if record[2] == "task":
+                    self._task_state(record)
                 else:
-                    self._flow_state(event, None)
-            elif kind is WithTraceback:
-                if event.event.kind == "task":
-                    self._task_state(event.event, event.traceback)
+                    self._flow_state(record)
+            elif what == "run":
+                if record[2] == "task":
+                    self._task_created(record)
                 else:
-                    self._flow_state(event.event, event.traceback)
-            elif kind is LogEmitted:
-                message = event.message if type(event.message) is str else str(event.message)
+                    self._flow_created(record)
+            elif what == "log":
+                _, run_id, flow_run_id, level, message, timestamp = record
                 if "://" in message:
                     message = redact_text(message)
                 if len(message) > MAX_LOG:
                     message = _clip(message, MAX_LOG)
-                batch.logs.append((event.run_id, event.flow_run_id, event.level, message, event.timestamp))
-            elif kind is RunCreated:
-                if event.kind == "task":
-                    self._task_created(event)
-                else:
-                    self._flow_created(event)
-            elif kind is ResourceEvent:
-                self._resource_event(event)
+                batch.logs.append((run_id, flow_run_id, level, message, timestamp))
+            elif what == "resource":
+                self._resource(record)
 
     def take(self, everything: bool = False) -> Batch:
         """The rows to write now: all that is due, and with ``everything`` the held task runs too."""
@@ -234,204 +186,163 @@ class Planner:
 
     # -- task runs -------------------------------------------------------------------
 
-    def _task_created(self, event: RunCreated) -> None:
-        if event.run_id in self._held or event.run_id in self._written:
+    def _task_created(self, record: Record) -> None:
+        _, run_id, _, name, flow_run_id, _, parameters, tags, created = record
+        if run_id in self._held or run_id in self._written:
             return
-        created = event.timestamp
         row = [
-            event.run_id, event.flow_run_id, event.name, self._parameters(event.parameters),
-            json.dumps(sorted(event.tags)) if event.tags else "[]",
-            "PENDING", "Pending", None, None, 0, created, None, None, created,
-        ]  # fmt: skip
-        self._held[event.run_id] = (self.clock(), row)
+            run_id,
+            flow_run_id,
+            name,
+            parameters,
+            tags,
+            "PENDING",
+            "Pending",
+            None,
+            None,
+            0,
+            created,
+            None,
+            None,
+            created,
+        ]
+        self._held[run_id] = (self.clock(), row)
 
-    def _task_state(self, event: StateChanged, tb: TracebackType | None) -> None:
-        state = event.new
-        type_ = _TYPE_VALUE[state.type]
-        message = state.message
+    def _task_state(self, record: Record) -> None:
+        _, run_id, _, flow_run_id, type_, name, message, timestamp, run_count, error = record
         if message is not None:
             message = _message(message)
-        timestamp = state.timestamp
-        self._batch.states.append(
-            (event.run_id, event.flow_run_id, "task", type_, state.name, message, timestamp, event.run_count)
-        )
+        self._batch.states.append((run_id, flow_run_id, "task", type_, name, message, timestamp, run_count))
         final = type_ in _FINAL
-        error = error_text(state, tb) if final and type_ != "COMPLETED" else None
-        entry = self._held.get(event.run_id)
+        if error is not None:
+            error = _message(error)
+        entry = self._held.get(run_id)
         if entry is not None:
             row = entry[1]
             row[_TYPE], row[_NAME], row[_MESSAGE], row[_COUNT], row[_UPDATED] = (
                 type_,
-                state.name,
+                name,
                 message,
-                event.run_count,
+                run_count,
                 timestamp,
             )
             if type_ == "RUNNING" and row[_START] is None:
                 row[_START] = timestamp
             if final:
                 row[_END], row[_ERROR] = timestamp, error
-                del self._held[event.run_id]
+                del self._held[run_id]
                 self._batch.task_inserts.append(row)
             return
         start = timestamp if type_ == "RUNNING" else None
-        update = self._updates.get(event.run_id)
+        update = self._updates.get(run_id)
         if update is not None and update[7] is not None:
             start = update[7]
-        self._updates[event.run_id] = [
-            type_,
-            state.name,
-            message,
-            error,
-            event.run_count,
-            timestamp,
-            timestamp if final else None,
-            start,
-            event.run_id,
-        ]
+        end = timestamp if final else None
+        self._updates[run_id] = [type_, name, message, error, run_count, timestamp, end, start, run_id]
         if final:
-            self._written.discard(event.run_id)
-
-    def _parameters(self, parameters: dict[str, Any]) -> str:
-        """The parameters as stored: JSON, secrets redacted. Plain ints and short strings take a quick path."""
-        if not parameters:
-            return "{}"
-        secret = self._secret_keys
-        parts = []
-        for key, value in parameters.items():
-            is_secret = secret.get(key)
-            if is_secret is None:
-                is_secret = secret[key] = is_secret_name(key) or type(key) is not str
-            kind = type(value)
-            if is_secret:
-                break
-            if kind is int:
-                parts.append(f"{_json_string(key)}: {int.__repr__(value)}")
-            elif kind is str and len(value) < 1000 and "://" not in value:
-                parts.append(f"{_json_string(key)}: {_json_string(value)}")
-            else:
-                break
-        else:
-            return "{" + ", ".join(parts) + "}"
-        return json.dumps(redact_parameters(parameters))
+            self._written.discard(run_id)
 
     # -- flow runs -------------------------------------------------------------------
 
-    def _flow_created(self, event: RunCreated) -> None:
-        self._batch.flow_inserts[event.run_id] = {
-            "id": event.run_id,
-            "name": event.name,
-            "parent_id": event.parent_id,
-            "parameters": json.dumps(redact_parameters(event.parameters)),
-            "tags": json.dumps(sorted(event.tags)),
-            "state_type": StateType.PENDING.value,
+    def _flow_created(self, record: Record) -> None:
+        _, run_id, _, name, _, parent_id, parameters, tags, created = record
+        self._batch.flow_inserts[run_id] = {
+            "id": run_id,
+            "name": name,
+            "parent_id": parent_id,
+            "parameters": parameters,
+            "tags": tags,
+            "state_type": "PENDING",
             "state_name": "Pending",
             "state_message": None,
             "error": None,
             "run_count": 0,
-            "created": event.timestamp,
+            "created": created,
             "start_time": None,
             "end_time": None,
-            "updated": event.timestamp,
+            "updated": created,
             "pid": self.process.pid,
             "host": self.process.host,
-            "heartbeat": event.timestamp,
+            "heartbeat": created,
         }
-        self._batch.flows_opened[event.run_id] = event.name
+        self._batch.flows_opened[run_id] = name
 
-    def _flow_state(self, event: StateChanged, tb: TracebackType | None) -> None:
+    def _flow_state(self, record: Record) -> None:
+        _, run_id, kind, flow_run_id, type_, name, message, timestamp, run_count, error = record
         batch = self._batch
-        state = event.new
-        message = _message(state.message) if state.message else None
-        batch.states.append(
-            (
-                event.run_id,
-                event.flow_run_id,
-                event.kind,
-                state.type.value,
-                state.name,
-                message,
-                state.timestamp,
-                event.run_count,
-            )
-        )
-        row = batch.flow_inserts.get(event.run_id)
+        message = _message(message) if message else None
+        batch.states.append((run_id, flow_run_id, kind, type_, name, message, timestamp, run_count))
+        row = batch.flow_inserts.get(run_id)
         if row is None:
-            row = batch.flow_updates.setdefault(event.run_id, {"start_time": None})
-        final = state.type in FINAL_TYPES
+            row = batch.flow_updates.setdefault(run_id, {"start_time": None})
+        final = type_ in _FINAL
         row.update(
-            state_type=state.type.value,
-            state_name=state.name,
+            state_type=type_,
+            state_name=name,
             state_message=message,
-            run_count=event.run_count,
-            updated=state.timestamp,
-            end_time=state.timestamp if final else None,
-            error=error_text(state, tb) if final else None,
+            run_count=run_count,
+            updated=timestamp,
+            end_time=timestamp if final else None,
+            error=_message(error) if error else None,
         )
-        if state.type is StateType.RUNNING and row.get("start_time") is None:
-            row["start_time"] = state.timestamp
+        if type_ == "RUNNING" and row.get("start_time") is None:
+            row["start_time"] = timestamp
         if final:
-            batch.flows_ended.add(event.run_id)
+            batch.flows_ended.add(run_id)
 
     # -- the ledger ------------------------------------------------------------------
 
-    def _resource_event(self, event: ResourceEvent) -> None:
+    def _resource(self, record: Record) -> None:
+        (_, step, scope_id, name, flow_run_id, timestamp, task_run_id, error, outcome,
+         host, pid, handle, reaper, reaper_file, seconds) = record  # fmt: skip
         batch = self._batch
-        process = self.process
-        host = event.worker or process.host
-        pid = event.pid if event.pid is not None else process.pid
-        key: ResourceKey = (event.scope_id, host, pid)
-        step = event.step
+        key: ResourceKey = (scope_id, host, pid)
         if step == "used":
-            if event.task_run_id is not None:
-                batch.uses.append((event.scope_id, event.task_run_id, event.timestamp))
+            if task_run_id is not None:
+                batch.uses.append((scope_id, task_run_id, timestamp))
             return
         if step == "setup-started":
             batch.resource_inserts[key] = {
-                "scope_id": event.scope_id,
-                "name": event.name,
-                "flow_run_id": event.flow_run_id,
+                "scope_id": scope_id,
+                "name": name,
+                "flow_run_id": flow_run_id,
                 "host": host,
                 "pid": pid,
-                "pid_started": process.started if pid == process.pid else None,
-                "created": event.timestamp,
+                "pid_started": self.process.started if pid == self.process.pid and host == self.process.host else None,
+                "created": timestamp,
                 "setup_outcome": None,
                 "setup_error": None,
                 "setup_at": None,
-                "handle": _handle(event.handle),
-                "reaper": event.reaper,
-                "reaper_file": reaper_file(event.reaper),
+                # Not redacted: the reaper needs the handle as setup remembered it (the CLI hides passwords).
+                "handle": handle,
+                "reaper": reaper,
+                "reaper_file": reaper_file,
                 "scope_outcome": None,
                 "cleanup_outcome": None,
                 "cleanup_error": None,
                 "cleanup_seconds": None,
                 "cleaned_at": None,
-                "heartbeat": event.timestamp,
+                "heartbeat": timestamp,
             }
             batch.scopes_opened.add(key)
             return
         changes: dict[str, Any]
         if step == "handle":
-            changes = {"handle": _handle(event.handle)}
+            changes = {"handle": handle}
         elif step == "setup":
-            changes = {"setup_outcome": "succeeded", "setup_at": event.timestamp}
-            if event.handle is not None:
-                changes["handle"] = _handle(event.handle)
+            changes = {"setup_outcome": "succeeded", "setup_at": timestamp}
+            if handle is not None:
+                changes["handle"] = handle
         elif step == "setup-failed":
-            changes = {
-                "setup_outcome": "failed",
-                "setup_error": _message(event.error or ""),
-                "setup_at": event.timestamp,
-            }
+            changes = {"setup_outcome": "failed", "setup_error": _message(error or ""), "setup_at": timestamp}
             batch.scopes_ended.add(key)
         elif step in ("cleanup", "cleanup-failed"):
-            seconds = event.details.get("seconds")
             changes = {
-                "scope_outcome": event.outcome,
+                "scope_outcome": outcome,
                 "cleanup_outcome": "succeeded" if step == "cleanup" else "failed",
-                "cleanup_error": _message(event.error) if event.error else None,
-                "cleanup_seconds": float(seconds) if isinstance(seconds, (int, float)) else None,
-                "cleaned_at": event.timestamp,
+                "cleanup_error": _message(error) if error else None,
+                "cleanup_seconds": seconds,
+                "cleaned_at": timestamp,
             }
             batch.scopes_ended.add(key)
         else:
@@ -440,37 +351,6 @@ class Planner:
         if row is None:
             row = batch.resource_updates.setdefault(key, {})
         row.update(changes)
-
-
-def error_text(state: State, tb: TracebackType | None = None) -> str | None:
-    """The traceback (or message) of a run that did not complete; None for a completed one.
-
-    ``tb`` is the error's traceback as it was when the state changed (see `WithTraceback`).
-    """
-    if state.type is StateType.COMPLETED:
-        return None
-    error = state.data if isinstance(state.data, BaseException) else None
-    if error is None:
-        return _message(state.message) if state.message else None
-    try:
-        text = "".join(traceback.format_exception(type(error), error, tb if tb is not None else error.__traceback__))
-    except Exception:  # noqa: BLE001 - a broken exception must not stop recording
-        text = f"{type(error).__name__}: {state.message or ''}"
-    return _message(text)
-
-
-def reaper_file(reaper: str | None) -> str | None:
-    """The file of the reaper's module, so `tether reap` can load a reaper defined in a script."""
-    if not reaper or ":" not in reaper:
-        return None
-    module = sys.modules.get(reaper.split(":", 1)[0])
-    path = getattr(module, "__file__", None)
-    return os.path.abspath(path) if path else None
-
-
-def _handle(handle: Any) -> str | None:
-    # Not redacted: the reaper needs it as setup remembered it. The CLI hides URL passwords when showing it.
-    return None if handle is None else json.dumps(to_json(handle, redact=False))
 
 
 def _message(text: str) -> str:

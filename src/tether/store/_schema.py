@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: Every schema revision this code knows, oldest first. Add one per migration.
-REVISIONS: tuple[str, ...] = ("0001",)
+REVISIONS: tuple[str, ...] = ("0001", "0002")
 #: The revision this code writes and reads.
 HEAD = REVISIONS[-1]
 
@@ -134,4 +134,31 @@ limits = sa.Table(
     sa.Column("tag", NAME, primary_key=True),
     sa.Column("capacity", sa.Integer, nullable=False),
     sa.Column("updated", sa.Double, nullable=False),
+)
+
+#: A held concurrency slot: a lease, renewed while its holder lives.
+limit_slots = sa.Table(
+    "limit_slots",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tag", NAME, nullable=False, index=True),
+    sa.Column("run_id", ID, nullable=True),
+    sa.Column("task", NAME, nullable=True),
+    sa.Column("host", NAME, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("acquired", sa.Double, nullable=False),
+    sa.Column("expires", sa.Double, nullable=False),
+)
+
+#: A process waiting for a slot of a tag, and where to wake it up.
+limit_waiters = sa.Table(
+    "limit_waiters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tag", NAME, nullable=False, index=True),
+    sa.Column("channel", sa.String(512), nullable=False),
+    sa.Column("host", NAME, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("waiting", sa.Integer, nullable=False),
+    sa.Column("since", sa.Double, nullable=False),
 )

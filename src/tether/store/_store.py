@@ -17,11 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether._context import events
-from tether.store._engine import make_engine, read, write
+from tether.store._engine import read, write
 from tether.store._errors import StoreError
 from tether.store._ledger import orphan_reason
 from tether.store._location import StoreLocation
-from tether.store._migrate import ensure_schema
+from tether.store._migrate import open_engine
 from tether.store._records import (
     LedgerEntry,
     RunDetail,
@@ -31,7 +31,8 @@ from tether.store._records import (
     StoredTaskRun,
 )
 from tether.store._schema import flow_runs, limits, logs, resource_uses, resources, state_changes, task_runs
-from tether.store._writer import StoreRecorder, heartbeat_seconds
+from tether.store._sink import heartbeat_seconds
+from tether.store._writer import StoreRecorder
 
 
 class RunNotFound(StoreError, LookupError):
@@ -40,13 +41,7 @@ class RunNotFound(StoreError, LookupError):
 
 def open_store(url: str | sa.URL | None = None) -> Store:
     """Open the run store (creating or upgrading its schema); raises `StoreError` if it cannot be used."""
-    location = StoreLocation.resolve(url)
-    engine = make_engine(location)
-    try:
-        ensure_schema(engine, location)
-    except BaseException:
-        engine.dispose()
-        raise
+    location, engine = open_engine(url)
     return Store(location, engine)
 
 
@@ -101,20 +96,25 @@ class Store:
         return read(self.engine, work)
 
     def flow_run(self, run_id: str) -> RunDetail:
-        """Everything about one flow run; ``run_id`` may be a unique prefix of the id."""
+        """Everything about one flow run; ``run_id`` may be the start or the end of the id, if unique."""
 
         def work(conn: sa.Connection) -> RunDetail:
-            matches = (
-                conn.execute(sa.select(flow_runs).where(flow_runs.c.id.like(_prefix(run_id), escape="\\")).limit(2))
-                .mappings()
-                .all()
-            )
-            if len(matches) != 1:
-                how = "No flow run" if not matches else "More than one flow run"
-                raise RunNotFound(
-                    f"{how} in the store {self.location.shown} has an id starting with {run_id!r}. "
-                    "List the runs with: tether runs ls"
+            matches = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).mappings().all()
+            if not matches and run_id:
+                pattern = _escape_like(run_id)
+                either_end = sa.or_(
+                    flow_runs.c.id.like(pattern + "%", escape="\\"), flow_runs.c.id.like("%" + pattern, escape="\\")
                 )
+                matches = conn.execute(sa.select(flow_runs).where(either_end).limit(6)).mappings().all()
+            if len(matches) != 1:
+                if not matches:
+                    problem = (
+                        f"No flow run in the store {self.location.shown} has an id starting or ending with {run_id!r}."
+                    )
+                else:
+                    shown = ", ".join(f"{m['id']} ({m['name']})" for m in matches[:5])
+                    problem = f"{run_id!r} matches more than one flow run: {shown}. Give more of the id."
+                raise RunNotFound(problem + " List the runs with: tether runs ls")
             row = matches[0]
             rid = row["id"]
             counts = _task_counts(conn, [rid])
@@ -302,9 +302,8 @@ def _json(text: str | None) -> Any:
         return text
 
 
-def _prefix(run_id: str) -> str:
-    escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:

@@ -1,0 +1,446 @@
+"""Running task bodies on other processes: the flow process's side.
+
+When a flow's runner does not share memory (a process pool, Dask, Ray), the flow
+process still records every state, holds the concurrency slots and decides retries;
+only the task body crosses to a worker. `dispatch_remote` hands a run to a
+`RemoteAttempt`, which drives its attempts by callbacks, so a task in flight holds no
+thread here:
+
+    begin_attempt -> runner.submit(run_call, Call) -> [worker runs the body]
+      -> done callback -> copies reported, logs replayed -> succeeded / failed
+      -> on a retry: the watchdog calls back after the delay -> begin_attempt ...
+
+A task's timeout is counted on the worker, from the start of its body (time spent
+queued for a worker does not count), and interrupts the body there. Cancellation
+reaches the worker through the runner (`RemoteRunner.interrupt`): a call that has not
+started is cancelled, one that runs is interrupted, and one that does not stop within
+the grace period is abandoned (a process runner terminates its process).
+
+`check_arguments` runs at submit: anything that cannot be pickled, other than a
+resource value, fails there, naming the argument. A resource value travels as a
+`ResourceRef` and each worker opens its own copy (see `_worker`, `_copies`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import threading
+import uuid
+import weakref
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from tether._arguments import find, map_leaves
+from tether._context import RunContext
+from tether._copies import copy_reported
+from tether._core import Cancelled, Crashed, Failed, TimedOut
+from tether._errors import TaskRunCancelled, TaskRunTimeout, UnpicklableArgumentError
+from tether._futures import TaskFuture
+from tether._interrupt import watchdog
+from tether._logging import logger
+from tether._resources import ResourceScope, scope_of
+from tether._wire import Call, CallResult, ResourceRef, WorkerLost, load_error
+from tether._worker import run_call
+
+if TYPE_CHECKING:
+    from tether._flow_run import FlowRun
+    from tether._task import Task
+    from tether._task_run import TaskRun
+    from tether.runners._remote import RemoteRunner
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+_functions: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+_openers: weakref.WeakKeyDictionary[ResourceScope, bytes] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+# -- pickling arguments ------------------------------------------------------------------
+
+
+class _ArgumentPickler(cloudpickle.Pickler):
+    """cloudpickle, with resource values as `ResourceRef`s (or placeholders, when only checking)."""
+
+    def __init__(self, file: Any, runner: RemoteRunner, checking: bool) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.runner = runner
+        self.checking = checking
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is TaskFuture and self.checking:
+            return (str, ("<future>",))
+        scope = scope_of(obj)
+        if scope is not None:
+            ref = _reference(scope, self.runner)
+            return (str, ("<resource>",)) if self.checking else (ResourceRef, (ref.scope_id, ref.name, ref.opener))
+        return super().reducer_override(obj)
+
+
+class _Discard:
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def _dumps(value: Any, runner: RemoteRunner, checking: bool = False) -> bytes:
+    sink: Any = _Discard() if checking else io.BytesIO()
+    _ArgumentPickler(sink, runner, checking).dump(value)
+    return b"" if checking else sink.getvalue()
+
+
+def _reference(scope: ResourceScope, runner: RemoteRunner) -> ResourceRef:
+    """The scope as it travels: how a worker opens its copy (made once per scope)."""
+    with _cache_lock:
+        opener = _openers.get(scope)
+    if opener is None:
+        args, kwargs = _with_refs((scope.args, scope.kwargs), runner)
+        try:
+            opener = _dumps((scope.resource, args, kwargs), runner)
+        except Exception as exc:
+            raise UnpicklableArgumentError(
+                f"Resource {scope.name!r} cannot be opened on a {_runner_name(runner)} worker: a worker "
+                f"opens its own copy from the resource's definition and the arguments of "
+                f"'{scope.name}(...)', and these cannot be pickled ({type(exc).__name__}: {exc}). Define "
+                "the resource at module level and pass it plain arguments (a URL, a name), not live objects."
+            ) from exc
+        with _cache_lock:
+            _openers[scope] = opener
+    return ResourceRef(scope.id, scope.name, opener)
+
+
+def _with_refs(value: Any, runner: RemoteRunner) -> Any:
+    """``value`` with each resource value in it replaced by a `ResourceRef`."""
+    return _replace_resources(value, lambda scope: _reference(scope, runner))
+
+
+def _replace_resources(value: Any, replace: Callable[[ResourceScope], Any]) -> Any:
+    """``value`` with every resource value in its containers (a container may be one
+    itself) replaced by ``replace(scope)``; ``value`` itself if there is none.
+
+    The pickler's hook does not see values of plain types (a resource yielding a dict
+    or a str), so containers are walked here first.
+    """
+    scope = scope_of(value)
+    if scope is not None:
+        return replace(scope)
+    if isinstance(value, dict):
+        items = [(k, _replace_resources(v, replace)) for k, v in value.items()]
+        if all(new is value[k] for k, new in items):
+            return value
+        return _rebuild(value, items)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        members = [_replace_resources(v, replace) for v in value]
+        if all(new is old for new, old in zip(members, value)):
+            return value
+        return _rebuild(value, members)
+    return value
+
+
+def _rebuild(container: Any, members: list[Any]) -> Any:
+    kind = type(container)
+    if isinstance(container, tuple) and hasattr(container, "_fields"):  # namedtuple
+        return kind(*members)
+    try:
+        return kind(members)
+    except Exception:  # a subclass with another constructor: its builtin base will do
+        return next(base for base in (dict, list, tuple, set, frozenset) if isinstance(container, base))(members)
+
+
+def _function_blob(task: Task[Any], runner: RemoteRunner) -> bytes:
+    with _cache_lock:
+        blob = _functions.get(task)
+    if blob is None:
+        try:
+            blob = cloudpickle.dumps(task.fn)
+        except Exception as exc:
+            raise UnpicklableArgumentError(
+                f"Task {task.name!r} cannot run on {_runner_name(runner)}: its function cannot be pickled "
+                f"({type(exc).__name__}: {exc}). A closure that captures a connection, a lock or a client "
+                "cannot travel to a worker; pass such things as arguments made with @resource instead."
+            ) from exc
+        with _cache_lock:
+            _functions[task] = blob
+    return blob
+
+
+def check_arguments(runner: RemoteRunner, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Fail at submit, naming the argument, if a value other than a resource's cannot travel."""
+    _function_blob(task, runner)
+    parameters = task.bind(args, kwargs)
+    for name, value in parameters.items():
+        if type(value) in _PLAIN:
+            continue
+        value = _replace_resources(value, lambda scope: _reference(scope, runner) and "<resource>")
+        try:
+            _dumps(value, runner, checking=True)
+        except UnpicklableArgumentError:
+            raise
+        except Exception as exc:
+            raise _unpicklable(runner, task, name, value, exc) from exc
+
+
+def _unpicklable(runner: RemoteRunner, task: Task[Any], name: str, value: Any, exc: Exception) -> UnpicklableArgumentError:
+    where, leaf = _find_unpicklable(name, value, runner)
+    kind = f"{type(leaf).__module__}.{type(leaf).__qualname__}".removeprefix("builtins.")
+    holds = f"its argument {name!r} is" if where == name else f"its argument {name!r} holds, at {where},"
+    return UnpicklableArgumentError(
+        f"Task {task.name!r} cannot be submitted to {_runner_name(runner)}: {holds} a {kind}, which "
+        f"cannot be pickled ({type(exc).__name__}: {exc}), and a task on another process gets its "
+        "arguments pickled. If it is a connection, a client, a lock or anything else a worker must "
+        "open for itself, make it a resource with @resource (tether.resource) and pass the "
+        "resource's value: a resource's value is never pickled, each worker opens its own copy."
+    )
+
+
+def _find_unpicklable(path: str, value: Any, runner: RemoteRunner) -> tuple[str, Any]:
+    """The innermost container item of ``value`` that does not pickle, and where it is."""
+    if isinstance(value, dict):
+        items: list[tuple[str, Any]] = [(f"{path}[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    elif isinstance(value, (set, frozenset)):
+        items = [(f"an item of {path}", v) for v in value]
+    else:
+        return path, value
+    for where, item in items:
+        try:
+            _dumps(item, runner, checking=True)
+        except Exception:
+            return _find_unpicklable(where, item, runner)
+    return path, value
+
+
+def _runner_name(runner: Any) -> str:
+    return type(runner).__name__
+
+
+# -- driving a run's attempts ----------------------------------------------------------
+
+
+def dispatch_remote(flow_run: FlowRun, run: TaskRun) -> None:
+    """Run ``run``'s attempts on the flow's remote runner (its slots are already held)."""
+    RemoteAttempt(flow_run, run).begin()
+
+
+class RemoteAttempt:
+    """Drives one task run's attempts on a remote runner, by callbacks.
+
+    It is also the run's ``async_task``: the engine cancels a run that has one by
+    calling ``get_loop().call_soon_threadsafe(cancel)``, and does not start a thread
+    timer for it, which would interrupt a thread of the flow process.
+    """
+
+    def __init__(self, flow_run: FlowRun, run: TaskRun) -> None:
+        self.flow_run = flow_run
+        self.run = run
+        self.runner: RemoteRunner = flow_run.runner  # type: ignore[assignment]
+        self.scopes = {scope.id: scope for scope in run.scopes}
+        self.call: Call | None = None
+        self.future: Future[Any] | None = None
+        self.attempt = 0
+        self.interrupted: type[BaseException] | None = None
+        self.timers: list[int] = []
+        self.retry_timer: int | None = None
+        self.lock = threading.Lock()
+        run.async_task = self
+
+    # -- what TaskRun.interrupt_with expects of an async task --
+
+    def get_loop(self) -> RemoteAttempt:
+        return self
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    def cancel(self) -> None:
+        """The flow is cancelled: stop waiting for a retry, or interrupt the call in flight."""
+        with self.lock:
+            retry_timer, self.retry_timer = self.retry_timer, None
+        if retry_timer is not None:
+            watchdog.cancel(retry_timer)
+            self.run.finish(Cancelled(message="The flow run was cancelled while this task run awaited a retry."))
+            return
+        self._interrupt(self.attempt, TaskRunCancelled)
+
+    # -- attempts --
+
+    def begin(self) -> None:
+        run = self.run
+        if not run.begin_attempt():
+            return
+        with self.lock:
+            self.attempt = attempt = run.record.run_count
+            self.interrupted = None
+            self.future = None
+        try:
+            if self.call is None:
+                self.call = self._make_call()
+            future = self.runner.submit(run_call, self.call)
+        except UnpicklableArgumentError as exc:
+            run.end_body()
+            run.finish(Failed(exc, message=str(exc)))
+            return
+        except Exception as exc:
+            run.end_body()
+            run.finish(Crashed(exc, message=f"{_runner_name(self.runner)} could not take task run {run.record.name!r}: {exc!r}"))
+            return
+        with self.lock:
+            self.future = future
+            pending = self.interrupted
+        if pending is not None or self.flow_run.cancelling:  # cancelled between begin_attempt and submit
+            self._interrupt(attempt, pending or TaskRunCancelled, again=True)
+        future.add_done_callback(lambda f: self._done(attempt, f))
+
+    def _make_call(self) -> Call:
+        run = self.run
+        args, kwargs = run.args, run.kwargs
+        has_resources = bool(run.scopes)
+        if has_resources:
+            args, kwargs = _with_refs((args, kwargs), self.runner)
+        try:
+            arguments = _dumps((args, kwargs), self.runner)
+        except UnpicklableArgumentError:
+            raise
+        except Exception as exc:  # an upstream's result that cannot travel
+            error = UnpicklableArgumentError(
+                f"Task run {run.record.name!r} cannot be sent to {_runner_name(self.runner)}: its arguments "
+                f"(with its upstreams' results) cannot be pickled ({type(exc).__name__}: {exc}). Return plain "
+                "data from upstream tasks; keep connections and clients in a @resource."
+            )
+            raise error from exc
+        return Call(
+            uuid.uuid4().hex,
+            _function_blob(run.task, self.runner),
+            arguments,
+            has_resources,
+            self.flow_run.record.id,
+            run.record.id,
+            run.record.name,
+            RunContext(self.flow_run, run).log_prints,
+            run.task.timeout_seconds,
+            self.flow_run.settings.interrupt_grace_seconds,
+        )
+
+    def _done(self, attempt: int, future: Future[Any]) -> None:
+        run = self.run
+        with self.lock:
+            if attempt != self.attempt:
+                return
+            interrupted = self.interrupted
+            timers, self.timers = self.timers, []
+        for timer in timers:
+            watchdog.cancel(timer)
+        try:
+            result: CallResult = future.result()
+        except CancelledError:
+            if not run.record.state.is_final():
+                run.end_body()
+                self._decided(run.failed((interrupted or TaskRunCancelled)()))
+            return
+        except BaseException as exc:
+            if not run.record.state.is_final():
+                run.end_body()
+                self._worker_failed(exc)
+            return
+        where = f"on worker {result.worker} (pid {result.pid})"
+        for report in result.copies:  # even for an abandoned run: its copies must be closed
+            scope = self.scopes.get(report["scope_id"])
+            if scope is not None:
+                copy_reported(scope, self.runner, report)
+        if result.logs:
+            _replay_logs(result.logs)
+        if run.record.state.is_final():  # abandoned meanwhile
+            return
+        run.end_body()
+        if result.ok:
+            try:
+                value = cloudpickle.loads(result.payload)
+            except Exception as exc:
+                run.finish(Failed(exc, message=f"The result of task run {run.record.name!r} could not be unpickled here: {exc!r}"))
+                return
+            run.succeeded(value)
+            return
+        error = load_error(result.payload, f"in task run {run.record.name!r} {where}")
+        if result.timed_out and not isinstance(error, TaskRunTimeout):
+            timeout = TaskRunTimeout()  # the timeout landed, whatever the body turned it into
+            timeout.__cause__ = error
+            error = timeout
+        self._decided(run.failed(error))
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        """The runner lost the call (its worker died): retry if retries are left, else Crashed."""
+        run = self.run
+        error = exc if isinstance(exc, WorkerLost) else WorkerLost(f"{type(exc).__name__}: {exc}")
+        if self.flow_run.cancelling or run.record.run_count - 1 < run.task.retries:
+            self._decided(run.failed(error))
+            return
+        run.finish(Crashed(error, message=f"Task run {run.record.name!r} was lost with its worker: {error}"))
+
+    def _decided(self, delay: float | None) -> None:
+        if delay is None:
+            return
+        attempt = self.attempt
+        if delay <= 0:
+            self._retry(attempt)
+            return
+        with self.lock:
+            self.retry_timer = watchdog.schedule(delay, lambda: self._retry(attempt))
+
+    def _retry(self, attempt: int) -> None:
+        with self.lock:
+            if attempt != self.attempt:
+                return
+            self.retry_timer = None
+        self.begin()
+
+    # -- timeouts and cancellation --
+
+    def _schedule(self, delay: float, callback: Callable[[], None]) -> None:
+        with self.lock:
+            self.timers.append(watchdog.schedule(delay, callback))
+
+    def _interrupt(self, attempt: int, exc_type: type[BaseException], again: bool = False) -> None:
+        """Make the call of ``attempt`` stop: cancelled if it has not started, interrupted if it runs."""
+        with self.lock:
+            if attempt != self.attempt or (self.interrupted is not None and not again):
+                return
+            self.interrupted = exc_type
+            future, call = self.future, self.call
+        if future is None or call is None or future.done():
+            return  # not submitted yet: begin() interrupts it once it is
+        try:
+            self.runner.interrupt(future, call.call_id, exc_type)
+        except Exception as exc:  # noqa: BLE001 - the grace period below still ends the run
+            logger.warning("Could not interrupt task run %r on its worker: %r", self.run.record.name, exc)
+        grace = self.flow_run.settings.interrupt_grace_seconds
+        self._schedule(grace, lambda: self._abandon(attempt, exc_type, grace))
+
+    def _abandon(self, attempt: int, exc_type: type[BaseException], grace: float) -> None:
+        """The interrupted call did not stop (blocked in C): give up on it."""
+        run = self.run
+        with self.lock:
+            if attempt != self.attempt:
+                return
+            future = self.future
+        if run.record.state.is_final() or future is None or future.done():
+            return
+        try:
+            self.runner.abandon(future)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("Could not stop the worker of task run %r: %r", run.record.name, exc)
+        run.end_body()
+        if exc_type is TaskRunTimeout:
+            error = TaskRunTimeout(f"{run._timeout_message()} It did not stop within {grace:g} s, so it was abandoned.")
+            run.finish(TimedOut(error, message=str(error)))
+        else:
+            run.finish(Crashed(message=f"Task run {run.record.name!r} did not stop within {grace:g} s of its flow's cancellation, so it was abandoned."))
+
+
+def _replay_logs(records: list[dict[str, Any]]) -> None:
+    """Log a worker's records here, so they reach the console and the run's log."""
+    for fields in records:
+        record = logging.makeLogRecord(fields)
+        logging.getLogger(record.name).handle(record)

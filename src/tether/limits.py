@@ -1,0 +1,79 @@
+"""Concurrency limits by tag, as ``tether limit set TAG N`` does from the shell.
+
+With the run store on (the default), a limit lives in the store and holds across
+processes and machines sharing it; with the store off (``TETHER_STORE=off``), it
+holds in this process only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tether._errors import UsageError
+from tether._leases import use_store
+from tether._limits import limiter
+from tether.store import enable as enable_store
+
+__all__ = ["LimitInfo", "get", "ls", "remove", "set"]
+
+
+@dataclass(frozen=True)
+class LimitInfo:
+    tag: str
+    capacity: int
+    held: int
+    waiting: int
+
+
+def _check(tag: str, capacity: int | None = None) -> None:
+    if not isinstance(tag, str) or not tag:
+        raise UsageError(f"A limit needs a non-empty tag name, not {tag!r}.")
+    if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
+        raise UsageError(f"The limit for tag {tag!r} must be a whole number >= 0, not {capacity!r}.")
+
+
+def set(tag: str, capacity: int) -> None:  # noqa: A001 - mirrors `tether limit set`
+    """At most ``capacity`` task runs carrying ``tag`` run at once (0: none may run)."""
+    _check(tag, capacity)
+    store = enable_store()
+    if store is None:
+        limiter.set_limit(f"tag:{tag}", capacity)
+        return
+    store.set_limit(tag, capacity)
+    use_store(store, limiter)
+
+
+def get(tag: str) -> int | None:
+    _check(tag)
+    store = enable_store()
+    if store is None:
+        return limiter.limit(f"tag:{tag}")
+    return store.limits().get(tag)
+
+
+def remove(tag: str) -> bool:
+    """Remove the limit on ``tag`` and free every slot held under it."""
+    _check(tag)
+    store = enable_store()
+    if store is None:
+        existed = limiter.limit(f"tag:{tag}") is not None
+        limiter.remove_limit(f"tag:{tag}")
+        return existed
+    broker = use_store(store, limiter)
+    existed = store.remove_limit(tag)
+    broker.table.free_all(tag)
+    broker.refresh()
+    return existed
+
+
+def ls() -> list[LimitInfo]:
+    store = enable_store()
+    if store is None:
+        return [LimitInfo(key[4:], c, h, w) for key, (c, h, w) in limiter.limits().items() if key.startswith("tag:")]
+    broker = use_store(store, limiter)
+    holders = broker.table.holders()
+    waiting = broker.table.waiters()
+    return [
+        LimitInfo(tag, capacity, sum(1 for h in holders if h.tag == tag), waiting.get(tag, 0))
+        for tag, capacity in sorted(store.limits().items())
+    ]

@@ -1,0 +1,251 @@
+"""`DaskRunner`: task bodies on a Dask cluster (a `distributed.LocalCluster` by default).
+
+Dask is imported when the runner starts, not before. Without an address the runner
+starts a `LocalCluster` of worker processes on 127.0.0.1 (no dashboard) and closes
+it when the flow run ends; with one it connects to that scheduler and leaves it
+running.
+
+Results come back in batches: a done callback queues each finished Dask future
+and one thread gathers whatever is ready in a single `Client.gather`. Control calls
+(closing a worker's resource copy, interrupting calls) go out of band with
+`Client.run`, so they need no free worker thread and fail at once if the worker is
+gone. A call is cancelled at the scheduler only if no worker has it: the result of a
+call that ran carries the resource copies it opened, and must not be dropped.
+
+Worker death: the local cluster's scheduler is started with
+``distributed.scheduler.allowed-failures = 0``, so a task whose worker dies fails with
+`KilledWorker` instead of being re-run by Dask behind the engine's back; the engine
+then retries it (counting against ``retries``) or ends it ``Crashed``. Give an
+external scheduler the same setting to get the same behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from tether._wire import WorkerLost
+from tether._worker import identify, interrupt_many
+from tether.runners._remote import RemoteRunner
+
+_INSTALL = 'DaskRunner needs Dask\'s distributed scheduler, which is not installed. Install it with: pip install "tether[dask]"'
+
+
+def _import_distributed() -> Any:
+    try:
+        import dask
+        import distributed
+    except ImportError as exc:
+        raise ImportError(f"{_INSTALL} ({exc})") from exc
+    return dask, distributed
+
+
+class DaskRunner(RemoteRunner):
+    """Runs task bodies on a Dask cluster.
+
+    ``address``: a scheduler to connect to; None starts a `distributed.LocalCluster`
+    (``cluster_kwargs`` are passed to it, over tether's defaults ``host="127.0.0.1"``,
+    ``dashboard_address=None``, ``processes=True``) that is closed when the flow ends.
+    """
+
+    def __init__(self, address: str | None = None, cluster_kwargs: dict[str, Any] | None = None, client_kwargs: dict[str, Any] | None = None) -> None:
+        self.address = address
+        self.cluster_kwargs = dict(cluster_kwargs or {})
+        self.client_kwargs = dict(client_kwargs or {})
+        self._cluster: Any = None
+        self._client: Any = None
+        self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._interrupts: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._control: ThreadPoolExecutor | None = None
+
+    @property
+    def client(self) -> Any:
+        """The `distributed.Client` of the running flow (None before start and after stop)."""
+        return self._client
+
+    def start(self) -> None:
+        dask, distributed = _import_distributed()
+        if self.address is None:
+            options = {"host": "127.0.0.1", "dashboard_address": None, "processes": True, **self.cluster_kwargs}
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self._cluster = distributed.LocalCluster(**options)
+            target: Any = self._cluster
+        else:
+            target = self.address
+        self._client = distributed.Client(target, set_as_default=False, **self.client_kwargs)
+        self._control = ThreadPoolExecutor(4, thread_name_prefix="tether-dask-control")
+        self._threads = [
+            threading.Thread(target=self._collect, name="tether-dask-results", daemon=True),
+            threading.Thread(target=self._send_interrupts, name="tether-dask-interrupts", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def close_workers(self) -> None:
+        self._finished.put(None)
+        self._interrupts.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self._control is not None:
+            self._control.shutdown(wait=True)
+            self._control = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def _started(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("DaskRunner was used before it was started; use it as a context manager or let a flow start it.")
+        return self._client
+
+    # -- calls ------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        remote = self._started().submit(_on_dask_worker, fn, args, kwargs, pure=False)
+        future.dask_future = remote  # type: ignore[attr-defined]
+        remote.add_done_callback(lambda done: self._finished.put((done, future)))
+        return future
+
+    def _collect(self) -> None:
+        """Gather finished calls in batches; one round trip for whatever is ready."""
+        while True:
+            item = self._finished.get()
+            if item is None:
+                return
+            batch = [item]
+            while True:
+                try:
+                    item = self._finished.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._finished.put(None)
+                    break
+                batch.append(item)
+            self._resolve(batch)
+
+    def _resolve(self, batch: list[tuple[Any, Future[Any]]]) -> None:
+        client = self._client
+        finished = [(remote, future) for remote, future in batch if remote.status == "finished"]
+        if finished:
+            try:
+                values = client.gather([remote for remote, _ in finished])
+            except Exception:  # noqa: BLE001 - settle them one by one below
+                values = None
+            if values is not None:
+                for (_, future), value in zip(finished, values):
+                    _settle(future, value, None)
+                batch = [item for item in batch if item[0].status != "finished"]
+        for remote, future in batch:
+            if remote.status == "cancelled":
+                future.cancel()
+                continue
+            try:
+                _settle(future, remote.result(), None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the engine
+                _settle(future, None, _translate(exc))
+
+    def submit_to(self, worker: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        client = self._started()
+        assert self._control is not None
+        return self._control.submit(self._run_on, client, worker, fn, args)
+
+    @staticmethod
+    def _run_on(client: Any, worker: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if worker not in client.scheduler_info()["workers"]:
+            raise WorkerLost(f"Dask worker {worker} has left the cluster")
+        try:
+            return client.run(_in_worker_thread, fn, args, workers=[worker])[worker]
+        except (OSError, KeyError) as exc:
+            if worker not in client.scheduler_info()["workers"]:
+                raise WorkerLost(f"Dask worker {worker} has left the cluster ({exc!r})") from exc
+            raise
+
+    # -- interrupts ---------------------------------------------------------------------
+
+    def interrupt(self, future: Future[Any], call_id: str, exc_type: type[BaseException]) -> None:
+        self._interrupts.put((future.dask_future, call_id, exc_type))  # type: ignore[attr-defined]
+
+    def _send_interrupts(self) -> None:
+        """Cancel calls that wait and interrupt those that run, in batches."""
+        while True:
+            item = self._interrupts.get()
+            if item is None:
+                return
+            batch = [item]
+            while True:
+                try:
+                    item = self._interrupts.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._interrupts.put(None)
+                    break
+                batch.append(item)
+            try:
+                found = self._client.run(interrupt_many, [(call_id, exc_type) for _, call_id, exc_type in batch], on_error="return")
+                here = {call_id for ids in found.values() if isinstance(ids, list) for call_id in ids}
+                # A call found on a worker returns its result (with the resource copies it
+                # opened); one found nowhere has not started, and is cancelled. If it starts
+                # meanwhile, it raises before opening anything (see `_worker.interrupt`).
+                waiting = [remote for remote, call_id, _ in batch if call_id not in here]
+                if waiting:
+                    self._client.cancel(waiting)
+            except Exception:  # noqa: BLE001 - the engine's grace period ends those runs anyway
+                pass
+
+    def duplicate(self) -> DaskRunner:
+        return DaskRunner(self.address, self.cluster_kwargs, self.client_kwargs)
+
+    def __repr__(self) -> str:
+        where = repr(self.address) if self.address else "LocalCluster"
+        return f"DaskRunner({where})"
+
+
+def _settle(future: Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(value)
+    else:
+        future.set_exception(error)
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if type(exc).__name__ == "KilledWorker":
+        worker = getattr(getattr(exc, "last_worker", None), "address", "?")
+        return WorkerLost(f"Dask worker {worker} died while running it")
+    return exc
+
+
+_identified = False
+
+
+def _on_dask_worker(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Runs on the Dask worker: name the worker once, then run ``fn``."""
+    global _identified
+    if not _identified:
+        _, distributed = _import_distributed()
+        identify(distributed.get_worker().address)
+        _identified = True
+    return fn(*args, **kwargs)
+
+
+async def _in_worker_thread(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Runs on the worker's event loop (`Client.run`): ``fn`` goes to a thread, not to the loop."""
+    if not _identified:
+        _, distributed = _import_distributed()
+        identify(distributed.get_worker().address)
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+

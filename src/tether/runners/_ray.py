@@ -1,0 +1,182 @@
+"""`RayRunner`: task bodies on Ray, in a pool of Ray actors.
+
+Ray is imported when the runner starts, not before. If Ray is not initialised yet,
+the runner calls ``ray.init`` (a local instance on 127.0.0.1 with no dashboard, unless
+``address`` or ``init_kwargs`` say otherwise) and shuts it down when the flow ends;
+otherwise it uses the running instance and leaves it alone.
+
+Ray tasks run on whichever worker process Ray picks, which cannot be named again
+later; but a resource copy has to be closed on the very process that opened it. So
+the workers are actors, one per CPU by default (``workers=``), each running one task
+at a time, plus a "control" concurrency group for closing copies and interrupting
+calls beside the running task. Each task goes to the actor with the fewest calls
+in flight. An actor that dies fails its calls with `WorkerLost` and is replaced.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from tether._wire import WorkerLost
+from tether._worker import identify, identity, interrupt
+from tether.runners._remote import RemoteRunner
+
+_INSTALL = 'RayRunner needs Ray, which is not installed. Install it with: pip install "tether[ray]"'
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(f"{_INSTALL} ({exc})") from exc
+    return ray
+
+
+class RayRunner(RemoteRunner):
+    """Runs task bodies on Ray actors (one per CPU of the Ray cluster unless ``workers`` says).
+
+    ``address`` and ``init_kwargs`` go to ``ray.init`` when Ray is not initialised yet.
+    """
+
+    def __init__(self, address: str | None = None, init_kwargs: dict[str, Any] | None = None, workers: int | None = None) -> None:
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+            raise ValueError(f"RayRunner(workers={workers!r}) needs a positive integer, or None for one per CPU.")
+        self.address = address
+        self.init_kwargs = dict(init_kwargs or {})
+        self.workers = workers
+        self._ray: Any = None
+        self._initialised_here = False
+        self._actor_class: Any = None
+        self._lock = threading.Lock()
+        self._actors: dict[str, _Actor] = {}
+        self._numbers = itertools.count()
+
+    def start(self) -> None:
+        ray = self._ray = _import_ray()
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
+            if self.address is None:
+                options["_node_ip_address"] = "127.0.0.1"
+            ray.init(address=self.address, **{**options, **self.init_kwargs})
+            self._initialised_here = True
+        count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0, concurrency_groups={"control": 4})(_RayWorker)
+        starting = [self._actor_class.remote(list(sys.path)) for _ in range(count)]
+        names = ray.get([actor.name.options(concurrency_group="control").remote() for actor in starting])
+        with self._lock:
+            for name, handle in zip(names, starting):
+                self._actors[name] = _Actor(name, handle)
+
+    def close_workers(self) -> None:
+        ray = self._ray
+        with self._lock:
+            actors, self._actors = list(self._actors.values()), {}
+        for actor in actors:
+            ray.kill(actor.handle)
+        if self._initialised_here:
+            ray.shutdown()
+            self._initialised_here = False
+
+    def _replace(self, lost: _Actor) -> None:
+        with self._lock:
+            if self._actors.pop(lost.name, None) is None:
+                return
+        handle = self._actor_class.remote(list(sys.path))
+        name = self._ray.get(handle.name.options(concurrency_group="control").remote())
+        with self._lock:
+            self._actors[name] = _Actor(name, handle)
+
+    # -- calls ------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            if not self._actors:
+                raise RuntimeError("RayRunner was used before it was started, or after it stopped.")
+            actor = min(self._actors.values(), key=lambda a: (a.in_flight, next(self._numbers)))
+            actor.in_flight += 1
+        ref = actor.handle.run.remote(fn, args, kwargs)
+        future: Future[Any] = Future()
+        future.ray_ref = ref  # type: ignore[attr-defined]
+        future.ray_actor = actor  # type: ignore[attr-defined]
+        ref.future().add_done_callback(lambda done: self._settle(actor, future, done, counted=True))
+        return future
+
+    def submit_to(self, worker: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            actor = self._actors.get(worker)
+        if actor is None:
+            future.set_exception(WorkerLost(f"Ray actor {worker} is no longer running"))
+            return future
+        ref = actor.handle.control.options(concurrency_group="control").remote(fn, args)
+        ref.future().add_done_callback(lambda done: self._settle(actor, future, done, counted=False))
+        return future
+
+    def _settle(self, actor: _Actor, future: Future[Any], done: Future[Any], counted: bool) -> None:
+        if counted:
+            with self._lock:
+                actor.in_flight -= 1
+        ray = self._ray
+        try:
+            value = done.result()
+        except ray.exceptions.TaskCancelledError:
+            future.cancel()
+            return
+        except ray.exceptions.RayActorError as exc:
+            future.set_exception(WorkerLost(f"Ray actor {actor.name} died: {exc}"))
+            threading.Thread(target=self._replace, args=(actor,), name="tether-ray-replace", daemon=True).start()
+            return
+        except ray.exceptions.RayTaskError as exc:
+            future.set_exception(exc.as_instanceof_cause())
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the engine
+            future.set_exception(exc)
+            return
+        future.set_result(value)
+
+    def interrupt(self, future: Future[Any], call_id: str, exc_type: type[BaseException]) -> None:
+        # Not ray.cancel: a cancelled call's result is dropped, with the resource copies it
+        # reports. A call still queued on the actor raises as soon as it starts instead.
+        actor: _Actor = future.ray_actor  # type: ignore[attr-defined]
+        actor.handle.interrupt.options(concurrency_group="control").remote(call_id, exc_type)
+
+    def duplicate(self) -> RayRunner:
+        return RayRunner(self.address, self.init_kwargs, self.workers)
+
+    def __repr__(self) -> str:
+        return f"RayRunner({self.address!r})" if self.address else "RayRunner()"
+
+
+class _Actor:
+    __slots__ = ("name", "handle", "in_flight")
+
+    def __init__(self, name: str, handle: Any) -> None:
+        self.name = name
+        self.handle = handle
+        self.in_flight = 0
+
+
+class _RayWorker:
+    """The body of a Ray actor that runs task bodies (made a Ray actor class at start)."""
+
+    def __init__(self, path: list[str]) -> None:
+        sys.path.extend(p for p in path if p not in sys.path)
+        identify(f"ray-{os.getpid()}")
+
+    def name(self) -> str:
+        return identity()
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return fn(*args, **kwargs)
+
+    def control(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        return fn(*args)
+
+    def interrupt(self, call_id: str, exc_type: type[BaseException]) -> bool:
+        return interrupt(call_id, exc_type)

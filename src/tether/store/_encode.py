@@ -1,0 +1,146 @@
+"""Engine events to plain records: the only recording work done in the flow's process.
+
+An event holds live objects (a run's return value, its exception, a resource
+handle); a record is a tuple of strings and numbers that can be planned into rows
+here or pickled to the helper process that writes (see `_helper`). Encoding takes
+what only this process can take: parameters as JSON (secrets redacted), a failure's
+traceback as it was when the run failed, the file a reaper was defined in. All the
+rest (folding into rows, redacting messages, writing) happens after.
+
+Records (the first item says which):
+    ("run", run_id, kind, name, flow_run_id, parent_id, parameters_json, tags_json, timestamp)
+    ("state", run_id, kind, flow_run_id, type, name, message, timestamp, run_count, error)
+    ("log", run_id, flow_run_id, level, message, timestamp)
+    ("resource", step, scope_id, name, flow_run_id, timestamp, task_run_id, error, outcome,
+     host, pid, handle_json, reaper, reaper_file, seconds)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from tether._core import FINAL_TYPES, LogEmitted, ResourceEvent, RunCreated, State, StateChanged, StateType
+from tether.store._redact import is_secret_name, redact_parameters, to_json
+
+Record = tuple[Any, ...]
+
+_TYPE_VALUE = {t: t.value for t in StateType}  # a dict lookup is several times quicker than Enum.value
+_FAILURES = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
+
+
+class WithTraceback(NamedTuple):
+    """A state change to a failure, with the traceback its error had then.
+
+    An exception's traceback grows as it propagates (a task's error re-raised in the
+    flow body gains the flow's frames), so the recorder takes it when the event happens.
+    """
+
+    event: StateChanged
+    traceback: TracebackType | None
+
+
+class Encoder:
+    """Turns events into records; remembers which parameter names are secret."""
+
+    def __init__(self, host: str, pid: int) -> None:
+        self.host = host
+        self.pid = pid
+        self._secret_keys: dict[Any, bool] = {}
+        #: Flow runs begun and not ended, and flow runs in records not yet confirmed written (id -> name):
+        #: what a failing store would not record.
+        self.open_flows: dict[str, str] = {}
+        self.unconfirmed_flows: dict[str, str] = {}
+
+    def encode(self, events: Iterable[Any]) -> list[Record]:
+        records: list[Record] = []
+        add = records.append
+        for event in events:
+            kind = type(event)
+            if kind is StateChanged:
+                state = event.new
+                error = error_text(state, None) if state.type in _FAILURES else None
+                if event.kind == "flow":
+                    self.unconfirmed_flows[event.run_id] = event.name
+                    if state.type in FINAL_TYPES:
+                        self.open_flows.pop(event.run_id, None)
+                add(("state", event.run_id, event.kind, event.flow_run_id, _TYPE_VALUE[state.type], state.name,
+                     state.message, state.timestamp, event.run_count, error))  # fmt: skip
+            elif kind is RunCreated:
+                if event.kind == "flow":
+                    self.open_flows[event.run_id] = self.unconfirmed_flows[event.run_id] = event.name
+                tags = json.dumps(sorted(event.tags)) if event.tags else "[]"
+                add(("run", event.run_id, event.kind, event.name, event.flow_run_id, event.parent_id,
+                     self.parameters(event.parameters), tags, event.timestamp))  # fmt: skip
+            elif kind is LogEmitted:
+                message = event.message if type(event.message) is str else str(event.message)
+                add(("log", event.run_id, event.flow_run_id, event.level, message, event.timestamp))
+            elif kind is WithTraceback:
+                changed, state = event.event, event.event.new
+                if changed.kind == "flow":
+                    self.unconfirmed_flows[changed.run_id] = changed.name
+                    self.open_flows.pop(changed.run_id, None)
+                add(("state", changed.run_id, changed.kind, changed.flow_run_id, _TYPE_VALUE[state.type], state.name,
+                     state.message, state.timestamp, changed.run_count, error_text(state, event.traceback)))  # fmt: skip
+            elif kind is ResourceEvent:
+                add(self._resource(event))
+        return records
+
+    def parameters(self, parameters: dict[str, Any]) -> str:
+        """Parameters as stored: JSON, secrets redacted. Plain ints and short strings take a quick path."""
+        if not parameters:
+            return "{}"
+        secret = self._secret_keys
+        parts = []
+        for key, value in parameters.items():
+            is_secret = secret.get(key)
+            if is_secret is None:
+                is_secret = secret[key] = type(key) is not str or is_secret_name(key)
+            if is_secret:
+                break
+            kind = type(value)
+            if kind is int:
+                parts.append(f"{_json_string(key)}: {int.__repr__(value)}")
+            elif kind is str and len(value) < 1000 and "://" not in value:
+                parts.append(f"{_json_string(key)}: {_json_string(value)}")
+            else:
+                break
+        else:
+            return "{" + ", ".join(parts) + "}"
+        return json.dumps(redact_parameters(parameters))
+
+    def _resource(self, event: ResourceEvent) -> Record:
+        seconds = event.details.get("seconds") if event.details else None
+        handle = None if event.handle is None else json.dumps(to_json(event.handle, redact=False))
+        return (
+            "resource", event.step, event.scope_id, event.name, event.flow_run_id, event.timestamp,
+            event.task_run_id, event.error, event.outcome, event.worker or self.host,
+            event.pid if event.pid is not None else self.pid, handle, event.reaper, reaper_file(event.reaper),
+            float(seconds) if isinstance(seconds, (int, float)) else None,
+        )  # fmt: skip
+
+
+def error_text(state: State, tb: TracebackType | None) -> str | None:
+    """The traceback (or message) of a run that failed; ``tb`` is the error's traceback when it failed."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        return state.message
+    try:
+        return "".join(traceback.format_exception(type(error), error, tb if tb is not None else error.__traceback__))
+    except Exception:  # noqa: BLE001 - a broken exception must not stop recording
+        return f"{type(error).__name__}: {state.message or ''}"
+
+
+def reaper_file(reaper: str | None) -> str | None:
+    """The file of the reaper's module, so `tether reap` can load a reaper defined in a script."""
+    if not reaper or ":" not in reaper:
+        return None
+    module = sys.modules.get(reaper.split(":", 1)[0])
+    path = getattr(module, "__file__", None)
+    return os.path.abspath(path) if path else None

@@ -1,0 +1,101 @@
+"""`RowWriter`: plans records into rows and writes them, keeping heartbeats; used in one thread.
+
+The recorder's writer thread uses it directly while a flow's stream of events is
+light, and the helper process (`_helper`) uses it when the stream is heavy. It
+raises whatever the database raises; deciding what a failure means is the caller's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import sqlalchemy as sa
+
+from tether.store._encode import Record
+from tether.store._engine import write
+from tether.store._ledger import ProcessInfo
+from tether.store._plan import Batch, Planner, ResourceKey
+from tether.store._schema import flow_runs, resources
+
+
+def heartbeat_seconds() -> float:
+    """How often open resources and running flow runs refresh their heartbeat (``TETHER_HEARTBEAT_SECONDS``)."""
+    raw = os.environ.get("TETHER_HEARTBEAT_SECONDS", "")
+    try:
+        return max(float(raw), 0.05) if raw else 10.0
+    except ValueError:
+        return 10.0
+
+
+class RowWriter:
+    def __init__(self, engine: sa.Engine, process: ProcessInfo, heartbeat_every: float | None = None) -> None:
+        self.engine = engine
+        self.process = process
+        self.planner = Planner(process)
+        #: Flow runs of this process not ended yet (id -> name): their heartbeat, and failure messages.
+        self.open_flows: dict[str, str] = {}
+        self.open_scopes: set[ResourceKey] = set()
+        self.heartbeat_every = heartbeat_every if heartbeat_every is not None else heartbeat_seconds()
+        self.next_heartbeat = time.monotonic() + self.heartbeat_every
+
+    def send(self, records: list[Record], everything: bool = False) -> None:
+        """Plan ``records`` and write what is due (with ``everything``, all of it)."""
+        self.planner.add(records)
+        self._write(self.planner.take(everything))
+        self.tick()
+
+    def tick(self) -> None:
+        """Write held rows that came due, and the heartbeat if it is time."""
+        if self.planner.held:
+            self._write(self.planner.take())
+        if time.monotonic() >= self.next_heartbeat:
+            self.next_heartbeat = time.monotonic() + self.heartbeat_every
+            self._heartbeat()
+
+    def due_in(self) -> float | None:
+        """Seconds until `tick` has something to do; None if nothing will come due."""
+        waits = []
+        if self.planner.held:
+            waits.append(self.planner.hold_seconds)
+        if self.open_flows or self.open_scopes:
+            waits.append(max(self.next_heartbeat - time.monotonic(), 0.0))
+        return min(waits) if waits else None
+
+    def _write(self, batch: Batch) -> None:
+        if not batch:
+            return
+        write(self.engine, batch.apply)
+        self.open_flows.update(batch.flows_opened)
+        for run_id in batch.flows_ended:
+            self.open_flows.pop(run_id, None)
+        own = self.process
+        self.open_scopes.update(k for k in batch.scopes_opened if k[1] == own.host and k[2] == own.pid)
+        self.open_scopes.difference_update(batch.scopes_ended)
+
+    def _heartbeat(self) -> None:
+        if not self.open_flows and not self.open_scopes:
+            return
+        now = time.time()
+        flows = [{"b_id": run_id, "b_now": now} for run_id in self.open_flows]
+        scopes = [{"b_scope_id": s, "b_host": h, "b_pid": p, "b_now": now} for s, h, p in self.open_scopes]
+
+        def beat(conn: sa.Connection) -> None:
+            if flows:
+                statement = (
+                    sa.update(flow_runs)
+                    .where(flow_runs.c.id == sa.bindparam("b_id"))
+                    .values(heartbeat=sa.bindparam("b_now"))
+                )
+                conn.execute(statement, flows)
+            if scopes:
+                statement = (
+                    sa.update(resources)
+                    .where(resources.c.scope_id == sa.bindparam("b_scope_id"))
+                    .where(resources.c.host == sa.bindparam("b_host"))
+                    .where(resources.c.pid == sa.bindparam("b_pid"))
+                    .values(heartbeat=sa.bindparam("b_now"))
+                )
+                conn.execute(statement, scopes)
+
+        write(self.engine, beat)

@@ -1,0 +1,188 @@
+"""Concurrency limits by tag: in one process, across processes, with leases that expire."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+import tether.limits
+from tether import flow, tags, task
+from tether._limits import LimitIsZeroError
+from tether.runners import ThreadPoolRunner
+
+SCRIPT = Path(__file__).parent / "scripts" / "limited_flow.py"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_env(request, tmp_path, monkeypatch):
+    """The environment of a run store on SQLite (under TETHER_HOME) or on PostgreSQL."""
+    env = {"TETHER_HOME": str(tmp_path / "home"), "TETHER_STORE": "on"}
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        env["TETHER_DATABASE_URL"] = url
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def unique_tag() -> str:
+    return f"db-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_tag_limit_holds_in_one_process(store_env):
+    tag = unique_tag()
+    tether.limits.set(tag, 2)
+    lock = threading.Lock()
+    running, peak = [0], [0]
+    both = threading.Barrier(2, timeout=10)
+
+    @task(tags=[tag])
+    def work(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if i < 2:
+            both.wait()  # the first two meet: the limit is reached
+        with lock:
+            running[0] -= 1
+        return i
+
+    @flow(task_runner=ThreadPoolRunner(8))
+    def main():
+        return [f.result() for f in [work.submit(i) for i in range(20)]]
+
+    try:
+        assert main() == list(range(20))
+    finally:
+        tether.limits.remove(tag)
+    assert peak[0] == 2
+
+
+def test_tags_block_adds_a_limited_tag(store_env):
+    tag = unique_tag()
+    tether.limits.set(tag, 1)
+    lock = threading.Lock()
+    running, peak = [0], [0]
+
+    @task
+    def work(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        with lock:
+            running[0] -= 1
+        return i
+
+    @flow(task_runner=ThreadPoolRunner(8))
+    def main():
+        with tags(tag):
+            futures = [work.submit(i) for i in range(10)]
+        return [f.result() for f in futures]
+
+    try:
+        assert main() == list(range(10))
+    finally:
+        tether.limits.remove(tag)
+    assert peak[0] == 1
+
+
+def test_a_zero_limit_fails_at_once_naming_the_limit(store_env):
+    tag = unique_tag()
+    tether.limits.set(tag, 0)
+
+    @task(tags=[tag])
+    def never():
+        raise AssertionError("must not run")
+
+    @flow
+    def main():
+        return never.submit().result()
+
+    try:
+        with pytest.raises(LimitIsZeroError, match=f"tag:{tag}.*concurrency limit is 0.*tether limit set {tag} N"):
+            main()
+    finally:
+        tether.limits.remove(tag)
+
+
+def test_two_tags_in_either_order_do_not_deadlock(store_env):
+    a, b = unique_tag(), unique_tag()
+    tether.limits.set(a, 1)
+    tether.limits.set(b, 1)
+
+    @task(tags=[a, b])
+    def ab(i):
+        return i
+
+    @task(tags=[b, a])
+    def ba(i):
+        return -i
+
+    @flow(task_runner=ThreadPoolRunner(8))
+    def main():
+        futures = [(ab if i % 2 else ba).submit(i) for i in range(20)]
+        return sorted(abs(f.result()) for f in futures)
+
+    try:
+        assert main() == list(range(20))
+    finally:
+        tether.limits.remove(a)
+        tether.limits.remove(b)
+
+
+def run_flow_processes(tag: str, processes: int, tasks: int, counter: Path, env: dict[str, str]) -> list[subprocess.Popen[str]]:
+    full_env = {**os.environ, **env, "TETHER_LOGGING_LEVEL": "WARNING"}
+    return [
+        subprocess.Popen([sys.executable, str(SCRIPT), tag, str(tasks), str(counter)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+        for _ in range(processes)
+    ]
+
+
+def test_a_limit_holds_across_four_processes(store_env, tmp_path):
+    tag = unique_tag()
+    tether.limits.set(tag, 3)
+    counter = tmp_path / "counter"
+    counter.write_text("0 0 0")
+    try:
+        procs = run_flow_processes(tag, 4, 50, counter, store_env)
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err
+            assert out.strip().splitlines()[-1] == str(sum(range(50)))
+    finally:
+        tether.limits.remove(tag)
+    running, peak, done = map(int, counter.read_text().split())
+    assert done == 200 and running == 0
+    assert peak == 3  # never more than the limit, and the limit was reached
+
+
+def test_the_slot_of_a_killed_holder_comes_back_after_its_lease(store_env, tmp_path, monkeypatch):
+    tag = unique_tag()
+    tether.limits.set(tag, 1)
+    counter = tmp_path / "counter"
+    counter.write_text("0 0 0")
+    env = {**store_env, "TETHER_SLOT_LEASE_SECONDS": "1"}
+    full_env = {**os.environ, **env, "TETHER_LOGGING_LEVEL": "WARNING"}
+    holder = subprocess.Popen([sys.executable, str(SCRIPT), tag, "1", str(counter), "--hold"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+    try:
+        assert holder.stdout.readline().strip() == "holding"  # it holds the only slot
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+        counter.write_text("0 0 0")
+        (other,) = run_flow_processes(tag, 1, 3, counter, env)
+        out, err = other.communicate(timeout=60)
+        assert other.returncode == 0, err
+        assert out.strip().splitlines()[-1] == "3"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        tether.limits.remove(tag)
