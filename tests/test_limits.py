@@ -186,3 +186,25 @@ def test_the_slot_of_a_killed_holder_comes_back_after_its_lease(store_env, tmp_p
         if holder.poll() is None:
             holder.kill()
         tether.limits.remove(tag)
+
+
+def test_limit_cli_shows_holders_and_frees_them(store_env, tmp_path):
+    tag = unique_tag()
+    env = {**os.environ, **store_env, "TETHER_SLOT_LEASE_SECONDS": "60"}
+    tether_cli = [sys.executable, "-m", "tether.cli"]
+    subprocess.run([*tether_cli, "limit", "set", tag, "1"], check=True, env=env, capture_output=True)
+    counter = tmp_path / "counter"
+    counter.write_text("0 0 0")
+    holder = subprocess.Popen([sys.executable, str(SCRIPT), tag, "1", str(counter), "--hold"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env, "TETHER_LOGGING_LEVEL": "WARNING"})
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        listed = subprocess.run([*tether_cli, "limit", "ls", "--json"], env=env, capture_output=True, text=True, check=True)
+        (entry,) = [e for e in __import__("json").loads(listed.stdout) if e["tag"] == tag]
+        assert entry["limit"] == 1 and entry["holders"][0]["pid"] == holder.pid and entry["holders"][0]["task"] == "work"
+        removed = subprocess.run([*tether_cli, "limit", "rm", tag], env=env, capture_output=True, text=True, check=True)
+        assert "1 held slot(s) freed" in removed.stdout
+    finally:
+        holder.kill()
+        holder.wait()

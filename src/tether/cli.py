@@ -56,6 +56,7 @@ from tether.store import (
 from tether.store import flush as flush_store
 from tether.store._ledger import process_alive
 from tether.store._migrate import unusable
+from tether.store._slots import SlotTable
 
 # Piped output is not cut to 80 columns: wide tables stay whole, messages stay on one line.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
@@ -370,28 +371,44 @@ def limit_set(tag: str, capacity: int) -> None:
 @limit_group.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def limit_ls(as_json: bool) -> None:
-    """List the limits."""
+    """List the limits, who holds their slots (run, task, host, pid, since) and who waits."""
     with store_or_exit() as store:
         found = store.limits()
+        table_of_slots = SlotTable(store.engine)
+        holders = table_of_slots.holders()
+        waiting = table_of_slots.waiters()
     if as_json:
-        print_json(found)
-    elif not found:
+        print_json([
+            {"tag": tag, "limit": capacity, "waiting": waiting.get(tag, 0),
+             "holders": [{"run_id": h.run_id, "task": h.task, "host": h.host, "pid": h.pid,
+                          "since": h.acquired, "expires": h.expires} for h in holders if h.tag == tag]}
+            for tag, capacity in found.items()
+        ])
+        return
+    if not found:
         out.print("No limits set.")
-    else:
-        table = Table("TAG", "LIMIT", box=None, header_style="bold")
-        for tag, capacity in found.items():
-            table.add_row(tag, str(capacity))
-        out.print(table)
+        return
+    table = Table("TAG", "LIMIT", "HELD", "WAITING", box=None, header_style="bold")
+    for tag, capacity in found.items():
+        table.add_row(tag, str(capacity), str(sum(1 for h in holders if h.tag == tag)), str(waiting.get(tag, 0)))
+    out.print(table)
+    if holders:
+        held = Table("TAG", "RUN", "TASK", "HOST", "PID", "SINCE", box=None, header_style="bold")
+        for h in holders:
+            since = datetime.datetime.fromtimestamp(h.acquired).strftime("%H:%M:%S")
+            held.add_row(h.tag, h.run_id or "", h.task or "", h.host, str(h.pid), since)
+        out.print(held)
 
 
 @limit_group.command("rm")
 @click.argument("tag")
 def limit_rm(tag: str) -> None:
-    """Remove the limit on TAG."""
+    """Remove the limit on TAG and free every slot held under it."""
     with store_or_exit() as store:
         if not store.remove_limit(tag):
             raise Failure(f"There is no limit on tag {tag!r}. See: tether limit ls")
-    out.print(f"Limit for tag {tag!r} removed.")
+        freed = SlotTable(store.engine).free_all(tag)
+    out.print(f"Limit for tag {tag!r} removed; {freed} held slot(s) freed.")
 
 
 # -- run -----------------------------------------------------------------------------
