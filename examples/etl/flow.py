@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
+import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +23,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from tether import flow, get_run_logger, task
 from tether.sql import sql_engine
+from tether.store import active_store, flush
 
 
 def tether_home() -> Path:
@@ -97,10 +101,33 @@ def etl(source_url: str | None = None, warehouse_url: str | None = None, rows: i
     return counts
 
 
+def report(counts: dict[str, int]) -> None:
+    """What happened, from the run store: rows, each resource's life, where the run is."""
+    print(f"\nRows: extracted {counts['extracted_sales']} sales and {counts['extracted_customers']} customers, "
+          f"merged {counts['merged']}, loaded {counts['loaded']} into the warehouse.")
+    store = active_store()
+    if store is None:
+        return
+    flush()
+    run = store.flow_runs(limit=1)[0]
+    detail = store.flow_run(run.id)
+    names = {t.id: t.name for t in detail.task_runs}
+    print("Resources:")
+    for entry in detail.resources:
+        opened = datetime.fromtimestamp(entry.setup_at or entry.created).strftime("%H:%M:%S.%f")[:-3]
+        closed = datetime.fromtimestamp(entry.cleaned_at).strftime("%H:%M:%S.%f")[:-3] if entry.cleaned_at else "-"
+        users = ", ".join(names.get(u, u) for u in entry.used_by) or "no task"
+        print(f"  {entry.name}: opened {opened}, used by {users}; closed {closed} "
+              f"(scope {entry.scope_outcome or '?'}, cleanup {entry.cleanup_outcome or 'pending'})")
+    print(f"Recorded as flow run {run.id} ({run.state_name}) in {store.location.url}.")
+    cli = "tether" if shutil.which("tether") else str(Path(sys.executable).parent / "tether")
+    print(f"See it again: {cli} runs show {run.id}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source-url")
     parser.add_argument("--warehouse-url")
     parser.add_argument("--rows", type=int, default=1000)
     options = parser.parse_args()
-    print(etl(options.source_url, options.warehouse_url, options.rows))
+    report(etl(options.source_url, options.warehouse_url, options.rows))
