@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class RemoteCopy:
     """One worker's copy of one resource scope."""
 
-    __slots__ = ("scope", "runner", "worker", "host", "pid")
+    __slots__ = ("host", "pid", "runner", "scope", "worker")
 
     def __init__(self, scope: ResourceScope, runner: RemoteRunner, worker: str, host: str, pid: int) -> None:
         self.scope = scope
@@ -94,11 +94,11 @@ def close_copies_held_by(runner: RemoteRunner) -> None:
     """Close the copies a stopping runner's workers still hold (scopes of an outer flow run)."""
     with _lock:
         held: dict[str, list[RemoteCopy]] = {}
-        for scope_id, copies in list(_by_scope.items()):
-            for worker, copy in list(copies.items()):
+        for scope_id, by_worker in list(_by_scope.items()):
+            for worker, copy in list(by_worker.items()):
                 if copy.runner is runner:
-                    held.setdefault(scope_id, []).append(copies.pop(worker))
-            if not copies:
+                    held.setdefault(scope_id, []).append(by_worker.pop(worker))
+            if not by_worker:
                 del _by_scope[scope_id]
     for copies in held.values():
         scope = copies[0].scope
@@ -161,7 +161,7 @@ def _emit(scope: ResourceScope, step: str, host: str, pid: int, worker: str, tim
         ResourceEvent(
             step=step,
             scope_id=scope.id,
-            name=scope.name,
+            name=str(scope.name),
             flow_run_id=scope.flow_run.record.id if scope.flow_run is not None else None,
             timestamp=timestamp,
             error=details.pop("error", None),

@@ -146,6 +146,8 @@ def run_flow_sync(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[s
             else:
                 flow_run.body_returned(value)
                 break
+    except BaseException as exc:  # a signal landed in the engine's own steps around the body
+        flow_run.cancel(exc)
     finally:
         state = flow_run.end()
     return flow_run.outcome(state, return_state)

@@ -39,7 +39,7 @@ from tether._errors import (
 )
 from tether._futures import TaskFuture
 from tether._leases import use_store
-from tether._interrupt import clear_in_thread, interrupt_main_thread, raise_in_thread, watchdog
+from tether._interrupt import clear_in_thread, interrupt_main_thread, raise_in_thread, wait_interruptibly, watchdog
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
@@ -164,7 +164,7 @@ class FlowRun:
         run.on_ready = ready.release
         run.start()
         if not run.is_done():
-            ready.acquire()
+            wait_interruptibly(ready)
             if task.is_async:
                 run_on_engine_loop(run_async(run)).result()
             else:
@@ -238,7 +238,7 @@ class FlowRun:
                     return
                 self._waiting = True
                 self._idle.clear()
-            self._idle.wait()
+            wait_interruptibly(self._idle)
 
     # -- the flow body ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tether._core import State
+from tether._interrupt import wait_interruptibly
 
 if TYPE_CHECKING:
     from tether._task_run import TaskRun
@@ -97,7 +98,7 @@ def wait(futures: Iterable[TaskFuture], timeout: float | None = None) -> DoneAnd
     if futures:
         for f in futures:
             f._run.add_done_callback(one_done)
-        finished.wait(timeout)
+        wait_interruptibly(finished, timeout)
     done = {f for f in futures if f.done()}
     return DoneAndNotDoneFutures(done, set(futures) - done)
 
@@ -110,8 +111,13 @@ def as_completed(futures: Iterable[TaskFuture], timeout: float | None = None) ->
         f.add_done_callback(finished.put)
     deadline = None if timeout is None else time.monotonic() + timeout
     for _ in range(len(futures)):
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            yield finished.get(timeout=left)
-        except queue.Empty:
-            raise TimeoutError(f"Not every task run finished within {timeout} s.") from None
+        while True:
+            left = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+            try:
+                # In slices, so a main thread still sees Ctrl-C (see wait_interruptibly).
+                future = finished.get(timeout=left)
+                break
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"Not every task run finished within {timeout} s.") from None
+        yield future

@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
@@ -33,6 +34,33 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
 def clear_in_thread(thread_id: int) -> None:
     """Drop an exception sent with `raise_in_thread` that has not landed yet."""
     _set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object())  # an empty py_object is NULL
+
+
+def wait_interruptibly(waitable: threading.Event | Any, timeout: float | None = None) -> bool:
+    """Wait for an Event (or acquire a Lock) so that Ctrl-C and SIGTERM still work.
+
+    CPython runs signal handlers in the main thread only, between bytecodes; when the
+    kernel hands the signal to another thread (a busy worker, say), a main thread
+    blocked in an untimed wait never sees it. So the main thread waits in slices.
+    """
+    if isinstance(waitable, _LOCK_TYPES):
+        def acquire(seconds: float | None) -> bool:
+            return bool(waitable.acquire(timeout=-1 if seconds is None else seconds))
+    else:
+        acquire = waitable.wait
+    if threading.current_thread() is not threading.main_thread():
+        return bool(acquire(timeout))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = _SIGNAL_SLICE if deadline is None else min(_SIGNAL_SLICE, max(0.0, deadline - time.monotonic()))
+        if acquire(left):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
+_SIGNAL_SLICE = 0.1
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 
 
 def interrupt_main_thread() -> None:

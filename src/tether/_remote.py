@@ -31,11 +31,10 @@ import uuid
 import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cloudpickle
 
-from tether._arguments import find, map_leaves
 from tether._context import RunContext
 from tether._copies import copy_reported
 from tether._core import Cancelled, Crashed, Failed, TimedOut
@@ -63,7 +62,8 @@ _cache_lock = threading.Lock()
 
 
 class _ArgumentPickler(cloudpickle.Pickler):
-    """cloudpickle, with resource values as `ResourceRef`s (or placeholders, when only checking)."""
+    """cloudpickle, refusing resource values (`_replace_resources` has taken out those it
+    may: the ones in an argument's containers); when only checking, futures are skipped."""
 
     def __init__(self, file: Any, runner: RemoteRunner, checking: bool) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
@@ -75,8 +75,11 @@ class _ArgumentPickler(cloudpickle.Pickler):
             return (str, ("<future>",))
         scope = scope_of(obj)
         if scope is not None:
-            ref = _reference(scope, self.runner)
-            return (str, ("<resource>",)) if self.checking else (ResourceRef, (ref.scope_id, ref.name, ref.opener))
+            raise UnpicklableArgumentError(
+                f"A value of resource {scope.name!r} is inside an object that would be pickled for a "
+                f"{_runner_name(self.runner)} worker, where the worker cannot open its own copy. Pass the "
+                "resource's value to the task as an argument of its own (or inside a list, tuple, dict or set)."
+            )
         return super().reducer_override(obj)
 
 
@@ -108,7 +111,7 @@ def _reference(scope: ResourceScope, runner: RemoteRunner) -> ResourceRef:
             ) from exc
         with _cache_lock:
             _openers[scope] = opener
-    return ResourceRef(scope.id, scope.name, opener)
+    return ResourceRef(scope.id, str(scope.name), opener)
 
 
 def _with_refs(value: Any, runner: RemoteRunner) -> Any:
@@ -145,7 +148,7 @@ def _rebuild(container: Any, members: list[Any]) -> Any:
         return kind(*members)
     try:
         return kind(members)
-    except Exception:  # a subclass with another constructor: its builtin base will do
+    except Exception:  # noqa: BLE001 - a subclass with another constructor: its builtin base will do
         return next(base for base in (dict, list, tuple, set, frozenset) if isinstance(container, base))(members)
 
 
@@ -169,11 +172,15 @@ def _function_blob(task: Task[Any], runner: RemoteRunner) -> bytes:
 def check_arguments(runner: RemoteRunner, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Fail at submit, naming the argument, if a value other than a resource's cannot travel."""
     _function_blob(task, runner)
-    parameters = task.bind(args, kwargs)
-    for name, value in parameters.items():
+
+    def placeholder(scope: ResourceScope) -> str:
+        _reference(scope, runner)  # can a worker open its own copy? (raises if not)
+        return "<resource>"
+
+    for name, value in task.bind(args, kwargs).items():
         if type(value) in _PLAIN:
             continue
-        value = _replace_resources(value, lambda scope: _reference(scope, runner) and "<resource>")
+        value = _replace_resources(value, placeholder)
         try:
             _dumps(value, runner, checking=True)
         except UnpicklableArgumentError:
@@ -208,7 +215,7 @@ def _find_unpicklable(path: str, value: Any, runner: RemoteRunner) -> tuple[str,
     for where, item in items:
         try:
             _dumps(item, runner, checking=True)
-        except Exception:
+        except Exception:  # noqa: BLE001 - this item is (or holds) the culprit
             return _find_unpicklable(where, item, runner)
     return path, value
 
@@ -236,7 +243,7 @@ class RemoteAttempt:
     def __init__(self, flow_run: FlowRun, run: TaskRun) -> None:
         self.flow_run = flow_run
         self.run = run
-        self.runner: RemoteRunner = flow_run.runner  # type: ignore[assignment]
+        self.runner = cast("RemoteRunner", flow_run.runner)  # type: ignore[has-type]
         self.scopes = {scope.id: scope for scope in run.scopes}
         self.call: Call | None = None
         self.future: Future[Any] | None = None
@@ -276,14 +283,14 @@ class RemoteAttempt:
             self.interrupted = None
             self.future = None
         try:
-            if self.call is None:
-                self.call = self._make_call()
+            # Each attempt its own id: an interrupt meant for one must not reach the next.
+            self.call = self._make_call() if self.call is None else self.call._replace(call_id=uuid.uuid4().hex)
             future = self.runner.submit(run_call, self.call)
         except UnpicklableArgumentError as exc:
             run.end_body()
             run.finish(Failed(exc, message=str(exc)))
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the runner failed: the run crashed, the flow goes on
             run.end_body()
             run.finish(Crashed(exc, message=f"{_runner_name(self.runner)} could not take task run {run.record.name!r}: {exc!r}"))
             return
@@ -297,9 +304,12 @@ class RemoteAttempt:
     def _make_call(self) -> Call:
         run = self.run
         args, kwargs = run.args, run.kwargs
-        has_resources = bool(run.scopes)
-        if has_resources:
-            args, kwargs = _with_refs((args, kwargs), self.runner)
+        has_resources = False
+        if run.scopes:
+            packed = (args, kwargs)
+            replaced = _with_refs(packed, self.runner)
+            has_resources = replaced is not packed
+            args, kwargs = replaced
         try:
             arguments = _dumps((args, kwargs), self.runner)
         except UnpicklableArgumentError:
@@ -340,7 +350,7 @@ class RemoteAttempt:
                 run.end_body()
                 self._decided(run.failed((interrupted or TaskRunCancelled)()))
             return
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the runner lost the call (a worker died)
             if not run.record.state.is_final():
                 run.end_body()
                 self._worker_failed(exc)
@@ -358,7 +368,7 @@ class RemoteAttempt:
         if result.ok:
             try:
                 value = cloudpickle.loads(result.payload)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a class the flow process cannot import, say
                 run.finish(Failed(exc, message=f"The result of task run {run.record.name!r} could not be unpickled here: {exc!r}"))
                 return
             run.succeeded(value)

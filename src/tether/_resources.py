@@ -29,6 +29,7 @@ from tether._context import RunContext, building_graph, current_run, events, ope
 from tether._copies import close_copies
 from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
 from tether._errors import CleanupError, ResourceClosedError, UsageError
+from tether._interrupt import wait_interruptibly
 from tether._limits import limiter
 from tether._logging import logger
 
@@ -288,7 +289,7 @@ class ResourceScope:
         """Block until this scope's cleanup has finished; False if ``timeout`` passed first."""
         if not self._set_up:
             return True
-        return self._cleaned.wait(timeout)
+        return wait_interruptibly(self._cleaned, timeout)
 
     # -- cleanup -------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from tether._errors import (
     TaskRunTimeout,
     UpstreamFailedError,
 )
-from tether._interrupt import clear_in_thread, raise_in_thread, watchdog
+from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
 from tether._logging import logger
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class TaskRun:
             if self._waiters is None:
                 self._waiters = []
             self._waiters.append(event)
-        return event.wait(timeout)
+        return wait_interruptibly(event, timeout)
 
     def add_done_callback(self, fn: Callable[[TaskRun], None]) -> None:
         with _completion_lock:

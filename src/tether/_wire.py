@@ -12,7 +12,7 @@ Plain data and functions only: nothing here runs tasks or opens resources.
 from __future__ import annotations
 
 import traceback
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -45,10 +45,11 @@ class ResourceRef:
     """A resource value, as it travels: which scope, and how a worker opens its own copy.
 
     ``opener`` is ``cloudpickle.dumps((resource, args, kwargs))``, made once per scope;
-    the worker unpickles it only when it sets up its copy.
+    the worker unpickles it only when it sets up its copy. (Not a tuple: the walkers of
+    arguments would take it for a container.)
     """
 
-    __slots__ = ("scope_id", "name", "opener")
+    __slots__ = ("name", "opener", "scope_id")
 
     def __init__(self, scope_id: str, name: str, opener: bytes) -> None:
         self.scope_id = scope_id
@@ -62,51 +63,22 @@ class ResourceRef:
         return f"<ResourceRef {self.name!r} {self.scope_id[:8]}>"
 
 
-class Call:
+class Call(NamedTuple):
     """One attempt of a task run, ready to be sent to a worker."""
 
-    __slots__ = (
-        "call_id",
-        "function",
-        "arguments",
-        "has_resources",
-        "flow_run_id",
-        "task_run_id",
-        "task_run_name",
-        "log_prints",
-        "timeout",
-        "grace",
-    )
-
-    def __init__(
-        self,
-        call_id: str,
-        function: bytes,
-        arguments: bytes,
-        has_resources: bool,
-        flow_run_id: str,
-        task_run_id: str,
-        task_run_name: str,
-        log_prints: bool,
-        timeout: float | None,
-        grace: float,
-    ) -> None:
-        self.call_id = call_id
-        self.function = function
-        self.arguments = arguments
-        self.has_resources = has_resources
-        self.flow_run_id = flow_run_id
-        self.task_run_id = task_run_id
-        self.task_run_name = task_run_name
-        self.log_prints = log_prints
-        self.timeout = timeout  # counted on the worker, from the body's start
-        self.grace = grace
-
-    def __reduce__(self) -> Any:
-        return (Call, tuple(getattr(self, name) for name in Call.__slots__))
+    call_id: str
+    function: bytes  # cloudpickled
+    arguments: bytes  # cloudpickled (args, kwargs), resource values as `ResourceRef`s
+    has_resources: bool
+    flow_run_id: str
+    task_run_id: str
+    task_run_name: str
+    log_prints: bool
+    timeout: float | None  # counted on the worker, from the body's start
+    grace: float  # how long an interrupted body may take to stop
 
 
-class CallResult:
+class CallResult(NamedTuple):
     """What a worker sends back for a `Call`.
 
     ``payload`` is the pickled return value when ``ok``, else the pickled error (see
@@ -115,49 +87,27 @@ class CallResult:
     copy steps that happened during this call, in order.
     """
 
-    __slots__ = ("ok", "payload", "timed_out", "logs", "copies", "worker", "host", "pid")
-
-    def __init__(
-        self,
-        ok: bool,
-        payload: bytes,
-        timed_out: bool,
-        logs: list[dict[str, Any]],
-        copies: list[dict[str, Any]],
-        worker: str,
-        host: str,
-        pid: int,
-    ) -> None:
-        self.ok = ok
-        self.payload = payload
-        self.timed_out = timed_out
-        self.logs = logs
-        self.copies = copies
-        self.worker = worker
-        self.host = host
-        self.pid = pid
-
-    def __reduce__(self) -> Any:
-        return (CallResult, tuple(getattr(self, name) for name in CallResult.__slots__))
+    ok: bool
+    payload: bytes
+    timed_out: bool
+    logs: list[dict[str, Any]]
+    copies: list[dict[str, Any]]
+    worker: str
+    host: str
+    pid: int
 
 
-class CleanupReport:
+class CleanupReport(NamedTuple):
     """What a worker sends back for `cleanup_copy`."""
 
-    __slots__ = ("scope_id", "had_copy", "error", "seconds", "still_running", "worker", "host", "pid")
-
-    def __init__(self, scope_id: str, had_copy: bool, error: str | None, seconds: float, still_running: int, worker: str, host: str, pid: int) -> None:
-        self.scope_id = scope_id
-        self.had_copy = had_copy
-        self.error = error
-        self.seconds = seconds
-        self.still_running = still_running
-        self.worker = worker
-        self.host = host
-        self.pid = pid
-
-    def __reduce__(self) -> Any:
-        return (CleanupReport, tuple(getattr(self, name) for name in CleanupReport.__slots__))
+    scope_id: str
+    had_copy: bool
+    error: str | None
+    seconds: float
+    still_running: int  # the copy's tasks that had not stopped when it was closed
+    worker: str
+    host: str
+    pid: int
 
 
 def dump_error(exc: BaseException) -> bytes:
@@ -174,7 +124,7 @@ def dump_error(exc: BaseException) -> bytes:
             blob = cloudpickle.dumps((type(exc), exc.args, keep))
             _rebuild_error(*cloudpickle.loads(blob))
             break
-        except Exception:
+        except Exception:  # noqa: BLE001, S112 - try with fewer attributes, then as a RemoteError
             continue
     else:
         blob = cloudpickle.dumps((RemoteError, (f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",), {}))
@@ -184,7 +134,7 @@ def dump_error(exc: BaseException) -> bytes:
 def _travels(value: Any) -> bool:
     try:
         cloudpickle.dumps(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever stops it, it does not travel
         return False
     return True
 
@@ -201,8 +151,8 @@ def load_error(data: bytes, where: str) -> BaseException:
     blob, text = cloudpickle.loads(data)
     try:
         exc = _rebuild_error(*cloudpickle.loads(blob))
-    except Exception as unpickling:  # a class the flow process cannot import
+    except Exception as unpickling:  # noqa: BLE001 - a class the flow process cannot import, say
         exc = RemoteError(f"an error raised {where} could not be unpickled here ({unpickling!r}); its traceback follows")
     if isinstance(exc, BaseException) and exc.__cause__ is None:
-        exc.__cause__ = RemoteTraceback(f'Traceback {where}:\n{text}')
+        exc.__cause__ = RemoteTraceback(f"Traceback {where}:\n{text}")
     return exc

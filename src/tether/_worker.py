@@ -112,7 +112,7 @@ def _prepare_process() -> None:
 
 
 class _Named:
-    __slots__ = ("id", "name", "log_prints")
+    __slots__ = ("id", "log_prints", "name")
 
     def __init__(self, id: str, name: str, log_prints: bool | None) -> None:
         self.id = id
@@ -133,7 +133,7 @@ class _RemoteTaskRun:
 class _RemoteFlowRun:
     """The part of a `FlowRun` that code in a task body may ask about, on a worker."""
 
-    __slots__ = ("record", "flow")
+    __slots__ = ("flow", "record")
 
     def __init__(self, call: Call) -> None:
         self.record = _Named(call.flow_run_id, "", None)
@@ -290,7 +290,7 @@ def cleanup_copy(scope_id: str, error: bytes | None, drain_seconds: float) -> Cl
                 copy.scope.__exit__(None, None, None)
             else:
                 copy.scope.__exit__(type(exc), exc, exc.__traceback__)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - reported to the flow process, which decides
         failure = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     finally:
         for parent in copy.parents:
@@ -368,7 +368,7 @@ def run_call(call: Call) -> CallResult:
             finally:
                 _end_body(call.call_id, entry)
             ok, payload = True, _dump_value(value, call)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the run's error travels in the result
             ok, payload = False, dump_error(exc)
         finally:
             with _running_lock:  # again: an interrupt may have landed inside _end_body
@@ -447,7 +447,7 @@ def set_stuck_handler(handler: Callable[[Call], None]) -> None:
 def _dump_value(value: Any, call: Call) -> bytes:
     try:
         return cloudpickle.dumps(value)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any reason it cannot travel
         raise UsageError(
             f"Task run {call.task_run_name!r} returned a {type(value).__module__}.{type(value).__qualname__}, "
             f"which cannot be pickled back to the flow process ({exc}). Return plain data; keep "

@@ -202,7 +202,7 @@ class DaskRunner(RemoteRunner):
                 waiting = [remote for remote, call_id, _ in batch if call_id not in here]
                 if waiting:
                     self._client.cancel(waiting)
-            except Exception:  # noqa: BLE001 - the engine's grace period ends those runs anyway
+            except Exception:  # noqa: BLE001, S110 - the engine's grace period ends those runs anyway
                 pass
 
     def duplicate(self) -> DaskRunner:

@@ -34,7 +34,15 @@ import cloudpickle
 from tether._errors import TaskRunTimeout
 from tether._interrupt import raise_in_thread
 from tether._wire import Call, CallResult, WorkerLost, dump_error, load_error
-from tether._worker import close_all_copies, identify, identity, interrupt, is_running, set_interrupter, set_stuck_handler
+from tether._worker import (
+    close_all_copies,
+    identify,
+    identity,
+    interrupt,
+    is_running,
+    set_interrupter,
+    set_stuck_handler,
+)
 from tether.runners._remote import RemoteRunner
 
 _CHILD = "from tether.runners._process import child_main; child_main()"
@@ -92,7 +100,7 @@ class ProcessPoolRunner(RemoteRunner):
 
 
 class _Request:
-    __slots__ = ("id", "blob", "future", "worker")
+    __slots__ = ("blob", "future", "id", "worker")
 
     def __init__(self, id: int, blob: bytes, future: Future[Any]) -> None:
         self.id = id
@@ -285,7 +293,7 @@ class _ProcessPool:
                     continue
                 worker = by_conn[ready]  # type: ignore[index]
                 try:
-                    message = ready.recv()  # type: ignore[union-attr]
+                    message = worker.conn.recv()
                 except (EOFError, OSError):
                     self._lost(worker)
                     continue
@@ -347,7 +355,7 @@ def child_main() -> None:
         try:
             fn, args, kwargs = cloudpickle.loads(blob)
             reply = (True, cloudpickle.dumps(fn(*args, **kwargs)))
-        except BaseException as exc:  # sent back to the flow process
+        except BaseException as exc:  # noqa: BLE001 - sent back to the flow process
             reply = (False, dump_error(exc))
         with send_lock:
             conn.send(("done", request_id, *reply))

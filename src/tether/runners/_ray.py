@@ -1,9 +1,10 @@
 """`RayRunner`: task bodies on Ray, in a pool of Ray actors.
 
 Ray is imported when the runner starts, not before. If Ray is not initialised yet,
-the runner calls ``ray.init`` (a local instance on 127.0.0.1 with no dashboard, unless
-``address`` or ``init_kwargs`` say otherwise) and shuts it down when the flow ends;
-otherwise it uses the running instance and leaves it alone.
+the runner calls ``ray.init`` (a local instance on 127.0.0.1 with no dashboard and no
+usage stats, unless ``address``, ``init_kwargs`` or the environment say otherwise) and
+shuts it down when the flow ends; otherwise it uses the running instance and leaves it
+alone.
 
 Ray tasks run on whichever worker process Ray picks, which cannot be named again
 later; but a resource copy has to be closed on the very process that opened it. So
@@ -11,6 +12,12 @@ the workers are actors, one per CPU by default (``workers=``), each running one 
 at a time, plus a "control" concurrency group for closing copies and interrupting
 calls beside the running task. Each task goes to the actor with the fewest calls
 in flight. An actor that dies fails its calls with `WorkerLost` and is replaced.
+
+Starting an actor starts a Python process (seconds on a small machine), so on a Ray
+the runner did not start itself, a stopped runner leaves its actors idle for the next
+flow run on the same Ray (they hold no copies by then). The actors reserve no CPU
+(``num_cpus=0``): the runner, not Ray, decides how many task bodies run at once, and
+idle actors do not keep other Ray work from running.
 """
 
 from __future__ import annotations
@@ -55,9 +62,15 @@ class RayRunner(RemoteRunner):
         self._actor_class: Any = None
         self._lock = threading.Lock()
         self._actors: dict[str, _Actor] = {}
-        self._numbers = itertools.count()
+        self._turns = itertools.count()
+        self._session = ""
 
     def start(self) -> None:
+        if self.address is None and "ray" not in sys.modules:
+            # A local Ray of our own stays on this machine: without this, Ray swaps
+            # _node_ip_address="127.0.0.1" for the network interface's address (read at import).
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray = self._ray = _import_ray()
         if not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
@@ -66,22 +79,30 @@ class RayRunner(RemoteRunner):
             ray.init(address=self.address, **{**options, **self.init_kwargs})
             self._initialised_here = True
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._actor_class = ray.remote(num_cpus=1, max_restarts=0, concurrency_groups={"control": 4})(_RayWorker)
-        starting = [self._actor_class.remote(list(sys.path)) for _ in range(count)]
-        names = ray.get([actor.name.options(concurrency_group="control").remote() for actor in starting])
+        self._actor_class = ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 4})(_RayWorker)
+        session = ray.get_runtime_context().get_job_id()
+        with _idle_lock:
+            reused = _idle.pop(session, [])[:count] if not self._initialised_here else []
+            _idle.clear()  # actors of an earlier Ray session are gone with it
+        handles = reused + [self._actor_class.remote(list(sys.path)) for _ in range(count - len(reused))]
+        names = ray.get([handle.name.options(concurrency_group="control").remote() for handle in handles])
         with self._lock:
-            for name, handle in zip(names, starting):
+            for name, handle in zip(names, handles):
                 self._actors[name] = _Actor(name, handle)
+        self._session = session
 
     def close_workers(self) -> None:
         ray = self._ray
         with self._lock:
             actors, self._actors = list(self._actors.values()), {}
-        for actor in actors:
-            ray.kill(actor.handle)
         if self._initialised_here:
+            for actor in actors:
+                ray.kill(actor.handle)
             ray.shutdown()
             self._initialised_here = False
+            return
+        with _idle_lock:  # kept for the next flow run on this Ray (see the module's docstring)
+            _idle.setdefault(self._session, []).extend(actor.handle for actor in actors)
 
     def _replace(self, lost: _Actor) -> None:
         with self._lock:
@@ -98,7 +119,9 @@ class RayRunner(RemoteRunner):
         with self._lock:
             if not self._actors:
                 raise RuntimeError("RayRunner was used before it was started, or after it stopped.")
-            actor = min(self._actors.values(), key=lambda a: (a.in_flight, next(self._numbers)))
+            actors = list(self._actors.values())
+            turn = next(self._turns) % len(actors)  # ties go round the actors, not to the first
+            actor = min(actors[turn:] + actors[:turn], key=lambda a: a.in_flight)
             actor.in_flight += 1
         ref = actor.handle.run.remote(fn, args, kwargs)
         future: Future[Any] = Future()
@@ -153,8 +176,12 @@ class RayRunner(RemoteRunner):
         return f"RayRunner({self.address!r})" if self.address else "RayRunner()"
 
 
+_idle_lock = threading.Lock()
+_idle: dict[str, list[Any]] = {}  # Ray job id -> actors no runner uses now
+
+
 class _Actor:
-    __slots__ = ("name", "handle", "in_flight")
+    __slots__ = ("handle", "in_flight", "name")
 
     def __init__(self, name: str, handle: Any) -> None:
         self.name = name
