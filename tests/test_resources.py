@@ -558,3 +558,21 @@ def test_resource_values_are_left_out_of_cache_keys():
 
     assert main() == (42, 42)
     assert calls == [21]  # the second call was a cache hit despite another connection
+
+
+def test_resource_values_are_never_recorded_only_named():
+    counting = CountingResource("warehouse")
+
+    @task
+    def use_bundle(bundle, what):
+        return bundle["conn"].use(what)
+
+    @flow
+    def main():
+        with counting() as conn:
+            use_bundle.submit({"conn": conn, "n": 1}, "x").result()
+
+    with RecordingStore() as store:
+        main()
+    (created,) = [e for e in store.runs("task")]
+    assert created.parameters == {"bundle": {"conn": "<resource warehouse>", "n": 1}, "what": "x"}

@@ -116,7 +116,8 @@ class FlowRun:
         with self._active_lock:
             self._active.add(run)
         if events.active:
-            events.emit(RunCreated(record.id, "task", task.name, self.record.id, self.record.id, tags, parameters, record.state.timestamp))
+            recorded = _without_resource_values(parameters) if scopes else parameters
+            events.emit(RunCreated(record.id, "task", task.name, self.record.id, self.record.id, tags, recorded, record.state.timestamp))
         return run
 
     def _scan(self, task: Task[Any], value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str]) -> None:
@@ -445,6 +446,15 @@ class FlowRun:
         if state.is_cancelled() and isinstance(self.cancel_reason, BaseException):
             raise self.cancel_reason
         return state.result()
+
+
+def _without_resource_values(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as recorded: a resource's value is never persisted, only named."""
+    def describe(leaf: Any) -> Any:
+        scope = scope_of(leaf)
+        return leaf if scope is None else f"<resource {scope.name}>"
+
+    return {k: map_leaves(v, describe) for k, v in parameters.items()}
 
 
 def _in_event_loop() -> bool:
