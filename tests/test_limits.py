@@ -208,3 +208,25 @@ def test_limit_cli_shows_holders_and_frees_them(store_env, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_across_machines_postgres_notices_wake_the_waiters(postgres_url, tmp_path, monkeypatch):
+    """With no local wake-ups at all (as between machines), a released slot still wakes the
+    other processes at once: PostgreSQL's NOTIFY, not the 30 s lease."""
+    env = {"TETHER_HOME": str(tmp_path / "home"), "TETHER_STORE": "on", "TETHER_DATABASE_URL": postgres_url,
+           "TETHER_SLOT_WAKEUPS": "store", "TETHER_SLOT_LEASE_SECONDS": "600"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    tag = unique_tag()
+    tether.limits.set(tag, 1)
+    counter = tmp_path / "counter"
+    counter.write_text("0 0 0")
+    try:
+        procs = run_flow_processes(tag, 2, 10, counter, env)
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)  # far below the 600 s lease
+            assert proc.returncode == 0, err
+    finally:
+        tether.limits.remove(tag)
+    running, peak, done = map(int, counter.read_text().split())
+    assert (running, peak, done) == (0, 1, 20)

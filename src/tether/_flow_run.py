@@ -150,7 +150,7 @@ class FlowRun:
 
     def submit_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
         if not self.runner.shares_memory:
-            check_arguments(self.runner, task, args, kwargs)  # type: ignore[arg-type]
+            check_arguments(self.runner, task, args, kwargs)
         run = self._create(task, args, kwargs, wait_for)
         run.start()
         return TaskFuture(run)

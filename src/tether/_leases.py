@@ -5,8 +5,10 @@ A run that must wait is queued here, in order, holding no thread. Whenever a slo
 may have come free the broker tries again for the head of the queue: when a run
 of this process releases one (it is handed over at once, in the releasing
 thread), when another process releases one (it wakes us through a datagram on
-this machine's loopback namespace), or when the earliest lease of a dead holder
-expires (a timer at that moment). Held leases are renewed by one thread.
+this machine's abstract socket namespace, or through PostgreSQL's NOTIFY from
+any machine), or when the earliest lease of a dead holder expires (a timer at
+that moment). ``TETHER_SLOT_WAKEUPS=store`` sends no local datagrams, as if
+every process were on another machine. Held leases are renewed by one thread.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class WakeChannel:
 
     @staticmethod
     def send(channel: str, tag: str) -> None:
-        if not channel.startswith("uds:"):
+        if not channel.startswith("uds:") or os.environ.get("TETHER_SLOT_WAKEUPS") == "store":
             return
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
             try:
@@ -188,6 +190,14 @@ class SlotBroker:
     def _woken(self, tag: str) -> None:
         self.retry(tag)
 
+    def _listen_to_store(self) -> None:
+        """Releases on other machines arrive as PostgreSQL notices."""
+        try:
+            for tag in self.table.listen():
+                self.retry(tag)
+        except Exception as exc:  # noqa: BLE001 - lease expiry still wakes us, later
+            log.warning("Stopped listening for released slots in the store: %s", exc)
+
     def _grant(self, request: Any, key: str) -> None:
         with self.limiter._lock:
             request.taken.append(key)
@@ -198,6 +208,8 @@ class SlotBroker:
             with self._lock:
                 if self._channel is None:
                     self._channel = WakeChannel(self._woken)
+                    if self.table.notifies:
+                        threading.Thread(target=self._listen_to_store, name="tether-slot-notices", daemon=True).start()
         try:
             self.table.set_waiting(tag, self._channel.name, waiting, get_clock().time())
         except Exception as exc:  # noqa: BLE001 - a lost wake-up only delays us to the next expiry

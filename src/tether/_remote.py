@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from tether._flow_run import FlowRun
     from tether._task import Task
     from tether._task_run import TaskRun
+    from tether.runners._base import TaskRunner
     from tether.runners._remote import RemoteRunner
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
@@ -169,8 +170,9 @@ def _function_blob(task: Task[Any], runner: RemoteRunner) -> bytes:
     return blob
 
 
-def check_arguments(runner: RemoteRunner, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def check_arguments(flow_runner: TaskRunner, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Fail at submit, naming the argument, if a value other than a resource's cannot travel."""
+    runner = cast("RemoteRunner", flow_runner)
     _function_blob(task, runner)
 
     def placeholder(scope: ResourceScope) -> str:

@@ -203,7 +203,12 @@ class TaskRun:
             self.finish(Failed(exc, message=str(exc)))
             return
         if self.slot_request is not None:
-            self._move(AwaitingConcurrencySlot(f"waiting for a slot of {', '.join(self.slot_keys)}"))
+            with self.lock:
+                # Unless the slot came (from another thread) and the run started meanwhile.
+                if self.record.state.name != "Pending":
+                    return
+                event = transition(self.record, AwaitingConcurrencySlot(f"waiting for a slot of {', '.join(self.slot_keys)}"))
+            events.emit(event)
 
     def _slots_granted(self) -> None:
         self.slot_request = None

@@ -186,7 +186,8 @@ def _acquire(ref: ResourceRef, reports: list[dict[str, Any]]) -> _Copy:
                 f"Resource {ref.name!r} was already cleaned up on worker {identity()}, so a task "
                 "that started after its scope ended cannot use it."
             )
-        copy.users += 1
+        with copy.idle:
+            copy.users += 1
     try:
         with copy.setup_lock:
             if copy.scope is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from tether.store._engine import read, write
 from tether.store._schema import limit_slots, limit_waiters, limits
 
 _ids = itertools.count()
+NOTIFY_CHANNEL = "tether_slots"
 _PREFIX = os.urandom(8).hex()
 
 
@@ -48,6 +50,18 @@ class SlotTable:
         self.engine = engine
         self.host = socket.gethostname()
         self._lock_rows = engine.dialect.name == "postgresql"
+        #: PostgreSQL tells every listening process of a released slot (LISTEN/NOTIFY).
+        self.notifies = engine.dialect.name == "postgresql"
+
+    def listen(self) -> Iterator[str]:
+        """Yield the tag of every slot released anywhere (PostgreSQL only); blocks between them."""
+        import psycopg  # noqa: PLC0415 - the postgres extra, needed only with a PostgreSQL store
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            for notice in conn.notifies():
+                yield notice.payload
 
     def capacities(self) -> dict[str, int]:
         return read(self.engine, lambda c: {r.tag: r.capacity for r in c.execute(sa.select(limits))})
@@ -92,6 +106,8 @@ class SlotTable:
         """Free a slot; returns the wake-up channels of the processes waiting for its tag."""
         def work(conn: sa.Connection) -> list[str]:
             conn.execute(sa.delete(limit_slots).where(limit_slots.c.id == slot_id))
+            if self.notifies:  # wakes waiters on every machine that listens
+                conn.execute(sa.text("SELECT pg_notify(:channel, :tag)"), {"channel": NOTIFY_CHANNEL, "tag": tag})
             return [r.channel for r in conn.execute(sa.select(limit_waiters.c.channel).where(limit_waiters.c.tag == tag))]
 
         return write(self.engine, work)
