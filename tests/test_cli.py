@@ -45,7 +45,7 @@ def tether_json(env, *args, cwd=None):
 FLOWS = textwrap.dedent(
     """
     from tether import flow, task, resource, get_run_logger
-    from tether._resources import remember
+    from tether.resources import remember
 
     @resource
     def connection(name):
@@ -190,7 +190,7 @@ KILLED = textwrap.dedent(
     import sys
     import tether.store
     from tether import flow, task, resource
-    from tether._resources import remember
+    from tether.resources import remember
 
     def remove_file(handle):
         os.remove(handle["path"])
@@ -293,7 +293,7 @@ MARIADB_FLOW = textwrap.dedent(
     import pymysql
     import tether.store
     from tether import flow, task, resource
-    from tether._resources import remember
+    from tether.resources import remember
 
     URL = dict(host="127.0.0.1", port=3306, user="root", database="test")
 
