@@ -1,0 +1,167 @@
+"""`DaskRunner` on a real `distributed.LocalCluster` of 2 worker processes (4 threads each)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+pytest.register_assert_rewrite("_remote_cases")  # its asserts explain failures too
+
+from _remote_cases import (  # noqa: F401 - the shared tests run here, on Dask
+    StepLog,
+    recorded,
+    test_a_failing_task_fails_every_copy_with_its_error,
+    test_a_resource_opened_with_another_ones_value_nests_on_each_worker,
+    test_a_timeout_interrupts_the_body_on_its_worker,
+    test_cancelling_the_flow_interrupts_running_tasks_and_cancels_waiting_ones,
+    test_closures_run_remotely_and_results_come_back,
+    test_each_worker_opens_one_copy_and_closes_it_after_its_last_task,
+    test_mariadb_sees_one_connection_per_worker_and_none_after,
+    test_retries_are_decided_in_the_flow_process,
+    test_the_ledger_records_each_copy_with_its_worker,
+    test_unpicklable_arguments_fail_at_submit_naming_them,
+    test_worker_logs_reach_the_run_log,
+    use,
+    wait_until,
+)
+from tether import flow, task
+from tether._limits import limiter
+from tether.runners import DaskRunner, DaskTaskRunner
+from tether.store import open_store
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+
+WORKERS, THREADS = 2, 4
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One cluster for the module. Like DaskRunner's own, Dask does not re-run a task whose
+    worker died (allowed-failures 0): the engine decides."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        local = distributed.LocalCluster(
+            n_workers=WORKERS, threads_per_worker=THREADS, host="127.0.0.1", dashboard_address=None, processes=True
+        )
+    client = distributed.Client(local, set_as_default=False)
+    yield local, client
+    client.close()
+    local.close()
+
+
+@pytest.fixture
+def make_runner(cluster):
+    local, client = cluster
+    client.wait_for_workers(WORKERS, timeout=60)  # a test may have killed one; its nanny restarts it
+    return lambda: DaskRunner(address=local.scheduler_address)
+
+
+@pytest.fixture
+def worker_count():
+    return WORKERS
+
+
+@pytest.fixture
+def capacity():
+    return WORKERS * THREADS
+
+
+def test_prefect_name_is_an_alias():
+    assert DaskTaskRunner is DaskRunner
+
+
+def test_a_missing_dask_says_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ImportError, match=r'pip install "tether\[dask\]"'):
+        DaskRunner().start()
+
+
+def test_without_an_address_the_runner_starts_a_local_cluster_and_closes_it():
+    runner = DaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": 1})
+
+    @task
+    def where():
+        return os.getpid(), distributed.get_worker().address, distributed.get_worker().scheduler.address
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return where.submit().result()
+
+    pid, worker, scheduler = pipeline()
+    assert pid != os.getpid()
+    assert worker.startswith("tcp://127.0.0.1:") and scheduler.startswith("tcp://127.0.0.1:")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the cluster was closed with the flow
+
+
+def test_a_tag_limit_holds_across_dask_workers_and_threads(make_runner, tmp_path):
+    log = StepLog(tmp_path / "spans.jsonl")
+
+    @task(tags=["db"])
+    def query(i):
+        started = time.time()
+        time.sleep(0.02)  # the query
+        log.add("span", i=i, start=started, end=time.time())
+
+    @flow(task_runner=make_runner())
+    def pipeline():
+        for future in query.map(range(50)):
+            future.result()
+
+    limiter.set_limit("tag:db", 2)
+    try:
+        pipeline()
+    finally:
+        limiter.remove_limit("tag:db")
+    spans = log.entries("span")
+    assert len(spans) == 50
+    edges = sorted([(s["start"], 1) for s in spans] + [(s["end"], -1) for s in spans], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, change in edges:
+        running += change
+        peak = max(peak, running)
+    assert peak == 2
+    assert len({s["pid"] for s in spans}) == WORKERS  # spread over both workers, still two at a time
+
+
+def test_a_worker_killed_mid_flow_has_its_runs_retried_and_its_copy_left_an_orphan(make_runner, tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    store.attach()
+    log = StepLog(tmp_path / "steps.jsonl")
+    release = tmp_path / "release"
+
+    @task(retries=1)
+    def hold(handle, i):
+        handle.use(i)
+        log.add("holding", i=i)
+        wait_until(release.exists, what="the test to release the held tasks")
+        return os.getpid()
+
+    @flow(task_runner=make_runner())
+    def pipeline():
+        with recorded(log) as handle:
+            warm = {f.result() for f in use.map(handle, range(40))}  # both workers hold a copy now
+            held = [hold.submit(handle, i) for i in range(2)]
+            wait_until(lambda: len(log.entries("holding")) == 2, what="both held tasks to run")
+            victim = log.entries("holding")[0]["pid"]
+            os.kill(victim, signal.SIGKILL)
+            release.touch()
+            return warm, victim, [f.result() for f in held]
+
+    try:
+        warm, victim, held_pids = pipeline()
+        assert len(warm) == WORKERS and victim in warm
+        assert victim not in held_pids  # its held task was retried elsewhere
+        assert len(log.entries("holding")) == 3  # two, and the retry of the victim's
+        store.flush()
+        orphans = store.orphans()
+        assert [(o.name, o.pid) for o in orphans] == [("recorded", victim)]
+        assert "is gone" in orphans[0].orphan
+        others = [e for e in store.resources() if e.pid != victim]
+        assert others and all(e.status == "closed" for e in others)
+    finally:
+        store.close()
