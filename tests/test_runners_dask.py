@@ -165,3 +165,45 @@ def test_a_worker_killed_mid_flow_has_its_runs_retried_and_its_copy_left_an_orph
         assert others and all(e.status == "closed" for e in others)
     finally:
         store.close()
+
+
+def test_a_prefect1_graph_runs_on_dask_with_per_worker_copies(make_runner, tmp_path):
+    """A `with Flow(...)` graph through the same runner: the resource manager's value reaches
+    the workers as their own copies, and every copy is cleaned up."""
+    from tether import Flow, resource_manager
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    @resource_manager
+    class Scratch:
+        def __init__(self, folder):
+            self.folder = folder
+
+        def setup(self):
+            path = os.path.join(self.folder, f"open-{os.getpid()}")
+            open(path, "w").close()
+            return path
+
+        def cleanup(self, path):
+            os.rename(path, path.replace("open-", "closed-"))
+
+    @task
+    def where(path, i):
+        return os.getpid(), os.path.basename(path)
+
+    @task
+    def count(pairs):
+        return len({pid for pid, _ in pairs})
+
+    with Flow("graph-on-dask") as graph:
+        with Scratch(str(marks)) as path:
+            pairs = [where(path, i) for i in range(20)]
+        workers = count(pairs)
+    state = graph.run(task_runner=make_runner())
+    assert state.is_successful(), state.message
+    assert 1 <= state.result[workers].result <= WORKERS
+    names = sorted(p.name for p in marks.iterdir())
+    assert names and all(name.startswith("closed-") for name in names)  # every copy cleaned up
+    for pid, name in (state.result[node].result for node in pairs):
+        assert name == f"open-{pid}"  # each task saw its own worker's copy
