@@ -174,9 +174,8 @@ def test_parameters_upstream_tasks_and_map():
 def test_errors_mixing_flows_and_cycles():
     with Flow("one"):
         node = use("conn", "x")
-    with pytest.raises(UsageError, match="belongs to Flow 'one' and cannot be used in Flow 'two'"):
-        with Flow("two"):
-            use(node, "y")
+    with pytest.raises(UsageError, match="belongs to Flow 'one' and cannot be used in Flow 'two'"), Flow("two"):
+        use(node, "y")
 
     with Flow("cycle") as flow:
         a = use("c", "a")

@@ -198,9 +198,8 @@ def test_nested_resources_clean_up_inner_first():
 
     @flow
     def main():
-        with outer() as a:
-            with inner() as b:
-                both.submit(a, b)
+        with outer() as a, inner() as b:
+            both.submit(a, b)
 
     outer_log, inner_log = outer.log, inner.log
     original_add = outer_log.add
@@ -452,9 +451,8 @@ def test_outside_a_flow_a_resource_is_a_plain_context_manager():
         assert conn.use("plain") == "plain"
         assert counting.log.cleanups == 0
     assert counting.log.cleanups == 1
-    with pytest.raises(KeyError):
-        with counting():
-            raise KeyError("x")
+    with pytest.raises(KeyError), counting():
+        raise KeyError("x")
     assert isinstance(counting.log.outcomes()[-1], KeyError)
 
 

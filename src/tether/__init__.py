@@ -15,8 +15,8 @@ from tether._errors import (
     UsageError,
 )
 from tether._flow import FlowFunction, flow
-from tether._graph import Flow, Parameter
 from tether._futures import TaskFuture, TaskFutureList, as_completed, wait
+from tether._graph import Flow, Parameter
 from tether._logging import get_run_logger
 from tether._resources import Resource, ResourceScope, resource, resource_manager
 from tether._task import Task, tags, task, unmapped

@@ -65,7 +65,7 @@ class FlowFunction(Generic[R]):
     ) -> None:
         check_callable("flow", fn)
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         owner = f"Flow {self.name!r}"
         self.retries, self.retry_delays = check_retries(owner, retries, retry_delay_seconds)
         self.timeout_seconds = check_timeout(owner, timeout_seconds)

@@ -22,8 +22,8 @@ from tether._core import (
     Completed,
     Failed,
     Retrying,
-    Running,
     RunCreated,
+    Running,
     RunRecord,
     State,
     StateType,
@@ -38,17 +38,17 @@ from tether._errors import (
     UsageError,
 )
 from tether._futures import TaskFuture
-from tether._leases import use_store
 from tether._interrupt import clear_in_thread, interrupt_main_thread, raise_in_thread, wait_interruptibly, watchdog
+from tether._leases import use_store
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
 from tether._remote import check_arguments, dispatch_remote
 from tether._resources import ResourceScope, scope_of
 from tether._settings import Settings
+from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 from tether.store import enable as enable_store
 from tether.store import flush as flush_store
-from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 
 if TYPE_CHECKING:
     from tether._flow import FlowFunction
@@ -56,7 +56,9 @@ if TYPE_CHECKING:
 
 
 class FlowRun:
-    def __init__(self, flow: FlowFunction, parameters: dict[str, Any], parent: FlowRun | None) -> None:
+    record: RunRecord
+
+    def __init__(self, flow: FlowFunction[Any], parameters: dict[str, Any], parent: FlowRun | None) -> None:
         self.flow = flow
         self.parameters = parameters
         self.parent = parent
@@ -179,7 +181,7 @@ class FlowRun:
         run.observed = True
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
-        run.on_ready = lambda: loop.call_soon_threadsafe(ready.set_result, None)
+        run.on_ready = lambda: (loop.call_soon_threadsafe(ready.set_result, None), None)[1]
         run.start()
         if not run.is_done():
             await ready
@@ -197,7 +199,7 @@ class FlowRun:
         try:
             if run.task.is_async:
                 future = run_on_engine_loop(run_async(run))
-                future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or crash_if_unfinished(run, f.exception()))
+                future.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None else crash_if_unfinished(run, f.exception()))
             else:
                 self.runner.run_soon(run_guarded, run)
         except Exception as exc:

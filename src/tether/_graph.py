@@ -260,8 +260,8 @@ class _GraphRun:
             scope.close_block(None)
             return scope
         if failed is not None:
-            error = UpstreamFailedError(f"Node {node.name!r} did not run because its upstream {failed.name!r} did not succeed.")
-            return _Done(Failed(error, message=str(error), name="TriggerFailed"))
+            upstream_error = UpstreamFailedError(f"Node {node.name!r} did not run because its upstream {failed.name!r} did not succeed.")
+            return _Done(Failed(upstream_error, message=str(upstream_error), name="TriggerFailed"))
         args = tuple(map_leaves(a, self._value) for a in node.args)
         kwargs = {k: map_leaves(v, self._value) for k, v in node.kwargs.items()}
         if node.kind == "setup":

@@ -43,11 +43,10 @@ def wait_interruptibly(waitable: threading.Event | Any, timeout: float | None = 
     kernel hands the signal to another thread (a busy worker, say), a main thread
     blocked in an untimed wait never sees it. So the main thread waits in slices.
     """
-    if isinstance(waitable, _LOCK_TYPES):
-        def acquire(seconds: float | None) -> bool:
+    def acquire(seconds: float | None) -> bool:
+        if isinstance(waitable, _LOCK_TYPES):
             return bool(waitable.acquire(timeout=-1 if seconds is None else seconds))
-    else:
-        acquire = waitable.wait
+        return bool(waitable.wait(seconds))
     if threading.current_thread() is not threading.main_thread():
         return bool(acquire(timeout))
     deadline = None if timeout is None else time.monotonic() + timeout

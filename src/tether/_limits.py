@@ -140,7 +140,7 @@ class Limiter:
 
 
 class _Request:
-    __slots__ = ("owner", "keys", "granted", "taken", "cancelled")
+    __slots__ = ("cancelled", "granted", "keys", "owner", "taken")
 
     def __init__(self, owner: Any, keys: list[str], granted: Callable[[], None]) -> None:
         self.owner = owner

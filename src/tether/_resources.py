@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tether._context import RunContext, building_graph, current_run, events, open_blocks
 from tether._copies import close_copies
@@ -83,7 +83,7 @@ class Resource:
         if reaper is not None and not callable(reaper):
             raise UsageError(f"@resource(reaper={reaper!r}) must be a function that takes the remembered handle.")
         self.factory = factory
-        self.name = name or getattr(factory, "__name__", type(factory).__name__)
+        self.name: str = name or str(getattr(factory, "__name__", type(factory).__name__))
         self.max_concurrency = max_concurrency
         self.reaper = reaper
         if inspect.isclass(factory) and hasattr(factory, "setup") and hasattr(factory, "cleanup"):
@@ -237,7 +237,7 @@ class ResourceScope:
 
     # -- the block and its members ---------------------------------------------------------
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if current_run.get() is None and building_graph.get() is not None:
             building_graph.get().close_resource(self)  # type: ignore[union-attr]
             return False

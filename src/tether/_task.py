@@ -72,7 +72,7 @@ class Task(Generic[R]):
     ) -> None:
         check_callable("task", fn)
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         owner = f"Task {self.name!r}"
         if isinstance(tags, str):
             tags = [tags]

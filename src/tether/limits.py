@@ -32,7 +32,7 @@ def _check(tag: str, capacity: int | None = None) -> None:
         raise UsageError(f"The limit for tag {tag!r} must be a whole number >= 0, not {capacity!r}.")
 
 
-def set(tag: str, capacity: int) -> None:  # noqa: A001 - mirrors `tether limit set`
+def set(tag: str, capacity: int) -> None:
     """At most ``capacity`` task runs carrying ``tag`` run at once (0: none may run)."""
     _check(tag, capacity)
     store = enable_store()

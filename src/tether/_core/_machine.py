@@ -54,15 +54,15 @@ class RunRecord:
     """One flow run or task run as the state machine sees it."""
 
     __slots__ = (
+        "flow_run_id",
+        "history",
         "id",
         "kind",
         "name",
-        "flow_run_id",
         "parent_id",
-        "tags",
-        "state",
-        "history",
         "run_count",
+        "state",
+        "tags",
     )
 
     def __init__(

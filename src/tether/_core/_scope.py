@@ -17,7 +17,7 @@ class ScopeClosed(RuntimeError):
 
 
 class ScopeBook:
-    __slots__ = ("name", "block_open", "members", "first_error", "cleanup_due", "failed")
+    __slots__ = ("block_open", "cleanup_due", "failed", "first_error", "members", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -35,7 +35,7 @@ class UnfinishedRun(Exception):
 class State:
     """The state of one run at one moment. Compare Prefect's `State`."""
 
-    __slots__ = ("type", "name", "message", "timestamp", "data")
+    __slots__ = ("data", "message", "name", "timestamp", "type")
 
     def __init__(
         self,
@@ -88,6 +88,7 @@ class State:
                 "Wait for it first (future.wait() or future.result())."
             )
         error = self.error()
+        assert error is not None  # a final state that did not complete always has one
         if raise_on_failure:
             raise error
         return error

@@ -55,7 +55,7 @@ class SlotTable:
 
     def listen(self) -> Iterator[str]:
         """Yield the tag of every slot released anywhere (PostgreSQL only); blocks between them."""
-        import psycopg  # noqa: PLC0415 - the postgres extra, needed only with a PostgreSQL store
+        import psycopg
 
         url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(url, autocommit=True) as conn:
