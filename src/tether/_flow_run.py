@@ -167,7 +167,8 @@ class FlowRun:
         run.on_ready = ready.release
         run.start()
         if not run.is_done():
-            wait_interruptibly(ready)
+            if not ready.acquire(blocking=False):  # usually released already, in start()
+                wait_interruptibly(ready)
             if task.is_async:
                 run_on_engine_loop(run_async(run)).result()
             else:

@@ -109,16 +109,8 @@ def transition(run: RunRecord, new: State) -> StateChanged:
         run.run_count += 1
     run.state = new
     run.history.append(new)
-    return StateChanged(
-        run_id=run.id,
-        kind=run.kind,
-        name=run.name,
-        flow_run_id=run.flow_run_id,
-        parent_id=run.parent_id,
-        old=old,
-        new=new,
-        run_count=run.run_count,
-    )
+    # Positional: this runs twice or more per task run.
+    return StateChanged(run.id, run.kind, run.name, run.flow_run_id, run.parent_id, old, new, run.run_count)
 
 
 def _names_allow(old: State, new: State) -> bool:
