@@ -42,6 +42,3 @@ open_blocks: ContextVar[tuple[Any, ...]] = ContextVar("tether_open_blocks", defa
 #: Every event of every run in this process goes through this stream.
 events = EventStream()
 
-
-def get_run_context() -> RunContext | None:
-    return current_run.get()
