@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -36,7 +37,7 @@ log = logging.getLogger("tether.store")
 #: Resource steps committed before `record` returns: the ledger must not lag behind the act.
 DURABLE_STEPS = frozenset({"setup-started", "handle", "cleanup", "cleanup-failed"})
 DURABLE_TIMEOUT = 10.0
-#: A burst this large means the stream is heavy: hand the writing to the helper process.
+#: This many events within a second means the stream is heavy: hand the writing to the helper process.
 HELPER_THRESHOLD = 2000
 
 
@@ -69,6 +70,8 @@ class StoreRecorder:
         self._helper: HelperClient | None = None
         self._using_helper = False
         self._queue: deque[Any] = deque()
+        self._rate_since = 0.0
+        self._rate_count = 0
         self._wake = threading.Event()
         self._idle = False
         self._accepting = True
@@ -222,7 +225,12 @@ class StoreRecorder:
         if self._using_helper or self._mode == "never":
             return
         if self._helper is None:
-            if self._mode == "auto" and burst < HELPER_THRESHOLD:
+            # Heavy means HELPER_THRESHOLD events within a second, however they were batched.
+            now = time.monotonic()
+            if now - self._rate_since > 1.0:
+                self._rate_since, self._rate_count = now, 0
+            self._rate_count += burst
+            if self._mode == "auto" and self._rate_count < HELPER_THRESHOLD:
                 return
             try:
                 url = self.location.url.render_as_string(hide_password=False)
