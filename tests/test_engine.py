@@ -959,3 +959,15 @@ def test_defaults_and_keyword_arguments_bind(runner, recorder):
     assert pipeline(2) == 7
     [flow_run] = created(recorder, "flow")
     assert flow_run.parameters["x"] == 2
+
+
+def test_map_reads_a_generator_once():
+    @tether.task
+    def add(x, y):
+        return x + y
+
+    @tether.flow
+    def pipeline():
+        return add.map((i for i in range(3)), tether.unmapped(10)).result()
+
+    assert pipeline() == [10, 11, 12]

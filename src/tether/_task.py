@@ -134,14 +134,20 @@ class Task(Generic[R]):
         return TaskFutureList(ctx.flow_run.submit_task(self, a, k, wait_for) for a, k in calls)
 
     def _mapped_calls(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-        lengths: dict[str, int] = {}
-        positional = list(args)
-        named = dict(kwargs)
+        """One (args, kwargs) per mapped run. Each iterable is read once (a generator works)."""
+
+        def materialise(value: Any) -> tuple[bool, Any]:  # (mapped over?, value or list of values)
+            if isinstance(value, unmapped):
+                return False, value.value
+            if _is_iterable(value):
+                return True, list(value)
+            return False, value
+
+        positional = [materialise(v) for v in args]
+        named = {k: materialise(v) for k, v in kwargs.items()}
         names = list(self.signature.parameters)
-        for place, value in [(names[i] if i < len(names) else f"argument {i}", v) for i, v in enumerate(positional)] + list(named.items()):
-            if not isinstance(value, unmapped) and _is_iterable(value):
-                positional_or_named = value if isinstance(value, (list, tuple)) else list(value)
-                lengths[place] = len(positional_or_named)
+        places = [(names[i] if i < len(names) else f"argument {i}", m) for i, m in enumerate(positional)]
+        lengths = {place: len(values) for place, (mapped, values) in places + list(named.items()) if mapped}
         if not lengths:
             raise UsageError(
                 f"{self._owner}.map() needs at least one iterable argument to map over; "
@@ -153,20 +159,14 @@ class Task(Generic[R]):
                 f"{self._owner}.map() got iterables of different lengths ({described}). "
                 "Give them the same length, or wrap the ones passed whole in unmapped(...)."
             )
-        count = next(iter(lengths.values()))
 
-        def pick(value: Any, i: int) -> Any:
-            if isinstance(value, unmapped):
-                return value.value
-            if _is_iterable(value):
-                return (value if isinstance(value, (list, tuple)) else list(value))[i]
-            return value
+        def pick(materialised: tuple[bool, Any], i: int) -> Any:
+            mapped, value = materialised
+            return value[i] if mapped else value
 
-        materialised_args = [list(v) if _is_iterable(v) and not isinstance(v, (list, tuple, unmapped)) else v for v in positional]
-        materialised_kwargs = {k: list(v) if _is_iterable(v) and not isinstance(v, (list, tuple, unmapped)) else v for k, v in named.items()}
         return [
-            (tuple(pick(v, i) for v in materialised_args), {k: pick(v, i) for k, v in materialised_kwargs.items()})
-            for i in range(count)
+            (tuple(pick(m, i) for m in positional), {k: pick(m, i) for k, m in named.items()})
+            for i in range(next(iter(lengths.values())))
         ]
 
     def __repr__(self) -> str:
