@@ -343,7 +343,9 @@ class FlowRun:
         for scope in list(self.scopes):
             scope.fail(reason)
         with self._active_lock:
-            active = list(self._active)
+            # Newest first: the runs queued at a runner are cancelled before interrupting the
+            # running ones frees the workers those queued runs would otherwise get.
+            active = sorted(self._active, key=lambda r: r.record.id, reverse=True)
         for run in active:
             run.interrupt_with(TaskRunCancelled)
 
