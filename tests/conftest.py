@@ -8,6 +8,8 @@ import pytest
 
 from tether._cache import results
 from tether._limits import limiter
+from tether.runners import InlineRunner, ThreadPoolRunner
+from tether.testing import RecordingStore
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +22,19 @@ def _isolated(tmp_path, monkeypatch):
     results.clear()
     yield
     limiter.backend = None
+
+
+@pytest.fixture(params=[pytest.param(ThreadPoolRunner, id="threads"), pytest.param(InlineRunner, id="inline")])
+def runner(request):
+    """A fresh runner of each local kind: tests taking it run on both."""
+    return request.param()
+
+
+@pytest.fixture
+def recorder():
+    """Every event of the test, in order."""
+    with RecordingStore() as store:
+        yield store
 
 
 _reported_leaks: set[threading.Thread] = set()

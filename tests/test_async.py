@@ -12,24 +12,8 @@ import threading
 import pytest
 
 from tether import flow, get_run_logger, task, unmapped
-from tether._context import events
 from tether._core import InMemoryRecorder, LogEmitted, RunCreated
-from tether.runners import InlineRunner, ThreadPoolRunner
-
-RUNNERS = [pytest.param(ThreadPoolRunner, id="threads"), pytest.param(InlineRunner, id="inline")]
-
-
-@pytest.fixture(params=RUNNERS)
-def runner(request):
-    return request.param()
-
-
-@pytest.fixture
-def recorder():
-    rec = InMemoryRecorder()
-    events.subscribe(rec)
-    yield rec
-    events.unsubscribe(rec)
+from tether.runners import ThreadPoolRunner
 
 
 def created(recorder: InMemoryRecorder, kind: str, name: str | None = None) -> list[RunCreated]:

@@ -25,25 +25,9 @@ from tether import (
     unmapped,
     wait,
 )
-from tether._context import events
 from tether._core import InMemoryRecorder, LogEmitted, RunCreated, StateChanged
 from tether.runners import InlineRunner, ThreadPoolRunner
 from tether.states import State
-
-RUNNERS = [pytest.param(ThreadPoolRunner, id="threads"), pytest.param(InlineRunner, id="inline")]
-
-
-@pytest.fixture(params=RUNNERS)
-def runner(request):
-    return request.param()
-
-
-@pytest.fixture
-def recorder():
-    rec = InMemoryRecorder()
-    events.subscribe(rec)
-    yield rec
-    events.unsubscribe(rec)
 
 
 def created(recorder: InMemoryRecorder, kind: str | None = None, name: str | None = None) -> list[RunCreated]:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -16,17 +20,9 @@ import pytest
 
 from tether import FlowRunTimeout, TaskRunTimeout, flow, task, task_input_hash
 from tether._clock import set_clock
-from tether._context import events
 from tether._core import InMemoryRecorder, RunCreated
-from tether.runners import InlineRunner, ThreadPoolRunner
+from tether.runners import ThreadPoolRunner
 from tether.testing import FakeClock
-
-RUNNERS = [pytest.param(ThreadPoolRunner, id="threads"), pytest.param(InlineRunner, id="inline")]
-
-
-@pytest.fixture(params=RUNNERS)
-def runner(request):
-    return request.param()
 
 
 @pytest.fixture
@@ -35,14 +31,6 @@ def clock():
     previous = set_clock(fake)
     yield fake
     set_clock(previous)
-
-
-@pytest.fixture
-def recorder():
-    rec = InMemoryRecorder()
-    events.subscribe(rec)
-    yield rec
-    events.unsubscribe(rec)
 
 
 def run_id_of(recorder: InMemoryRecorder, kind: str, name: str) -> str:
@@ -679,10 +667,6 @@ def test_cache_expiration_in_seconds(runner, clock):
 
 
 def test_a_cache_hit_in_a_new_process_reuses_the_stored_result(tmp_path):
-    import subprocess
-    import sys
-    import textwrap
-
     script = tmp_path / "cached_flow.py"
     script.write_text(textwrap.dedent('''
         import sys
@@ -699,8 +683,8 @@ def test_a_cache_hit_in_a_new_process_reuses_the_stored_result(tmp_path):
 
         print(main(), flush=True)
     '''))
-    env = {**__import__("os").environ, "TETHER_HOME": str(tmp_path / "home")}
-    first = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
-    second = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    env = {**os.environ, "TETHER_HOME": str(tmp_path / "home")}
+    first = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60, check=True)
+    second = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60, check=True)
     assert first.stdout.split() == ["ran", "{'value':", "42}"], first.stderr
     assert second.stdout.split() == ["{'value':", "42}"], second.stderr

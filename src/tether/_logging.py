@@ -42,14 +42,11 @@ class RunLogHandler(logging.Handler):
 
 
 class _RunFormatter(logging.Formatter):
+    """Prefixes a run's records with the run ("Task run 'extract' - ...")."""
+
     def format(self, record: logging.LogRecord) -> str:
         label = getattr(record, "run_label", None)
-        if label:
-            record.msg = f"{label} - {record.msg}"
-            try:
-                return super().format(record)
-            finally:
-                record.msg = record.msg[len(label) + 3 :]
+        record.run_prefix = f"{label} - " if label else ""
         return super().format(record)
 
 
@@ -69,7 +66,7 @@ def configure_logging() -> None:
         if not any(not isinstance(h, RunLogHandler) for h in logger.handlers):
             console = logging.StreamHandler()
             console.setFormatter(
-                _RunFormatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(message)s", "%H:%M:%S")
+                _RunFormatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(run_prefix)s%(message)s", "%H:%M:%S")
             )
             # The level is the console's: the run log in the store keeps INFO whatever is shown.
             console.setLevel(os.environ.get("TETHER_LOGGING_LEVEL", "INFO").upper())
