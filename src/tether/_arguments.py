@@ -1,8 +1,7 @@
-"""Walking a call's arguments: finding futures and resource values, and resolving futures.
+"""Rewriting a call's arguments: resolving futures, mapping leaves.
 
 Futures and resource values may sit inside lists, tuples, dicts, sets and
-frozensets, at any depth. Containers are rebuilt only when something inside
-them changed.
+frozensets, at any depth. (Finding them is `FlowRun._scan`'s job.)
 """
 
 from __future__ import annotations
@@ -12,52 +11,34 @@ from typing import Any
 
 from tether._futures import TaskFuture
 
-_CONTAINERS = (list, tuple, dict, set, frozenset)
 
-
-def find(value: Any, on_future: Callable[[TaskFuture], None], on_other: Callable[[Any], None] | None) -> None:
-    """Call ``on_future`` for each future, ``on_other`` for each other leaf, inside ``value``."""
-    kind = type(value)
-    if kind is TaskFuture:
-        on_future(value)
-    elif kind in _CONTAINERS or isinstance(value, _CONTAINERS):
-        items = value.items() if isinstance(value, dict) else value
-        for item in items:
-            if isinstance(value, dict):
-                find(item[0], on_future, on_other)
-                find(item[1], on_future, on_other)
-            else:
-                find(item, on_future, on_other)
-    elif on_other is not None:
-        on_other(value)
+def rewrite(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """``value`` with ``fn`` applied to it and, where ``fn`` leaves a container as it is,
+    to everything inside it. A container is rebuilt only when something inside changed,
+    so an argument without futures or resources comes back as the very same object."""
+    new = fn(value)
+    if new is not value:
+        return new
+    if isinstance(value, dict):
+        pairs = [(rewrite(k, fn), rewrite(v, fn)) for k, v in value.items()]
+        if all(nk is k and nv is v for (nk, nv), (k, v) in zip(pairs, value.items())):
+            return value
+        return _rebuild(value, pairs)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        members = [rewrite(v, fn) for v in value]
+        if all(new is old for new, old in zip(members, value)):
+            return value
+        return _rebuild(value, members)
+    return value
 
 
 def resolve(value: Any) -> Any:
     """``value`` with every future replaced by its run's result."""
-    kind = type(value)
-    if kind is TaskFuture:
-        return value._run.record.state.data
-    if isinstance(value, dict):
-        return type(value)((resolve(k), resolve(v)) for k, v in value.items()) if _holds_future(value) else value
-    if isinstance(value, (list, tuple, set, frozenset)):
-        if not _holds_future(value):
-            return value
-        resolved = [resolve(v) for v in value]
-        if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
-            return type(value)(*resolved)
-        return type(value)(resolved)
-    return value
+    return rewrite(value, _result_of)
 
 
-def _holds_future(value: Any) -> bool:
-    found = False
-
-    def seen(_: TaskFuture) -> None:
-        nonlocal found
-        found = True
-
-    find(value, seen, None)
-    return found
+def _result_of(value: Any) -> Any:
+    return value._run.record.state.data if type(value) is TaskFuture else value
 
 
 def map_leaves(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -65,8 +46,15 @@ def map_leaves(value: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(value, dict):
         return type(value)((map_leaves(k, fn), map_leaves(v, fn)) for k, v in value.items())
     if isinstance(value, (list, tuple, set, frozenset)):
-        mapped = [map_leaves(v, fn) for v in value]
-        if isinstance(value, tuple) and hasattr(value, "_fields"):
-            return type(value)(*mapped)
-        return type(value)(mapped)
+        return _rebuild(value, [map_leaves(v, fn) for v in value])
     return fn(value)
+
+
+def _rebuild(container: Any, members: list[Any]) -> Any:
+    kind = type(container)
+    if isinstance(container, tuple) and hasattr(container, "_fields"):  # a namedtuple
+        return kind(*members)
+    try:
+        return kind(members)
+    except Exception:  # noqa: BLE001 - a subclass with another constructor: its builtin base will do
+        return next(base for base in (dict, list, tuple, set, frozenset) if isinstance(container, base))(members)

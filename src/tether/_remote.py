@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import cloudpickle
 
+from tether._arguments import rewrite
 from tether._context import RunContext
 from tether._copies import copy_reported
 from tether._core import Cancelled, Crashed, Failed, TimedOut
@@ -121,36 +122,18 @@ def _with_refs(value: Any, runner: RemoteRunner) -> Any:
 
 
 def _replace_resources(value: Any, replace: Callable[[ResourceScope], Any]) -> Any:
-    """``value`` with every resource value in its containers (a container may be one
-    itself) replaced by ``replace(scope)``; ``value`` itself if there is none.
+    """``value`` with every resource value in it (a container may be one itself) replaced
+    by ``replace(scope)``; ``value`` itself if there is none.
 
     The pickler's hook does not see values of plain types (a resource yielding a dict
     or a str), so containers are walked here first.
     """
-    scope = scope_of(value)
-    if scope is not None:
-        return replace(scope)
-    if isinstance(value, dict):
-        items = [(k, _replace_resources(v, replace)) for k, v in value.items()]
-        if all(new is value[k] for k, new in items):
-            return value
-        return _rebuild(value, items)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        members = [_replace_resources(v, replace) for v in value]
-        if all(new is old for new, old in zip(members, value)):
-            return value
-        return _rebuild(value, members)
-    return value
 
+    def swap(node: Any) -> Any:
+        scope = scope_of(node)
+        return node if scope is None else replace(scope)
 
-def _rebuild(container: Any, members: list[Any]) -> Any:
-    kind = type(container)
-    if isinstance(container, tuple) and hasattr(container, "_fields"):  # namedtuple
-        return kind(*members)
-    try:
-        return kind(members)
-    except Exception:  # noqa: BLE001 - a subclass with another constructor: its builtin base will do
-        return next(base for base in (dict, list, tuple, set, frozenset) if isinstance(container, base))(members)
+    return rewrite(value, swap)
 
 
 def _function_blob(task: Task[Any], runner: RemoteRunner) -> bytes:
