@@ -140,8 +140,64 @@ def test_each_worker_opens_one_copy_and_closes_it_after_its_last_task(make_runne
         last_use = max(i for i in mine if rows[i]["step"] == "used")
         (cleanup,) = [i for i in mine if rows[i]["step"] == "cleanup"]
         assert cleanup > last_use, f"worker {pid} cleaned up before its last task of the scope"
-    # The flow process has its own copy, from the `with` statement, cleaned up once too.
-    assert [e["pid"] for e in log.entries("setup") if e["pid"] == os.getpid()] == [os.getpid()]
+    # The flow process opened no copy of its own: exactly one setup and one cleanup per worker.
+    assert len(log.entries("setup")) == len(log.entries("cleanup")) == worker_count
+
+
+def test_setup_failure_raises_at_the_with_statement_and_nothing_is_cleaned_up(make_runner, tmp_path):
+    log = StepLog(tmp_path / "steps.jsonl")
+
+    @resource
+    def broken(log: StepLog):
+        log.add("setup")
+        raise ConnectionRefusedError("no database on port 1")
+        yield  # pragma: no cover
+
+    reached: list[str] = []
+
+    @flow(task_runner=make_runner())
+    def pipeline():
+        try:
+            with broken(log) as handle:
+                reached.append("body")
+                use.submit(handle, 0)
+        except ConnectionRefusedError as exc:
+            reached.append(f"caught at with: {exc}")
+            raise
+
+    with RecordingStore() as store:
+        state = pipeline(return_state=True)
+    assert state.is_failed() and "no database on port 1" in state.message
+    assert reached == ["caught at with: no database on port 1"]
+    (setup,) = log.entries("setup")
+    assert setup["pid"] != os.getpid()  # it ran on a worker
+    assert [e.step for e in store.resource_steps("broken")] == ["setup-started", "setup-failed"]
+
+
+def test_the_flow_process_opens_its_own_copy_only_when_it_uses_the_value(make_runner, worker_count, tmp_path):
+    from tether.resources import local
+
+    log = StepLog(tmp_path / "steps.jsonl")
+    seen: dict[str, Any] = {}
+
+    @flow(task_runner=make_runner())
+    def pipeline():
+        with recorded(log) as handle:
+            futures = [use.submit(handle, i) for i in range(20)]
+            seen["before"] = [e["pid"] for e in log.entries("setup")]
+            here = use(handle, 100)  # a called task runs in the flow process, on its own copy
+            seen["attribute"] = handle.use(101)  # so does the flow body
+            seen["local"] = type(local(handle)).__name__
+        return here, [f.result() for f in futures]
+
+    here, remote = pipeline()
+    assert here == seen["attribute"] == os.getpid()
+    assert seen["local"] == "Handle"
+    assert os.getpid() not in seen["before"]  # nothing here until the value was used here
+    setups = [e["pid"] for e in log.entries("setup")]
+    assert setups.count(os.getpid()) == 1 and len(setups) == len(set(remote)) + 1
+    cleanups = [e["pid"] for e in log.entries("cleanup")]
+    assert sorted(cleanups) == sorted(setups)
 
 
 def test_a_failing_task_fails_every_copy_with_its_error(make_runner, worker_count, tmp_path):
@@ -363,22 +419,32 @@ def mariadb_connection(database: str):
         conn.close()
 
 
-class OneAtATime:
-    """A lock per process: a pymysql connection must not be used by two threads at once,
-    and a Dask worker runs several task bodies at a time (one copy per worker, shared)."""
+class InUse:
+    """How many task bodies use this process's connection right now, and the most ever."""
 
     lock = threading.Lock()
+    now = 0
+    most = 0
 
 
 @task
-def connection_seen(conn: Any, database: str) -> tuple[int, int, int]:
-    with OneAtATime.lock, conn.cursor() as cur:
-        cur.execute("SELECT CONNECTION_ID()")
-        (connection_id,) = cur.fetchone()
-        cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (database,))
-        (open_here,) = cur.fetchone()
-    time.sleep(0.01)  # the task's work: keeps workers busy together
-    return os.getpid(), connection_id, open_here
+def connection_seen(conn: Any, database: str) -> tuple[int, int, int, int]:
+    # No lock here: pymysql says threadsafety 1, so tether gives each worker's copy to
+    # one task body at a time, although a Dask worker runs several bodies at once.
+    with InUse.lock:
+        InUse.now += 1
+        InUse.most = max(InUse.most, InUse.now)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            (connection_id,) = cur.fetchone()
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (database,))
+            (open_here,) = cur.fetchone()
+        time.sleep(0.01)  # the task's work: keeps workers busy together
+    finally:
+        with InUse.lock:
+            InUse.now -= 1
+    return os.getpid(), connection_id, open_here, InUse.most
 
 
 def test_mariadb_sees_one_connection_per_worker_and_none_after(make_runner, worker_count, mariadb_url):
@@ -400,12 +466,13 @@ def test_mariadb_sees_one_connection_per_worker_and_none_after(make_runner, work
 
         seen = pipeline()
         by_pid: dict[int, set[int]] = {}
-        for pid, connection_id, _ in seen:
+        for pid, connection_id, _, _ in seen:
             by_pid.setdefault(pid, set()).add(connection_id)
         assert len(by_pid) == worker_count, by_pid
         assert all(len(ids) == 1 for ids in by_pid.values()), by_pid  # one connection per worker
-        # Never more than one per worker, plus the flow process's own (from its `with`).
-        assert max(open_here for _, _, open_here in seen) <= worker_count + 1
+        # The server never saw more than one per worker: the flow process opened none.
+        assert max(open_here for _, _, open_here, _ in seen) <= worker_count
+        assert max(most for _, _, _, most in seen) == 1  # each copy served one task at a time
 
         def closed() -> bool:
             with admin.cursor() as cur:
@@ -426,6 +493,8 @@ def test_mariadb_sees_one_connection_per_worker_and_none_after(make_runner, work
 
 
 SHARED_TESTS = [
+    "test_setup_failure_raises_at_the_with_statement_and_nothing_is_cleaned_up",
+    "test_the_flow_process_opens_its_own_copy_only_when_it_uses_the_value",
     "test_a_resource_opened_with_another_ones_value_nests_on_each_worker",
     "test_each_worker_opens_one_copy_and_closes_it_after_its_last_task",
     "test_a_failing_task_fails_every_copy_with_its_error",

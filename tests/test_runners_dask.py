@@ -22,6 +22,8 @@ from _remote_cases import (  # noqa: F401 - the shared tests run here, on Dask
     test_each_worker_opens_one_copy_and_closes_it_after_its_last_task,
     test_mariadb_sees_one_connection_per_worker_and_none_after,
     test_retries_are_decided_in_the_flow_process,
+    test_setup_failure_raises_at_the_with_statement_and_nothing_is_cleaned_up,
+    test_the_flow_process_opens_its_own_copy_only_when_it_uses_the_value,
     test_the_ledger_records_each_copy_with_its_worker,
     test_unpicklable_arguments_fail_at_submit_naming_them,
     test_worker_logs_reach_the_run_log,
@@ -45,7 +47,8 @@ def cluster():
     worker died (allowed-failures 0): the engine decides."""
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         local = distributed.LocalCluster(
-            n_workers=WORKERS, threads_per_worker=THREADS, host="127.0.0.1", dashboard_address=None, processes=True
+            n_workers=WORKERS, threads_per_worker=THREADS, host="127.0.0.1", dashboard_address=None, processes=True,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         )
     client = distributed.Client(local, set_as_default=False)
     yield local, client

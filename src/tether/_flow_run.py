@@ -43,7 +43,7 @@ from tether._leases import use_store
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
-from tether._remote import check_arguments, dispatch_remote
+from tether._remote import check_arguments, dispatch_remote, open_first_copy
 from tether._resources import ResourceScope, scope_of
 from tether._settings import Settings
 from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
@@ -205,6 +205,10 @@ class FlowRun:
                 self.runner.run_soon(run_guarded, run)
         except Exception as exc:
             crash_if_unfinished(run, exc)
+
+    def open_first_copy(self, scope: ResourceScope) -> None:
+        """Set ``scope`` up on one of the runner's workers (it does not share this memory)."""
+        open_first_copy(self, scope)
 
     def resolve_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return tuple(resolve(a) for a in args), {k: resolve(v) for k, v in kwargs.items()}

@@ -37,15 +37,15 @@ import cloudpickle
 
 from tether._arguments import rewrite
 from tether._context import RunContext
-from tether._copies import copy_reported
+from tether._copies import close_copies, copy_reported
 from tether._core import Cancelled, Crashed, Failed, TimedOut
 from tether._errors import TaskRunCancelled, TaskRunTimeout, UnpicklableArgumentError
 from tether._futures import TaskFuture
-from tether._interrupt import watchdog
+from tether._interrupt import wait_interruptibly, watchdog
 from tether._logging import logger
 from tether._resources import ResourceScope, scope_of
 from tether._wire import Call, CallResult, ResourceRef, WorkerLost, load_error
-from tether._worker import run_call
+from tether._worker import open_copy, run_call
 
 if TYPE_CHECKING:
     from tether._flow_run import FlowRun
@@ -207,6 +207,55 @@ def _find_unpicklable(path: str, value: Any, runner: RemoteRunner) -> tuple[str,
 
 def _runner_name(runner: Any) -> str:
     return type(runner).__name__
+
+
+# -- the first copy, at the `with` statement ------------------------------------------
+
+
+def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> None:
+    """Set ``scope``'s resource up on one worker now, so that its setup failure raises
+    at the ``with`` statement; that worker keeps the copy for the scope's tasks there."""
+    runner = cast("RemoteRunner", flow_run.runner)
+    ref = _reference(scope, runner)  # raises if a worker could not open it
+    known = _scope_and_parents(scope)
+    opened = threading.Event()
+    future = runner.submit(open_copy, ref)
+    future.add_done_callback(lambda _: opened.set())
+    try:
+        wait_interruptibly(opened)
+    except BaseException as exc:  # Ctrl-C, cancellation: close the copy whenever it opens
+        close_copies(scope, exc)
+        future.add_done_callback(lambda done: _report_copies(done, known, runner))
+        raise
+    try:
+        reports, error = future.result()
+    except BaseException as exc:
+        raise WorkerLost(
+            f"Resource {scope.name!r} could not be set up: the {_runner_name(runner)} worker asked to open "
+            f"it went away ({type(exc).__name__}: {exc}). Check the workers' health and run the flow again."
+        ) from exc
+    for report in reports:
+        if report["scope_id"] in known:
+            copy_reported(known[report["scope_id"]], runner, report)
+    if error is not None:
+        raise load_error(error, f"in the setup of resource {scope.name!r} on a {_runner_name(runner)} worker")
+
+
+def _scope_and_parents(scope: ResourceScope) -> dict[str, ResourceScope]:
+    found = {scope.id: scope}
+    for parent in scope._parents:
+        found.update(_scope_and_parents(parent))
+    return found
+
+
+def _report_copies(future: Future[Any], known: dict[str, ResourceScope], runner: RemoteRunner) -> None:
+    """A copy opened after its `with` was interrupted: recorded, and closed (its scope is)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    reports, _ = future.result()
+    for report in reports:
+        if report["scope_id"] in known:
+            copy_reported(known[report["scope_id"]], runner, report)
 
 
 # -- driving a run's attempts ----------------------------------------------------------

@@ -8,8 +8,14 @@ and every nested scope, and cleanup runs, exactly once and on a thread of its
 own, when the last of them ends, with the scope's first error if it failed.
 Outside a flow (or inside a task body), a scope is a plain context manager.
 
-This module does not know about runners or remote workers: a value is looked up
-by identity (`scope_of`) and is never pickled.
+When the flow's task bodies run in other processes (a process pool, Dask, Ray), the
+flow process does not set the resource up at the ``with`` statement: one worker does
+(so a setup failure still raises there), each worker opens its own copy, and the
+flow body holds a `StandIn` that opens this process's own copy only if something here
+uses it (a called task, or the flow body itself).
+
+A value is looked up by identity (`scope_of`) and is never pickled; how copies are
+opened and closed on workers is `_remote`'s and `_copies`' business.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from tether._arguments import rewrite
 from tether._context import RunContext, building_graph, current_run, events, open_blocks
 from tether._copies import close_copies
 from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
@@ -150,7 +157,11 @@ class ResourceScope:
         self._opener: Any = None
         self._parents: list[ResourceScope] = []
         self._lock = threading.Lock()
-        self._set_up = False
+        self._set_up = False  # the scope is open: set up here, or on a worker at the `with`
+        self._here = False  # this process holds a copy (the only one, unless tasks run elsewhere)
+        self._here_lock = threading.Lock()
+        self._closing = False
+        self.stand_in: StandIn | None = None  # what the flow body holds when tasks run elsewhere
         self._cleaned = threading.Event()
         self._block_token: Any = None
         self._plain = True
@@ -177,28 +188,69 @@ class ResourceScope:
         self._plain = False
         self.flow_run = flow_run
         self._join_parents()
-        self._emit("setup-started")
-        try:
-            value = self._setup()
-        except BaseException as exc:
-            self._emit("setup-failed", error=f"{type(exc).__name__}: {exc}")
-            for parent in self._parents:
-                parent.member_ended(self, None)
-            raise
+        if flow_run.runner.shares_memory:
+            value = self._open_here(opening=True)
+        else:
+            value = self._open_on_a_worker(flow_run)
         self._set_up = True
-        if not isinstance(value, _UNTRACKED):
-            _live[id(value)] = self
         limit = self.resource.max_concurrency
-        if limit is None and _unshareable_connection(value):
+        if limit is None and self._here and unshareable_connection(value):
             # DB-API says (threadsafety < 2) that this connection must not be used by two
             # threads at once: its tasks take turns instead of corrupting the session.
+            # (A worker's copy takes turns on its worker: see `_worker`.)
             limit = 1
         if limit is not None:
             self.limit_key = f"resource:{self.name}:{self.id[:8]}"
             limiter.set_limit(self.limit_key, limit)
         self.flow_run.scopes.append(self)
+        return value
+
+    def _open_here(self, opening: bool) -> Any:
+        """Run setup in this process and record it; on failure, leave the parents."""
+        self._emit("setup-started")
+        try:
+            value = self._setup()
+        except BaseException as exc:
+            self._emit("setup-failed", error=f"{type(exc).__name__}: {exc}")
+            if opening:  # else the scope is open already, and stays so
+                for parent in self._parents:
+                    parent.member_ended(self, None)
+            raise
+        self._here = True
+        if not isinstance(value, _UNTRACKED):
+            _live[id(value)] = self
         self._emit("setup")
         return value
+
+    def _open_on_a_worker(self, flow_run: FlowRun) -> StandIn:
+        """Tasks run in other processes: one worker sets up its copy now (a failure raises
+        here, at the ``with``), and this process hands out a stand-in."""
+        stand_in = StandIn(self)
+        _live[id(stand_in)] = self
+        try:
+            flow_run.open_first_copy(self)
+        except BaseException:
+            del _live[id(stand_in)]
+            for parent in self._parents:
+                parent.member_ended(self, None)
+            raise
+        self.stand_in = stand_in
+        return stand_in
+
+    def local_value(self) -> Any:
+        """This process's copy, set up on first use (tasks run elsewhere; see `StandIn`)."""
+        if self._here:
+            return self.value
+        with self._here_lock:
+            if self._closing:
+                raise ResourceClosedError(
+                    f"Resource {self.name!r} was already cleaned up, so its value cannot be used any more. "
+                    f"Use it inside the 'with {self.name}(...)' block, or in a task submitted there."
+                )
+            if not self._here:
+                self.args, self.kwargs = local_arguments(self.args, self.kwargs)
+                self._open_here(opening=False)
+        return self.value
 
     def _join_parents(self) -> None:
         parents = list(open_blocks.get()[-1:])
@@ -306,8 +358,11 @@ class ResourceScope:
         if self.book.failed and error is None:
             error = RuntimeError(f"a run of resource {self.name!r}'s scope failed")
         started = time.monotonic()
+        with self._here_lock:
+            self._closing = True
         try:
-            self._close(error)
+            if self._here:  # else every copy is a worker's
+                self._close(error)
         except BaseException as exc:
             if self.cleanup_fails_flow:
                 self.flow_run.cleanup_errors.append(exc)
@@ -315,7 +370,8 @@ class ResourceScope:
             logger.error("Cleanup of resource %r failed: %s: %s", self.name, type(exc).__name__, exc, exc_info=exc)
             self._emit("cleanup-failed", error=f"{type(exc).__name__}: {exc}", outcome=_outcome(error), seconds=time.monotonic() - started)
         else:
-            self._emit("cleanup", outcome=_outcome(error), seconds=time.monotonic() - started)
+            if self._here:
+                self._emit("cleanup", outcome=_outcome(error), seconds=time.monotonic() - started)
         finally:
             close_copies(self, error)  # each worker's copy, after the flow's own; never raises
             if self.limit_key is not None:
@@ -380,14 +436,91 @@ class ResourceScope:
 
     def forget(self) -> None:
         """Drop the value from the identity registry (the flow run ended)."""
-        if self._set_up and _live.get(id(self.value)) is self:
-            del _live[id(self.value)]
+        for value in (self.value, self.stand_in):
+            if value is not None and _live.get(id(value)) is self:
+                del _live[id(value)]
 
     def __repr__(self) -> str:
         return f"<ResourceScope {self.name!r} {self.id[:8]}>"
 
 
-def _unshareable_connection(value: Any) -> bool:
+class StandIn:
+    """What a flow body holds for a resource whose tasks run in other processes.
+
+    Passed to a submitted task, it becomes that worker's own copy. Used here, by a
+    called task or by the flow body (an attribute, a call, iteration, ``with``...), it
+    opens this process's own copy on first use and forwards to it. ``isinstance``
+    sees the stand-in; ``tether.resources.local(value)`` gives this process's copy.
+    """
+
+    __slots__ = ("_tether_scope",)
+
+    def __init__(self, scope: ResourceScope) -> None:
+        object.__setattr__(self, "_tether_scope", scope)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tether_scope.local_value(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._tether_scope.local_value(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._tether_scope.local_value(), name)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._tether_scope.local_value())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._tether_scope.local_value()(*args, **kwargs)
+
+    def __iter__(self) -> Any:
+        return iter(self._tether_scope.local_value())
+
+    def __len__(self) -> int:
+        return len(self._tether_scope.local_value())
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._tether_scope.local_value()[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._tether_scope.local_value()[key] = value
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self._tether_scope.local_value()
+
+    def __bool__(self) -> bool:
+        return bool(self._tether_scope.local_value())
+
+    def __enter__(self) -> Any:
+        return self._tether_scope.local_value().__enter__()
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._tether_scope.local_value().__exit__(*exc_info)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        name = self._tether_scope.name
+        raise TypeError(
+            f"a value of resource {name!r} cannot be pickled: pass it to the task as an argument "
+            "(each worker then opens its own copy) instead of capturing it or storing it in an object"
+        )
+
+    def __repr__(self) -> str:
+        scope = self._tether_scope
+        where = "opened here too" if scope._here else "each worker opens its own copy"
+        return f"<value of resource {scope.name!r} ({where})>"
+
+
+def local(value: Any) -> Any:
+    """This process's copy of a resource value (a `StandIn` is opened here); anything else as it is."""
+    return value._tether_scope.local_value() if type(value) is StandIn else value
+
+
+def local_arguments(args: Any, kwargs: Any) -> tuple[Any, Any]:
+    """``args`` and ``kwargs`` with each `StandIn` replaced by this process's copy."""
+    return rewrite((args, kwargs), local)  # type: ignore[no-any-return]
+
+
+def unshareable_connection(value: Any) -> bool:
     """True for a DB-API connection whose driver declares ``threadsafety`` below 2."""
     if not all(callable(getattr(value, m, None)) for m in ("cursor", "commit", "rollback", "close")):
         return False

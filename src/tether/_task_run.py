@@ -44,6 +44,7 @@ from tether._errors import (
 )
 from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
 from tether._logging import logger
+from tether._resources import local_arguments
 
 if TYPE_CHECKING:
     from tether._flow_run import FlowRun
@@ -395,7 +396,10 @@ def run_sync(run: TaskRun) -> None:
         while run.begin_attempt():
             try:
                 try:
-                    value = run.task.fn(*run.args, **run.kwargs)
+                    args, kwargs = run.args, run.kwargs
+                    if run.scopes:
+                        args, kwargs = local_arguments(args, kwargs)
+                    value = run.task.fn(*args, **kwargs)
                 finally:
                     run.end_body()
             except BaseException as exc:
@@ -425,7 +429,10 @@ async def run_async(run: TaskRun) -> None:
         while run.begin_attempt():
             try:
                 try:
-                    coro = run.task.fn(*run.args, **run.kwargs)
+                    args, kwargs = run.args, run.kwargs
+                    if run.scopes:
+                        args, kwargs = local_arguments(args, kwargs)
+                    coro = run.task.fn(*args, **kwargs)
                     timeout = run.task.timeout_seconds
                     value = await (asyncio.wait_for(coro, timeout) if timeout else coro)
                 finally:

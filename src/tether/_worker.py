@@ -6,13 +6,16 @@ resource value replaced by a `ResourceRef` (the scope's id and how to open the
 resource, never the value). On the worker, `run_call`:
 
 - opens this worker's copy of each referenced resource on first use, once per
-  (scope, worker process), and reuses it for every later task of that scope here;
+  (scope, worker process), and reuses it for every later task of that scope here
+  (a DB-API connection whose driver says ``threadsafety < 2`` serves one task at a
+  time: the others wait for their turn here, before their bodies start);
 - runs the body with a stand-in run context, so ``get_run_logger()`` and
   ``log_prints`` work, and captures the run's log records;
 - returns a `CallResult`: the value or the error (pickled), the log records and what
   happened to the copies (``setup-started``, ``setup``, ``setup-failed``).
 
-`cleanup_copy` closes this worker's copy of a scope with the scope's outcome, after
+`open_copy` sets up this worker's copy at the ``with`` statement (the first copy of a
+scope, so that a setup failure raises there). `cleanup_copy` closes this worker's copy of a scope with the scope's outcome, after
 the last task of the scope on this worker has finished (drain, then tear down).
 `interrupt` raises an exception in the thread running a call (timeouts, cancellation).
 
@@ -42,7 +45,7 @@ from tether._context import RunContext, current_run
 from tether._errors import ResourceClosedError, TaskRunTimeout, UsageError
 from tether._interrupt import clear_in_thread, raise_in_thread
 from tether._logging import enable_log_prints, logger
-from tether._resources import ResourceScope
+from tether._resources import ResourceScope, unshareable_connection
 from tether._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error, load_error
 
 # -- who this worker is ----------------------------------------------------------------
@@ -168,6 +171,7 @@ class _Copy:
         self.closing = False
         self.parents: list[_Copy] = []  # copies this one's setup received as arguments
         self.setup_lock = threading.Lock()
+        self.turn: threading.Lock | None = None  # one task at a time: see `unshareable_connection`
         self.idle = threading.Condition()
 
 
@@ -215,6 +219,8 @@ def _set_up(copy: _Copy, reports: list[dict[str, Any]]) -> None:
         _report(reports, "setup-failed", ref, attempt, error=f"{type(exc).__name__}: {exc}")
         raise
     copy.scope, copy.value, copy.parents = scope, value, parents
+    if unshareable_connection(value):
+        copy.turn = threading.Lock()
     _report(reports, "setup", ref, attempt, handle=scope.handle)
 
 
@@ -265,6 +271,21 @@ def _open_refs(value: Any, held: list[_Copy], reports: list[dict[str, Any]]) -> 
         return copy.value
 
     return map_leaves(value, open_ref)
+
+
+def open_copy(ref: ResourceRef) -> tuple[list[dict[str, Any]], bytes | None]:
+    """Set up this worker's copy of ``ref``'s scope now; the copy steps, and the setup's error."""
+    _prepare_process()
+    reports: list[dict[str, Any]] = []
+    try:
+        _release(_acquire(ref, reports))
+    except BaseException as exc:  # noqa: BLE001 - the error travels to the `with` statement
+        with _copies_lock:
+            failed = _copies.get(ref.scope_id)
+            if failed is not None and failed.scope is None:
+                del _copies[ref.scope_id]
+        return reports, dump_error(exc)
+    return reports, None
 
 
 def cleanup_copy(scope_id: str, error: bytes | None, drain_seconds: float) -> CleanupReport:
@@ -351,6 +372,7 @@ def run_call(call: Call) -> CallResult:
     copies: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
     held: list[_Copy] = []
+    turns: list[threading.Lock] = []
     entry: _Running | None = None
     _local.logs = logs
     token = current_run.set(RunContext(_RemoteFlowRun(call), _RemoteTaskRun(call)))  # type: ignore[arg-type]
@@ -361,6 +383,9 @@ def run_call(call: Call) -> CallResult:
             args, kwargs = cloudpickle.loads(call.arguments)
             if call.has_resources:
                 args, kwargs = _open_refs((args, kwargs), held, copies)
+                for copy in sorted({c for c in held if c.turn is not None}, key=lambda c: c.ref.scope_id):
+                    copy.turn.acquire()  # type: ignore[union-attr]
+                    turns.append(copy.turn)  # type: ignore[arg-type]
             if call.log_prints:
                 enable_log_prints()
             _start_body(call, entry)
@@ -374,6 +399,8 @@ def run_call(call: Call) -> CallResult:
         finally:
             with _running_lock:  # again: an interrupt may have landed inside _end_body
                 _running.pop(call.call_id, None)
+            for turn in turns:
+                turn.release()
             for copy in held:
                 _release(copy)
     finally:

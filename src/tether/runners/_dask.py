@@ -72,7 +72,10 @@ class DaskRunner(RemoteRunner):
     def start(self) -> None:
         dask, distributed = _import_distributed()
         if self.address is None:
-            options = {"host": "127.0.0.1", "dashboard_address": None, "processes": True, **self.cluster_kwargs}
+            # No dashboard; the scheduler's small HTTP server (health, metrics) on a free
+            # loopback port rather than 8787, which another cluster may hold.
+            quiet = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+            options = {"host": "127.0.0.1", "dashboard_address": None, "processes": True, "scheduler_kwargs": quiet, **self.cluster_kwargs}
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 self._cluster = distributed.LocalCluster(**options)
             target: Any = self._cluster
