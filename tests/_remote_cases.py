@@ -9,6 +9,7 @@ per step, appended), since a worker's memory cannot be looked at from the test.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -405,6 +406,67 @@ def test_cancelling_the_flow_interrupts_running_tasks_and_cancels_waiting_ones(m
     assert {e["error"] for e in cleanups} == {"Terminated: 143"}, cleanups
 
 
+@resource
+def gated(log: StepLog, gate: str):
+    """Setup waits on a worker until the file ``gate`` exists."""
+    log.add("setup-entered")
+    wait_until(lambda: os.path.exists(gate), what=f"the gate file {gate}")
+    log.add("setup")
+    try:
+        yield Handle(log)
+    except BaseException as exc:
+        log.add("cleanup", error=f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        log.add("cleanup", error=None)
+
+
+class _Warned(logging.Handler):
+    """Sets ``seen`` once a warning containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+def test_sigterm_during_a_workers_setup_still_cleans_that_copy_up(make_runner, tmp_path):
+    log = StepLog(tmp_path / "steps.jsonl")
+    gate = str(tmp_path / "gate")
+    warned = _Warned("while resource 'gated' was being set up on a worker")
+    logging.getLogger("tether").addHandler(warned)
+
+    def interrupt_then_open_the_gate() -> None:
+        wait_until(lambda: log.entries("setup-entered"), what="the worker to begin the setup")
+        os.kill(os.getpid(), signal.SIGTERM)
+        warned.seen.wait(60)  # the `with` statement was interrupted and waits for the setup
+        Path(gate).touch()
+
+    @flow(task_runner=make_runner())
+    def pipeline():
+        with gated(log, gate) as handle:
+            use.submit(handle, 0).result()
+
+    helper = threading.Thread(target=interrupt_then_open_the_gate)
+    helper.start()
+    try:
+        state = pipeline(return_state=True)
+    finally:
+        helper.join()
+        logging.getLogger("tether").removeHandler(warned)
+    assert warned.seen.is_set()
+    assert state.is_cancelled()
+    assert log.entries("used") == []  # the body never got past the `with`
+    (setup,) = log.entries("setup")
+    (cleanup,) = log.entries("cleanup")
+    assert setup["pid"] == cleanup["pid"] != os.getpid()
+    assert cleanup["error"] == "Terminated: 143"
+
+
 # -- against a real MariaDB ---------------------------------------------------------------
 
 
@@ -493,6 +555,7 @@ def test_mariadb_sees_one_connection_per_worker_and_none_after(make_runner, work
 
 
 SHARED_TESTS = [
+    "test_sigterm_during_a_workers_setup_still_cleans_that_copy_up",
     "test_setup_failure_raises_at_the_with_statement_and_nothing_is_cleaned_up",
     "test_the_flow_process_opens_its_own_copy_only_when_it_uses_the_value",
     "test_a_resource_opened_with_another_ones_value_nests_on_each_worker",

@@ -22,6 +22,7 @@ from _remote_cases import (  # noqa: F401 - the shared tests run here, on the pr
     test_mariadb_sees_one_connection_per_worker_and_none_after,
     test_retries_are_decided_in_the_flow_process,
     test_setup_failure_raises_at_the_with_statement_and_nothing_is_cleaned_up,
+    test_sigterm_during_a_workers_setup_still_cleans_that_copy_up,
     test_the_flow_process_opens_its_own_copy_only_when_it_uses_the_value,
     test_the_ledger_records_each_copy_with_its_worker,
     test_unpicklable_arguments_fail_at_submit_naming_them,

@@ -27,6 +27,7 @@ import io
 import logging
 import pickle
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -223,9 +224,21 @@ def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> None:
     future.add_done_callback(lambda _: opened.set())
     try:
         wait_interruptibly(opened)
-    except BaseException as exc:  # Ctrl-C, cancellation: close the copy whenever it opens
-        close_copies(scope, exc)
-        future.add_done_callback(lambda done: _report_copies(done, known, runner))
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a timeout: the setup runs on over there
+        grace = flow_run.settings.interrupt_grace_seconds
+        logger.warning(
+            "Interrupted (%s) while resource %r was being set up on a worker; waiting up to %g s for "
+            "that setup to end, so that its copy is cleaned up.", type(exc).__name__, scope.name, grace,
+        )
+        deadline = time.monotonic() + grace
+        while not opened.is_set() and deadline > time.monotonic():
+            try:
+                opened.wait(deadline - time.monotonic())
+            except BaseException:  # noqa: BLE001 - interrupted again: the copy must still be closed
+                logger.warning("Interrupted again: still waiting for resource %r's setup on a worker; please wait.", scope.name)
+        if future.done() and not future.cancelled() and future.exception() is None:
+            _report_copies(future.result()[0], known, runner)
+        close_copies(scope, exc)  # a copy still opening after the grace period stays an orphan in the ledger
         raise
     try:
         reports, error = future.result()
@@ -234,9 +247,7 @@ def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> None:
             f"Resource {scope.name!r} could not be set up: the {_runner_name(runner)} worker asked to open "
             f"it went away ({type(exc).__name__}: {exc}). Check the workers' health and run the flow again."
         ) from exc
-    for report in reports:
-        if report["scope_id"] in known:
-            copy_reported(known[report["scope_id"]], runner, report)
+    _report_copies(reports, known, runner)
     if error is not None:
         raise load_error(error, f"in the setup of resource {scope.name!r} on a {_runner_name(runner)} worker")
 
@@ -248,11 +259,7 @@ def _scope_and_parents(scope: ResourceScope) -> dict[str, ResourceScope]:
     return found
 
 
-def _report_copies(future: Future[Any], known: dict[str, ResourceScope], runner: RemoteRunner) -> None:
-    """A copy opened after its `with` was interrupted: recorded, and closed (its scope is)."""
-    if future.cancelled() or future.exception() is not None:
-        return
-    reports, _ = future.result()
+def _report_copies(reports: list[dict[str, Any]], known: dict[str, ResourceScope], runner: RemoteRunner) -> None:
     for report in reports:
         if report["scope_id"] in known:
             copy_reported(known[report["scope_id"]], runner, report)
