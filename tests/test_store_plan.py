@@ -6,7 +6,7 @@ import json
 import os
 
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
-from tether.store._encode import Encoder, WithTraceback
+from tether.store._encode import Encoder
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
 from tether.store._redact import REDACTED, redact_parameters, redact_text
@@ -91,7 +91,8 @@ def test_a_failed_run_keeps_the_traceback_it_had_when_it_failed():
     except ValueError:
         pass
     planner = Planner(PROCESS, clock=FakeClock())
-    plan(planner, [created("r1"), WithTraceback(changed("r1", Failed(error, message="boom")), traceback_then)])
+    encoder = Encoder(PROCESS.host, PROCESS.pid)  # the recorder encodes when the run fails, with the traceback then
+    planner.add([encoder.encode_one(created("r1")), encoder.encode_one(changed("r1", Failed(error, message="boom")), traceback_then)])
     text = row(planner.take().task_inserts[0])["error"]
     assert "the task's own error" in text and "inner" in text
     assert "outer" not in text

@@ -389,7 +389,7 @@ class FlowRun:
 
     def restore(self) -> None:
         if self.parent is None:
-            flush_store()
+            flush_store(until="safe")  # the helper process, if there is one, goes on writing
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}

@@ -494,7 +494,7 @@ class StandIn:
     def __enter__(self) -> Any:
         return self._tether_scope.local_value().__enter__()
 
-    def __exit__(self, *exc_info: Any) -> Any:
+    def __exit__(self, *exc_info: object) -> Any:
         return self._tether_scope.local_value().__exit__(*exc_info)
 
     def __reduce_ex__(self, protocol: Any) -> Any:

@@ -9,6 +9,7 @@ recorders queue the event and write it from a thread of their own.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -96,25 +97,36 @@ class InMemoryRecorder:
 
 
 class EventStream:
-    """Fans each event out to the subscribed recorders."""
+    """Fans each event out to the subscribed recorders.
+
+    ``emit`` is the hot path: with one recorder that declares ``never_raises``, it is
+    that recorder's ``record`` itself, without a loop or a ``try`` around it.
+    """
 
     def __init__(self) -> None:
         self._recorders: tuple[Recorder, ...] = ()
         self._lock = threading.Lock()
+        #: Whether anything records events: the engine builds some only then.
+        self.active = False
+        self.emit: Callable[[Event], None] = self._fan_out
 
     def subscribe(self, recorder: Recorder) -> None:
         with self._lock:
             self._recorders = self._recorders + (recorder,)
+            self._refresh()
 
     def unsubscribe(self, recorder: Recorder) -> None:
         with self._lock:
             self._recorders = tuple(r for r in self._recorders if r is not recorder)
+            self._refresh()
 
-    @property
-    def active(self) -> bool:
-        return bool(self._recorders)
+    def _refresh(self) -> None:
+        recorders = self._recorders
+        self.active = bool(recorders)
+        trusted = len(recorders) == 1 and getattr(recorders[0], "never_raises", False)
+        self.emit = recorders[0].record if trusted else self._fan_out
 
-    def emit(self, event: Event) -> None:
+    def _fan_out(self, event: Event) -> None:
         for recorder in self._recorders:
             try:
                 recorder.record(event)

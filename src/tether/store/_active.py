@@ -19,6 +19,7 @@ from tether._context import events
 from tether.store._errors import StoreError
 from tether.store._location import configured_url
 from tether.store._store import Store, open_store
+from tether.store._writer import Until
 
 log = logging.getLogger("tether.store")
 
@@ -75,10 +76,11 @@ def active_store() -> Store | None:
     return _active
 
 
-def flush(timeout: float | None = 30.0) -> bool:
-    """Wait until every event so far is written to the store; call it when a top-level flow ends."""
+def flush(timeout: float | None = 30.0, until: Until = "written") -> bool:
+    """Wait until every event so far is written to the store, or (``until="safe"``, as a
+    top-level flow run's end does) at least safe from this process's death."""
     store = _active
-    return store.flush(timeout) if store is not None else True
+    return store.flush(timeout, until) if store is not None else True
 
 
 def disable(timeout: float | None = 30.0) -> None:

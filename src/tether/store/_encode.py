@@ -7,6 +7,11 @@ what only this process can take: parameters as JSON (secrets redacted), a failur
 traceback as it was when the run failed, the file a reaper was defined in. All the
 rest (folding into rows, redacting messages, writing) happens after.
 
+The store's recorder encodes each event as it is recorded, on the engine's thread:
+the event object dies at once, and the queued record, a tuple of strings and
+numbers, is soon untracked by the garbage collector, which therefore has less to
+look at while a busy flow runs.
+
 Records (the first item says which):
     ("run", run_id, kind, name, flow_run_id, parent_id, parameters_json, tags_json, timestamp)
     ("state", run_id, kind, flow_run_id, type, name, message, timestamp, run_count, error)
@@ -24,7 +29,7 @@ import traceback
 from collections.abc import Iterable
 from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 from tether._core import FINAL_TYPES, LogEmitted, ResourceEvent, RunCreated, State, StateChanged, StateType
 from tether.store._redact import is_secret_name, redact_parameters, to_json
@@ -35,80 +40,66 @@ _TYPE_VALUE = {t: t.value for t in StateType}  # a dict lookup is several times 
 _FAILURES = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 
 
-class WithTraceback(NamedTuple):
-    """A state change to a failure, with the traceback its error had then.
-
-    An exception's traceback grows as it propagates (a task's error re-raised in the
-    flow body gains the flow's frames), so the recorder takes it when the event happens.
-    """
-
-    event: StateChanged
-    traceback: TracebackType | None
-
-
 class Encoder:
     """Turns events into records; remembers which parameter names are secret."""
 
     def __init__(self, host: str, pid: int) -> None:
         self.host = host
         self.pid = pid
-        self._secret_keys: dict[Any, bool] = {}
+        self._key_prefixes: dict[Any, str] = {}  # a parameter name -> '"name": ', or "" if secret
         #: Flow runs begun and not ended, and flow runs in records not yet confirmed written (id -> name):
         #: what a failing store would not record.
         self.open_flows: dict[str, str] = {}
         self.unconfirmed_flows: dict[str, str] = {}
 
     def encode(self, events: Iterable[Any]) -> list[Record]:
-        records: list[Record] = []
-        add = records.append
-        for event in events:
-            kind = type(event)
-            if kind is StateChanged:
-                state = event.new
-                error = error_text(state, None) if state.type in _FAILURES else None
-                if event.kind == "flow":
-                    self.unconfirmed_flows[event.run_id] = event.name
-                    if state.type in FINAL_TYPES:
-                        self.open_flows.pop(event.run_id, None)
-                add(("state", event.run_id, event.kind, event.flow_run_id, _TYPE_VALUE[state.type], state.name,
-                     state.message, state.timestamp, event.run_count, error))  # fmt: skip
-            elif kind is RunCreated:
-                if event.kind == "flow":
-                    self.open_flows[event.run_id] = self.unconfirmed_flows[event.run_id] = event.name
-                tags = json.dumps(sorted(event.tags)) if event.tags else "[]"
-                add(("run", event.run_id, event.kind, event.name, event.flow_run_id, event.parent_id,
-                     self.parameters(event.parameters), tags, event.timestamp))  # fmt: skip
-            elif kind is LogEmitted:
-                message = event.message if type(event.message) is str else str(event.message)
-                add(("log", event.run_id, event.flow_run_id, event.level, message, event.timestamp))
-            elif kind is WithTraceback:
-                changed, state = event.event, event.event.new
-                if changed.kind == "flow":
-                    self.unconfirmed_flows[changed.run_id] = changed.name
-                    self.open_flows.pop(changed.run_id, None)
-                add(("state", changed.run_id, changed.kind, changed.flow_run_id, _TYPE_VALUE[state.type], state.name,
-                     state.message, state.timestamp, changed.run_count, error_text(state, event.traceback)))  # fmt: skip
-            elif kind is ResourceEvent:
-                add(self._resource(event))
-        return records
+        """The records of ``events``."""
+        return [self.encode_one(event) for event in events]
+
+    def encode_one(self, event: Any, tb: TracebackType | None = None) -> Record:
+        """The record of one event; ``tb`` is a failure's traceback as it was when it failed
+        (an exception's traceback grows as it propagates: the recorder takes it at once)."""
+        kind = type(event)
+        if kind is StateChanged:
+            state = event.new
+            error = error_text(state, tb) if state.type in _FAILURES else None
+            if event.kind == "flow":
+                self.unconfirmed_flows[event.run_id] = event.name
+                if state.type in FINAL_TYPES:
+                    self.open_flows.pop(event.run_id, None)
+            return ("state", event.run_id, event.kind, event.flow_run_id, _TYPE_VALUE[state.type], state.name,
+                    state.message, state.timestamp, event.run_count, error)  # fmt: skip
+        if kind is RunCreated:
+            if event.kind == "flow":
+                self.open_flows[event.run_id] = self.unconfirmed_flows[event.run_id] = event.name
+            tags = json.dumps(sorted(event.tags)) if event.tags else "[]"
+            return ("run", event.run_id, event.kind, event.name, event.flow_run_id, event.parent_id,
+                    self.parameters(event.parameters), tags, event.timestamp)  # fmt: skip
+        if kind is LogEmitted:
+            message = event.message if type(event.message) is str else str(event.message)
+            return ("log", event.run_id, event.flow_run_id, event.level, message, event.timestamp)
+        if kind is ResourceEvent:
+            return self._resource(event)
+        raise TypeError(f"not an engine event: {event!r}")
 
     def parameters(self, parameters: dict[str, Any]) -> str:
         """Parameters as stored: JSON, secrets redacted. Plain ints and short strings take a quick path."""
         if not parameters:
             return "{}"
-        secret = self._secret_keys
+        prefixes = self._key_prefixes
         parts = []
         for key, value in parameters.items():
-            is_secret = secret.get(key)
-            if is_secret is None:
-                is_secret = secret[key] = type(key) is not str or is_secret_name(key)
-            if is_secret:
+            prefix = prefixes.get(key)
+            if prefix is None:
+                secret = type(key) is not str or is_secret_name(key)
+                prefix = prefixes[key] = "" if secret else _json_string(key) + ": "
+            if not prefix:
                 break
             kind = type(value)
             if kind is int:
-                parts.append(f"{_json_string(key)}: {int.__repr__(value)}")
+                parts.append(prefix + int.__repr__(value))
             elif kind is str and len(value) < 1000 and "://" not in value:
-                parts.append(f"{_json_string(key)}: {_json_string(value)}")
+                parts.append(prefix + _json_string(value))
             else:
                 break
         else:

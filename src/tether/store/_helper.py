@@ -8,7 +8,8 @@ and sends it records, pickled, over a pipe; the helper plans and writes them
 writing all it received, so a flow process killed with SIGKILL loses nothing it
 had handed over. Ctrl-C and SIGTERM are for the flow process, not for it.
 
-Frames to the helper: a 4-byte length, then a pickled tuple:
+Frames to the helper: a 4-byte length, then a tuple, marshalled (b"m" first) when it
+holds only strings and numbers, as records do, else pickled (b"p" first):
     ("hello", url, ProcessInfo, heartbeat_seconds)   first
     ("adopt", open_flows, open_scopes)               what the flow process had opened before
     ("records", records, everything, ack_id)         ack_id: answer "ack <id>" once written
@@ -18,6 +19,7 @@ Lines from the helper: "ready", "ack <id>", "fail <reason>".
 
 from __future__ import annotations
 
+import marshal
 import os
 import pickle
 import select
@@ -37,6 +39,7 @@ from tether.store._redact import redact_text
 from tether.store._sink import RowWriter
 
 _LENGTH = struct.Struct("!I")
+_MARSHAL, _PICKLE = b"m", b"p"  # the first byte of a frame: how the rest is encoded
 READY_SECONDS = 30.0
 
 
@@ -137,9 +140,12 @@ class HelperClient:
         return self._next_ack
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        try:  # records are tuples of strings and numbers: marshal is about twice as quick as pickle
+            how, data = _MARSHAL, marshal.dumps(message)
+        except ValueError:  # something else inside (a ProcessInfo, a set)
+            how, data = _PICKLE, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            self._to.write(_LENGTH.pack(len(data)))
+            self._to.write(_LENGTH.pack(len(data) + 1) + how)
             self._to.write(data)
             self._to.flush()
         except (BrokenPipeError, ValueError, OSError):
@@ -248,7 +254,8 @@ def _read(fd: int) -> tuple[Any, ...] | None:
     data = _read_exactly(fd, length)
     if data is None:
         return None
-    message: tuple[Any, ...] = pickle.loads(data)
+    body = memoryview(data)[1:]
+    message: tuple[Any, ...] = marshal.loads(body) if data[:1] == _MARSHAL else pickle.loads(body)
     return message
 
 

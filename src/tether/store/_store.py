@@ -32,7 +32,7 @@ from tether.store._records import (
 )
 from tether.store._schema import flow_runs, limits, logs, resource_uses, resources, state_changes, task_runs
 from tether.store._sink import heartbeat_seconds
-from tether.store._writer import StoreRecorder
+from tether.store._writer import StoreRecorder, Until
 
 
 class RunNotFound(StoreError, LookupError):
@@ -63,9 +63,10 @@ class Store:
             events.subscribe(self.recorder)
         return self.recorder
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything recorded so far is written; False if ``timeout`` passed first."""
-        return self.recorder.flush(timeout) if self.recorder is not None else True
+    def flush(self, timeout: float | None = None, until: Until = "written") -> bool:
+        """Wait until everything recorded so far is written (or ``until="safe"``: see
+        `StoreRecorder.flush`); False if ``timeout`` passed first."""
+        return self.recorder.flush(timeout, until) if self.recorder is not None else True
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop recording, write what is queued, release connections."""

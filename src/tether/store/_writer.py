@@ -1,11 +1,11 @@
 """`StoreRecorder`: the engine's events, recorded in the store without slowing the flow down.
 
-On the engine's hot path `record` only appends to a queue. A writer thread waits a
-few milliseconds for a burst to gather, encodes it (`_encode`: the little work
-that needs the live objects) and hands the records on: to a `RowWriter` in this
-thread while the stream is light, or, once a burst is heavy, to the helper process
-(`_helper`), so that planning and writing rows stop competing with the flow for
-the GIL. Resource steps (``setup-started``, ``handle``, cleanup) are committed
+On the engine's hot path `record` encodes the event (`_encode`: the little work that
+needs the live objects) and appends the record to a queue. A writer thread waits a
+few milliseconds for a burst to gather and hands the records on: to a `RowWriter`
+in this thread while the stream is light, or, once a burst is heavy, to the helper
+process (`_helper`), so that planning and writing rows stop competing with the
+flow for the GIL. Resource steps (``setup-started``, ``handle``, cleanup) are committed
 before `record` returns: the ledger holds the intent before setup acts.
 
 If the store fails (disk full, server gone), the recorder says so once, loudly,
@@ -20,12 +20,12 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from tether._core import Event, ResourceEvent, StateChanged
-from tether.store._encode import Encoder, WithTraceback
+from tether.store._encode import Encoder, Record
 from tether.store._helper import HelperClient, HelperFailed
 from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
@@ -49,6 +49,13 @@ def helper_mode() -> str:
 
 class _Beat:
     """A request, in the queue, to write the heartbeats now."""
+
+
+class _Safe(threading.Event):
+    """A flush marker that is set once what precedes it is safe in the helper process."""
+
+
+Until = Literal["written", "safe"]
 
 
 class StoreRecorder:
@@ -81,25 +88,38 @@ class StoreRecorder:
 
     # -- the engine's side ---------------------------------------------------------------
 
+    #: `record` cannot raise, so the event stream calls it directly.
+    never_raises = True
+
     def record(self, event: Event) -> None:
         if not self._accepting:
             self.dropped += 1
             return
+        try:
+            # Encoded here: the event dies at once, and its record (plain data) is little
+            # work for the garbage collector while it waits in the queue.
+            data = event.new.data if type(event) is StateChanged else None  # type: ignore[union-attr]
+            record = self._encoder.encode_one(event, data.__traceback__ if isinstance(data, BaseException) else None)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the flow goes on
+            self._give_up(exc, 1)
+            return
         queue = self._queue
-        if type(event) is StateChanged and isinstance(event.new.data, BaseException):
-            queue.append(WithTraceback(event, event.new.data.__traceback__))
-        else:
-            queue.append(event)
-        if self._idle or len(queue) >= self._batch_size:
-            self._wake.set()
+        queue.append(record)
         if type(event) is ResourceEvent and event.step in DURABLE_STEPS:
             self.flush(DURABLE_TIMEOUT)
+        elif self._idle or len(queue) >= self._batch_size:
+            self._wake.set()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event recorded so far is written (or dropped); False on timeout."""
+    def flush(self, timeout: float | None = None, until: Until = "written") -> bool:
+        """Wait until every event recorded so far is written (or dropped); False on timeout.
+
+        ``until="safe"`` returns once the events are safe from this process's death: in
+        the helper process, which writes all it received even if this one is killed,
+        or else written. A flow run's end waits for that much, not for the writing.
+        """
         if threading.current_thread() is self._thread or not self._thread.is_alive():
             return not self._queue
-        marker = threading.Event()
+        marker = threading.Event() if until == "written" else _Safe()
         self._queue.append(marker)
         self._wake.set()
         return marker.wait(timeout)
@@ -161,28 +181,31 @@ class StoreRecorder:
             ):
                 self._wake.wait(self._window)  # let the burst gather into one batch
                 self._wake.clear()
-            events: list[Any] = []
+            records: list[Record] = []
             markers: list[threading.Event] = []
-            beat = False
-            while queue and len(events) < 20 * self._batch_size:
+            written = beat = False
+            while queue and len(records) < 20 * self._batch_size:
                 item = queue.popleft()
                 kind = type(item)
                 if kind is threading.Event:
                     markers.append(item)
+                    written = True
+                elif kind is _Safe:
+                    markers.append(item)
+                    written = written or not self._using_helper  # in this process, only written is safe
                 elif kind is _Beat:
                     beat = True
                 else:
-                    events.append(item)
+                    records.append(item)
             if self.failure is None:
-                self._hand_on(events, everything=bool(markers) or self._stopping, beat=beat)
+                self._hand_on(records, everything=written or self._stopping, beat=beat)
             else:
-                self.dropped += len(events)
+                self.dropped += len(records)
             for marker in markers:
                 marker.set()
 
-    def _hand_on(self, events: list[Any], everything: bool, beat: bool) -> None:
+    def _hand_on(self, records: list[Record], everything: bool, beat: bool) -> None:
         try:
-            records = self._encoder.encode(events)
             self._consider_helper(len(records))
             if self._using_helper:
                 assert self._helper is not None
@@ -197,7 +220,7 @@ class StoreRecorder:
             if everything or not self._using_helper:
                 self._encoder.unconfirmed_flows.clear()  # written, or the helper said so
         except Exception as exc:  # noqa: BLE001 - whatever the store's failure, the flow goes on
-            self._give_up(exc, len(events))
+            self._give_up(exc, len(records))
 
     def _tick(self) -> None:
         if self.failure is not None:
@@ -257,7 +280,7 @@ class StoreRecorder:
         self._stopping = True
         while self._queue:
             item = self._queue.popleft()
-            if type(item) is threading.Event:
+            if isinstance(item, threading.Event):
                 item.set()
 
     def _give_up(self, exc: BaseException, lost: int) -> None:
