@@ -1,9 +1,10 @@
 """What every runner with workers in other processes must do; run by the process, Dask and Ray tests.
 
-Each test module imports the ``test_*`` functions below and provides the fixtures
-``make_runner`` (a function returning a fresh runner on that module's workers),
-``worker_count`` (worker processes) and ``capacity`` (task bodies that can run at once). Resources here record their steps in a file (one JSON line
-per step, appended), since a worker's memory cannot be looked at from the test.
+Each test module imports the ``test_*`` functions below (``from _remote_cases import *``)
+and provides the fixtures ``make_runner`` (a function returning a fresh runner on that
+module's workers), ``worker_count`` (worker processes) and ``capacity`` (task bodies
+that can run at once). Resources here record their steps in a file (one JSON line per
+step, appended), since a worker's memory cannot be looked at from the test.
 """
 
 from __future__ import annotations
@@ -554,19 +555,5 @@ def test_mariadb_sees_one_connection_per_worker_and_none_after(make_runner, work
         admin.close()
 
 
-SHARED_TESTS = [
-    "test_sigterm_during_a_workers_setup_still_cleans_that_copy_up",
-    "test_setup_failure_raises_at_the_with_statement_and_nothing_is_cleaned_up",
-    "test_the_flow_process_opens_its_own_copy_only_when_it_uses_the_value",
-    "test_a_resource_opened_with_another_ones_value_nests_on_each_worker",
-    "test_each_worker_opens_one_copy_and_closes_it_after_its_last_task",
-    "test_a_failing_task_fails_every_copy_with_its_error",
-    "test_the_ledger_records_each_copy_with_its_worker",
-    "test_unpicklable_arguments_fail_at_submit_naming_them",
-    "test_closures_run_remotely_and_results_come_back",
-    "test_worker_logs_reach_the_run_log",
-    "test_retries_are_decided_in_the_flow_process",
-    "test_a_timeout_interrupts_the_body_on_its_worker",
-    "test_cancelling_the_flow_interrupts_running_tasks_and_cancels_waiting_ones",
-    "test_mariadb_sees_one_connection_per_worker_and_none_after",
-]
+#: Every test above: each runner's module runs them all, with ``from _remote_cases import *``.
+__all__ = sorted(name for name in dict(globals()) if name.startswith("test_"))

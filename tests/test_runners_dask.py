@@ -11,26 +11,8 @@ import pytest
 
 pytest.register_assert_rewrite("_remote_cases")  # its asserts explain failures too
 
-from _remote_cases import (  # noqa: F401 - the shared tests run here, on Dask
-    StepLog,
-    recorded,
-    test_a_failing_task_fails_every_copy_with_its_error,
-    test_a_resource_opened_with_another_ones_value_nests_on_each_worker,
-    test_a_timeout_interrupts_the_body_on_its_worker,
-    test_cancelling_the_flow_interrupts_running_tasks_and_cancels_waiting_ones,
-    test_closures_run_remotely_and_results_come_back,
-    test_each_worker_opens_one_copy_and_closes_it_after_its_last_task,
-    test_mariadb_sees_one_connection_per_worker_and_none_after,
-    test_retries_are_decided_in_the_flow_process,
-    test_setup_failure_raises_at_the_with_statement_and_nothing_is_cleaned_up,
-    test_sigterm_during_a_workers_setup_still_cleans_that_copy_up,
-    test_the_flow_process_opens_its_own_copy_only_when_it_uses_the_value,
-    test_the_ledger_records_each_copy_with_its_worker,
-    test_unpicklable_arguments_fail_at_submit_naming_them,
-    test_worker_logs_reach_the_run_log,
-    use,
-    wait_until,
-)
+from _remote_cases import *  # noqa: F403 - every shared test runs here, on Dask
+from _remote_cases import StepLog, recorded, use, wait_until
 from tether import flow, task
 from tether._limits import limiter
 from tether.runners import DaskRunner, DaskTaskRunner
