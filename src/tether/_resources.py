@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 _live: dict[int, ResourceScope] = {}
 _setting_up: contextvars.ContextVar[ResourceScope | None] = contextvars.ContextVar("tether_setting_up", default=None)
 _UNTRACKED = (type(None), bool, int, float)
+_open_stand_ins: set[str] = set()  # scopes whose flow body holds a `StandIn` (tasks run elsewhere)
 
 
 def scope_of(value: Any) -> ResourceScope | None:
@@ -235,6 +236,7 @@ class ResourceScope:
                 parent.member_ended(self, None)
             raise
         self.stand_in = stand_in
+        _open_stand_ins.add(self.id)
         return stand_in
 
     def local_value(self) -> Any:
@@ -439,6 +441,7 @@ class ResourceScope:
         for value in (self.value, self.stand_in):
             if value is not None and _live.get(id(value)) is self:
                 del _live[id(value)]
+        _open_stand_ins.discard(self.id)
 
     def __repr__(self) -> str:
         return f"<ResourceScope {self.name!r} {self.id[:8]}>"
@@ -517,6 +520,8 @@ def local(value: Any) -> Any:
 
 def local_arguments(args: Any, kwargs: Any) -> tuple[Any, Any]:
     """``args`` and ``kwargs`` with each `StandIn` replaced by this process's copy."""
+    if not _open_stand_ins:  # the usual case (no remote runner): nothing to walk
+        return args, kwargs
     return rewrite((args, kwargs), local)  # type: ignore[no-any-return]
 
 
