@@ -15,8 +15,9 @@ resource, never the value). On the worker, `run_call`:
   happened to the copies (``setup-started``, ``setup``, ``setup-failed``).
 
 `open_copy` sets up this worker's copy at the ``with`` statement (the first copy of a
-scope, so that a setup failure raises there). `cleanup_copy` closes this worker's copy of a scope with the scope's outcome, after
-the last task of the scope on this worker has finished (drain, then tear down).
+scope, so that a setup failure raises there). `cleanup_copy` closes this worker's copy
+of a scope with the scope's outcome, after the last task of the scope on this worker
+has finished (drain, then tear down).
 `interrupt` raises an exception in the thread running a call (timeouts, cancellation).
 
 This module records nothing: states, ledger rows and logs are the flow process's,
