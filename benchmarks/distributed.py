@@ -30,6 +30,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 
 from tether import flow, task
 from tether.runners import DaskRunner, RayRunner
+from tether.runners._dask import QUIET_SCHEDULER
 
 
 def noop(x: Any = None) -> Any:
@@ -74,7 +75,7 @@ def bench_dask(n: int, rounds: int, store: bool) -> None:
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True,
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            scheduler_kwargs=QUIET_SCHEDULER,
         )
     client = distributed.Client(cluster, set_as_default=False)
     try:

@@ -16,6 +16,7 @@ from _remote_cases import StepLog, recorded, use, wait_until
 from tether import flow, task
 from tether._limits import limiter
 from tether.runners import DaskRunner, DaskTaskRunner
+from tether.runners._dask import QUIET_SCHEDULER
 from tether.store import open_store
 
 distributed = pytest.importorskip("distributed")
@@ -31,7 +32,7 @@ def cluster():
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         local = distributed.LocalCluster(
             n_workers=WORKERS, threads_per_worker=THREADS, host="127.0.0.1", dashboard_address=None, processes=True,
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            scheduler_kwargs=QUIET_SCHEDULER,
         )
     client = distributed.Client(local, set_as_default=False)
     yield local, client

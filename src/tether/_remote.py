@@ -260,6 +260,7 @@ def _scope_and_parents(scope: ResourceScope) -> dict[str, ResourceScope]:
 
 
 def _report_copies(reports: list[dict[str, Any]], known: dict[str, ResourceScope], runner: RemoteRunner) -> None:
+    """Record the copy steps a worker reported, for the scopes in ``known`` (id -> scope)."""
     for report in reports:
         if report["scope_id"] in known:
             copy_reported(known[report["scope_id"]], runner, report)
@@ -397,10 +398,7 @@ class RemoteAttempt:
                 self._worker_failed(exc)
             return
         where = f"on worker {result.worker} (pid {result.pid})"
-        for report in result.copies:  # even for an abandoned run: its copies must be closed
-            scope = self.scopes.get(report["scope_id"])
-            if scope is not None:
-                copy_reported(scope, self.runner, report)
+        _report_copies(result.copies, self.scopes, self.runner)  # even for an abandoned run: its copies must be closed
         if result.logs:
             _replay_logs(result.logs)
         if run.record.state.is_final():  # abandoned meanwhile

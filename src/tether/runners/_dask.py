@@ -45,6 +45,11 @@ def _import_distributed() -> Any:
     return dask, distributed
 
 
+#: A local scheduler without a dashboard, its small HTTP server (health, metrics) on a free
+#: loopback port rather than 8787, which another cluster may hold.
+QUIET_SCHEDULER = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+
+
 class DaskRunner(RemoteRunner):
     """Runs task bodies on a Dask cluster.
 
@@ -72,10 +77,7 @@ class DaskRunner(RemoteRunner):
     def start(self) -> None:
         dask, distributed = _import_distributed()
         if self.address is None:
-            # No dashboard; the scheduler's small HTTP server (health, metrics) on a free
-            # loopback port rather than 8787, which another cluster may hold.
-            quiet = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
-            options = {"host": "127.0.0.1", "dashboard_address": None, "processes": True, "scheduler_kwargs": quiet, **self.cluster_kwargs}
+            options = {"host": "127.0.0.1", "dashboard_address": None, "processes": True, "scheduler_kwargs": QUIET_SCHEDULER, **self.cluster_kwargs}
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 self._cluster = distributed.LocalCluster(**options)
             target: Any = self._cluster
