@@ -7,7 +7,8 @@
 2. N called no-op tasks: overhead per call over a plain function call (goal <= 20 us).
 3. --big submitted no-op tasks in one flow: peak RSS (goal <= 250 MB), in a child process.
 The engine is measured with the run store off (TETHER_STORE=off); with --store, (1) and (2)
-are also run with the store recording, and the ratios store on/off printed.
+are also run with the store recording, against the store off, each in a process of its own,
+and the ratio store on/off printed (issue 4's figure, goal <= 1.3x).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,41 +77,76 @@ def best(fn, n: int, repeat: int = 5) -> float:
     return min(fn(n) for _ in range(repeat))
 
 
-def store_figures(n: int, plain: float, rounds: int = 3) -> None:
-    """Store on against store off, in alternating rounds (this machine's noise moves both
-    alike); each flow starts on a quiet store (the previous flow's records written), and
-    a flow with the store off after as long a pause.
+def store_figures(n: int, rounds: int = 5) -> None:
+    """Store on against store off, each in a process of its own that lives through all the
+    rounds, measured in alternating rounds of three flows (this machine's noise moves both
+    alike). Each flow with the store on starts on a quiet store: the process waits until
+    the previous flow's records are written; each flow with the store off is followed by
+    as long a pause.
 
-    The first flow with the store on is timed on its own (it creates the store and starts
-    the helper process); then, with the helper ready, the steady state is measured.
+    The first flow with the store on is timed on its own: it creates the store and starts
+    the helper process. Then, with the helper ready, the steady state is measured.
     """
-    os.environ.setdefault("TETHER_HOME", tempfile.mkdtemp(prefix="tether-bench-"))
-    os.environ["TETHER_STORE"] = "on"
-    first = tether_submitted(n)
-    flush()
-    recorder = active_store().recorder  # type: ignore[union-attr]
-    deadline = time.monotonic() + 30
-    while not recorder._using_helper and time.monotonic() < deadline:  # the helper starts in about 0.5 s
-        time.sleep(0.05)
-    off: list[float] = []
-    on: list[float] = []
+    env = {**os.environ, "TETHER_HOME": tempfile.mkdtemp(prefix="tether-bench-")}
+    children = {
+        mode: subprocess.Popen([sys.executable, __file__, "--store-child", mode, "--tasks", str(n)], env=env,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for mode in ("off", "on")
+    }  # fmt: skip
+
+    def ask(mode: str, command: str) -> list[float]:
+        child = children[mode]
+        child.stdin.write(command + "\n")  # type: ignore[union-attr]
+        child.stdin.flush()  # type: ignore[union-attr]
+        return [float(x) for x in child.stdout.readline().split()]  # type: ignore[union-attr]
+
+    (first,) = ask("on", "ready")
+    ask("off", "ready")
+    times: dict[str, list[float]] = {"off": [], "on": []}
     quiet = 0.1
     for _ in range(rounds):
-        os.environ["TETHER_STORE"] = "off"
-        for _ in range(3):
-            off.append(tether_submitted(n))
-            time.sleep(quiet)  # as long as the store took to write the last flow: both start alike
-        os.environ["TETHER_STORE"] = "on"
-        for _ in range(3):
-            on.append(tether_submitted(n))
+        for mode in ("off", "on"):
+            for _ in range(3):
+                took, flushed = ask(mode, "flow")
+                times[mode].append(took)
+                if mode == "on":
+                    quiet = flushed
+                else:
+                    time.sleep(quiet)  # as long as the store took to write the last flow: both start alike
+    called_on, called_off = ask("on", "called")[0], ask("off", "called")[0]
+    for child in children.values():
+        child.stdin.close()  # type: ignore[union-attr]
+        child.wait()
+    on, off = min(times["on"]), min(times["off"])
+    median = statistics.median(times["on"]) / statistics.median(times["off"])
+    print(f"  submitted, with the run store recording: {on:.3f} s against {off:.3f} s off, store on/off "
+          f"{on / off:.2f}x (goal <= 1.3x; medians {median:.2f}x); the first flow, creating the store: {first:.3f} s")
+    print(f"  called, with the run store recording: {called_on:.1f} us per call ({called_off:.1f} us off)")
+
+
+def store_child(mode: str, n: int) -> None:
+    """One side of `store_figures`: runs a flow on each request, with the store on or off."""
+    os.environ["TETHER_STORE"] = mode
+    tether_submitted(200)  # warm up threads and imports
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "ready":
+            first = tether_submitted(n) if mode == "on" else 0.0
+            flush()
+            recorder = active_store().recorder if mode == "on" else None  # type: ignore[union-attr]
+            deadline = time.monotonic() + 30
+            while recorder is not None and recorder.helper_pid is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # the helper process starts in about 0.5 s
+            answer = f"{first}"
+        elif command == "flow":
+            took = tether_submitted(n)
             started = time.perf_counter()
             flush()  # written: the next flow starts on a quiet store
-            quiet = time.perf_counter() - started
-    ratio = min(on) / min(off)
-    print(f"  submitted, with the run store recording: {min(on):.3f} s against {min(off):.3f} s off, store on/off "
-          f"{ratio:.2f}x (goal <= 1.3x); the first flow, creating the store: {first:.3f} s")
-    stored_call = (min(called(n) for _ in range(5)) - plain) / n * 1e6
-    print(f"  called, with the run store recording: {stored_call:.1f} us per call")
+            answer = f"{took} {time.perf_counter() - started}"
+        else:
+            plain = best(plain_calls, n)
+            answer = f"{(min(called(n) for _ in range(5)) - plain) / n * 1e6}"
+        print(answer, flush=True)
 
 
 def big_child(n: int) -> None:
@@ -123,9 +160,13 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--store", action="store_true", help="also measure with the run store recording")
     parser.add_argument("--child-big", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--store-child", choices=("on", "off"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_big:
         big_child(args.child_big)
+        return
+    if args.store_child:
+        store_child(args.store_child, args.tasks)
         return
     n = args.tasks
     tether_submitted(200)  # warm up threads and imports
@@ -137,7 +178,7 @@ def main() -> None:
     per_call = (min(called(n) for _ in range(5)) - plain) / n * 1e6
     print(f"called {n} no-op tasks: {per_call:.1f} us overhead per call over a plain call (goal <= 20 us)")
     if args.store:
-        store_figures(n, plain)
+        store_figures(n)
     out = subprocess.run([sys.executable, __file__, "--child-big", str(args.big)], capture_output=True, text=True,
                          env={**os.environ, "TETHER_LOGGING_LEVEL": "WARNING"})
     if out.returncode != 0:

@@ -167,6 +167,22 @@ def test_a_flow_run_is_recorded_end_to_end(recording):
     assert recording.flow_run(sub.id).task_runs[0].name == "add"
 
 
+@pytest.mark.parametrize("writer_mode", ["helper"], indirect=True)
+def test_records_safe_in_the_helper_are_written_once_the_stream_pauses(recording):
+    """A flow run's end waits until its records are safe in the helper, which keeps them while
+    records stream in and writes them once the stream pauses, without being asked to."""
+
+    @flow
+    def burst(n: int) -> int:
+        return sum(f.result() for f in [add.submit(i, 1) for i in range(n)])
+
+    assert burst(50) == sum(range(50)) + 50
+    deadline = time.monotonic() + 30
+    while not [r for r in recording.flow_runs() if r.name == "burst" and r.task_counts == {"COMPLETED": 50}]:
+        assert time.monotonic() < deadline, "the helper did not write the flow's records"
+        time.sleep(0.01)  # another process writes them: poll the store
+
+
 def test_runs_are_listed_newest_first_and_filtered_by_state(recording):
     @flow
     def ok() -> int:

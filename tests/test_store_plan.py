@@ -6,7 +6,8 @@ import json
 import os
 
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
-from tether.store._encode import Encoder
+from tether.store._encode import RECORD_LENGTHS, Encoder, split_records
+from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS, Backlog, pack_records, unpack_records
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
 from tether.store._redact import REDACTED, redact_parameters, redact_text
@@ -216,3 +217,37 @@ def test_records_hold_no_live_objects_so_they_can_go_to_the_helper_process():
     records = Encoder(PROCESS.host, PROCESS.pid).encode(events)
     assert pickle.loads(pickle.dumps(records)) == records
     assert "RuntimeError: failed" in records[2][-1]
+
+    # The recorder queues them flat, item after item; the helper gets them marshalled, and cuts them apart.
+    assert {r[0]: len(r) for r in records} == {k: RECORD_LENGTHS[k] for k in ("run", "state", "resource", "log")}
+    flat = [item for record in records for item in record]
+    assert split_records(flat) == records
+    packed = pack_records(flat)
+    assert packed[0] == b"r" and split_records(unpack_records(packed)) == records
+
+
+def test_the_helper_keeps_records_while_they_stream_in_and_writes_them_when_the_stream_pauses():
+    clock = FakeClock()
+    backlog = Backlog(clock)
+    assert backlog.wait() is None and not backlog.due()
+    encoder = Encoder(PROCESS.host, PROCESS.pid)
+    for n in range(3):
+        flat = [item for record in encoder.encode([created(f"r{n}"), changed(f"r{n}", Completed(n))]) for item in record]
+        how, data = pack_records(flat)
+        backlog.add(how, memoryview(data))
+        clock.now += 0.01
+    assert backlog.wait() == QUIET_SECONDS and not backlog.due()  # more may come: wait for a pause
+    clock.now += DEFER_SECONDS  # ... but not forever
+    assert backlog.due() and backlog.wait() == 0.0
+
+    class Writer:
+        sent: list = []
+
+        def send(self, records, everything=False):
+            self.sent.append((records, everything))
+
+    writer = Writer()
+    backlog.write(writer, everything=True)  # type: ignore[arg-type]
+    ((records, everything),) = writer.sent
+    assert everything and [(r[0], r[1]) for r in records] == [(k, f"r{n}") for n in range(3) for k in ("run", "state")]
+    assert backlog.wait() is None and not backlog.frames

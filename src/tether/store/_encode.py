@@ -12,7 +12,7 @@ the event object dies at once, and the queued record, a tuple of strings and
 numbers, is soon untracked by the garbage collector, which therefore has less to
 look at while a busy flow runs.
 
-Records (the first item says which):
+Records (the first item says which, and so how many items follow; see `RECORD_LENGTHS`):
     ("run", run_id, kind, name, flow_run_id, parent_id, parameters_json, tags_json, timestamp)
     ("state", run_id, kind, flow_run_id, type, name, message, timestamp, run_count, error)
     ("log", run_id, flow_run_id, level, message, timestamp)
@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 from types import TracebackType
 from typing import Any
@@ -35,6 +35,10 @@ from tether._core import FINAL_TYPES, LogEmitted, ResourceEvent, RunCreated, Sta
 from tether.store._redact import is_secret_name, redact_parameters, to_json
 
 Record = tuple[Any, ...]
+
+#: How many items a record of each kind has, its kind included. The recorder queues records
+#: flat, item after item (see `_writer`), and `split_records` cuts them apart again.
+RECORD_LENGTHS = {"run": 9, "state": 10, "log": 6, "resource": 15}
 
 _TYPE_VALUE = {t: t.value for t in StateType}  # a dict lookup is several times quicker than Enum.value
 _FAILURES = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
@@ -57,8 +61,8 @@ class Encoder:
         return [self.encode_one(event) for event in events]
 
     def encode_one(self, event: Any, tb: TracebackType | None = None) -> Record:
-        """The record of one event; ``tb`` is a failure's traceback as it was when it failed
-        (an exception's traceback grows as it propagates: the recorder takes it at once)."""
+        """The record of one event. A failure's traceback is taken as it is now, or ``tb`` if given
+        (an exception's traceback grows as it propagates: the recorder encodes at once)."""
         kind = type(event)
         if kind is StateChanged:
             state = event.new
@@ -115,6 +119,18 @@ class Encoder:
             event.pid if event.pid is not None else self.pid, handle, event.reaper, reaper_file(event.reaper),
             float(seconds) if isinstance(seconds, (int, float)) else None,
         )  # fmt: skip
+
+
+def split_records(flat: Sequence[Any]) -> list[Record]:
+    """The records laid end to end in ``flat``, as tuples again."""
+    records = []
+    lengths = RECORD_LENGTHS
+    start, end = 0, len(flat)
+    while start < end:
+        stop = start + lengths[flat[start]]
+        records.append(tuple(flat[start:stop]))
+        start = stop
+    return records
 
 
 def error_text(state: State, tb: TracebackType | None) -> str | None:

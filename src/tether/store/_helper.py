@@ -3,16 +3,23 @@
 A flow's engine and the store's writer share one GIL: planning and writing
 thousands of rows a second in the flow's process slows the flow down. When the
 stream is heavy, the recorder starts this helper (a ``python`` running `main`)
-and sends it records, pickled, over a pipe; the helper plans and writes them
+and sends it records, marshalled, over a pipe; the helper plans and writes them
 (`RowWriter`) and keeps the heartbeats. It ends when the pipe closes, after
 writing all it received, so a flow process killed with SIGKILL loses nothing it
 had handed over. Ctrl-C and SIGTERM are for the flow process, not for it.
 
-Frames to the helper: a 4-byte length, then a tuple, marshalled (b"m" first) when it
-holds only strings and numbers, as records do, else pickled (b"p" first):
+While records keep streaming in, the helper only keeps them (`Backlog`): it plans
+and writes them once the stream pauses for `QUIET_SECONDS`, at the latest
+`DEFER_SECONDS` after the oldest came, and at once when the flow process waits
+for them to be written. So on a machine with few cores it does not compete with
+a busy flow for the CPU, and writes the burst in one go after it.
+
+Frames to the helper: a 4-byte length, a byte that says what follows, then:
+    b"r": records: a flags byte (1: answer once written), a 4-byte ack id, and the
+          records laid flat (see `split_records`), marshalled (or pickled, for b"R");
+    b"m" or b"p": a tuple, marshalled or pickled:
     ("hello", url, ProcessInfo, heartbeat_seconds)   first
     ("adopt", open_flows, open_scopes)               what the flow process had opened before
-    ("records", records, everything, ack_id)         ack_id: answer "ack <id>" once written
     ("beat", ack_id)                                 write the heartbeats now
 Lines from the helper: "ready", "ack <id>", "fail <reason>".
 """
@@ -31,7 +38,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from tether.store._encode import Record
+from tether.store._encode import split_records
 from tether.store._ledger import ProcessInfo
 from tether.store._migrate import open_engine
 from tether.store._plan import ResourceKey
@@ -39,8 +46,32 @@ from tether.store._redact import redact_text
 from tether.store._sink import RowWriter
 
 _LENGTH = struct.Struct("!I")
-_MARSHAL, _PICKLE = b"m", b"p"  # the first byte of a frame: how the rest is encoded
+_RECORDS_HEAD = struct.Struct("!BI")  # flags, ack id
+_MARSHAL, _PICKLE = b"m", b"p"  # the first byte of a control frame: how the rest is encoded
+_RECORDS, _RECORDS_PICKLED = b"r", b"R"
+_WRITTEN = 1  # flag: answer "ack <id>" once the records are written
 READY_SECONDS = 30.0
+#: The helper writes what it keeps once no record came for this long...
+QUIET_SECONDS = 0.02
+#: ... or once the oldest it keeps is this old, or they are this many bytes.
+DEFER_SECONDS = 0.5
+DEFER_BYTES = 64 << 20
+#: The pipe's size, where the system lets us set it: a busy flow's writer seldom waits on it.
+PIPE_BYTES = 1 << 20
+
+
+def pack_records(items: list[Any]) -> tuple[bytes, bytes]:
+    """Records laid flat, as the helper receives them."""
+    try:  # records hold strings and numbers: marshal is about twice as quick as pickle
+        return _RECORDS, marshal.dumps(items)
+    except ValueError:
+        return _RECORDS_PICKLED, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_records(packed: tuple[bytes, bytes | memoryview]) -> list[Any]:
+    how, data = packed
+    items: list[Any] = marshal.loads(data) if how == _RECORDS else pickle.loads(data)
+    return items
 
 
 class HelperFailed(Exception):
@@ -62,6 +93,7 @@ class HelperClient:
             close_fds=True,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        _widen_pipe(self._proc.stdin.fileno())
         self._to: IO[bytes] = self._proc.stdin
         self._from = self._proc.stdout.fileno()
         self._buffer = b""
@@ -92,9 +124,11 @@ class HelperClient:
     def adopt(self, open_flows: dict[str, str], open_scopes: set[ResourceKey]) -> None:
         self._send(("adopt", open_flows, open_scopes))
 
-    def send(self, records: list[Record], everything: bool = False) -> None:
+    def send(self, packed: tuple[bytes, bytes], everything: bool = False) -> None:
+        """Hand records (`pack_records`) to the helper; with ``everything``, wait until it wrote them all."""
         ack = self._ack_id() if everything else None
-        self._send(("records", records, everything, ack))
+        how, data = packed
+        self._write(how + _RECORDS_HEAD.pack(_WRITTEN if everything else 0, ack or 0), data)
         if ack is not None:
             self._wait_for(ack)
         else:
@@ -140,12 +174,15 @@ class HelperClient:
         return self._next_ack
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        try:  # records are tuples of strings and numbers: marshal is about twice as quick as pickle
+        try:
             how, data = _MARSHAL, marshal.dumps(message)
         except ValueError:  # something else inside (a ProcessInfo, a set)
             how, data = _PICKLE, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._write(how, data)
+
+    def _write(self, head: bytes, data: bytes) -> None:
         try:
-            self._to.write(_LENGTH.pack(len(data) + 1) + how)
+            self._to.write(_LENGTH.pack(len(head) + len(data)) + head)
             self._to.write(data)
             self._to.flush()
         except (BrokenPipeError, ValueError, OSError):
@@ -188,15 +225,48 @@ class HelperClient:
 # -- the helper itself -------------------------------------------------------------------
 
 
+class Backlog:
+    """Records received and not written yet, kept as they came (marshalled) until written."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.frames: list[tuple[bytes, memoryview]] = []
+        self.size = 0
+        self.since = 0.0
+
+    def add(self, how: bytes, data: memoryview) -> None:
+        if not self.frames:
+            self.since = self.clock()
+        self.frames.append((how, data))
+        self.size += len(data)
+
+    def due(self) -> bool:
+        """Whether what is kept must be written now, though records still come."""
+        return bool(self.frames) and (self.size >= DEFER_BYTES or self.clock() - self.since >= DEFER_SECONDS)
+
+    def wait(self) -> float | None:
+        """How long to wait for more records before writing what is kept; None if nothing is kept."""
+        if not self.frames:
+            return None
+        return max(min(QUIET_SECONDS, self.since + DEFER_SECONDS - self.clock()), 0.0)
+
+    def write(self, writer: RowWriter, everything: bool = False) -> None:
+        frames, self.frames, self.size = self.frames, [], 0
+        items: list[Any] = []
+        for frame in frames:
+            items.extend(unpack_records(frame))
+        writer.send(split_records(items), everything=everything)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the flow process; we end when it does
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     incoming = sys.stdin.fileno()
     answer = sys.stdout
     hello = _read(incoming)
-    if hello is None or hello[0] != "hello":
+    if hello is None or hello[0] not in (_MARSHAL, _PICKLE) or _decode(*hello)[0] != "hello":
         return
-    _, url, process, heartbeat_every = hello
+    _, url, process, heartbeat_every = _decode(*hello)
     failed = False
     try:
         _, engine = open_engine(url)
@@ -206,47 +276,59 @@ def main() -> None:
         failed = True
     else:
         _say(answer, "ready")
+    backlog = Backlog()
     while True:
         if not failed:
-            wait = writer.due_in()
-            ready, _, _ = select.select([incoming], [], [], wait)
-            if not ready:
+            waits = [w for w in (writer.due_in(), backlog.wait()) if w is not None]
+            ready, _, _ = select.select([incoming], [], [], min(waits) if waits else None)
+            if not ready:  # the stream paused, or something came due
                 try:
+                    if backlog.frames:
+                        backlog.write(writer)
                     writer.tick()
                 except Exception as exc:  # noqa: BLE001
                     _say(answer, "fail " + _reason(exc))
                     failed = True
                 continue
-        message = _read(incoming)
-        if message is None:  # the flow process closed the pipe or died: write what is left, end
+        frame = _read(incoming)
+        if frame is None:  # the flow process closed the pipe or died: write what is left, end
             if not failed:
                 try:
-                    writer.send([], everything=True)
+                    backlog.write(writer, everything=True)
                 except Exception:  # noqa: BLE001, S110 - nobody is left to tell
                     pass
             return
-        what = message[0]
+        how, data = frame
+        ack = None
         try:
-            if failed:
-                pass
-            elif what == "records":
-                writer.send(message[1], everything=message[2])
-            elif what == "adopt":
-                writer.open_flows.update(message[1])
-                writer.open_scopes.update(message[2])
-            elif what == "beat":
-                writer.next_heartbeat = 0.0
-                writer.tick()
+            if how in (_RECORDS, _RECORDS_PICKLED):
+                flags, ack = _RECORDS_HEAD.unpack_from(data)
+                if not failed:
+                    backlog.add(how, data[_RECORDS_HEAD.size :])
+                    if flags & _WRITTEN or backlog.due():
+                        backlog.write(writer, everything=bool(flags & _WRITTEN))
+            else:
+                message = _decode(how, data)
+                if message[0] == "beat":
+                    ack = message[1]
+                if failed:
+                    pass
+                elif message[0] == "adopt":
+                    writer.open_flows.update(message[1])
+                    writer.open_scopes.update(message[2])
+                elif message[0] == "beat":
+                    writer.next_heartbeat = 0.0
+                    writer.tick()
         except Exception as exc:  # noqa: BLE001
             _say(answer, "fail " + _reason(exc))
             failed = True
-        ack = message[3] if what == "records" else message[1] if what == "beat" else None
-        if ack is not None:
+        if ack:
             _say(answer, f"ack {ack}")
 
 
-def _read(fd: int) -> tuple[Any, ...] | None:
-    """One frame from the pipe (unbuffered, so `select` on the pipe tells the truth); None at its end."""
+def _read(fd: int) -> tuple[bytes, memoryview] | None:
+    """One frame from the pipe, as (what, the rest); None at the pipe's end. Unbuffered, so
+    `select` on the pipe tells the truth."""
     header = _read_exactly(fd, _LENGTH.size)
     if header is None:
         return None
@@ -254,9 +336,21 @@ def _read(fd: int) -> tuple[Any, ...] | None:
     data = _read_exactly(fd, length)
     if data is None:
         return None
-    body = memoryview(data)[1:]
-    message: tuple[Any, ...] = marshal.loads(body) if data[:1] == _MARSHAL else pickle.loads(body)
+    return data[:1], memoryview(data)[1:]
+
+
+def _decode(how: bytes, data: memoryview) -> tuple[Any, ...]:
+    message: tuple[Any, ...] = marshal.loads(data) if how == _MARSHAL else pickle.loads(data)
     return message
+
+
+def _widen_pipe(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError, OSError):  # not Linux, or above the system's limit: the default will do
+        pass
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:

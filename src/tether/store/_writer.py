@@ -1,11 +1,13 @@
 """`StoreRecorder`: the engine's events, recorded in the store without slowing the flow down.
 
 On the engine's hot path `record` encodes the event (`_encode`: the little work that
-needs the live objects) and appends the record to a queue. A writer thread waits a
-few milliseconds for a burst to gather and hands the records on: to a `RowWriter`
-in this thread while the stream is light, or, once a burst is heavy, to the helper
-process (`_helper`), so that planning and writing rows stop competing with the
-flow for the GIL. Resource steps (``setup-started``, ``handle``, cleanup) are committed
+needs the live objects) and extends a flat queue with the record's items: strings and
+numbers, which the garbage collector does not track, where queued tuples would make
+it collect more often while a busy flow runs. A writer thread waits a few
+milliseconds for a burst to gather, takes the whole queue in one slice and hands it
+on: to a `RowWriter` in this thread while the stream is light, or, once a burst is
+heavy, as it is to the helper process (`_helper`), so that planning and writing rows
+stop competing with the flow for the GIL. Resource steps (``setup-started``, ``handle``, cleanup) are committed
 before `record` returns: the ledger holds the intent before setup acts.
 
 If the store fails (disk full, server gone), the recorder says so once, loudly,
@@ -24,9 +26,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from tether._core import Event, ResourceEvent, StateChanged
-from tether.store._encode import Encoder, Record
-from tether.store._helper import HelperClient, HelperFailed
+from tether._core import Event, ResourceEvent
+from tether.store._encode import Encoder, split_records
+from tether.store._helper import HelperClient, HelperFailed, pack_records, unpack_records
 from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
 from tether.store._redact import redact_text
@@ -39,6 +41,8 @@ DURABLE_STEPS = frozenset({"setup-started", "handle", "cleanup", "cleanup-failed
 DURABLE_TIMEOUT = 10.0
 #: This many events within a second means the stream is heavy: hand the writing to the helper process.
 HELPER_THRESHOLD = 2000
+#: Records are about this many items long on average: the flat queue's batch size is in items.
+ITEMS_PER_RECORD = 9
 
 
 def helper_mode() -> str:
@@ -48,11 +52,11 @@ def helper_mode() -> str:
 
 
 class _Beat:
-    """A request, in the queue, to write the heartbeats now."""
+    """A request to write the heartbeats now."""
 
 
 class _Safe(threading.Event):
-    """A flush marker that is set once what precedes it is safe in the helper process."""
+    """A flush marker that is set once what was recorded before it is safe in the helper process."""
 
 
 Until = Literal["written", "safe"]
@@ -68,7 +72,7 @@ class StoreRecorder:
         self.dropped = 0
         #: The warning given when the store failed, or None while it works.
         self.failure: str | None = None
-        self._batch_size = batch_size
+        self._batch_items = batch_size * ITEMS_PER_RECORD
         self._window = window_seconds
         self._process = ProcessInfo.current()
         self._encoder = Encoder(self._process.host, self._process.pid)
@@ -76,7 +80,12 @@ class StoreRecorder:
         self._mode = helper_mode()
         self._helper: HelperClient | None = None
         self._using_helper = False
-        self._queue: deque[Any] = deque()
+        #: The records, item after item (see `split_records`). Only `record` appends (one
+        #: record in one atomic ``extend``), only the writer takes, from the front.
+        self._queue: list[Any] = []
+        #: Flush markers and heartbeat requests, in the order made. A marker stands for the
+        #: records queued before it was made, which are all in `_queue` by then.
+        self._markers: deque[threading.Event | _Beat] = deque()
         self._rate_since = 0.0
         self._rate_count = 0
         self._wake = threading.Event()
@@ -96,18 +105,17 @@ class StoreRecorder:
             self.dropped += 1
             return
         try:
-            # Encoded here: the event dies at once, and its record (plain data) is little
-            # work for the garbage collector while it waits in the queue.
-            data = event.new.data if type(event) is StateChanged else None  # type: ignore[union-attr]
-            record = self._encoder.encode_one(event, data.__traceback__ if isinstance(data, BaseException) else None)
+            # Encoded here: the event dies at once, and a failure's traceback is as it was.
+            record = self._encoder.encode_one(event)
         except Exception as exc:  # noqa: BLE001 - whatever broke, the flow goes on
             self._give_up(exc, 1)
             return
         queue = self._queue
-        queue.append(record)
+        queue.extend(record)
         if type(event) is ResourceEvent and event.step in DURABLE_STEPS:
             self.flush(DURABLE_TIMEOUT)
-        elif self._idle or len(queue) >= self._batch_size:
+        elif (self._idle or len(queue) >= self._batch_items) and not self._wake.is_set():
+            # Once: until the writer takes the GIL, records keep coming, and Event.set is not cheap.
             self._wake.set()
 
     def flush(self, timeout: float | None = None, until: Until = "written") -> bool:
@@ -120,13 +128,13 @@ class StoreRecorder:
         if threading.current_thread() is self._thread or not self._thread.is_alive():
             return not self._queue
         marker = threading.Event() if until == "written" else _Safe()
-        self._queue.append(marker)
+        self._markers.append(marker)
         self._wake.set()
         return marker.wait(timeout)
 
     def heartbeat_now(self, timeout: float | None = None) -> bool:
         """Write the heartbeats of this process's open flow runs and resources now."""
-        self._queue.append(_Beat())
+        self._markers.append(_Beat())
         return self.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -154,62 +162,66 @@ class StoreRecorder:
         try:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - a bug in the writer: stop recording, but never leave a flush waiting
-            self._give_up(exc, len(self._queue))
+            self._give_up(exc, _count(self._queue))
             self._release_waiters()
         finally:
             if self._helper is not None:
                 self._helper.close(30.0)
 
     def _loop(self) -> None:
-        queue = self._queue
+        queue, markers = self._queue, self._markers
         while True:
-            if not queue:
+            if not queue and not markers:
                 if self._stopping:
                     return
                 self._idle = True
-                if not queue:  # checked after announcing idleness, so a record() in between wakes us
+                if not queue and not markers:  # checked after announcing idleness, so a record() in between wakes us
                     self._wake.wait(self._due_in())
                 self._idle = False
                 self._wake.clear()
-                if not queue:
+                if not queue and not markers:
                     self._tick()
                 continue
-            if (
-                len(queue) < self._batch_size
-                and not isinstance(queue[-1], (threading.Event, _Beat))
-                and not self._stopping
-            ):
+            if not markers and len(queue) < self._batch_items and not self._stopping:
                 self._wake.wait(self._window)  # let the burst gather into one batch
                 self._wake.clear()
-            records: list[Record] = []
-            markers: list[threading.Event] = []
+            # The markers made so far, then the queue: what they stand for is all in it.
+            due = [markers.popleft() for _ in range(len(markers))]
+            taken = len(queue)
+            items = queue[:taken]
+            del queue[:taken]  # records queued meanwhile stay, after these
             written = beat = False
-            while queue and len(records) < 20 * self._batch_size:
-                item = queue.popleft()
-                kind = type(item)
-                if kind is threading.Event:
-                    markers.append(item)
-                    written = True
-                elif kind is _Safe:
-                    markers.append(item)
-                    written = written or not self._using_helper  # in this process, only written is safe
-                elif kind is _Beat:
+            for marker in due:
+                kind = type(marker)
+                if kind is _Beat:
                     beat = True
+                elif kind is _Safe:
+                    written = written or not self._using_helper  # in this process, only written is safe
                 else:
-                    records.append(item)
+                    written = True
             if self.failure is None:
-                self._hand_on(records, everything=written or self._stopping, beat=beat)
+                self._hand_on(items, everything=written or self._stopping, beat=beat)
             else:
-                self.dropped += len(records)
-            for marker in markers:
-                marker.set()
+                self.dropped += _count(items)
+            del items
+            for marker in due:
+                if type(marker) is not _Beat:
+                    marker.set()  # type: ignore[union-attr]
 
-    def _hand_on(self, records: list[Record], everything: bool, beat: bool) -> None:
+    def _hand_on(self, items: list[Any], everything: bool, beat: bool) -> None:
+        """Write ``items`` or send them to the helper. Empties the list: a long list that lives
+        on (here while the pipe is written) makes every collection of the young
+        generation look through it."""
+        packed = None
         try:
-            self._consider_helper(len(records))
+            if not self._using_helper:
+                records = split_records(items)
+                self._consider_helper(len(records))
             if self._using_helper:
                 assert self._helper is not None
-                self._helper.send(records, everything)
+                packed = pack_records(items)
+                items.clear()
+                self._helper.send(packed, everything)
                 if beat:
                     self._helper.beat()
             else:
@@ -220,7 +232,8 @@ class StoreRecorder:
             if everything or not self._using_helper:
                 self._encoder.unconfirmed_flows.clear()  # written, or the helper said so
         except Exception as exc:  # noqa: BLE001 - whatever the store's failure, the flow goes on
-            self._give_up(exc, len(records))
+            self._give_up(exc, _count(unpack_records(packed) if packed is not None else items))
+        items.clear()
 
     def _tick(self) -> None:
         if self.failure is not None:
@@ -278,10 +291,10 @@ class StoreRecorder:
 
     def _release_waiters(self) -> None:
         self._stopping = True
-        while self._queue:
-            item = self._queue.popleft()
-            if isinstance(item, threading.Event):
-                item.set()
+        while self._markers:
+            marker = self._markers.popleft()
+            if isinstance(marker, threading.Event):
+                marker.set()
 
     def _give_up(self, exc: BaseException, lost: int) -> None:
         """Stop recording, and say once, loudly, what is not recorded and how to fix it."""
@@ -312,3 +325,11 @@ class StoreRecorder:
             f"To fix: {fix}, then run again."
         )
         log.error(self.failure)
+
+
+def _count(items: list[Any]) -> int:
+    """How many records ``items`` holds (for the count of those not recorded)."""
+    try:
+        return len(split_records(items))
+    except (KeyError, TypeError):  # not whole records: a bug; count them roughly
+        return len(items) // ITEMS_PER_RECORD
