@@ -14,6 +14,10 @@ from typing import Any
 
 
 class StateType(str, enum.Enum):
+    # Enum hashes in Python; each member equals its value, a str, so str's own (C) hash is
+    # the same number, found without a call. The engine looks types up several times a run.
+    __hash__ = str.__hash__
+
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"

@@ -51,13 +51,16 @@ _MARSHAL, _PICKLE = b"m", b"p"  # the first byte of a control frame: how the res
 _RECORDS, _RECORDS_PICKLED = b"r", b"R"
 _WRITTEN = 1  # flag: answer "ack <id>" once the records are written
 READY_SECONDS = 30.0
-#: The helper writes what it keeps once no record came for this long...
-QUIET_SECONDS = 0.02
+#: The helper writes what it keeps once no record came for this long (longer than the
+#: flow process gathers a burst for: see `_writer.HELPER_WINDOW_SECONDS`)...
+QUIET_SECONDS = 0.25
 #: ... or once the oldest it keeps is this old, or they are this many bytes.
-DEFER_SECONDS = 0.5
+DEFER_SECONDS = 1.0
 DEFER_BYTES = 64 << 20
 #: The pipe's size, where the system lets us set it: a busy flow's writer seldom waits on it.
 PIPE_BYTES = 1 << 20
+#: How often the flow process looks for a failure the helper reported, while it sends records.
+CHECK_SECONDS = 0.1
 
 
 def pack_records(items: list[Any]) -> tuple[bytes, bytes]:
@@ -95,6 +98,8 @@ class HelperClient:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         _widen_pipe(self._proc.stdin.fileno())
         self._to: IO[bytes] = self._proc.stdin
+        self._to_fd = self._to.fileno()  # written with os.writev: one system call (and one wait for the GIL) a frame
+        self._checked = 0.0
         self._from = self._proc.stdout.fileno()
         self._buffer = b""
         self._next_ack = 0
@@ -131,7 +136,8 @@ class HelperClient:
         self._write(how + _RECORDS_HEAD.pack(_WRITTEN if everything else 0, ack or 0), data)
         if ack is not None:
             self._wait_for(ack)
-        else:
+        elif time.monotonic() - self._checked > CHECK_SECONDS:  # not at every frame: each look is a system call
+            self._checked = time.monotonic()
             for line in self._lines(0.0):
                 self._handle(line)
 
@@ -181,10 +187,14 @@ class HelperClient:
         self._write(how, data)
 
     def _write(self, head: bytes, data: bytes) -> None:
+        parts: list[bytes | memoryview] = [_LENGTH.pack(len(head) + len(data)) + head, data]
         try:
-            self._to.write(_LENGTH.pack(len(head) + len(data)) + head)
-            self._to.write(data)
-            self._to.flush()
+            while parts:
+                sent = os.writev(self._to_fd, parts)
+                while parts and sent >= len(parts[0]):
+                    sent -= len(parts.pop(0))
+                if sent:
+                    parts[0] = memoryview(parts[0])[sent:]
         except (BrokenPipeError, ValueError, OSError):
             self._check_exit()
             raise HelperFailed("the store's helper process ended unexpectedly") from None

@@ -43,6 +43,12 @@ DURABLE_TIMEOUT = 10.0
 HELPER_THRESHOLD = 2000
 #: Records are about this many items long on average: the flat queue's batch size is in items.
 ITEMS_PER_RECORD = 9
+#: With the helper, a burst gathers for longer, into bigger batches: each send costs the
+#: flow's threads the GIL and the helper a wake-up on a core they would use. Records
+#: still in this process when it is killed are lost, so not much longer; the ledger's
+#: steps never wait (see DURABLE_STEPS).
+HELPER_WINDOW_SECONDS = 0.1
+HELPER_BATCH = 20_000
 
 
 def helper_mode() -> str:
@@ -288,6 +294,7 @@ class StoreRecorder:
             self._rows.send([], everything=True)  # what this thread holds goes first: order is kept
             self._helper.adopt(dict(self._rows.open_flows), set(self._rows.open_scopes))
             self._using_helper = True
+            self._window, self._batch_items = HELPER_WINDOW_SECONDS, HELPER_BATCH * ITEMS_PER_RECORD
 
     def _release_waiters(self) -> None:
         self._stopping = True
