@@ -172,10 +172,20 @@ def test_parameters_named_like_secrets_secret_values_and_url_passwords_are_redac
         assert secret not in text
     assert stored["rows"] == 10
     assert stored["url"] == f"postgresql+psycopg://app:{REDACTED}@db:5432/x"
+    # Plain values travel as the run's dict and are redacted where rows are planned; others
+    # are turned into JSON (redacted) at once, while they are as they were passed.
+    plain = {"password": "pw1", "n": 1, "url": "postgresql://app:pw4@db/x"}
+    encoder = Encoder(PROCESS.host, PROCESS.pid)
+    assert encoder.encode_one(created("r1", parameters=plain))[6] is plain
+    secret = encoder.encode_one(created("r3", parameters={"key": SecretStr("pw3")}))[6]
+    assert json.loads(secret) == {"key": REDACTED}
     planner = Planner(PROCESS, clock=FakeClock())
-    plan(planner, [created("r1", parameters={"password": "pw1", "n": 1}), created("r2", parameters={"n": 2})])
+    plan(planner, [created("r1", parameters=plain), created("r2", parameters={"n": 2})])
     rows = [row(r) for r in planner.take(everything=True).task_inserts]
-    assert [json.loads(r["parameters"]) for r in rows] == [{"password": REDACTED, "n": 1}, {"n": 2}]
+    assert [json.loads(r["parameters"]) for r in rows] == [
+        {"password": REDACTED, "n": 1, "url": f"postgresql://app:{REDACTED}@db/x"},
+        {"n": 2},
+    ]
 
 
 def test_redact_text_leaves_urls_without_passwords_alone():

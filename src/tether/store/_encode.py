@@ -13,7 +13,8 @@ numbers, is soon untracked by the garbage collector, which therefore has less to
 look at while a busy flow runs.
 
 Records (the first item says which, and so how many items follow; see `RECORD_LENGTHS`):
-    ("run", run_id, kind, name, flow_run_id, parent_id, parameters_json, tags_json, timestamp)
+    ("run", run_id, kind, name, flow_run_id, parent_id, parameters, tags_json, timestamp)
+        parameters: JSON, or a dict of plain values to turn into JSON later (`parameters_json`)
     ("state", run_id, kind, flow_run_id, type, name, message, timestamp, run_count, error)
     ("log", run_id, flow_run_id, level, message, timestamp)
     ("resource", step, scope_id, name, flow_run_id, timestamp, task_run_id, error, outcome,
@@ -27,14 +28,16 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
-from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 from types import TracebackType
 from typing import Any
 
 from tether._core import FINAL_TYPES, LogEmitted, ResourceEvent, RunCreated, State, StateChanged, StateType
-from tether.store._redact import is_secret_name, redact_parameters, to_json
+from tether.store._redact import MAX_TEXT, redact_parameters, to_json
 
 Record = tuple[Any, ...]
+
+#: Parameter values that travel as they are (marshal takes them, and they cannot change).
+_PLAIN = frozenset({int, float, str, bool, type(None)})
 
 #: How many items a record of each kind has, its kind included. The recorder queues records
 #: flat, item after item (see `_writer`), and `split_records` cuts them apart again.
@@ -49,7 +52,6 @@ class Encoder:
     def __init__(self, host: str, pid: int) -> None:
         self.host = host
         self.pid = pid
-        self._key_prefixes: dict[Any, str] = {}  # a parameter name -> '"name": ', or "" if secret
         #: Flow runs begun and not ended, and flow runs in records not yet confirmed written (id -> name):
         #: what a failing store would not record.
         self.open_flows: dict[str, str] = {}
@@ -86,29 +88,15 @@ class Encoder:
             return self._resource(event)
         raise TypeError(f"not an engine event: {event!r}")
 
-    def parameters(self, parameters: dict[str, Any]) -> str:
-        """Parameters as stored: JSON, secrets redacted. Plain ints and short strings take a quick path."""
-        if not parameters:
-            return "{}"
-        prefixes = self._key_prefixes
-        parts = []
-        for key, value in parameters.items():
-            prefix = prefixes.get(key)
-            if prefix is None:
-                secret = type(key) is not str or is_secret_name(key)
-                prefix = prefixes[key] = "" if secret else _json_string(key) + ": "
-            if not prefix:
-                break
+    def parameters(self, parameters: dict[str, Any]) -> dict[str, Any] | str:
+        """Parameters as they travel: the run's own dict when it holds only plain values
+        (numbers, short strings, None), for the writer to turn into JSON (`parameters_json`);
+        else JSON now, while the values are as they were passed."""
+        for value in parameters.values():
             kind = type(value)
-            if kind is int:
-                parts.append(prefix + int.__repr__(value))
-            elif kind is str and len(value) < 1000 and "://" not in value:
-                parts.append(prefix + _json_string(value))
-            else:
-                break
-        else:
-            return "{" + ", ".join(parts) + "}"
-        return json.dumps(redact_parameters(parameters))
+            if kind not in _PLAIN or (kind is str and len(value) > MAX_TEXT):
+                return parameters_json(parameters)
+        return parameters
 
     def _resource(self, event: ResourceEvent) -> Record:
         seconds = event.details.get("seconds") if event.details else None
@@ -119,6 +107,13 @@ class Encoder:
             event.pid if event.pid is not None else self.pid, handle, event.reaper, reaper_file(event.reaper),
             float(seconds) if isinstance(seconds, (int, float)) else None,
         )  # fmt: skip
+
+
+def parameters_json(parameters: dict[str, Any] | str) -> str:
+    """A run's parameters as stored: JSON, secrets redacted."""
+    if type(parameters) is str:
+        return parameters
+    return json.dumps(redact_parameters(parameters)) if parameters else "{}"
 
 
 def split_records(flat: Sequence[Any]) -> list[Record]:

@@ -273,10 +273,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     incoming = sys.stdin.fileno()
     answer = sys.stdout
-    hello = _read(incoming)
-    if hello is None or hello[0] not in (_MARSHAL, _PICKLE) or _decode(*hello)[0] != "hello":
+    frame = _read(incoming)
+    hello = _decode(*frame) if frame is not None and frame[0] in (_MARSHAL, _PICKLE) else None
+    if hello is None or hello[0] != "hello":
         return
-    _, url, process, heartbeat_every = _decode(*hello)
+    _, url, process, heartbeat_every = hello
     failed = False
     try:
         _, engine = open_engine(url)

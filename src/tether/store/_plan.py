@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tether._core import FINAL_TYPES
-from tether.store._encode import Record
+from tether.store._encode import Record, parameters_json
 from tether.store._ledger import ProcessInfo
 from tether.store._redact import redact_text
 from tether.store._schema import flow_runs, resources
@@ -194,7 +194,7 @@ class Planner:
             run_id,
             flow_run_id,
             name,
-            parameters,
+            parameters_json(parameters),
             tags,
             "PENDING",
             "Pending",
@@ -250,7 +250,7 @@ class Planner:
             "id": run_id,
             "name": name,
             "parent_id": parent_id,
-            "parameters": parameters,
+            "parameters": parameters_json(parameters),
             "tags": tags,
             "state_type": "PENDING",
             "state_name": "Pending",

@@ -6,9 +6,10 @@ numbers, which the garbage collector does not track, where queued tuples would m
 it collect more often while a busy flow runs. A writer thread waits a few
 milliseconds for a burst to gather, takes the whole queue in one slice and hands it
 on: to a `RowWriter` in this thread while the stream is light, or, once a burst is
-heavy, as it is to the helper process (`_helper`), so that planning and writing rows
-stop competing with the flow for the GIL. Resource steps (``setup-started``, ``handle``, cleanup) are committed
-before `record` returns: the ledger holds the intent before setup acts.
+heavy, as it is to the helper process (`_helper`), every tenth of a second, so that
+planning and writing rows stop competing with the flow for the GIL. Resource steps
+(``setup-started``, ``handle``, cleanup) are committed before `record` returns: the
+ledger holds the intent before setup acts.
 
 If the store fails (disk full, server gone), the recorder says so once, loudly,
 naming what is not recorded, and drops events from then on: a flow never fails
