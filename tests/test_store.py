@@ -466,6 +466,24 @@ def test_the_writer_keeps_the_heartbeat_of_open_resources(recording, store_url):
     assert after > before
 
 
+@pytest.mark.parametrize("writer_mode", ["in-process"], indirect=True)
+def test_a_helper_that_was_never_used_does_not_hold_up_the_process_exit(recording):
+    """A heavy burst starts the helper; if the process ends before the helper is ready, the
+    helper holds nothing of the flow's (this process wrote it all): it is killed, not awaited."""
+    recorder = recording.recorder
+    closed = []
+
+    class Starting:  # a helper process still starting
+        pid = 1
+
+        def close(self, timeout):
+            closed.append(timeout)
+
+    recorder._helper = Starting()
+    tether.store.disable()
+    assert closed == [0.0]
+
+
 def test_reaper_names_are_checked_before_they_are_called():
     with pytest.raises(tether.store.ReaperNotFound, match="inside a function"):
         tether.store.load_reaper("mod:make.<locals>.reap")

@@ -1,16 +1,15 @@
 """Engine events to plain records: the only recording work done in the flow's process.
 
 An event holds live objects (a run's return value, its exception, a resource
-handle); a record is a tuple of strings and numbers that can be planned into rows
-here or pickled to the helper process that writes (see `_helper`). Encoding takes
-what only this process can take: parameters as JSON (secrets redacted), a failure's
-traceback as it was when the run failed, the file a reaper was defined in. All the
-rest (folding into rows, redacting messages, writing) happens after.
+handle); a record is a tuple of plain data (strings, numbers, a dict of them) that
+can be planned into rows here or marshalled to the helper process that writes (see
+`_helper`). Encoding takes what only this process can take: parameters that are not
+plain values as JSON (secrets redacted), a failure's traceback as it was when the
+run failed, the file a reaper was defined in. All the rest (turning plain parameters
+into JSON, folding into rows, redacting, writing) happens after.
 
-The store's recorder encodes each event as it is recorded, on the engine's thread:
-the event object dies at once, and the queued record, a tuple of strings and
-numbers, is soon untracked by the garbage collector, which therefore has less to
-look at while a busy flow runs.
+The store's recorder encodes each event as it is recorded, on the engine's thread,
+so the event object dies at once, and queues the record's items flat (`_writer`).
 
 Records (the first item says which, and so how many items follow; see `RECORD_LENGTHS`):
     ("run", run_id, kind, name, flow_run_id, parent_id, parameters, tags_json, timestamp)

@@ -151,7 +151,8 @@ class HelperClient:
         self._wait_for(ack)
 
     def close(self, timeout: float | None) -> None:
-        """Close the pipe (the helper writes what it has, then ends) and wait for it."""
+        """Close the pipe (the helper writes what it has, then ends) and wait for it; after
+        ``timeout`` seconds, kill it."""
         try:
             self._to.close()
         except OSError:

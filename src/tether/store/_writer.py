@@ -173,7 +173,8 @@ class StoreRecorder:
             self._release_waiters()
         finally:
             if self._helper is not None:
-                self._helper.close(30.0)
+                # A helper never switched to holds nothing of ours: do not wait for it to start.
+                self._helper.close(30.0 if self._using_helper else 0.0)
 
     def _loop(self) -> None:
         queue, markers = self._queue, self._markers
