@@ -16,6 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import tether.store
+from _remote_cases import wait_until
 from tether import flow, get_run_logger, resource, task
 from tether._core import ResourceEvent
 from tether._resources import remember
@@ -177,10 +178,11 @@ def test_records_safe_in_the_helper_are_written_once_the_stream_pauses(recording
         return sum(f.result() for f in [add.submit(i, 1) for i in range(n)])
 
     assert burst(50) == sum(range(50)) + 50
-    deadline = time.monotonic() + 30
-    while not [r for r in recording.flow_runs() if r.name == "burst" and r.task_counts == {"COMPLETED": 50}]:
-        assert time.monotonic() < deadline, "the helper did not write the flow's records"
-        time.sleep(0.01)  # another process writes them: poll the store
+    wait_until(
+        lambda: [r for r in recording.flow_runs() if r.name == "burst" and r.task_counts == {"COMPLETED": 50}],
+        timeout=30,
+        what="the helper process to write the flow's records",
+    )
 
 
 def test_runs_are_listed_newest_first_and_filtered_by_state(recording):

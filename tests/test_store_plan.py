@@ -251,7 +251,8 @@ def test_the_helper_keeps_records_while_they_stream_in_and_writes_them_when_the_
     assert backlog.due() and backlog.wait() == 0.0
 
     class Writer:
-        sent: list = []
+        def __init__(self) -> None:
+            self.sent: list = []
 
         def send(self, records, everything=False):
             self.sent.append((records, everything))

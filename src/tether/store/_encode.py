@@ -110,7 +110,7 @@ class Encoder:
 
 def parameters_json(parameters: dict[str, Any] | str) -> str:
     """A run's parameters as stored: JSON, secrets redacted."""
-    if type(parameters) is str:
+    if isinstance(parameters, str):
         return parameters
     return json.dumps(redact_parameters(parameters)) if parameters else "{}"
 
