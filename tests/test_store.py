@@ -334,6 +334,25 @@ def test_a_store_that_breaks_mid_run_says_once_what_is_not_recorded(recording, s
     assert recording.recorder.failure == text and recording.recorder.dropped > 0
 
 
+@pytest.mark.parametrize("writer_mode", ["helper"], indirect=True)
+def test_a_failure_of_the_helper_after_the_flow_ended_is_said_without_a_flush(recording, store_log):
+    """The helper writes a flow's records after the flow ended; if that fails, the flow's
+    process says so by itself, though nothing waits for the records to be written."""
+
+    @flow
+    def ends_before_its_records_are_written(n: int) -> int:
+        return sum(add.submit(i, 1).result() for i in range(n))
+
+    assert ends_before_its_records_are_written(1) == 1
+    assert tether.store.flush() and recording.recorder.helper_pid is not None  # the helper writes from now on
+    with recording.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE task_runs")
+    assert ends_before_its_records_are_written(3) == 6
+    wait_until(lambda: recording.recorder.failure is not None, timeout=30, what="the failure to be reported")
+    (warning,) = store_log
+    assert "ends_before_its_records_are_written" in warning.getMessage() and "not recorded" in warning.getMessage()
+
+
 def test_limits_are_set_listed_and_removed(store_url):
     store = open_store(store_url)
     try:

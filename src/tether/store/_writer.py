@@ -50,6 +50,8 @@ ITEMS_PER_RECORD = 9
 #: steps never wait (see DURABLE_STEPS).
 HELPER_WINDOW_SECONDS = 0.1
 HELPER_BATCH = 20_000
+#: How often an idle writer looks for a failure the helper reported (it writes after a pause).
+HELPER_CHECK_SECONDS = 1.0
 
 
 def helper_mode() -> str:
@@ -262,7 +264,10 @@ class StoreRecorder:
             return None
         if self._helper is not None and not self._using_helper:
             return 0.05  # waiting for the helper to be ready
-        return None if self._using_helper else self._rows.due_in()
+        if self._using_helper:
+            # The helper writes later what it was sent: look now and then for a failure it reported.
+            return HELPER_CHECK_SECONDS
+        return self._rows.due_in()
 
     def _consider_helper(self, burst: int) -> None:
         """Start the helper on a heavy burst; switch to it once it is ready (this thread writes meanwhile)."""
