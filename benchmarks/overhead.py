@@ -84,8 +84,9 @@ def store_figures(n: int, rounds: int = 10) -> None:
     the previous flow's records are written; each flow with the store off is followed by
     as long a pause.
 
-    The first flow with the store on is timed on its own: it creates the store and starts
-    the helper process. Then, with the helper ready, the steady state is measured.
+    The first busy flow with the store on is timed on its own: it starts the helper process
+    and writes in its own process until the helper is ready. Then, with the helper ready,
+    the steady state is measured.
     """
     env = {**os.environ, "TETHER_HOME": tempfile.mkdtemp(prefix="tether-bench-")}
     children = {
@@ -120,7 +121,7 @@ def store_figures(n: int, rounds: int = 10) -> None:
     on, off = min(times["on"]), min(times["off"])
     median = statistics.median(times["on"]) / statistics.median(times["off"])
     print(f"  submitted, with the run store recording: {on:.3f} s against {off:.3f} s off, store on/off "
-          f"{on / off:.2f}x (goal <= 1.3x; medians {median:.2f}x); the first flow, creating the store: {first:.3f} s")
+          f"{on / off:.2f}x (goal <= 1.3x; medians {median:.2f}x); the first busy flow, while the helper starts: {first:.3f} s")
     print(f"  called, with the run store recording: {called_on:.1f} us per call ({called_off:.1f} us off)")
 
 
