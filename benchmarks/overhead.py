@@ -77,7 +77,7 @@ def best(fn, n: int, repeat: int = 5) -> float:
     return min(fn(n) for _ in range(repeat))
 
 
-def store_figures(n: int, rounds: int = 10) -> None:
+def store_figures(n: int, rounds: int = 20) -> None:
     """Store on against store off, each in a process of its own that lives through all the
     rounds, measured in alternating rounds of three flows (this machine's noise moves both
     alike). Each flow with the store on starts on a quiet store: the process waits until
