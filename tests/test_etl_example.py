@@ -15,14 +15,15 @@ ROOT = Path(__file__).parent.parent
 FLOW = ROOT / "examples" / "etl" / "flow.py"
 
 
-def test_main_job_in_a_fresh_home(tmp_path):
+def test_main_job_in_a_fresh_home_and_again(tmp_path):
     home = tmp_path / "newcomer"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env["HOME"] = str(home)
-    result = subprocess.run([sys.executable, str(FLOW), "--rows", "500"], capture_output=True, text=True,
-                            env=env, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
+    for rows in (400, 500):  # run again: the warehouse table from the first run is replaced
+        result = subprocess.run([sys.executable, str(FLOW), "--rows", str(rows)], capture_output=True, text=True,
+                                env=env, timeout=300, cwd=ROOT)
+        assert result.returncode == 0, result.stdout + result.stderr
     assert "Rows: extracted 500 sales and 50 customers, merged 500, loaded 500" in result.stdout
     assert "sql_engine: opened" in result.stdout and "used by extract_sales_from_db, extract_customers_from_db" in result.stdout
     assert "cleanup succeeded" in result.stdout

@@ -73,9 +73,12 @@ def merge_data(sales: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
 def load_to_warehouse(data: pd.DataFrame, warehouse_url: str, table: str = "sales_by_customer") -> int:
     engine = create_engine(warehouse_url)
     try:
-        data.to_sql(table, engine, if_exists="replace", index=False)
-        with engine.connect() as conn:
-            return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+        with engine.begin() as conn:  # replace the table in one transaction
+            # Dropped here, not by to_sql(if_exists="replace"): pandas reflects the old table
+            # first, and duckdb-engine's reflection fails on DuckDB 2 (no pg_catalog.pg_collation).
+            conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+            data.to_sql(table, conn, index=False)
+            return int(conn.execute(text(f'SELECT COUNT(*) FROM "{table}"')).scalar_one())
     finally:
         engine.dispose()
 
