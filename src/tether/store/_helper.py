@@ -320,17 +320,15 @@ def main() -> None:
                     if flags & _WRITTEN or backlog.due():
                         backlog.write(writer, everything=bool(flags & _WRITTEN))
             else:
-                message = _decode(how, data)
-                if message[0] == "beat":
-                    ack = message[1]
-                if failed:
-                    pass
-                elif message[0] == "adopt":
-                    writer.open_flows.update(message[1])
-                    writer.open_scopes.update(message[2])
-                elif message[0] == "beat":
-                    writer.next_heartbeat = 0.0
-                    writer.tick()
+                what, *rest = _decode(how, data)
+                if what == "beat":
+                    ack = rest[0]
+                    if not failed:
+                        writer.next_heartbeat = 0.0
+                        writer.tick()
+                elif what == "adopt" and not failed:
+                    writer.open_flows.update(rest[0])
+                    writer.open_scopes.update(rest[1])
         except Exception as exc:  # noqa: BLE001
             _say(answer, "fail " + _reason(exc))
             failed = True
