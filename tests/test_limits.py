@@ -146,20 +146,30 @@ def run_flow_processes(tag: str, processes: int, tasks: int, counter: Path, env:
     ]
 
 
-def test_a_limit_holds_across_four_processes(store_env, tmp_path):
+def run_under_a_limit(
+    limit: int, processes: int, tasks: int, tmp_path: Path, env: dict[str, str], timeout: float
+) -> tuple[list[str], tuple[int, int, int]]:
+    """Set a limit on a new tag, run ``processes`` flow processes of ``tasks`` tagged tasks each,
+    remove the limit; their outputs, and (running, peak, done) as the tasks counted them."""
     tag = unique_tag()
-    tether.limits.set(tag, 3)
+    tether.limits.set(tag, limit)
     counter = tmp_path / "counter"
     counter.write_text("0 0 0")
+    outputs = []
     try:
-        procs = run_flow_processes(tag, 4, 50, counter, store_env)
-        for proc in procs:
-            out, err = proc.communicate(timeout=240)
+        for proc in run_flow_processes(tag, processes, tasks, counter, env):
+            out, err = proc.communicate(timeout=timeout)
             assert proc.returncode == 0, err
-            assert out.strip().splitlines()[-1] == str(sum(range(50)))
+            outputs.append(out)
     finally:
         tether.limits.remove(tag)
     running, peak, done = map(int, counter.read_text().split())
+    return outputs, (running, peak, done)
+
+
+def test_a_limit_holds_across_four_processes(store_env, tmp_path):
+    outputs, (running, peak, done) = run_under_a_limit(3, 4, 50, tmp_path, store_env, timeout=240)
+    assert all(out.strip().splitlines()[-1] == str(sum(range(50))) for out in outputs)
     assert done == 200 and running == 0
     assert peak == 3  # never more than the limit, and the limit was reached
 
@@ -217,16 +227,5 @@ def test_across_machines_postgres_notices_wake_the_waiters(postgres_url, tmp_pat
            "TETHER_SLOT_WAKEUPS": "store", "TETHER_SLOT_LEASE_SECONDS": "600"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    tag = unique_tag()
-    tether.limits.set(tag, 1)
-    counter = tmp_path / "counter"
-    counter.write_text("0 0 0")
-    try:
-        procs = run_flow_processes(tag, 2, 10, counter, env)
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)  # far below the 600 s lease
-            assert proc.returncode == 0, err
-    finally:
-        tether.limits.remove(tag)
-    running, peak, done = map(int, counter.read_text().split())
-    assert (running, peak, done) == (0, 1, 20)
+    _, counted = run_under_a_limit(1, 2, 10, tmp_path, env, timeout=120)  # far below the 600 s lease
+    assert counted == (0, 1, 20)
