@@ -1,15 +1,91 @@
-"""Rewriting a call's arguments: resolving futures, mapping leaves.
+"""Walking a call's arguments: finding futures and resource values, rebuilding containers.
 
-Futures and resource values may sit inside lists, tuples, dicts, sets and
-frozensets, at any depth. (Finding them is `FlowRun._scan`'s job.)
+Futures and resource values may sit inside lists, tuples, dicts, sets, frozensets,
+dataclasses and pydantic models, at any depth. Every walk goes through `members` and
+`rebuild`, so every walker agrees on what a container is and rebuilds it one way
+(a ``defaultdict`` stays a ``defaultdict``, a namedtuple a namedtuple). A visitor sees
+a container before its members, so a container that is itself a resource's value
+(a resource may yield a dict) is found as such, not taken apart.
+
+This module knows nothing of resources or runs: the visitors are the callers'.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from tether._futures import TaskFuture
+
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, TaskFuture})
+
+
+def members(value: Any) -> list[Any] | None:
+    """What ``value`` contains, if it is a container the walkers enter; else None.
+
+    A dict's members are its keys and values, alternating."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return None
+    if isinstance(value, dict):
+        return [item for pair in value.items() for item in pair]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    if hasattr(kind, "__dataclass_fields__") and not isinstance(value, type):
+        return [getattr(value, f.name) for f in dataclasses.fields(value)]
+    if _is_model(value):
+        return [getattr(value, name) for name in kind.model_fields]
+    return None
+
+
+def rebuild(container: Any, new_members: list[Any]) -> Any:
+    """A container like ``container`` (same type, same extra state) holding ``new_members``."""
+    kind = type(container)
+    if isinstance(container, dict):
+        rebuilt = _shallow_copy(container, dict)
+        rebuilt.clear()
+        rebuilt.update(zip(new_members[::2], new_members[1::2]))
+        return rebuilt
+    if isinstance(container, list):
+        rebuilt = _shallow_copy(container, list)
+        rebuilt[:] = new_members
+        return rebuilt
+    if isinstance(container, set):
+        rebuilt = _shallow_copy(container, set)
+        rebuilt.clear()
+        rebuilt.update(new_members)
+        return rebuilt
+    if isinstance(container, (tuple, frozenset)):
+        base = tuple if isinstance(container, tuple) else frozenset
+        try:
+            if base is tuple and hasattr(container, "_fields"):  # a namedtuple
+                return kind(*new_members)
+            return kind(new_members)
+        except Exception:  # noqa: BLE001 - a subclass with another constructor: its builtin base will do
+            return base(new_members)
+    if hasattr(kind, "__dataclass_fields__"):
+        rebuilt = copy.copy(container)
+        for field, member in zip(dataclasses.fields(container), new_members):
+            name = field.name
+            object.__setattr__(rebuilt, name, member)  # frozen dataclasses too
+        return rebuilt
+    if _is_model(container):
+        return container.model_copy(update=dict(zip(kind.model_fields, new_members)))
+    raise TypeError(f"{kind.__name__} is not a container the argument walkers know")
+
+
+def walk(value: Any, visit: Callable[[Any], bool]) -> None:
+    """Call ``visit`` on ``value`` and, unless it returns True ("found, do not enter"),
+    on everything inside it, containers before their members."""
+    if visit(value):
+        return
+    inside = members(value)
+    if inside:
+        for member in inside:
+            walk(member, visit)
 
 
 def rewrite(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -19,17 +95,13 @@ def rewrite(value: Any, fn: Callable[[Any], Any]) -> Any:
     new = fn(value)
     if new is not value:
         return new
-    if isinstance(value, dict):
-        pairs = [(rewrite(k, fn), rewrite(v, fn)) for k, v in value.items()]
-        if all(nk is k and nv is v for (nk, nv), (k, v) in zip(pairs, value.items())):
-            return value
-        return _rebuild(value, pairs)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        members = [rewrite(v, fn) for v in value]
-        if all(new is old for new, old in zip(members, value)):
-            return value
-        return _rebuild(value, members)
-    return value
+    inside = members(value)
+    if not inside:
+        return value
+    changed = [rewrite(member, fn) for member in inside]
+    if all(new is old for new, old in zip(changed, inside)):
+        return value
+    return rebuild(value, changed)
 
 
 def resolve(value: Any) -> Any:
@@ -37,24 +109,25 @@ def resolve(value: Any) -> Any:
     return rewrite(value, _result_of)
 
 
+def map_leaves(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """``value`` with ``fn`` applied to every leaf (anything that is not a container)."""
+    inside = members(value)
+    if inside is None:
+        return fn(value)
+    return rebuild(value, [map_leaves(member, fn) for member in inside])
+
+
 def _result_of(value: Any) -> Any:
     return value._run.record.state.data if type(value) is TaskFuture else value
 
 
-def map_leaves(value: Any, fn: Callable[[Any], Any]) -> Any:
-    """``value`` with ``fn`` applied to every non-container leaf (futures included)."""
-    if isinstance(value, dict):
-        return type(value)((map_leaves(k, fn), map_leaves(v, fn)) for k, v in value.items())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return _rebuild(value, [map_leaves(v, fn) for v in value])
-    return fn(value)
-
-
-def _rebuild(container: Any, members: list[Any]) -> Any:
-    kind = type(container)
-    if isinstance(container, tuple) and hasattr(container, "_fields"):  # a namedtuple
-        return kind(*members)
+def _shallow_copy(container: Any, base: type) -> Any:
     try:
-        return kind(members)
-    except Exception:  # noqa: BLE001 - a subclass with another constructor: its builtin base will do
-        return next(base for base in (dict, list, tuple, set, frozenset) if isinstance(container, base))(members)
+        return copy.copy(container)
+    except Exception:  # noqa: BLE001 - a subclass that will not copy: its builtin base will do
+        return base(container)
+
+
+def _is_model(value: Any) -> bool:
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.BaseModel) and not isinstance(value, type)

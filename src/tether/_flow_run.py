@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tether._arguments import map_leaves, resolve
+from tether._arguments import map_leaves, resolve, rewrite, walk
 from tether._context import RunContext, current_run, current_tags, events, open_blocks
 from tether._core import (
     AwaitingRetry,
@@ -124,31 +124,29 @@ class FlowRun:
 
     def _scan(self, task: Task[Any], value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str]) -> None:
         """Find the futures (upstreams) and resource values (scopes) in one argument."""
-        kind = type(value)
-        if kind is TaskFuture:
-            run = value._run
-            if run.flow_run is not self:
-                raise UsageError(
-                    f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
-                    f"flow run ({run.flow_run.flow.name!r}). Futures cannot cross flow runs: pass "
-                    "the result instead (future.result())."
-                )
-            upstreams.append(run)
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            for item in value:
-                self._scan(task, item, upstreams, scopes, limited)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                self._scan(task, key, upstreams, scopes, limited)
-                self._scan(task, item, upstreams, scopes, limited)
-        else:
-            scope = scope_of(value)
-            if scope is not None:
-                if scope not in scopes:
-                    scopes.append(scope)
-                # Only runs that receive the value count against the resource's limit.
-                if scope.limit_key is not None and scope.limit_key not in limited:
-                    limited.append(scope.limit_key)
+
+        def visit(node: Any) -> bool:
+            if type(node) is TaskFuture:
+                run = node._run
+                if run.flow_run is not self:
+                    raise UsageError(
+                        f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
+                        f"flow run ({run.flow_run.flow.name!r}). Futures cannot cross flow runs: pass "
+                        "the result instead (future.result())."
+                    )
+                upstreams.append(run)
+                return True
+            scope = scope_of(node)
+            if scope is None:
+                return False
+            if scope not in scopes:
+                scopes.append(scope)
+            # Only runs that receive the value count against the resource's limit.
+            if scope.limit_key is not None and scope.limit_key not in limited:
+                limited.append(scope.limit_key)
+            return True  # a resource's value is not taken apart, even when it is a container
+
+        walk(value, visit)
 
     def submit_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
         if not self.runner.shares_memory:
@@ -223,7 +221,7 @@ class FlowRun:
     def cacheable_parameters(self, run: TaskRun) -> dict[str, Any]:
         """The run's parameters, resolved, with resource values left out."""
         resolved = {k: resolve(v) for k, v in run.parameters.items()}
-        return {k: map_leaves(v, lambda leaf: "<resource>" if scope_of(leaf) is not None else leaf) for k, v in resolved.items()}
+        return {k: rewrite(v, lambda node: "<resource>" if scope_of(node) is not None else node) for k, v in resolved.items()}
 
     def task_run_ended(self, run: TaskRun) -> None:
         state = run.record.state
@@ -459,11 +457,11 @@ class FlowRun:
 
 def _without_resource_values(parameters: dict[str, Any]) -> dict[str, Any]:
     """The parameters as recorded: a resource's value is never persisted, only named."""
-    def describe(leaf: Any) -> Any:
-        scope = scope_of(leaf)
-        return leaf if scope is None else f"<resource {scope.name}>"
+    def describe(node: Any) -> Any:
+        scope = scope_of(node)
+        return node if scope is None else f"<resource {scope.name}>"
 
-    return {k: map_leaves(v, describe) for k, v in parameters.items()}
+    return {k: rewrite(v, describe) for k, v in parameters.items()}
 
 
 def _in_event_loop() -> bool:
