@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tether._mailbox import SLICE_SECONDS, is_expecting, run_posted
+
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 
@@ -47,11 +49,16 @@ def wait_interruptibly(waitable: threading.Event | Any, timeout: float | None = 
         if isinstance(waitable, _LOCK_TYPES):
             return bool(waitable.acquire(timeout=-1 if seconds is None else seconds))
         return bool(waitable.wait(seconds))
-    if threading.current_thread() is not threading.main_thread():
+    # A thread that owns thread-bound values also runs the jobs posted to it (see `_mailbox`).
+    serving = is_expecting(threading.get_ident())
+    if not serving and threading.current_thread() is not threading.main_thread():
         return bool(acquire(timeout))
+    slice_seconds = SLICE_SECONDS if serving else _SIGNAL_SLICE
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        left = _SIGNAL_SLICE if deadline is None else min(_SIGNAL_SLICE, max(0.0, deadline - time.monotonic()))
+        if serving:
+            run_posted()
+        left = slice_seconds if deadline is None else min(slice_seconds, max(0.0, deadline - time.monotonic()))
         if acquire(left):
             return True
         if deadline is not None and time.monotonic() >= deadline:
