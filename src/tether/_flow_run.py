@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tether._arguments import map_leaves, resolve, rewrite, walk
+from tether._arguments import resolve, rewrite, walk
 from tether._context import RunContext, current_run, current_tags, events, open_blocks
 from tether._core import (
     AwaitingRetry,
@@ -403,9 +403,7 @@ class FlowRun:
                 return leaf.result()
             return leaf
 
-        if isinstance(value, (TaskFuture, State, list, tuple, dict, set, frozenset)):
-            return map_leaves(value, resolve_future)
-        return value
+        return rewrite(value, resolve_future)  # the very same object when there is nothing to resolve
 
     def _final_state(self, value: Any) -> State:
         name = self.record.name

@@ -15,11 +15,19 @@ flow body holds a `StandIn` that opens this process's own copy only if something
 uses it (a called task, or the flow body itself).
 
 A value is looked up by identity (`scope_of`) and is never pickled; how copies are
-opened and closed on workers is `_remote`'s and `_copies`' business.
+opened and closed on workers is `_remote`'s and `_copies`' business. So that identity
+means something, an immutable value (a str, a number, a tuple) is handed out as a
+fresh object equal to it (`_distinct`): an equal literal elsewhere in the flow is
+another object and never joins the scope. A value stays known, as closed, after its
+flow run has ended for as long as it lives, so a task that gets it later (from a
+subflow's return value, a global) fails with `ResourceClosedError`. The values that
+Python shares and cannot copy (None, True, False, small ints, one-character strings,
+the empty tuple) carry nothing to close and are not tracked.
 """
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import inspect
 import os
@@ -28,6 +36,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,21 +48,91 @@ from tether._errors import CleanupError, ResourceClosedError, UsageError
 from tether._interrupt import wait_interruptibly
 from tether._limits import limiter
 from tether._logging import logger
+from tether._mailbox import done_expecting as done_expecting_jobs
+from tether._mailbox import expect as expect_jobs
+from tether._mailbox import post as post_job
 
 if TYPE_CHECKING:
     from tether._flow_run import FlowRun
 
-_live: dict[int, ResourceScope] = {}
+_live: dict[int, ResourceScope] = {}  # id(value) -> its scope, open or closed, while the value lives
+# Closed values that cannot be weakly referenced (a dict, a str) are kept alive here, so
+# that their id is not reused while they are known; the oldest are let go past the bound.
+_kept_closed: collections.OrderedDict[int, Any] = collections.OrderedDict()
+_KEPT_CLOSED_MAX = 10_000
+_registry_lock = threading.Lock()
 _setting_up: contextvars.ContextVar[ResourceScope | None] = contextvars.ContextVar("tether_setting_up", default=None)
-_UNTRACKED = (type(None), bool, int, float)
+_UNTRACKED = (type(None), bool)
 _open_stand_ins: set[str] = set()  # scopes whose flow body holds a `StandIn` (tasks run elsewhere)
 
 
 def scope_of(value: Any) -> ResourceScope | None:
-    """The scope whose value ``value`` is, if any (by identity)."""
+    """The scope whose value ``value`` is, if any (by identity; the scope may be closed)."""
     if not _live or isinstance(value, _UNTRACKED):
         return None
     return _live.get(id(value))
+
+
+def _distinct(value: Any) -> Any:
+    """``value``, or an equal object that nobody else holds, where Python may share one
+    object between equal values (interned strings, cached numbers, constant tuples)."""
+    kind = type(value)
+    if kind is str:
+        return value[:1] + value[1:] if len(value) > 1 else value
+    if kind is bytes:
+        return value[:1] + value[1:] if len(value) > 1 else value
+    if kind is int:
+        return int(str(value)) if not -5 <= value <= 256 else value
+    if kind is float or kind is complex:
+        return kind(repr(value)) if kind is float else complex(value.real, value.imag)
+    if kind is tuple:
+        return tuple(list(value)) if value else value
+    if kind is frozenset:
+        return frozenset(list(value)) if value else value
+    return value
+
+
+def _shared(value: Any) -> bool:
+    """True for the values Python shares between all equal ones and `_distinct` cannot copy."""
+    kind = type(value)
+    if kind is type(None) or kind is bool:
+        return True
+    if kind is int:
+        return -5 <= value <= 256
+    if kind in (str, bytes, tuple, frozenset):
+        return len(value) <= (1 if kind in (str, bytes) else 0)
+    return False
+
+
+def _track(value: Any, scope: ResourceScope) -> None:
+    if not _shared(value):
+        with _registry_lock:
+            _live[id(value)] = scope
+
+
+def _untrack(value: Any, scope: ResourceScope) -> None:
+    with _registry_lock:
+        if _live.get(id(value)) is scope:
+            del _live[id(value)]
+            _kept_closed.pop(id(value), None)
+
+
+def _retire(value: Any, scope: ResourceScope) -> None:
+    """Keep a closed scope's value known while it lives (weakly where it can be)."""
+    try:
+        weakref.finalize(value, _untrack_id, id(value), scope)
+    except TypeError:  # not weakly referable: keep it, within a bound
+        with _registry_lock:
+            _kept_closed[id(value)] = value
+            while len(_kept_closed) > _KEPT_CLOSED_MAX:
+                old, _ = _kept_closed.popitem(last=False)
+                _live.pop(old, None)
+
+
+def _untrack_id(key: int, scope: ResourceScope) -> None:
+    with _registry_lock:
+        if _live.get(key) is scope:
+            del _live[key]
 
 
 def remember(handle: Any) -> None:
@@ -162,6 +241,7 @@ class ResourceScope:
         self._here = False  # this process holds a copy (the only one, unless tasks run elsewhere)
         self._here_lock = threading.Lock()
         self._closing = False
+        self._owner: threading.Thread | None = None  # the thread a thread-bound value belongs to
         self.stand_in: StandIn | None = None  # what the flow body holds when tasks run elsewhere
         self._cleaned = threading.Event()
         self._block_token: Any = None
@@ -218,8 +298,11 @@ class ResourceScope:
                     parent.member_ended(self, None)
             raise
         self._here = True
-        if not isinstance(value, _UNTRACKED):
-            _live[id(value)] = self
+        value = self.value = _distinct(value)
+        _track(value, self)
+        if _may_be_thread_bound(value):  # its cleanup may have to run on this thread
+            self._owner = threading.current_thread()
+            expect_jobs(threading.get_ident())
         self._emit("setup")
         return value
 
@@ -227,11 +310,11 @@ class ResourceScope:
         """Tasks run in other processes: one worker sets up its copy now (a failure raises
         here, at the ``with``), and this process hands out a stand-in."""
         stand_in = StandIn(self)
-        _live[id(stand_in)] = self
+        _track(stand_in, self)
         try:
             flow_run.open_first_copy(self)
         except BaseException:
-            del _live[id(stand_in)]
+            _untrack(stand_in, self)
             for parent in self._parents:
                 parent.member_ended(self, None)
             raise
@@ -241,7 +324,7 @@ class ResourceScope:
 
     def local_value(self) -> Any:
         """This process's copy, set up on first use (tasks run elsewhere; see `StandIn`)."""
-        if self._here:
+        if self._here and not self._closing:
             return self.value
         with self._here_lock:
             if self._closing:
@@ -364,7 +447,7 @@ class ResourceScope:
             self._closing = True
         try:
             if self._here:  # else every copy is a worker's
-                self._close(error)
+                self._close_on_its_thread(error)
         except BaseException as exc:
             if self.cleanup_fails_flow:
                 self.flow_run.cleanup_errors.append(exc)
@@ -382,6 +465,22 @@ class ResourceScope:
             for parent in self._parents:
                 parent.member_ended(self, None)
 
+    def _close_on_its_thread(self, error: BaseException | None) -> None:
+        """`_close`, on the thread that set the value up if the value refuses every other
+        thread (a default sqlite3 connection); that thread runs it at its next wait."""
+        owner = self._owner
+        if owner is None:
+            self._close(error)
+            return
+        try:
+            if owner is threading.current_thread() or not owner.is_alive() or not _refuses_this_thread(self.value):
+                self._close(error)
+            else:
+                post_job(owner, lambda: self._close(error)).result()
+        finally:
+            assert owner.ident is not None
+            done_expecting_jobs(owner.ident)
+
     def _close(self, error: BaseException | None) -> None:
         """Run the resource's own cleanup with the scope's outcome; raises if cleanup failed."""
         kind = self.resource.kind
@@ -397,7 +496,13 @@ class ResourceScope:
                 if exc is error:
                     return  # the generator re-raised the scope's error: that is a normal rollback
                 raise
-            raise CleanupError(f"Resource {self.name!r}: its generator yielded more than once. Yield exactly once.")
+            try:
+                self._opener.close()  # GeneratorExit at the second yield: its finally blocks run
+            finally:
+                raise CleanupError(
+                    f"Resource {self.name!r}: its generator yielded a second time after the scope ended, so "
+                    "tether closed it there (its finally blocks ran). Yield exactly once."
+                )
         if kind == "manager":
             cleanup = self._opener.cleanup
             if _accepts_two(cleanup):
@@ -437,11 +542,15 @@ class ResourceScope:
         )
 
     def forget(self) -> None:
-        """Drop the value from the identity registry (the flow run ended)."""
-        for value in (self.value, self.stand_in):
-            if value is not None and _live.get(id(value)) is self:
-                del _live[id(value)]
+        """The flow run ended (every cleanup is over): keep the value known as closed for as
+        long as it lives, and let go of what only setup and cleanup needed."""
         _open_stand_ins.discard(self.id)
+        for value in (self.value, self.stand_in):
+            if value is not None and scope_of(value) is self:
+                _retire(value, self)
+        self._opener = None
+        self.args, self.kwargs = (), {}
+        self.value = self.stand_in = None
 
     def __repr__(self) -> str:
         return f"<ResourceScope {self.name!r} {self.id[:8]}>"
@@ -456,7 +565,7 @@ class StandIn:
     sees the stand-in; ``tether.resources.local(value)`` gives this process's copy.
     """
 
-    __slots__ = ("_tether_scope",)
+    __slots__ = ("_tether_scope", "__weakref__")
 
     def __init__(self, scope: ResourceScope) -> None:
         object.__setattr__(self, "_tether_scope", scope)
@@ -535,6 +644,24 @@ def unshareable_connection(value: Any) -> bool:
         if driver is not None and hasattr(driver, "threadsafety") and hasattr(driver, "apilevel"):
             return int(driver.threadsafety) < 2
         module = module.rpartition(".")[0]
+    return False
+
+
+def _may_be_thread_bound(value: Any) -> bool:
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(value, sqlite3.Connection)
+
+
+def _refuses_this_thread(value: Any) -> bool:
+    """True if ``value`` (a sqlite3 connection) may not be used on the calling thread."""
+    sqlite3 = sys.modules["sqlite3"]
+    try:
+        if hasattr(value, "getlimit"):
+            value.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        else:
+            value.cursor().close()
+    except sqlite3.ProgrammingError:  # made on another thread (or closed): ask its own thread
+        return True
     return False
 
 
