@@ -113,6 +113,8 @@ class StoreRecorder:
         if not self._accepting:
             self.dropped += 1
             return
+        if type(event) is ResourceEvent and event.details.get("stored_in") == self.location.url:
+            return  # a worker wrote this step of its copy to this store itself (see `_worker_ledger`)
         try:
             # Encoded here: the event dies at once, and a failure's traceback is as it was.
             record = self._encoder.encode_one(event)
