@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-pytest.register_assert_rewrite("_remote_cases")  # its asserts explain failures too
+pytest.register_assert_rewrite("_remote_cases", "_remote_value_cases")  # its asserts explain failures too
 
 from _remote_cases import *  # noqa: F403 - every shared test runs here, on the process runner
+from _remote_value_cases import *  # noqa: F403 - resource values of every type, on this runner
 from _remote_cases import StepLog
 from tether import flow, resource, task
 from tether.runners import ProcessPoolRunner, ProcessPoolTaskRunner

@@ -11,9 +11,10 @@ import threading
 
 import pytest
 
-pytest.register_assert_rewrite("_remote_cases")  # its asserts explain failures too
+pytest.register_assert_rewrite("_remote_cases", "_remote_value_cases")  # its asserts explain failures too
 
 from _remote_cases import *  # noqa: F403 - every shared test runs here, on Ray
+from _remote_value_cases import *  # noqa: F403 - resource values of every type, on this runner
 from _remote_cases import StepLog, recorded, use
 from tether import flow, task
 from tether.runners import RayRunner, RayTaskRunner

@@ -204,9 +204,10 @@ class FlowRun:
         except Exception as exc:
             crash_if_unfinished(run, exc)
 
-    def open_first_copy(self, scope: ResourceScope) -> None:
-        """Set ``scope`` up on one of the runner's workers (it does not share this memory)."""
-        open_first_copy(self, scope)
+    def open_first_copy(self, scope: ResourceScope) -> tuple[bool, Any]:
+        """Set ``scope`` up on one of the runner's workers (it does not share this memory);
+        ``(True, value)`` if its value is plain enough to hold here as it is."""
+        return open_first_copy(self, scope)
 
     def resolve_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return tuple(resolve(a) for a in args), {k: resolve(v) for k, v in kwargs.items()}

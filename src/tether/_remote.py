@@ -213,9 +213,12 @@ def _runner_name(runner: Any) -> str:
 # -- the first copy, at the `with` statement ------------------------------------------
 
 
-def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> None:
+def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> tuple[bool, Any]:
     """Set ``scope``'s resource up on one worker now, so that its setup failure raises
-    at the ``with`` statement; that worker keeps the copy for the scope's tasks there."""
+    at the ``with`` statement; that worker keeps the copy for the scope's tasks there.
+
+    Returns ``(True, value)`` when the value is plain (None, a number, a str, bytes),
+    which the flow body can hold as it is, else ``(False, None)``."""
     runner = cast("RemoteRunner", flow_run.runner)
     ref = _reference(scope, runner)  # raises if a worker could not open it
     known = _scope_and_parents(scope)
@@ -250,6 +253,10 @@ def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> None:
     _report_copies(reports, known, runner)
     if error is not None:
         raise load_error(error, f"in the setup of resource {scope.name!r} on a {_runner_name(runner)} worker")
+    for report in reports:
+        if report["scope_id"] == scope.id and "plain_value" in report:
+            return True, report["plain_value"]
+    return False, None
 
 
 def _scope_and_parents(scope: ResourceScope) -> dict[str, ResourceScope]:

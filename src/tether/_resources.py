@@ -306,18 +306,24 @@ class ResourceScope:
         self._emit("setup")
         return value
 
-    def _open_on_a_worker(self, flow_run: FlowRun) -> StandIn:
+    def _open_on_a_worker(self, flow_run: FlowRun) -> Any:
         """Tasks run in other processes: one worker sets up its copy now (a failure raises
-        here, at the ``with``), and this process hands out a stand-in."""
+        here, at the ``with``), and this process hands out a stand-in; or, for a plain
+        value (None, a number, a str), that worker's value itself."""
         stand_in = StandIn(self)
         _track(stand_in, self)
         try:
-            flow_run.open_first_copy(self)
+            plain, value = flow_run.open_first_copy(self)
         except BaseException:
             _untrack(stand_in, self)
             for parent in self._parents:
                 parent.member_ended(self, None)
             raise
+        if plain:  # it opens nothing here, and `v is None`, `f"{name}"` must work in the flow body
+            _untrack(stand_in, self)
+            value = self.value = _distinct(value)
+            _track(value, self)
+            return value
         self.stand_in = stand_in
         _open_stand_ins.add(self.id)
         return stand_in

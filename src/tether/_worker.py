@@ -177,6 +177,8 @@ class _Copy:
 
 
 _copies: dict[str, _Copy] = {}
+#: Values a worker's setup may hand back to the flow process as they are (they open nothing).
+_PLAIN_VALUES = frozenset({type(None), bool, int, float, complex, str, bytes})
 _copies_lock = threading.Lock()
 
 
@@ -222,7 +224,9 @@ def _set_up(copy: _Copy, reports: list[dict[str, Any]]) -> None:
     copy.scope, copy.value, copy.parents = scope, value, parents
     if unshareable_connection(value):
         copy.turn = threading.Lock()
-    _report(reports, "setup", ref, attempt, handle=scope.handle)
+    report = _report(reports, "setup", ref, attempt, handle=scope.handle)
+    if type(value) in _PLAIN_VALUES:  # nothing to open: the flow body gets the value itself
+        report["plain_value"] = value
 
 
 def _release(copy: _Copy) -> None:
@@ -232,21 +236,21 @@ def _release(copy: _Copy) -> None:
             copy.idle.notify_all()
 
 
-def _report(reports: list[dict[str, Any]], step: str, ref: ResourceRef, attempt: str, error: str | None = None, handle: Any = None) -> None:
-    reports.append(
-        {
-            "step": step,
-            "scope_id": ref.scope_id,
-            "name": ref.name,
-            "attempt": attempt,
-            "timestamp": time.time(),
-            "error": error,
-            "handle": handle,
-            "worker": identity(),
-            "host": _host,
-            "pid": os.getpid(),
-        }
-    )
+def _report(reports: list[dict[str, Any]], step: str, ref: ResourceRef, attempt: str, error: str | None = None, handle: Any = None) -> dict[str, Any]:
+    report = {
+        "step": step,
+        "scope_id": ref.scope_id,
+        "name": ref.name,
+        "attempt": attempt,
+        "timestamp": time.time(),
+        "error": error,
+        "handle": handle,
+        "worker": identity(),
+        "host": _host,
+        "pid": os.getpid(),
+    }
+    reports.append(report)
+    return report
 
 
 def _holds_ref(value: Any) -> bool:
