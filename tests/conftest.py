@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -103,15 +104,37 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
-def mariadb_threads_connected() -> int:
-    """Connections the MariaDB server has open right now (including this one)."""
+@pytest.fixture
+def mariadb_database(mariadb_url) -> Iterator[str]:
+    """A MariaDB database of this test's own (a unique name), dropped at the end.
+
+    Tests never touch a database they did not create; counting the connections to this
+    one (`mariadb_sessions`) counts this test's connections and no other client's."""
+    import uuid
+
     import pymysql
 
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test")
+    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+def mariadb_sessions(database: str) -> int:
+    """Connections the MariaDB server has open to ``database`` (a test's own) right now."""
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root")  # to no database: not counted
     try:
         with conn.cursor() as cur:
-            cur.execute("SHOW STATUS LIKE 'Threads_connected'")
-            return int(cur.fetchone()[1])
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (database,))
+            return int(cur.fetchone()[0])
     finally:
         conn.close()
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pymysql
 import pytest
 
-from conftest import mariadb_threads_connected
+from conftest import mariadb_sessions
 from tether import Flow, Parameter, UsageError, resource_manager, task, unmapped
 
 
@@ -190,13 +190,11 @@ def test_errors_mixing_flows_and_cycles():
         plain.run(parameters={"nope": 1})
 
 
-def test_seed_prefect1_example_against_mariadb(mariadb_url):
-    conn = pymysql.connect(host="127.0.0.1", user="root", database="test", autocommit=True)
+def test_seed_prefect1_example_against_mariadb(mariadb_database):
+    conn = pymysql.connect(host="127.0.0.1", user="root", database=mariadb_database, autocommit=True)
     with conn.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS p1_sales (CUSTOMER_ID INT, AMOUNT INT)")
-        cur.execute("CREATE TABLE IF NOT EXISTS p1_customers (CUSTOMER_ID INT, NAME VARCHAR(20))")
-        cur.execute("DELETE FROM p1_sales")
-        cur.execute("DELETE FROM p1_customers")
+        cur.execute("CREATE TABLE p1_sales (CUSTOMER_ID INT, AMOUNT INT)")
+        cur.execute("CREATE TABLE p1_customers (CUSTOMER_ID INT, NAME VARCHAR(20))")
         cur.executemany("INSERT INTO p1_sales VALUES (%s, %s)", [(1, 10), (2, 20), (1, 5)])
         cur.executemany("INSERT INTO p1_customers VALUES (%s, %s)", [(1, "ann"), (2, "bob")])
 
@@ -232,9 +230,8 @@ def test_seed_prefect1_example_against_mariadb(mariadb_url):
     def load_to_snowflake_dwh(data: pd.DataFrame):
         return len(data)
 
-    baseline = mariadb_threads_connected()
     with Flow("resource_manager_example") as flow:
-        with MySQLConnection("test") as db:
+        with MySQLConnection(mariadb_database) as db:
             sales = extract_sales_from_db(db)
             customers = extract_customers_from_db(db)
         df = merge_data(sales, customers)
@@ -243,7 +240,5 @@ def test_seed_prefect1_example_against_mariadb(mariadb_url):
     assert state.is_successful()
     assert sorted(state.result[df].result["NAME"]) == ["ann", "ann", "bob"]
     assert state.result[loaded].result == 3
-    assert mariadb_threads_connected() == baseline
-    with conn.cursor() as cur:
-        cur.execute("DROP TABLE p1_sales, p1_customers")
     conn.close()
+    assert mariadb_sessions(mariadb_database) == 0

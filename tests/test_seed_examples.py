@@ -10,43 +10,37 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from conftest import mariadb_threads_connected
+from conftest import mariadb_sessions
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "seed"
 
 
 @pytest.fixture
-def seed_databases(mariadb_url):
-    conn = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+def seed_database(mariadb_database):
+    """The seed's tables in this test's own database (the examples read MYSQL_DB)."""
+    conn = pymysql.connect(host="127.0.0.1", user="root", database=mariadb_database, autocommit=True)
     with conn.cursor() as cur:
-        for db in ("mytestdb", "DB_NAME"):
-            cur.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-            cur.execute(f"DROP TABLE IF EXISTS {db}.sales, {db}.customers")
-            cur.execute(f"CREATE TABLE {db}.customers (CUSTOMER_ID INT PRIMARY KEY, NAME VARCHAR(40))")
-            cur.execute(f"CREATE TABLE {db}.sales (SALE_ID INT PRIMARY KEY, CUSTOMER_ID INT, AMOUNT INT)")
-            cur.executemany(f"INSERT INTO {db}.customers VALUES (%s, %s)", [(i, f"c{i}") for i in range(1, 6)])
-            cur.executemany(f"INSERT INTO {db}.sales VALUES (%s, %s, %s)", [(i, i % 5 + 1, i) for i in range(1, 51)])
-    yield
-    with conn.cursor() as cur:
-        for db in ("mytestdb", "DB_NAME"):
-            cur.execute(f"DROP DATABASE IF EXISTS {db}")
+        cur.execute("CREATE TABLE customers (CUSTOMER_ID INT PRIMARY KEY, NAME VARCHAR(40))")
+        cur.execute("CREATE TABLE sales (SALE_ID INT PRIMARY KEY, CUSTOMER_ID INT, AMOUNT INT)")
+        cur.executemany("INSERT INTO customers VALUES (%s, %s)", [(i, f"c{i}") for i in range(1, 6)])
+        cur.executemany("INSERT INTO sales VALUES (%s, %s, %s)", [(i, i % 5 + 1, i) for i in range(1, 51)])
     conn.close()
+    return mariadb_database
 
 
-def run_example(name: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MYSQL_HOST": "127.0.0.1", "MYSQL_USER": "root", "MYSQL_PWD": "",
+def run_example(name: str, tmp_path: Path, database: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MYSQL_HOST": "127.0.0.1", "MYSQL_USER": "root", "MYSQL_PWD": "", "MYSQL_DB": database,
            "TETHER_HOME": str(tmp_path / "home")}
     return subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, env=env, timeout=120)
 
 
 @pytest.mark.parametrize("script", ["prefect2_called.py", "prefect1_resource_manager.py", "prefect2_submitted.py"])
-def test_seed_example_runs_and_closes_its_connection(script, seed_databases, tmp_path):
-    baseline = mariadb_threads_connected()
-    result = run_example(script, tmp_path)
+def test_seed_example_runs_and_closes_its_connection(script, seed_database, tmp_path):
+    result = run_example(script, tmp_path, seed_database)
     assert result.returncode == 0, result.stderr
     if script == "prefect2_submitted.py":
         assert "loaded 50 rows" in result.stdout
-    assert mariadb_threads_connected() == baseline
+    assert mariadb_sessions(seed_database) == 0  # the example's process has exited: nothing left open
 
 
 def test_seed_examples_differ_from_the_seed_only_in_imports():

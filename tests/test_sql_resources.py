@@ -9,30 +9,28 @@ import pymysql
 import pytest
 from sqlalchemy import text
 
-from conftest import mariadb_threads_connected, postgres_connections
+from conftest import mariadb_sessions, postgres_connections
 from tether import flow, resource, task
 from tether.runners import ThreadPoolRunner
 from tether.sql import sql_connection, sql_engine, sql_transaction
 
 
 @pytest.fixture
-def seed_tables(mariadb_url):
-    suffix = uuid.uuid4().hex[:8]
-    sales, customers = f"sales_{suffix}", f"customers_{suffix}"
-    conn = pymysql.connect(host="127.0.0.1", user="root", database="test", autocommit=True)
+def seed_tables(mariadb_database):
+    """The seed's two tables, in this test's own database: (database, sales, customers)."""
+    sales, customers = "sales", "customers"
+    conn = pymysql.connect(host="127.0.0.1", user="root", database=mariadb_database, autocommit=True)
     with conn.cursor() as cur:
         cur.execute(f"CREATE TABLE {customers} (CUSTOMER_ID INT PRIMARY KEY, NAME VARCHAR(40))")
         cur.execute(f"CREATE TABLE {sales} (SALE_ID INT PRIMARY KEY, CUSTOMER_ID INT, AMOUNT DECIMAL(10,2))")
         cur.executemany(f"INSERT INTO {customers} VALUES (%s, %s)", [(i, f"c{i}") for i in range(1, 11)])
         cur.executemany(f"INSERT INTO {sales} VALUES (%s, %s, %s)", [(i, i % 10 + 1, i * 1.5) for i in range(1, 101)])
-    yield sales, customers
-    with conn.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {sales}, {customers}")
     conn.close()
+    return mariadb_database, sales, customers
 
 
 def test_seed_flow_with_submitted_tasks_on_mariadb(seed_tables):
-    sales_table, customers_table = seed_tables
+    database, sales_table, customers_table = seed_tables
     closed_seen = []
 
     # PyMySQL declares DB-API threadsafety 1: tether makes the tasks sharing it take turns.
@@ -67,21 +65,21 @@ def test_seed_flow_with_submitted_tasks_on_mariadb(seed_tables):
 
     @flow(task_runner=ThreadPoolRunner(4))
     def main_flow():
-        with mysql("test") as conn:
+        with mysql(database) as conn:
             sales = extract.submit(conn, sales_table)
             customers = extract.submit(conn, customers_table)
         return merge_data.submit(sales, customers)
 
-    baseline = mariadb_threads_connected()
     merged = main_flow()
     assert closed_seen == []
     assert overlaps == [1, 1]  # never two tasks on the one session at once
     assert len(merged) == 100 and merged["NAME"].notna().all()
-    assert mariadb_threads_connected() == baseline
+    assert mariadb_sessions(database) == 0
 
 
 def test_sql_engine_pools_connections_for_parallel_tasks_and_is_disposed(seed_tables, mariadb_url):
-    sales_table, _ = seed_tables
+    database, sales_table, _ = seed_tables
+    url = mariadb_url.rsplit("/", 1)[0] + f"/{database}"
 
     @task
     def count(engine, low: int) -> int:
@@ -90,13 +88,15 @@ def test_sql_engine_pools_connections_for_parallel_tasks_and_is_disposed(seed_ta
 
     @flow(task_runner=ThreadPoolRunner(4))
     def main():
-        with sql_engine(mariadb_url, pool_size=2) as engine:
+        with sql_engine(url, pool_size=2) as engine:
             futures = [count.submit(engine, low) for low in range(0, 100, 10)]
+            peak.append(mariadb_sessions(database))
         return [f.result() for f in futures]
 
-    baseline = mariadb_threads_connected()
+    peak: list[int] = []
     assert main() == list(range(100, 0, -10))
-    assert mariadb_threads_connected() == baseline
+    assert peak[0] <= 2  # the pool's size
+    assert mariadb_sessions(database) == 0
 
 
 @pytest.fixture

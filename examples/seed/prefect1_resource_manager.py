@@ -1,4 +1,5 @@
-# The seed's Prefect 1.0 example, unchanged but for the import lines (prefect -> tether).
+# The seed's Prefect 1.0 example, unchanged but for the import lines (prefect -> tether)
+# and the database name, which it reads from MYSQL_DB (default: the seed's DB_NAME).
 import os
 import mysql.connector
 import pandas as pd
@@ -7,7 +8,7 @@ from tether import resource_manager
 
 @resource_manager
 class MySQLConnection:
-    def __init__(self, database: str = "DB_NAME"):
+    def __init__(self, database: str = os.environ.get("MYSQL_DB", "DB_NAME")):
         self.database = database
 
     def setup(self):

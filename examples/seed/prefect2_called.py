@@ -1,4 +1,5 @@
-# The seed's Prefect 2.0 example, unchanged but for the import line (prefect -> tether).
+# The seed's Prefect 2.0 example, unchanged but for the import line (prefect -> tether)
+# and the database name, which it reads from MYSQL_DB (default: the seed's mytestdb).
 import os
 import contextlib
 import pandas as pd
@@ -37,7 +38,7 @@ def load_to_snowflake_dwh(data: pd.DataFrame):
 
 @flow
 def main_flow():
-    with get_mysql_conn(db="mytestdb") as conn:
+    with get_mysql_conn(db=os.environ.get("MYSQL_DB", "mytestdb")) as conn:
         sales = extract_sales_from_db(conn)
         customers = extract_customers_from_db(conn)
     df = merge_data(sales, customers)

@@ -45,7 +45,7 @@ def load_to_snowflake_dwh(data: pd.DataFrame):
 
 @flow
 def main_flow():
-    with mysql(db="mytestdb") as conn:
+    with mysql(db=os.environ.get("MYSQL_DB", "mytestdb")) as conn:
         sales = extract_sales_from_db.submit(conn)
         customers = extract_customers_from_db.submit(conn)
     df = merge_data.submit(sales, customers)
