@@ -177,6 +177,9 @@ class DaskRunner(RemoteRunner):
                 raise WorkerLost(f"Dask worker {worker} has left the cluster ({exc!r})") from exc
             raise
 
+    def worker_names(self) -> list[str]:
+        return list(self._started().scheduler_info()["workers"])
+
     # -- interrupts ---------------------------------------------------------------------
 
     def interrupt(self, future: Future[Any], call_id: str, exc_type: type[BaseException]) -> None:

@@ -87,6 +87,9 @@ class ProcessPoolRunner(RemoteRunner):
     def abandon(self, future: Future[Any]) -> None:
         self._started().terminate_worker_of(future)
 
+    def worker_names(self) -> list[str]:
+        return [f"process-{pid}" for pid in self._started().pids()]
+
     @property
     def worker_pids(self) -> list[int]:
         """The process ids of the live workers (for tests and diagnostics)."""

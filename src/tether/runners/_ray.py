@@ -163,6 +163,10 @@ class RayRunner(RemoteRunner):
             return
         future.set_result(value)
 
+    def worker_names(self) -> list[str]:
+        with self._lock:
+            return list(self._actors)
+
     def interrupt(self, future: Future[Any], call_id: str, exc_type: type[BaseException]) -> None:
         # Not ray.cancel: a cancelled call's result is dropped, with the resource copies it
         # reports. A call still queued on the actor raises as soon as it starts instead.

@@ -7,7 +7,9 @@ On top of `TaskRunner.submit`, a `RemoteRunner` can:
 - ``interrupt(future, call_id, exc_type)``: cancel a call that has not started, and
   raise ``exc_type`` in the one that runs (timeouts, cancellation);
 - ``abandon(future)``: give up on a call that did not stop within the grace period
-  (a process runner terminates its process).
+  (a process runner terminates its process);
+- ``worker_names()``: the names of its live workers (to close the copies that abandoned
+  calls may have opened, wherever they ran).
 
 A worker's name is whatever the runner's workers report through `_worker.identify`.
 Stopping the runner first closes the copies its workers still hold.
@@ -44,6 +46,10 @@ class RemoteRunner(TaskRunner):
 
     def abandon(self, future: Future[Any]) -> None:
         """The call did not stop when interrupted. By default its worker thread runs on."""
+
+    def worker_names(self) -> list[str]:
+        """The names of the live workers, as they report them (see `_worker.identify`)."""
+        raise NotImplementedError
 
     def stop(self) -> None:
         close_copies_held_by(self)
