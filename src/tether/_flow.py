@@ -24,6 +24,7 @@ from tether._options import (
     check_timeout,
     check_unknown,
 )
+from tether._reaping import refuse_flow_call
 from tether.runners import TaskRunner, ThreadPoolRunner
 
 R = TypeVar("R")
@@ -96,6 +97,7 @@ class FlowFunction(Generic[R]):
         return self._binder.bind(args, kwargs)
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        refuse_flow_call(self.name)  # tether reap loading a script that calls its flow at the top level
         if self.is_async:
             return run_flow_async(self, args, kwargs, return_state)
         return run_flow_sync(self, args, kwargs, return_state)
