@@ -1,77 +1,116 @@
-"""Tag limits that hold across processes: this process's agent for the store's slot leases.
+"""Tag limits that hold across processes: this process's agent for the store's slot locks.
 
 `SlotBroker` takes slots for the `Limiter` when a tag's limit lives in the store.
+A slot is a lock that the operating system or the database server drops when its
+holder dies (`tether.store._slot_locks`), never a lease: a holder that is paused
+(SIGSTOP, a frozen container, a long C call holding the GIL) keeps its slots for
+as long as it lives, so a limit is never overbooked.
+
 A run that must wait is queued here, in order, holding no thread. Whenever a slot
-may have come free the broker tries again for the head of the queue: when a run
-of this process releases one (it is handed over at once, in the releasing
-thread), when another process releases one (it wakes us through a datagram on
-this machine's abstract socket namespace, or through PostgreSQL's NOTIFY from
-any machine), or when the earliest lease of a dead holder expires (a timer at
-that moment). ``TETHER_SLOT_WAKEUPS=store`` sends no local datagrams, as if
-every process were on another machine. Held leases are renewed by one thread.
+may have come free the broker tries again for the head of the queue:
+
+- a run of this process releases one: it is handed over at once, in the
+  releasing thread, without letting go of the lock;
+- another process releases one: it wakes us through a datagram on this machine's
+  abstract socket namespace, or through PostgreSQL's NOTIFY from any machine
+  (``TETHER_SLOT_WAKEUPS=store`` sends no datagrams, as if every process were on
+  another machine);
+- a holder dies, or a limit is raised: nobody can tell us, since the kernel or
+  the server drops the lock silently. While runs of this process wait, the thread
+  that listens for datagrams also tries again every ``TETHER_SLOT_RETRY_SECONDS``
+  (1 s): a try is a few non-blocking lock attempts (a flock each, or one query),
+  so this costs little, and only while someone waits. The alternative, a thread
+  blocked in a lock wait per slot, would hold threads (and on PostgreSQL a
+  connection each) for every waiting tag, and still need a wake-up for a raised
+  limit.
+
+The waiter row of a tag (`limit_waiters`) says how many runs of this process
+wait and where to wake it; it is updated as they start and removed when the last
+one stops waiting (granted, withdrawn), and at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from tether._clock import get_clock
-from tether._interrupt import watchdog
 from tether.store._slots import SlotTable
 
 log = logging.getLogger("tether")
 
 
-def lease_seconds() -> float:
-    return float(os.environ.get("TETHER_SLOT_LEASE_SECONDS", "30"))
+def retry_seconds() -> float:
+    return float(os.environ.get("TETHER_SLOT_RETRY_SECONDS", "1"))
 
 
 class WakeChannel:
-    """A datagram socket in Linux's abstract namespace: other processes send a tag to wake us."""
+    """A datagram socket in Linux's abstract namespace: other processes send a tag to wake us.
 
-    def __init__(self, on_wake: Any) -> None:
+    While ``broker`` has runs waiting, the listening thread also wakes every
+    ``retry_seconds()`` to try again (for slots whose holder died).
+    """
+
+    def __init__(self, broker: SlotBroker) -> None:
         self.address = f"\0tether-{os.getpid()}-{os.urandom(6).hex()}"
         self.name = "uds:" + self.address[1:]
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
-        self._on_wake = on_wake
+        self._broker = broker
         threading.Thread(target=self._listen, name="tether-slot-wakeups", daemon=True).start()
 
     def _listen(self) -> None:
         while True:
+            self._socket.settimeout(retry_seconds() if self._broker.has_waiters() else None)
             try:
                 tag = self._socket.recv(1024).decode()
+            except TimeoutError:
+                self._broker.retry_all()
+                continue
             except OSError:
                 return
-            self._on_wake(tag)
+            if tag:
+                self._broker.retry(tag)
+
+    def nudge(self) -> None:
+        """Make the listening thread look again at whether runs wait (so it starts retrying)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            try:
+                sender.sendto(b"", self.address)
+            except OSError:
+                pass
 
     @staticmethod
-    def send(channel: str, tag: str) -> None:
+    def send(channel: str, tag: str) -> bool:
+        """Wake the process listening on ``channel``; False if no process listens there any more."""
         if not channel.startswith("uds:") or os.environ.get("TETHER_SLOT_WAKEUPS") == "store":
-            return
+            return True
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
             try:
                 sender.sendto(tag.encode(), "\0" + channel[4:])
+            except (ConnectionRefusedError, FileNotFoundError):
+                return False
             except OSError:
-                pass  # that process is gone; its waiter row will be ignored
+                pass  # a full queue: that process has wake-ups to read already
+        return True
 
 
 class SlotBroker:
     def __init__(self, table: SlotTable) -> None:
         self.table = table
-        self.lease = lease_seconds()
         self._lock = threading.Lock()
         self._capacities: dict[str, int] = {}
-        self._held: dict[tuple[str, int], tuple[str, Any]] = {}  # (key, id(owner)) -> (slot id, request)
+        self._held: dict[tuple[str, int], tuple[int, Any]] = {}  # (key, id(owner)) -> (slot, request)
         self._waiting: dict[str, deque[Any]] = {}
-        self._retrying: dict[str, bool] = {}
+        self._rows: dict[str, _WaiterRow] = {}
+        self._retrying: dict[str, bool | str] = {}
         self._channel: WakeChannel | None = None
-        self._renewer: threading.Thread | None = None
         self.limiter: Any = None
 
     # -- what the limiter asks ---------------------------------------------------------
@@ -92,14 +131,14 @@ class SlotBroker:
             queue = self._waiting.get(tag)
             if queue:
                 queue.append(request)  # first come, first served within this process
-                return False
+        if queue:
+            self._update_waiting(tag)
+            return False
         if self._try(key, request):
             return True
         with self._lock:
-            queue = self._waiting.setdefault(tag, deque())
-            queue.append(request)
-            waiting = len(queue)
-        self._announce(tag, waiting)
+            self._waiting.setdefault(tag, deque()).append(request)
+        self._update_waiting(tag)
         self.retry(tag)  # a slot may have come free before we were listed as a waiter
         return False
 
@@ -111,53 +150,80 @@ class SlotBroker:
                 return
             queue = self._waiting.get(tag)
             successor = queue.popleft() if queue else None
-        slot_id = held[0]
-        now = get_clock().time()
+            if successor is not None:
+                self._held[(key, id(successor.owner))] = (held[0], successor)
+        slot = held[0]
         if successor is not None:
-            if self.table.hand_over(slot_id, _run_id(successor), _task(successor), now, self.lease):
-                with self._lock:
-                    self._held[(key, id(successor.owner))] = (slot_id, successor)
-                self._grant(successor, key)
-                return
-            with self._lock:
-                self._waiting.setdefault(tag, deque()).appendleft(successor)
-        channels = self.table.release(slot_id, tag)
-        mine = self._channel.name if self._channel else None
-        for channel in channels:
-            if channel != mine:
-                WakeChannel.send(channel, tag)
+            def hand_over(waiting: tuple[str, int] | None) -> bool:
+                self.table.hand_over(tag, slot, _run_id(successor), _task(successor), get_clock().time(), waiting)
+                return True
+
+            try:
+                self._update_waiting(tag, hand_over)
+            except Exception as exc:  # noqa: BLE001 - the lock is still ours; only the rows are stale
+                log.warning("Could not record the hand-over of a slot of tag %r in the store: %s", tag, exc)
+            self._grant(successor, key)
+            return
+        try:
+            waiters = self.table.release(tag, slot)
+        except Exception as exc:  # noqa: BLE001 - the lock was let go; waiters will find it
+            log.warning("Could not record the release of a slot of tag %r in the store: %s", tag, exc)
+            waiters = []
+        gone = [w for w in waiters if not WakeChannel.send(w.channel, tag)]
+        if gone:
+            try:
+                self.table.live(gone)  # drops the rows of those that died
+            except Exception as exc:  # noqa: BLE001 - readers drop them too
+                log.warning("Could not drop the waiter rows of ended processes: %s", exc)
         # Also when nobody was queued: a retry under way may have tried just before this release.
         self.retry(tag)
 
     def withdraw(self, request: Any) -> None:
+        changed = []
         with self._lock:
-            for queue in self._waiting.values():
+            for tag, queue in self._waiting.items():
                 if request in queue:
                     queue.remove(request)
+                    changed.append(tag)
+        for tag in changed:
+            self._update_waiting(tag)
+
+    def has_waiters(self) -> bool:
+        with self._lock:
+            return any(self._waiting.values())
 
     # -- trying and waking ---------------------------------------------------------------
 
     def _try(self, key: str, request: Any) -> bool:
-        now = get_clock().time()
-        attempt = self.table.try_acquire(key[4:], _run_id(request), _task(request), now, self.lease)
-        if attempt.capacity is None:
-            self._capacities.pop(key[4:], None)  # the limit was removed: the tag is free
-            return True
-        if attempt.slot_id is None:
-            if attempt.next_expiry is not None:
-                tag = key[4:]
-                watchdog.schedule(max(0.0, attempt.next_expiry - now) + 0.01, lambda: self.retry(tag))
+        """Take a slot for ``request`` if one is free (it is not in the queue meanwhile)."""
+        tag = key[4:]
+        taken: list[int] = []
+
+        def take(capacity: int, waiting: tuple[str, int] | None) -> bool:
+            slot = self.table.take(tag, capacity, _run_id(request), _task(request), get_clock().time(), waiting)
+            if slot is not None:
+                taken.append(slot)
+            return slot is not None
+
+        try:
+            capacity = self.table.capacity(tag)
+            if capacity is None:
+                self._capacities.pop(tag, None)  # the limit was removed: the tag is free
+                return True
+            if not self._update_waiting(tag, lambda waiting: take(capacity, waiting)):
+                return False
+        except Exception as exc:  # noqa: BLE001 - the next retry tries again
+            log.warning("Could not take a slot of tag %r in the store: %s", tag, exc)
             return False
         with self._lock:
-            self._held[(key, id(request.owner))] = (attempt.slot_id, request)
-        self._ensure_renewer()
+            self._held[(key, id(request.owner))] = (taken[0], request)
         return True
 
     def retry(self, tag: str) -> None:
         """Try again for the head of ``tag``'s queue until a try fails or the queue is empty."""
         with self._lock:
             if self._retrying.get(tag):
-                self._retrying[tag] = "again"  # type: ignore[assignment]
+                self._retrying[tag] = "again"
                 return
             self._retrying[tag] = True
         key = f"tag:{tag}"
@@ -172,9 +238,6 @@ class SlotBroker:
                 if head.cancelled:
                     continue
                 if self._try(key, head):
-                    with self._lock:
-                        waiting = len(queue) if queue else 0
-                    self._announce(tag, waiting)
                     self._grant(head, key)
                     continue
                 with self._lock:
@@ -187,15 +250,18 @@ class SlotBroker:
             with self._lock:
                 self._retrying[tag] = False
 
-    def _woken(self, tag: str) -> None:
-        self.retry(tag)
+    def retry_all(self) -> None:
+        with self._lock:
+            tags = [tag for tag, queue in self._waiting.items() if queue]
+        for tag in tags:
+            self.retry(tag)
 
     def _listen_to_store(self) -> None:
         """Releases on other machines arrive as PostgreSQL notices."""
         try:
             for tag in self.table.listen():
                 self.retry(tag)
-        except Exception as exc:  # noqa: BLE001 - lease expiry still wakes us, later
+        except Exception as exc:  # noqa: BLE001 - the periodic retry still finds free slots, later
             log.warning("Stopped listening for released slots in the store: %s", exc)
 
     def _grant(self, request: Any, key: str) -> None:
@@ -203,34 +269,64 @@ class SlotBroker:
             request.taken.append(key)
         request.advance(self.limiter)
 
-    def _announce(self, tag: str, waiting: int) -> None:
+    # -- this process's waiter rows ---------------------------------------------------------
+
+    def _update_waiting(self, tag: str, write: Callable[[tuple[str, int] | None], bool] | None = None) -> bool:
+        """Bring this process's waiter row of ``tag`` to the length of its queue.
+
+        With ``write`` (a store write that takes an optional (channel, count) to set in the same
+        transaction, and returns whether it wrote), the row is updated by it. Serialised per tag,
+        and the count read inside, so the last update always writes the latest count.
+        """
+        with self._lock:
+            row = self._rows.setdefault(tag, _WaiterRow())
+        with row.lock:
+            with self._lock:
+                count = len(self._waiting.get(tag) or ())
+            pending = (self._wake_channel().name, count) if count != row.written else None
+            if pending is not None and count and not row.written:
+                self._wake_channel().nudge()  # the listener starts retrying while we wait
+            if write is not None:
+                if not write(pending):
+                    return False
+            elif pending is not None:
+                try:
+                    self.table.set_waiting(tag, pending[0], count, get_clock().time())
+                except Exception as exc:  # noqa: BLE001 - a lost wake-up only delays us to the next retry
+                    log.warning("Could not list this process as waiting for tag %r: %s", tag, exc)
+                    return True
+            if pending is not None:
+                row.written = count
+            return True
+
+    def _wake_channel(self) -> WakeChannel:
         if self._channel is None:
             with self._lock:
                 if self._channel is None:
-                    self._channel = WakeChannel(self._woken)
+                    self._channel = WakeChannel(self)
+                    atexit.register(self._unlist_all)
                     if self.table.notifies:
                         threading.Thread(target=self._listen_to_store, name="tether-slot-notices", daemon=True).start()
-        try:
-            self.table.set_waiting(tag, self._channel.name, waiting, get_clock().time())
-        except Exception as exc:  # noqa: BLE001 - a lost wake-up only delays us to the next expiry
-            log.warning("Could not list this process as waiting for tag %r: %s", tag, exc)
+        return self._channel
 
-    def _ensure_renewer(self) -> None:
-        if self._renewer is None:
-            with self._lock:
-                if self._renewer is None:
-                    self._renewer = threading.Thread(target=self._renew_forever, name="tether-slot-leases", daemon=True)
-                    self._renewer.start()
+    def _unlist_all(self) -> None:
+        """At exit: this process waits for nothing any more."""
+        for tag, row in list(self._rows.items()):
+            if row.written:
+                try:
+                    self.table.set_waiting(tag, "", 0, 0.0)
+                except Exception:  # noqa: BLE001 - readers drop the rows of dead processes anyway
+                    return
 
-    def _renew_forever(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self.lease / 3):
-            with self._lock:
-                ids = [slot_id for slot_id, _ in self._held.values()]
-            try:
-                self.table.renew(ids, get_clock().time() + self.lease)
-            except Exception as exc:  # noqa: BLE001 - try again at the next beat
-                log.warning("Could not renew %d concurrency slot lease(s): %s", len(ids), exc)
+
+class _WaiterRow:
+    """What this process last wrote as its count of waiting runs for one tag (0: no row)."""
+
+    __slots__ = ("lock", "written")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.written = 0
 
 
 def _run_id(request: Any) -> str | None:

@@ -375,7 +375,7 @@ def limit_ls(as_json: bool) -> None:
         print_json([
             {"tag": tag, "limit": capacity, "waiting": waiting.get(tag, 0),
              "holders": [{"run_id": h.run_id, "task": h.task, "host": h.host, "pid": h.pid,
-                          "since": h.acquired, "expires": h.expires} for h in holders if h.tag == tag]}
+                          "since": h.acquired, "slot": h.slot} for h in holders if h.tag == tag]}
             for tag, capacity in found.items()
         ])
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: Every schema revision this code knows, oldest first. Add one per migration.
-REVISIONS: tuple[str, ...] = ("0001", "0002")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
 #: The revision this code writes and reads.
 HEAD = REVISIONS[-1]
 
@@ -136,26 +136,28 @@ limits = sa.Table(
     sa.Column("updated", sa.Double, nullable=False),
 )
 
-#: A held concurrency slot: a lease, renewed while its holder lives.
+#: Who holds slot ``slot`` of a tag. The slot itself is a lock (`tether.store._slot_locks`):
+#: a row whose lock nobody holds is left by a dead process, and readers drop it.
 limit_slots = sa.Table(
     "limit_slots",
     metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("tag", NAME, nullable=False, index=True),
+    sa.Column("tag", NAME, primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("process", ID, nullable=False),  # the holder's process token
     sa.Column("run_id", ID, nullable=True),
     sa.Column("task", NAME, nullable=True),
     sa.Column("host", NAME, nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("acquired", sa.Double, nullable=False),
-    sa.Column("expires", sa.Double, nullable=False),
 )
 
-#: A process waiting for a slot of a tag, and where to wake it up.
+#: A process waiting for slots of a tag (how many runs), and where to wake it up. The row
+#: goes when its wait ends; one whose process lock nobody holds is left by a dead process.
 limit_waiters = sa.Table(
     "limit_waiters",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("tag", NAME, nullable=False, index=True),
+    sa.Column("tag", NAME, primary_key=True),
+    sa.Column("process", ID, primary_key=True),
     sa.Column("channel", sa.String(512), nullable=False),
     sa.Column("host", NAME, nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),

@@ -1,17 +1,19 @@
-"""Concurrency slots in the store: leases that hold across processes and machines.
+"""Concurrency slots in the store: locks that die with their holder, and rows that say who holds them.
 
-A slot is a row of ``limit_slots`` with an expiry; its holder renews it while it
-lives, so the slots of a process that died come back once their lease expires.
-Taking a slot is one write transaction that first drops expired leases, then
-counts: SQLite serialises writers (``BEGIN IMMEDIATE``), PostgreSQL locks the
-tag's ``limits`` row. ``limit_waiters`` says which processes wait for a tag and
-where to wake them. This module only reads and writes rows; waiting and waking
-are the engine's (`tether._leases`).
+A slot is a lock (`tether.store._slot_locks`: a file lock beside a SQLite store, an
+advisory lock on PostgreSQL), so a holder keeps it however long it is paused, and
+a dead holder's slot is free as soon as it is gone. ``limit_slots`` says who holds
+which slot (run, task, host, pid), for ``tether limit ls``; the row is written
+after the lock is taken and deleted before it is let go, so a row whose lock is
+free was left by a dead process: readers drop it. ``limit_waiters`` has a row per
+tag and waiting process, with how many of its runs wait and where to wake it; the
+row goes when its last run stops waiting, and readers drop the rows of processes
+whose process lock is free (dead). This module reads and writes rows and takes
+locks; waiting and waking are the engine's (`tether._leases`).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 from collections.abc import Iterator
@@ -21,37 +23,39 @@ import sqlalchemy as sa
 
 from tether.store._engine import read, write
 from tether.store._schema import limit_slots, limit_waiters, limits
+from tether.store._slot_locks import AdvisoryLocks, SlotLocks, blind_in_children, locks_for
 
-_ids = itertools.count()
 NOTIFY_CHANNEL = "tether_slots"
-_PREFIX = os.urandom(8).hex()
-
-
-@dataclass(frozen=True)
-class Attempt:
-    slot_id: str | None  # the slot taken, or None
-    capacity: int | None  # None: the tag has no limit (any more)
-    next_expiry: float | None  # when the earliest held lease runs out, if none was free
 
 
 @dataclass(frozen=True)
 class SlotHolder:
     tag: str
+    slot: int
     run_id: str | None
     task: str | None
     host: str
     pid: int
     acquired: float
-    expires: float
+
+
+@dataclass(frozen=True)
+class Waiter:
+    tag: str
+    channel: str
+    host: str
+    pid: int
+    waiting: int
+    process: str
 
 
 class SlotTable:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.host = socket.gethostname()
-        self._lock_rows = engine.dialect.name == "postgresql"
         #: PostgreSQL tells every listening process of a released slot (LISTEN/NOTIFY).
         self.notifies = engine.dialect.name == "postgresql"
+        self.locks: SlotLocks = locks_for(engine)
 
     def listen(self) -> Iterator[str]:
         """Yield the tag of every slot released anywhere (PostgreSQL only); blocks between them."""
@@ -59,6 +63,7 @@ class SlotTable:
 
         url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(url, autocommit=True) as conn:
+            blind_in_children(conn)  # a forked child must not say goodbye on its socket
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             for notice in conn.notifies():
                 yield notice.payload
@@ -66,73 +71,115 @@ class SlotTable:
     def capacities(self) -> dict[str, int]:
         return read(self.engine, lambda c: {r.tag: r.capacity for r in c.execute(sa.select(limits))})
 
-    def try_acquire(self, tag: str, run_id: str | None, task: str | None, now: float, lease: float) -> Attempt:
-        def work(conn: sa.Connection) -> Attempt:
-            query = sa.select(limits.c.capacity).where(limits.c.tag == tag)
-            if self._lock_rows:
-                query = query.with_for_update()
-            capacity = conn.execute(query).scalar()
-            if capacity is None:
-                return Attempt(None, None, None)
-            conn.execute(sa.delete(limit_slots).where(limit_slots.c.tag == tag, limit_slots.c.expires < now))
-            held = conn.execute(
-                sa.select(sa.func.count(), sa.func.min(limit_slots.c.expires)).where(limit_slots.c.tag == tag)
-            ).one()
-            if held[0] >= capacity:
-                return Attempt(None, capacity, held[1])
-            slot_id = f"{_PREFIX}{next(_ids):016x}"
-            conn.execute(sa.insert(limit_slots).values(
-                id=slot_id, tag=tag, run_id=run_id, task=task, host=self.host, pid=os.getpid(),
-                acquired=now, expires=now + lease,
-            ))
-            return Attempt(slot_id, capacity, None)
+    def capacity(self, tag: str) -> int | None:
+        return read(self.engine, lambda c: c.execute(sa.select(limits.c.capacity).where(limits.c.tag == tag)).scalar())
 
-        return write(self.engine, work)
+    def take(self, tag: str, capacity: int, run_id: str | None, task: str | None, now: float,
+             waiting: tuple[str, int] | None = None) -> int | None:
+        """Take a free slot of ``tag`` for a run of this process and say so; None if all are held.
 
-    def hand_over(self, slot_id: str, run_id: str | None, task: str | None, now: float, lease: float) -> bool:
-        """Give a held slot to another run of this process; False if the lease was lost meanwhile."""
-        return write(self.engine, lambda c: c.execute(
-            sa.update(limit_slots).where(limit_slots.c.id == slot_id)
-            .values(run_id=run_id, task=task, acquired=now, expires=now + lease)
-        ).rowcount == 1)
+        ``waiting`` = (channel, count): also say, in the same transaction, that ``count`` runs of
+        this process still wait for the tag afterwards.
+        """
+        slot = self.locks.try_take(tag, capacity)
+        if slot is None:
+            return None
+        try:
+            write(self.engine, lambda c: self._hold(c, tag, slot, run_id, task, now, waiting))
+        except BaseException:
+            self.locks.let_go(tag, slot)
+            raise
+        return slot
 
-    def renew(self, slot_ids: list[str], expires: float) -> None:
-        if slot_ids:
-            write(self.engine, lambda c: c.execute(
-                sa.update(limit_slots).where(limit_slots.c.id.in_(slot_ids)).values(expires=expires)
-            ))
+    def hand_over(self, tag: str, slot: int, run_id: str | None, task: str | None, now: float,
+                  waiting: tuple[str, int] | None = None) -> None:
+        """A slot this process holds goes to another of its runs (the lock stays taken)."""
+        write(self.engine, lambda c: self._hold(c, tag, slot, run_id, task, now, waiting))
 
-    def release(self, slot_id: str, tag: str) -> list[str]:
-        """Free a slot; returns the wake-up channels of the processes waiting for its tag."""
-        def work(conn: sa.Connection) -> list[str]:
-            conn.execute(sa.delete(limit_slots).where(limit_slots.c.id == slot_id))
-            if self.notifies:  # wakes waiters on every machine that listens
-                conn.execute(sa.text("SELECT pg_notify(:channel, :tag)"), {"channel": NOTIFY_CHANNEL, "tag": tag})
-            return [r.channel for r in conn.execute(sa.select(limit_waiters.c.channel).where(limit_waiters.c.tag == tag))]
+    def release(self, tag: str, slot: int) -> list[Waiter]:
+        """Let go of a slot; returns the other processes on this host that wait for its tag, to wake."""
+        def work(conn: sa.Connection) -> list[Waiter]:
+            conn.execute(sa.delete(limit_slots).where(*self._mine(tag, slot)))
+            return self._rows_of_waiters(conn, tag)
 
-        return write(self.engine, work)
+        try:
+            waiters = write(self.engine, work)
+        finally:  # the lock goes even if the store cannot be written
+            if isinstance(self.locks, AdvisoryLocks):  # and wakes the waiters of every machine that listens
+                self.locks.let_go(tag, slot, notify=(NOTIFY_CHANNEL, tag))
+            else:
+                self.locks.let_go(tag, slot)
+        me = self.locks.token()
+        return [w for w in waiters if w.host == self.host and w.process != me]
 
     def set_waiting(self, tag: str, channel: str, count: int, now: float) -> None:
-        def work(conn: sa.Connection) -> None:
-            where = (limit_waiters.c.tag == tag, limit_waiters.c.channel == channel)
-            conn.execute(sa.delete(limit_waiters).where(*where))
-            if count:
-                conn.execute(sa.insert(limit_waiters).values(
-                    tag=tag, channel=channel, host=self.host, pid=os.getpid(), waiting=count, since=now))
-
-        write(self.engine, work)
+        """Say that ``count`` runs of this process wait for ``tag`` (0: none; the row goes)."""
+        process = self.locks.token()
+        write(self.engine, lambda c: self._set_waiting(c, tag, process, channel, count, now))
 
     def holders(self) -> list[SlotHolder]:
-        return read(self.engine, lambda c: [
-            SlotHolder(r.tag, r.run_id, r.task, r.host, r.pid, r.acquired, r.expires)
-            for r in c.execute(sa.select(limit_slots).order_by(limit_slots.c.tag, limit_slots.c.acquired))
-        ])
+        """Who holds the slots, read from the rows whose lock is taken; drops the others."""
+        rows = read(self.engine, lambda c: list(c.execute(sa.select(limit_slots).order_by(limit_slots.c.tag, limit_slots.c.slot))))
+        taken = self.locks.taken([(r.tag, r.slot) for r in rows])
+        stale = [r for r in rows if (r.tag, r.slot) not in taken]
+        if stale:
+            write(self.engine, lambda c: [
+                c.execute(sa.delete(limit_slots).where(
+                    limit_slots.c.tag == r.tag, limit_slots.c.slot == r.slot, limit_slots.c.process == r.process))
+                for r in stale
+            ])
+        return [SlotHolder(r.tag, r.slot, r.run_id, r.task, r.host, r.pid, r.acquired) for r in rows if (r.tag, r.slot) in taken]
 
     def waiters(self) -> dict[str, int]:
-        return read(self.engine, lambda c: {
-            r.tag: int(r.total or 0) for r in c.execute(
-                sa.select(limit_waiters.c.tag, sa.func.sum(limit_waiters.c.waiting).label("total")).group_by(limit_waiters.c.tag))
-        })
+        """How many runs wait for each tag, in live processes."""
+        totals: dict[str, int] = {}
+        for w in self.live(read(self.engine, lambda c: self._rows_of_waiters(c, None))):
+            totals[w.tag] = totals.get(w.tag, 0) + w.waiting
+        return totals
+
+    def live(self, waiters: list[Waiter]) -> list[Waiter]:
+        """Those of ``waiters`` whose process lives; deletes the rows of the others."""
+        if not waiters:
+            return waiters
+        processes = {w.process for w in waiters}
+        dead = processes - self.locks.alive(processes)
+        if dead:
+            write(self.engine, lambda c: c.execute(sa.delete(limit_waiters).where(limit_waiters.c.process.in_(dead))))
+        return [w for w in waiters if w.process not in dead]
 
     def free_all(self, tag: str) -> int:
-        return write(self.engine, lambda c: c.execute(sa.delete(limit_slots).where(limit_slots.c.tag == tag)).rowcount)
+        """Forget who holds ``tag``'s slots (its limit is gone); how many live holders there were."""
+        rows = read(self.engine, lambda c: list(c.execute(sa.select(limit_slots).where(limit_slots.c.tag == tag))))
+        held = len(self.locks.taken([(r.tag, r.slot) for r in rows]))
+        write(self.engine, lambda c: c.execute(sa.delete(limit_slots).where(limit_slots.c.tag == tag)))
+        return held
+
+    # -- in a transaction --------------------------------------------------------------
+
+    def _hold(self, conn: sa.Connection, tag: str, slot: int, run_id: str | None, task: str | None,
+              now: float, waiting: tuple[str, int] | None) -> None:
+        process = self.locks.token()
+        # The row of a dead holder of this slot may still be there.
+        conn.execute(sa.delete(limit_slots).where(limit_slots.c.tag == tag, limit_slots.c.slot == slot))
+        conn.execute(sa.insert(limit_slots).values(
+            tag=tag, slot=slot, process=process, run_id=run_id, task=task, host=self.host, pid=os.getpid(), acquired=now))
+        if waiting is not None:
+            self._set_waiting(conn, tag, process, waiting[0], waiting[1], now)
+
+    def _set_waiting(self, conn: sa.Connection, tag: str, process: str, channel: str, count: int, now: float) -> None:
+        where = (limit_waiters.c.tag == tag, limit_waiters.c.process == process)
+        if count == 0:
+            conn.execute(sa.delete(limit_waiters).where(*where))
+        elif conn.execute(sa.update(limit_waiters).where(*where).values(waiting=count)).rowcount == 0:
+            conn.execute(sa.insert(limit_waiters).values(
+                tag=tag, process=process, channel=channel, host=self.host, pid=os.getpid(), waiting=count, since=now))
+
+    @staticmethod
+    def _rows_of_waiters(conn: sa.Connection, tag: str | None) -> list[Waiter]:
+        query = sa.select(limit_waiters)
+        if tag is not None:
+            query = query.where(limit_waiters.c.tag == tag)
+        return [Waiter(r.tag, r.channel, r.host, r.pid, r.waiting, r.process) for r in conn.execute(query)]
+
+    def _mine(self, tag: str, slot: int) -> tuple[sa.ColumnElement[bool], ...]:
+        return (limit_slots.c.tag == tag, limit_slots.c.slot == slot, limit_slots.c.process == self.locks.token())
