@@ -12,12 +12,16 @@ Goal: <= 4 connections against 200, and >= 3x faster.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 
 import pymysql
 from sqlalchemy import create_engine, text
 
-from tether import flow, resource, task
+os.environ.setdefault("TETHER_HOME", tempfile.mkdtemp(prefix="tether-bench-"))  # never the user's run store
+
+from tether import flow, resource, task  # noqa: E402 - after TETHER_HOME is set
 from tether.runners import ThreadPoolRunner
 
 QUERY = "SELECT COUNT(*) FROM information_schema.COLLATIONS WHERE ID > %s"

@@ -190,3 +190,12 @@ def test_pandas_to_sql_through_a_transaction(pg_table, postgres_url):
 
     assert load() == 3
     assert pg_count(pg_table) == 3
+
+
+def test_tether_sql_exports_only_its_resources():
+    import tether.sql
+
+    assert tether.sql.__all__ == ["sql_connection", "sql_engine", "sql_transaction"]
+    namespace: dict = {}
+    exec("from tether.sql import *", namespace)
+    assert sorted(k for k in namespace if not k.startswith("__")) == tether.sql.__all__

@@ -16,6 +16,8 @@ from sqlalchemy import Connection, Engine, create_engine
 
 from tether._resources import resource
 
+__all__ = ["sql_connection", "sql_engine", "sql_transaction"]
+
 
 @resource(name="sql_engine")
 def sql_engine(url: str, **engine_kwargs: Any) -> Iterator[Engine]:
