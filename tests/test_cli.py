@@ -258,9 +258,13 @@ def test_sigkill_leaves_orphans_that_reap_closes_and_records(store_env, tmp_path
     pid = _kill_mid_flow([sys.executable, str(script)], store_env, tmp_path)
     assert kept.exists()
 
+    # The first store open after the death records the run Crashed, with its unfinished task run.
     (run,) = tether_json(store_env, "runs", "ls")
-    assert run["state_name"] == "Running" and run["pid"] == pid
-    assert "(process gone)" in tether(store_env, "runs", "ls").stdout
+    assert (run["state_name"], run["pid"], run["task_counts"]) == ("Crashed", pid, {"CRASHED": 1})
+    assert f"process {pid} on this host is gone" in run["state_message"] and "a store open" in run["state_message"]
+    detail = tether_json(store_env, "runs", "show", run["id"])
+    assert [c["name"] for c in detail["state_changes"] if c["kind"] == "flow"] == ["Running", "Crashed"]
+    assert [t["state_name"] for t in detail["task_runs"]] == ["Crashed"]
 
     orphans = {o["name"]: o for o in tether_json(store_env, "resources", "--orphans")}
     assert sorted(orphans) == ["marker", "stubborn", "unreapable"]

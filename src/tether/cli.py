@@ -19,8 +19,8 @@ import importlib.util
 import json
 import logging
 import os
-import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,14 +42,18 @@ from tether.store import (
     Store,
     StoreError,
     StoreLocation,
+    StoredFlowRun,
     enable,
     open_store,
     reap_orphans,
     redact_text,
 )
 from tether.store import flush as flush_store
-from tether.store._ledger import process_alive
+from tether.store._crashed import CrashedRun
+from tether.store._ledger import flow_process_gone
 from tether.store._migrate import unusable
+from tether.store._redact import redact_value
+from tether.store._sink import heartbeat_seconds
 from tether.store._slots import SlotTable
 
 # Piped output is not cut to 80 columns: wide tables stay whole, messages stay on one line.
@@ -141,7 +145,7 @@ def runs_ls(limit: int, state: str | None, as_json: bool) -> None:
         table.add_column(column)
     for run in found:
         state_text = _state(run.state_type, run.state_name)
-        if run.state_type in ("RUNNING", "PENDING") and run.end_time is None and _gone(run.host, run.pid):
+        if run.state_type in ("RUNNING", "PENDING") and run.end_time is None and _gone(run):
             state_text.append(" (process gone)", style="red")
         tasks = ", ".join(f"{n} {t.lower()}" for t, n in sorted(run.task_counts.items())) or "-"
         table.add_row(run.id, run.name, state_text, _when(run.start_time or run.created), _seconds(run.duration), tasks)
@@ -312,7 +316,11 @@ def resources_cmd(orphans: bool, limit: int, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def reap_cmd(dry_run: bool, mark: tuple[int, ...], as_json: bool) -> None:
-    """Run the reaper of every orphaned resource, with the handle its setup remembered."""
+    """Run the reaper of every orphaned resource, with the handle its setup remembered.
+
+    Flow runs whose process is gone are recorded Crashed first (on another host: whose
+    heartbeat is stale), with their unfinished task runs.
+    """
     with store_or_exit() as store:
         if mark:
             for entry_id in mark:
@@ -320,12 +328,18 @@ def reap_cmd(dry_run: bool, mark: tuple[int, ...], as_json: bool) -> None:
                     raise Failure(f"Ledger row #{entry_id} is not an open resource. See: tether resources")
                 out.print(f"Ledger row #{entry_id} recorded as closed by hand.")
             return
+        crashed = list(store.crashed_at_open)
+        if not dry_run:
+            crashed += store.record_crashed_runs("tether reap", other_hosts=True)
         results = reap_orphans(store, dry_run=dry_run)
     if as_json:
         print_json([r.as_dict() for r in results])
-    elif not results:
+        return
+    for run in crashed:
+        out.print(Text.assemble(("recorded Crashed ", "red"), _crashed(run)))
+    if not results:
         out.print("No orphaned resources.")
-    for r in results if not as_json else []:
+    for r in results:
         e = r.entry
         what = f"{e.name!r} (#{e.id}, flow run {e.flow_run_id or '-'}, {e.orphan}; handle {_handle(e)})"
         if r.outcome == "reaped":
@@ -336,7 +350,9 @@ def reap_cmd(dry_run: bool, mark: tuple[int, ...], as_json: bool) -> None:
             out.print(Text.assemble(("no reaper ", "yellow"), what))
             out.print(f"  Close it by hand using its handle, then: tether reap --mark-closed {e.id}")
         elif r.outcome == "taken":
-            out.print(Text.assemble(("skipped ", "dim"), what, ": another process is reaping it"))
+            out.print(Text.assemble(("skipped ", "dim"), what, ": another process is reaping it or closed it"))
+        elif r.outcome == "closed-meanwhile":
+            out.print(Text.assemble(("reaped ", "yellow"), what, ", but meanwhile it was closed by its own process"))
         else:
             out.print(Text.assemble(("FAILED ", "bold red"), what, f": its reaper {e.reaper} raised:"))
             out.print(Text(r.error or "", style="red"))
@@ -524,11 +540,18 @@ def _status(entry: LedgerEntry) -> Text:
 
 
 def _handle(entry: LedgerEntry) -> str:
-    return "-" if entry.handle is None else redact_text(json.dumps(entry.handle, default=str))
+    return "-" if entry.handle is None else json.dumps(redact_value(entry.handle), default=str)
 
 
-def _gone(host: str | None, pid: int | None) -> bool:
-    return host == socket.gethostname() and pid is not None and not process_alive(pid, None)
+def _crashed(run: CrashedRun) -> str:
+    tasks = f"; {run.task_runs} unfinished task run(s) with it" if run.task_runs else ""
+    return f"flow run {run.name!r} ({run.id}): {run.reason}{tasks}"
+
+
+def _gone(run: StoredFlowRun) -> bool:
+    """A run its process can no longer end, not recorded Crashed yet (the store could not be written)."""
+    stale = 6 * heartbeat_seconds()
+    return flow_process_gone(run.host, run.pid, run.created, run.heartbeat, time.time(), stale) is not None
 
 
 def _when(timestamp: float | None) -> str:

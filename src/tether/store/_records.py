@@ -1,10 +1,18 @@
-"""What the store's queries return: plain, immutable records, each with `as_dict()` for ``--json``."""
+"""What the store's queries return: plain, immutable records, each with `as_dict()` for ``--json``.
+
+The store redacts secrets as it reads, except a ledger row's handle, which its
+reaper needs as setup remembered it: `LedgerEntry.as_dict` (what is shown) hides
+the secrets in it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from tether.store._ledger import ProcessInfo
+from tether.store._redact import redact_value
 
 
 class _AsDict:
@@ -120,8 +128,23 @@ class LedgerEntry(_AsDict):
             return "setup-failed"
         return "setting-up" if self.setup_outcome is None else "open"
 
+    @property
+    def raw_claim(self) -> str | None:
+        """While the row is ``reaping``: the claim of the process reaping it, as stored."""
+        return self.cleanup_error if self.cleanup_outcome == "reaping" else None
+
+    @property
+    def reaping_by(self) -> ProcessInfo | None:
+        """While the row is ``reaping``: the process reaping it (None if it did not say)."""
+        return ProcessInfo.from_json(self.raw_claim) if self.cleanup_outcome == "reaping" else None
+
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "status": self.status}
+        shown = {**dataclasses.asdict(self), "status": self.status, "handle": redact_value(self.handle)}
+        if self.cleanup_outcome == "reaping":
+            by = self.reaping_by
+            shown["cleanup_error"] = None
+            shown["reaping_by"] = None if by is None else {"host": by.host, "pid": by.pid, "started": by.started}
+        return shown
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,30 @@
 """`Store`: one opened run store. Recording (`attach`) and the queries the CLI shows.
 
 `open_store` finds the store (`TETHER_DATABASE_URL`, else ``$TETHER_HOME/tether.db``),
-brings its schema up to date and returns a `Store`. `attach` subscribes a
+brings its schema up to date, records ``Crashed`` the flow runs of this host whose
+process is gone (`_crashed`) and returns a `Store`. `attach` subscribes a
 `StoreRecorder` to the engine's event stream; the query methods read with plain
-SQL and return the records of `_records`. Process-wide switching on and off is in
-`_active`, reaping in `_reap`.
+SQL and return the records of `_records`, secrets redacted (`_redact`) except the
+handle a reaper needs. Process-wide switching on and off is in `_active`, reaping in `_reap`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from tether._context import events
+from tether.store._crashed import CrashedRun, record_crashed_runs
 from tether.store._engine import read, write
 from tether.store._errors import StoreError
-from tether.store._ledger import orphan_reason
+from tether.store._ledger import ProcessInfo, heartbeat_stale, orphan_reason
 from tether.store._location import StoreLocation
 from tether.store._migrate import open_engine
 from tether.store._records import (
@@ -30,9 +35,16 @@ from tether.store._records import (
     StoredStateChange,
     StoredTaskRun,
 )
+from tether.store._redact import redact_text, redact_value
 from tether.store._schema import flow_runs, limits, logs, resource_uses, resources, state_changes, task_runs
 from tether.store._sink import heartbeat_seconds
 from tether.store._writer import StoreRecorder, Until
+
+
+log = logging.getLogger("tether.store")
+
+#: How long a store open waits to record crashed runs while others hold the write lock.
+OPEN_WRITE_SECONDS = 2.0
 
 
 class RunNotFound(StoreError, LookupError):
@@ -40,9 +52,19 @@ class RunNotFound(StoreError, LookupError):
 
 
 def open_store(url: str | sa.URL | None = None) -> Store:
-    """Open the run store (creating or upgrading its schema); raises `StoreError` if it cannot be used."""
+    """Open the run store (creating or upgrading its schema); raises `StoreError` if it cannot be used.
+
+    Flow runs of this host whose process is gone are recorded ``Crashed`` on the way
+    (`Store.record_crashed_runs`); if that cannot be written now (a full disk, a long
+    lock), the store opens anyway and a later open or `tether reap` records them.
+    """
     location, engine = open_engine(url)
-    return Store(location, engine)
+    store = Store(location, engine)
+    try:
+        store.crashed_at_open = store.record_crashed_runs("a store open", deadline_seconds=OPEN_WRITE_SECONDS)
+    except SQLAlchemyError as exc:
+        log.debug("tether: could not record crashed flow runs in %s: %s", location.shown, exc)
+    return store
 
 
 class Store:
@@ -50,6 +72,8 @@ class Store:
         self.location = location
         self.engine = engine
         self.recorder: StoreRecorder | None = None
+        #: The flow runs `open_store` recorded Crashed as it opened this store.
+        self.crashed_at_open: list[CrashedRun] = []
 
     def __repr__(self) -> str:
         return f"<Store {self.location.shown}>"
@@ -149,16 +173,33 @@ class Store:
                 task_runs=[_task_run(t) for t in tasks],
                 state_changes=[
                     StoredStateChange(
-                        c["run_id"], c["kind"], c["type"], c["name"], c["message"], c["timestamp"], c["run_count"]
+                        c["run_id"], c["kind"], c["type"], c["name"], _redacted(c["message"]), c["timestamp"],
+                        c["run_count"],
                     )
                     for c in changes
                 ],
-                logs=[StoredLog(x["run_id"], x["level"], x["message"], x["timestamp"]) for x in lines],
+                logs=[StoredLog(x["run_id"], x["level"], redact_text(x["message"]), x["timestamp"]) for x in lines],
                 resources=ledger,
                 subflows=[_flow_run(s, {}) for s in subflows],
             )
 
         return read(self.engine, work)
+
+    def record_crashed_runs(
+        self,
+        seen_by: str,
+        other_hosts: bool = False,
+        now: float | None = None,
+        stale_after: float | None = None,
+        deadline_seconds: float = 120.0,
+    ) -> list[CrashedRun]:
+        """Record ``Crashed`` the unfinished flow runs whose process is gone, and their unfinished task runs.
+
+        Runs of this host are judged by their pid; with ``other_hosts`` (as `tether reap`
+        does) runs of other hosts are judged by a stale heartbeat too.
+        """
+        stale = 6 * heartbeat_seconds() if stale_after is None else stale_after
+        return record_crashed_runs(self.engine, seen_by, other_hosts, now, stale, deadline_seconds=deadline_seconds)
 
     # -- the ledger --------------------------------------------------------------------
 
@@ -167,9 +208,14 @@ class Store:
         return read(self.engine, lambda conn: self._ledger(conn, None, limit))
 
     def orphans(self, now: float | None = None, stale_after: float | None = None) -> list[LedgerEntry]:
-        """Resources not cleaned up whose process is gone (dead pid on this host, or stale heartbeat)."""
+        """Resources not cleaned up whose process is gone (dead pid on this host, or stale heartbeat),
+        those whose reaping failed, and those whose reaper died before it finished.
+
+        A row whose cleanup is recorded (``succeeded``/``failed``, by whichever process
+        ran it) is never an orphan: its cleanup ran.
+        """
         not_closed = sa.and_(
-            sa.or_(resources.c.cleanup_outcome.is_(None), resources.c.cleanup_outcome == "reap-failed"),
+            sa.or_(resources.c.cleanup_outcome.is_(None), resources.c.cleanup_outcome.in_(REAPABLE)),
             sa.or_(resources.c.setup_outcome.is_(None), resources.c.setup_outcome != "failed"),
         )
         rows = read(self.engine, lambda conn: self._ledger(conn, not_closed, None, now, stale_after))
@@ -203,40 +249,78 @@ class Store:
         stale = 6 * heartbeat_seconds() if stale_after is None else stale_after
         entries = []
         for r in rows:
-            orphan = None
-            if r["cleanup_outcome"] in (None, "reap-failed") and r["setup_outcome"] != "failed":
-                orphan = orphan_reason(r["host"], r["pid"], r["pid_started"], r["heartbeat"], now, stale)
+            orphan = None if r["setup_outcome"] == "failed" else _orphan(r, now, stale)
             values = dict(r)
             values["handle"] = _json(values["handle"])
+            values["setup_error"] = _redacted(values["setup_error"])
+            if values["cleanup_outcome"] != "reaping":  # then it is the claim, which names a process
+                values["cleanup_error"] = _redacted(values["cleanup_error"])
             entries.append(LedgerEntry(**values, used_by=users.get(r["scope_id"], []), orphan=orphan))
         return entries
 
-    def claim_for_reaping(self, entry_id: int) -> bool:
-        """Mark an orphan as being reaped; False if it was closed or claimed meanwhile."""
+    def claim_for_reaping(self, entry: LedgerEntry | int, claimer: ProcessInfo | None = None) -> str | None:
+        """Claim an orphan for reaping: the claim (for `record_reap`), or None if it was closed or claimed meanwhile.
+
+        The claim names the reaping process (host, pid, start time), so a later reap can
+        tell that it died and take the row over: pass the `LedgerEntry` of a row left
+        ``reaping``; it is taken only if that same claim still holds it.
+        """
+        claim = (claimer or ProcessInfo.current()).as_json()
+        entry_id = entry if isinstance(entry, int) else entry.id
+        if isinstance(entry, LedgerEntry) and entry.cleanup_outcome == "reaping":
+            held = entry.raw_claim
+            still_held = resources.c.cleanup_error.is_(None) if held is None else resources.c.cleanup_error == held
+            claimable: Any = sa.and_(resources.c.cleanup_outcome == "reaping", still_held)
+        else:
+            claimable = sa.or_(resources.c.cleanup_outcome.is_(None), resources.c.cleanup_outcome == "reap-failed")
 
         def work(conn: sa.Connection) -> bool:
             result = conn.execute(
                 sa.update(resources)
                 .where(resources.c.id == entry_id)
-                .where(sa.or_(resources.c.cleanup_outcome.is_(None), resources.c.cleanup_outcome == "reap-failed"))
-                .values(cleanup_outcome="reaping")
+                .where(claimable)
+                .where(sa.or_(resources.c.setup_outcome.is_(None), resources.c.setup_outcome != "failed"))
+                .values(cleanup_outcome="reaping", cleanup_error=claim, heartbeat=time.time())
             )
             return result.rowcount == 1
 
-        return write(self.engine, work)
+        return claim if write(self.engine, work) else None
 
-    def record_reap(self, entry_id: int, error: str | None, seconds: float, outcome: str | None = None) -> None:
-        """Record a reaper's outcome: ``reaped``, or ``reap-failed`` with its error."""
+    def beat_reaping(self, entry_id: int, claim: str) -> bool:
+        """Renew the heartbeat of a row this claim is reaping (so other hosts see its reaper alive)."""
+        return write(
+            self.engine,
+            lambda conn: conn.execute(
+                sa.update(resources)
+                .where(resources.c.id == entry_id)
+                .where(resources.c.cleanup_outcome == "reaping")
+                .where(resources.c.cleanup_error == claim)
+                .values(heartbeat=time.time())
+            ).rowcount
+            == 1,
+        )
+
+    def record_reap(
+        self, entry_id: int, error: str | None, seconds: float, outcome: str | None = None, claim: str | None = None
+    ) -> bool:
+        """Record a reaper's outcome: ``reaped``, or ``reap-failed`` with its error.
+
+        With ``claim``, only while that claim still holds the row: a cleanup its own
+        process recorded meanwhile, or a reap that took over, is not overwritten
+        (False then).
+        """
         values = {
             "cleanup_outcome": outcome or ("reaped" if error is None else "reap-failed"),
             "cleanup_error": error,
             "cleanup_seconds": seconds,
             "cleaned_at": time.time(),
         }
-        write(
-            self.engine,
-            lambda conn: conn.execute(sa.update(resources).where(resources.c.id == entry_id).values(values)),
-        )
+        statement = sa.update(resources).where(resources.c.id == entry_id)
+        if claim is not None:
+            statement = statement.where(resources.c.cleanup_outcome == "reaping").where(
+                resources.c.cleanup_error == claim
+            )
+        return write(self.engine, lambda conn: conn.execute(statement.values(values)).rowcount == 1)
 
     def mark_reaped(self, entry_id: int) -> bool:
         """Record that a person closed the resource by hand; False if there is no such open row."""
@@ -294,6 +378,31 @@ class Store:
         )
 
 
+#: Cleanup outcomes of rows reaping may take: a failed reap (to try again), a reap whose reaper may be gone.
+REAPABLE = ("reap-failed", "reaping")
+
+
+def _orphan(r: Any, now: float, stale_after: float) -> str | None:
+    """Why a ledger row is an orphan now, or None."""
+    cleanup = r["cleanup_outcome"]
+    if cleanup is None:
+        return orphan_reason(r["host"], r["pid"], r["pid_started"], r["heartbeat"], now, stale_after)
+    if cleanup == "reap-failed":
+        return "an earlier reap failed"
+    if cleanup != "reaping":
+        return None  # its cleanup is recorded: closed for good
+    claimer = ProcessInfo.from_json(r["cleanup_error"])
+    if claimer is None:  # claimed by a tether that did not say who: judged by the heartbeat alone
+        silent = heartbeat_stale(r["heartbeat"], now, stale_after)
+        return None if silent is None else f"a reap of it stopped before it finished (no heartbeat for {silent})"
+    gone = orphan_reason(claimer.host, claimer.pid, claimer.started, r["heartbeat"], now, stale_after)
+    return None if gone is None else f"its reaper stopped before it finished ({gone})"
+
+
+def _redacted(text: str | None) -> str | None:
+    return None if text is None else redact_text(text)
+
+
 def _json(text: str | None) -> Any:
     if text is None:
         return None
@@ -331,13 +440,13 @@ def _flow_run(r: Any, counts: dict[str, int]) -> StoredFlowRun:
         parent_id=r["parent_id"],
         state_type=r["state_type"],
         state_name=r["state_name"],
-        state_message=r["state_message"],
-        error=r["error"],
+        state_message=_redacted(r["state_message"]),
+        error=_redacted(r["error"]),
         run_count=r["run_count"],
         created=r["created"],
         start_time=r["start_time"],
         end_time=r["end_time"],
-        parameters=_json(r["parameters"]),
+        parameters=redact_value(_json(r["parameters"])),
         tags=_json(r["tags"]),
         pid=r["pid"],
         host=r["host"],
@@ -353,12 +462,12 @@ def _task_run(r: Any) -> StoredTaskRun:
         name=r["name"],
         state_type=r["state_type"],
         state_name=r["state_name"],
-        state_message=r["state_message"],
-        error=r["error"],
+        state_message=_redacted(r["state_message"]),
+        error=_redacted(r["error"]),
         run_count=r["run_count"],
         created=r["created"],
         start_time=r["start_time"],
         end_time=r["end_time"],
-        parameters=_json(r["parameters"]),
+        parameters=redact_value(_json(r["parameters"])),
         tags=_json(r["tags"]),
     )

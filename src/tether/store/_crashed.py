@@ -1,0 +1,127 @@
+"""Flow runs whose process died: found, and recorded ``Crashed`` with their unfinished task runs.
+
+A flow run's process records its final state; if it dies first (SIGKILL, power loss,
+a full disk), nothing else would, and the run would stay ``Running`` for ever. Every
+store open looks for unfinished flow runs of this host whose process is gone, and
+`tether reap` also for those of other hosts whose heartbeat is stale (see
+`_ledger.flow_process_gone`). Each is recorded ``Crashed``, with a state change that
+says why and who saw it, and so is every task run of it that had not finished.
+
+The updates are conditional: a run that reached a final state meanwhile keeps it,
+and two processes that see the same dead run record it once. This module writes
+only those rows; it decides nothing about resources (that is `_reap`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether.store._engine import read, write
+from tether.store._ledger import flow_process_gone
+from tether.store._schema import flow_runs, state_changes, task_runs
+
+UNFINISHED = ("PENDING", "RUNNING")
+CRASHED, CRASHED_NAME = "CRASHED", "Crashed"
+
+
+@dataclass(frozen=True)
+class CrashedRun:
+    """A flow run recorded ``Crashed`` because its process was gone."""
+
+    id: str
+    name: str
+    host: str
+    pid: int
+    reason: str
+    #: Its task runs that were still pending or running, recorded ``Crashed`` with it.
+    task_runs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record_crashed_runs(
+    engine: sa.Engine,
+    seen_by: str,
+    other_hosts: bool = False,
+    now: float | None = None,
+    stale_after: float = 60.0,
+    this_host: str | None = None,
+    deadline_seconds: float = 120.0,
+) -> list[CrashedRun]:
+    """Record ``Crashed`` every unfinished flow run whose process is gone; the runs recorded.
+
+    ``seen_by`` says who noticed, for the state message (``"tether reap"``). Without
+    ``other_hosts`` only runs of this host are judged, by their pid: that is what a
+    store open does, since a heartbeat that merely paused must not end a live run.
+    """
+    host = this_host or socket.gethostname()
+    now = time.time() if now is None else now
+    unfinished = sa.or_(flow_runs.c.state_type.is_(None), flow_runs.c.state_type.in_(UNFINISHED))
+    query = sa.select(
+        flow_runs.c.id, flow_runs.c.name, flow_runs.c.host, flow_runs.c.pid, flow_runs.c.created,
+        flow_runs.c.start_time, flow_runs.c.updated, flow_runs.c.heartbeat, flow_runs.c.run_count,
+    ).where(unfinished)  # fmt: skip
+    if not other_hosts:
+        query = query.where(flow_runs.c.host == host)
+    candidates = read(engine, lambda conn: conn.execute(query).mappings().all())
+    gone = []
+    for row in candidates:
+        reason = flow_process_gone(
+            row["host"], row["pid"], row["created"], row["heartbeat"], now, stale_after, host, other_hosts
+        )
+        if reason is not None:
+            gone.append((row, reason))
+    if not gone:
+        return []
+    who = f"{seen_by} (process {os.getpid()} on {host})"
+    return write(engine, lambda conn: [r for r in (_record(conn, row, why, who, now) for row, why in gone) if r], deadline_seconds)
+
+
+def _record(conn: sa.Connection, row: Any, reason: str, who: str, now: float) -> CrashedRun | None:
+    run_id = row["id"]
+    # The run's end is the last moment its process was known alive, not when someone noticed.
+    ended = max(t for t in (row["created"], row["start_time"], row["updated"], row["heartbeat"]) if t is not None)
+    message = f"The flow run's {reason}: it died before the run ended. Recorded Crashed by {who}."
+    done = conn.execute(
+        sa.update(flow_runs)
+        .where(flow_runs.c.id == run_id)
+        .where(sa.or_(flow_runs.c.state_type.is_(None), flow_runs.c.state_type.in_(UNFINISHED)))
+        .values(state_type=CRASHED, state_name=CRASHED_NAME, state_message=message, end_time=ended, updated=now)
+    )
+    if done.rowcount != 1:
+        return None  # it ended meanwhile, or another process recorded it first
+    changes = [_change(run_id, run_id, "flow", message, ended, row["run_count"])]
+    unfinished_task = sa.or_(task_runs.c.state_type.is_(None), task_runs.c.state_type.in_(UNFINISHED))
+    tasks = conn.execute(
+        sa.select(task_runs.c.id, task_runs.c.state_name, task_runs.c.start_time, task_runs.c.created, task_runs.c.run_count)
+        .where(task_runs.c.flow_run_id == run_id)
+        .where(unfinished_task)
+    ).all()
+    for task_id, state_name, start_time, created, run_count in tasks:
+        task_message = f"Its flow run's {reason} while the task run was {(state_name or 'pending').lower()}."
+        task_end = max(ended, start_time or created)
+        conn.execute(
+            sa.update(task_runs)
+            .where(task_runs.c.id == task_id)
+            .where(unfinished_task)
+            .values(
+                state_type=CRASHED, state_name=CRASHED_NAME, state_message=task_message, end_time=task_end, updated=now
+            )
+        )
+        changes.append(_change(task_id, run_id, "task", task_message, task_end, run_count))
+    conn.execute(sa.insert(state_changes), changes)
+    return CrashedRun(run_id, row["name"], row["host"], row["pid"], reason, len(tasks))
+
+
+def _change(run_id: str, flow_run_id: str, kind: str, message: str, timestamp: float, run_count: int) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "flow_run_id": flow_run_id, "kind": kind, "type": CRASHED, "name": CRASHED_NAME,
+        "message": message, "timestamp": timestamp, "run_count": run_count or 0,
+    }  # fmt: skip
