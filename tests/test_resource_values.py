@@ -178,11 +178,11 @@ def test_a_closed_value_that_is_gone_is_forgotten():
         with res():
             pass
 
-    from tether import _resources
+    from tether._resources import values
 
-    before = len(_resources._live)
+    before = len(values)
     main()
-    assert len(_resources._live) == before  # Handle was weakly kept: collected, and forgotten
+    assert len(values) == before  # Handle was weakly kept: collected, and forgotten
 
 
 @pytest.mark.parametrize("make_runner", RUNNERS)

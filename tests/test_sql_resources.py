@@ -88,7 +88,7 @@ def test_sql_engine_pools_connections_for_parallel_tasks_and_is_disposed(seed_ta
 
     @flow(task_runner=ThreadPoolRunner(4))
     def main():
-        with sql_engine(url, pool_size=2) as engine:
+        with sql_engine(url, pool_size=2, max_overflow=0) as engine:
             futures = [count.submit(engine, low) for low in range(0, 100, 10)]
             peak.append(mariadb_sessions(database))
         return [f.result() for f in futures]

@@ -14,20 +14,16 @@ flow process does not set the resource up at the ``with`` statement: one worker 
 flow body holds a `StandIn` that opens this process's own copy only if something here
 uses it (a called task, or the flow body itself).
 
-A value is looked up by identity (`scope_of`) and is never pickled; how copies are
-opened and closed on workers is `_remote`'s and `_copies`' business. So that identity
-means something, an immutable value (a str, a number, a tuple) is handed out as a
-fresh object equal to it (`_distinct`): an equal literal elsewhere in the flow is
-another object and never joins the scope. A value stays known, as closed, after its
-flow run has ended for as long as it lives, so a task that gets it later (from a
-subflow's return value, a global) fails with `ResourceClosedError`. The values that
-Python shares and cannot copy (None, True, False, small ints, one-character strings,
-the empty tuple) carry nothing to close and are not tracked.
+A value is looked up by identity (`scope_of`, over the registry of `_values`, which
+also says why an immutable value is handed out as a fresh equal object, and how a value
+stays known as closed after its flow run) and is never pickled; how copies are opened
+and closed on workers is `_remote`'s and `_copies`' business. A value that only works on
+the thread that made it (a default sqlite3 connection) is cleaned up on that thread,
+through `_mailbox`.
 """
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import inspect
 import os
@@ -36,11 +32,10 @@ import sys
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from tether._arguments import rewrite
+from tether import _stand_in as stand_ins
 from tether._context import RunContext, building_graph, current_run, events, open_blocks
 from tether._copies import close_copies
 from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
@@ -51,88 +46,19 @@ from tether._logging import logger
 from tether._mailbox import done_expecting as done_expecting_jobs
 from tether._mailbox import expect as expect_jobs
 from tether._mailbox import post as post_job
+from tether._stand_in import StandIn, local_arguments
+from tether._values import ValueRegistry, distinct
 
 if TYPE_CHECKING:
     from tether._flow_run import FlowRun
 
-_live: dict[int, ResourceScope] = {}  # id(value) -> its scope, open or closed, while the value lives
-# Closed values that cannot be weakly referenced (a dict, a str) are kept alive here, so
-# that their id is not reused while they are known; the oldest are let go past the bound.
-_kept_closed: collections.OrderedDict[int, Any] = collections.OrderedDict()
-_KEPT_CLOSED_MAX = 10_000
-_registry_lock = threading.Lock()
+values: ValueRegistry[ResourceScope] = ValueRegistry()
 _setting_up: contextvars.ContextVar[ResourceScope | None] = contextvars.ContextVar("tether_setting_up", default=None)
-_UNTRACKED = (type(None), bool)
-_open_stand_ins: set[str] = set()  # scopes whose flow body holds a `StandIn` (tasks run elsewhere)
 
 
 def scope_of(value: Any) -> ResourceScope | None:
     """The scope whose value ``value`` is, if any (by identity; the scope may be closed)."""
-    if not _live or isinstance(value, _UNTRACKED):
-        return None
-    return _live.get(id(value))
-
-
-def _distinct(value: Any) -> Any:
-    """``value``, or an equal object that nobody else holds, where Python may share one
-    object between equal values (interned strings, cached numbers, constant tuples)."""
-    kind = type(value)
-    if kind is str:
-        return value[:1] + value[1:] if len(value) > 1 else value
-    if kind is bytes:
-        return value[:1] + value[1:] if len(value) > 1 else value
-    if kind is int:
-        return int(str(value)) if not -5 <= value <= 256 else value
-    if kind is float or kind is complex:
-        return kind(repr(value)) if kind is float else complex(value.real, value.imag)
-    if kind is tuple:
-        return tuple(list(value)) if value else value
-    if kind is frozenset:
-        return frozenset(list(value)) if value else value
-    return value
-
-
-def _shared(value: Any) -> bool:
-    """True for the values Python shares between all equal ones and `_distinct` cannot copy."""
-    kind = type(value)
-    if kind is type(None) or kind is bool:
-        return True
-    if kind is int:
-        return -5 <= value <= 256
-    if kind in (str, bytes, tuple, frozenset):
-        return len(value) <= (1 if kind in (str, bytes) else 0)
-    return False
-
-
-def _track(value: Any, scope: ResourceScope) -> None:
-    if not _shared(value):
-        with _registry_lock:
-            _live[id(value)] = scope
-
-
-def _untrack(value: Any, scope: ResourceScope) -> None:
-    with _registry_lock:
-        if _live.get(id(value)) is scope:
-            del _live[id(value)]
-            _kept_closed.pop(id(value), None)
-
-
-def _retire(value: Any, scope: ResourceScope) -> None:
-    """Keep a closed scope's value known while it lives (weakly where it can be)."""
-    try:
-        weakref.finalize(value, _untrack_id, id(value), scope)
-    except TypeError:  # not weakly referable: keep it, within a bound
-        with _registry_lock:
-            _kept_closed[id(value)] = value
-            while len(_kept_closed) > _KEPT_CLOSED_MAX:
-                old, _ = _kept_closed.popitem(last=False)
-                _live.pop(old, None)
-
-
-def _untrack_id(key: int, scope: ResourceScope) -> None:
-    with _registry_lock:
-        if _live.get(key) is scope:
-            del _live[key]
+    return values.scope_of(value)
 
 
 def remember(handle: Any) -> None:
@@ -298,8 +224,8 @@ class ResourceScope:
                     parent.member_ended(self, None)
             raise
         self._here = True
-        value = self.value = _distinct(value)
-        _track(value, self)
+        value = self.value = distinct(value)
+        values.track(value, self)
         if _may_be_thread_bound(value):  # its cleanup may have to run on this thread
             self._owner = threading.current_thread()
             expect_jobs(threading.get_ident())
@@ -311,21 +237,21 @@ class ResourceScope:
         here, at the ``with``), and this process hands out a stand-in; or, for a plain
         value (None, a number, a str), that worker's value itself."""
         stand_in = StandIn(self)
-        _track(stand_in, self)
+        values.track(stand_in, self)
         try:
             plain, value = flow_run.open_first_copy(self)
         except BaseException:
-            _untrack(stand_in, self)
+            values.untrack(stand_in, self)
             for parent in self._parents:
                 parent.member_ended(self, None)
             raise
         if plain:  # it opens nothing here, and `v is None`, `f"{name}"` must work in the flow body
-            _untrack(stand_in, self)
-            value = self.value = _distinct(value)
-            _track(value, self)
+            values.untrack(stand_in, self)
+            value = self.value = distinct(value)
+            values.track(value, self)
             return value
         self.stand_in = stand_in
-        _open_stand_ins.add(self.id)
+        stand_ins.holding(self.id)
         return stand_in
 
     def local_value(self) -> Any:
@@ -550,94 +476,20 @@ class ResourceScope:
     def forget(self) -> None:
         """The flow run ended (every cleanup is over): keep the value known as closed for as
         long as it lives, and let go of what only setup and cleanup needed."""
-        _open_stand_ins.discard(self.id)
+        stand_ins.released(self.id)
         for value in (self.value, self.stand_in):
-            if value is not None and scope_of(value) is self:
-                _retire(value, self)
+            if value is not None:
+                values.retire(value, self)
         self._opener = None
         self.args, self.kwargs = (), {}
         self.value = self.stand_in = None
 
+    def opened_here(self) -> bool:
+        """This process holds a copy of its own."""
+        return self._here
+
     def __repr__(self) -> str:
         return f"<ResourceScope {self.name!r} {self.id[:8]}>"
-
-
-class StandIn:
-    """What a flow body holds for a resource whose tasks run in other processes.
-
-    Passed to a submitted task, it becomes that worker's own copy. Used here, by a
-    called task or by the flow body (an attribute, a call, iteration, ``with``...), it
-    opens this process's own copy on first use and forwards to it. ``isinstance``
-    sees the stand-in; ``tether.resources.local(value)`` gives this process's copy.
-    """
-
-    __slots__ = ("_tether_scope", "__weakref__")
-
-    def __init__(self, scope: ResourceScope) -> None:
-        object.__setattr__(self, "_tether_scope", scope)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tether_scope.local_value(), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._tether_scope.local_value(), name, value)
-
-    def __delattr__(self, name: str) -> None:
-        delattr(self._tether_scope.local_value(), name)
-
-    def __dir__(self) -> list[str]:
-        return dir(self._tether_scope.local_value())
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._tether_scope.local_value()(*args, **kwargs)
-
-    def __iter__(self) -> Any:
-        return iter(self._tether_scope.local_value())
-
-    def __len__(self) -> int:
-        return len(self._tether_scope.local_value())
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._tether_scope.local_value()[key]
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._tether_scope.local_value()[key] = value
-
-    def __contains__(self, item: Any) -> bool:
-        return item in self._tether_scope.local_value()
-
-    def __bool__(self) -> bool:
-        return bool(self._tether_scope.local_value())
-
-    def __enter__(self) -> Any:
-        return self._tether_scope.local_value().__enter__()
-
-    def __exit__(self, *exc_info: object) -> Any:
-        return self._tether_scope.local_value().__exit__(*exc_info)
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        name = self._tether_scope.name
-        raise TypeError(
-            f"a value of resource {name!r} cannot be pickled: pass it to the task as an argument "
-            "(each worker then opens its own copy) instead of capturing it or storing it in an object"
-        )
-
-    def __repr__(self) -> str:
-        scope = self._tether_scope
-        where = "opened here too" if scope._here else "each worker opens its own copy"
-        return f"<value of resource {scope.name!r} ({where})>"
-
-
-def local(value: Any) -> Any:
-    """This process's copy of a resource value (a `StandIn` is opened here); anything else as it is."""
-    return value._tether_scope.local_value() if type(value) is StandIn else value
-
-
-def local_arguments(args: Any, kwargs: Any) -> tuple[Any, Any]:
-    """``args`` and ``kwargs`` with each `StandIn` replaced by this process's copy."""
-    if not _open_stand_ins:  # the usual case (no remote runner): nothing to walk
-        return args, kwargs
-    return rewrite((args, kwargs), local)  # type: ignore[no-any-return]
 
 
 def unshareable_connection(value: Any) -> bool:

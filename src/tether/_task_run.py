@@ -44,7 +44,7 @@ from tether._errors import (
 )
 from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
 from tether._logging import logger
-from tether._resources import local_arguments
+from tether._stand_in import local_arguments
 
 if TYPE_CHECKING:
     from tether._flow_run import FlowRun
