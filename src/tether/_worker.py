@@ -341,10 +341,12 @@ def close_all_copies(reason: str) -> None:
 
 
 class _Running:
-    __slots__ = ("ident", "in_body", "interrupted", "timer")
+    __slots__ = ("copies", "ident", "in_body", "interrupted", "logs", "timer")
 
-    def __init__(self, ident: int) -> None:
+    def __init__(self, ident: int, copies: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
         self.ident = ident
+        self.copies = copies  # the call's copy steps and log records so far (see `stuck_result`)
+        self.logs = logs
         self.in_body = False  # False while its resource copies are being opened
         self.interrupted: type[BaseException] | None = None
         self.timer: threading.Timer | None = None
@@ -383,7 +385,7 @@ def run_call(call: Call) -> CallResult:
     token = current_run.set(RunContext(_RemoteFlowRun(call), _RemoteTaskRun(call)))  # type: ignore[arg-type]
     try:
         try:
-            entry = _register(call)
+            entry = _register(call, copies, logs)
             fn = _load_function(call.function)
             args, kwargs = cloudpickle.loads(call.arguments)
             if call.has_resources:
@@ -415,9 +417,9 @@ def run_call(call: Call) -> CallResult:
     return CallResult(ok, payload, timed_out, logs, copies, identity(), _host, os.getpid())
 
 
-def _register(call: Call) -> _Running:
+def _register(call: Call, copies: list[dict[str, Any]], logs: list[dict[str, Any]]) -> _Running:
     """The call is here: interrupts now find it (they land once its body starts)."""
-    entry = _Running(threading.get_ident())
+    entry = _Running(threading.get_ident(), copies, logs)
     with _running_lock:
         entry.interrupted = _interrupted_early.pop(call.call_id, None)
         _running[call.call_id] = entry
@@ -472,9 +474,19 @@ _on_stuck: Callable[[Call], None] = _log_stuck
 
 def set_stuck_handler(handler: Callable[[Call], None]) -> None:
     """What to do with a body that did not stop within the grace period after its timeout
-    (a process worker reports it timed out and exits; other workers can only log)."""
+    (a worker answers for it with `stuck_result`: a process worker then exits, a Dask
+    worker leaves the thread running; a worker with no handler can only log)."""
     global _on_stuck
     _on_stuck = handler
+
+
+def stuck_result(call: Call, error: BaseException) -> CallResult:
+    """The answer for a call whose body did not stop after its timeout, made while the body
+    still runs: ``error``, with the copies the call opened and its logs so far."""
+    entry = _running.get(call.call_id)
+    copies = list(entry.copies) if entry is not None else []
+    logs = list(entry.logs) if entry is not None else []
+    return CallResult(False, dump_error(error), True, logs, copies, identity(), _host, os.getpid())
 
 
 def _dump_value(value: Any, call: Call) -> bytes:
