@@ -23,9 +23,7 @@ from tether._clock import get_clock
 from tether._context import RunContext, current_run, events
 from tether._core import (
     AwaitingConcurrencySlot,
-    AwaitingRetry,
     Cached,
-    Cancelled,
     Completed,
     Crashed,
     Failed,
@@ -34,7 +32,12 @@ from tether._core import (
     RunRecord,
     State,
     StateType,
-    TimedOut,
+    after_abandon,
+    after_failed_attempt,
+    cancelled_awaiting_retry,
+    cancelled_before_start,
+    classify_failure,
+    timeout_message,
     transition,
 )
 from tether._errors import (
@@ -187,7 +190,7 @@ class TaskRun:
                 self.finish(Failed(error, message=str(error)))
                 return
         if self.flow_run.cancelling:
-            self.finish(Cancelled(message="The flow run was cancelled before this task run started."))
+            self.finish(cancelled_before_start())
             return
         if self.upstreams:
             self.args, self.kwargs = self.flow_run.resolve_arguments(self.args, self.kwargs)
@@ -251,7 +254,7 @@ class TaskRun:
                 self.in_body = True
                 self.thread_id = threading.get_ident()
         if cancelled:
-            self.finish(Cancelled(message="The flow run was cancelled before this task run started."))
+            self.finish(cancelled_before_start())
             return False
         events.emit(event)
         timeout = self.task.timeout_seconds
@@ -276,37 +279,36 @@ class TaskRun:
         self.finish(Completed(value))
 
     def failed(self, exc: BaseException) -> float | None:
-        """Decide what a failed attempt leads to; returns the retry delay, or None if final."""
+        """Apply the kernel's verdict on a failed attempt; returns the retry delay, or None if final."""
         interrupt, self.interrupt = self.interrupt, None
-        if isinstance(exc, TaskRunTimeout) or interrupt is TaskRunTimeout:
-            error = exc if isinstance(exc, TaskRunTimeout) and exc.args else TaskRunTimeout(self._timeout_message())
-            final: State = TimedOut(error, message=str(error))
-        elif isinstance(exc, (RunInterrupted, KeyboardInterrupt, asyncio.CancelledError)) or self.flow_run.cancelling:
-            self.finish(Cancelled(exc, message=f"Cancelled while running: {type(exc).__name__}"))
-            return None
-        elif not isinstance(exc, Exception):
-            self.finish(Crashed(exc, message=f"The task run was interrupted by {type(exc).__name__}."))
-            return None
+        timed_out = isinstance(exc, TaskRunTimeout) or interrupt is TaskRunTimeout
+        failure = classify_failure(
+            timed_out=timed_out,
+            interrupted=isinstance(exc, (RunInterrupted, KeyboardInterrupt, asyncio.CancelledError)),
+            cancelling=self.flow_run.cancelling,
+            is_exception=isinstance(exc, Exception),
+        )
+        error = exc
+        if timed_out and not (isinstance(exc, TaskRunTimeout) and exc.args):
+            error = TaskRunTimeout(self._timeout_message())
+        verdict = after_failed_attempt(
+            failure, error, retries_done=self.record.run_count - 1, retries=self.task.retries, retry_delays=self.task.retry_delays,
+        )
+        if verdict.retry_delay is not None:
+            self._move(verdict.state)
         else:
-            final = Failed(exc, message=f"{type(exc).__name__}: {exc}")
-        retries_done = self.record.run_count - 1
-        if retries_done < self.task.retries:
-            delays = self.task.retry_delays
-            delay = delays[min(retries_done, len(delays) - 1)]
-            self._move(AwaitingRetry(f"attempt {retries_done + 1} failed: {final.message}; retrying in {delay:g} s"))
-            return delay
-        self.finish(final)
-        return None
+            self.finish(verdict.state)
+        return verdict.retry_delay
 
     def wait_before_retry(self, delay: float) -> bool:
         """Wait out a retry delay; False (and Cancelled) if the flow is cancelled meanwhile."""
         if delay > 0 and get_clock().wait(self.flow_run.cancel_event, delay):
-            self.finish(Cancelled(message="The flow run was cancelled while this task run awaited a retry."))
+            self.finish(cancelled_awaiting_retry())
             return False
         return not self.record.state.is_final()
 
     def _timeout_message(self) -> str:
-        return f"Task run {self.record.name!r} exceeded its timeout of {self.task.timeout_seconds:g} s."
+        return timeout_message(self.record.name, self.task.timeout_seconds or 0)
 
     # -- interruption ----------------------------------------------------------------
 
@@ -320,7 +322,7 @@ class TaskRun:
         if not running and state.type is StateType.PENDING and state.name != "AwaitingRetry":
             if self.slot_request is not None:
                 self.flow_run.limiter.withdraw(self.slot_request)
-            self.finish(Cancelled(message="The flow run was cancelled before this task run started."))
+            self.finish(cancelled_before_start())
             return
         if self.async_task is not None:
             self.async_task.get_loop().call_soon_threadsafe(self.async_task.cancel)
@@ -342,12 +344,12 @@ class TaskRun:
             if not self.in_body or self.record.run_count != attempt:
                 return
             self.in_body = False
-        grace = self.flow_run.settings.interrupt_grace_seconds
-        if exc_type is TaskRunTimeout:
-            error = TaskRunTimeout(self._timeout_message() + f" It did not stop within {grace:g} s, so it was abandoned.")
-            self.finish(TimedOut(error, message=str(error)))
-        else:
-            self.finish(Crashed(message=f"Task run {self.record.name!r} did not stop within {grace:g} s of its flow's cancellation, so it was abandoned."))
+        self.finish(
+            after_abandon(
+                timed_out=exc_type is TaskRunTimeout, run_name=self.record.name, timeout_seconds=self.task.timeout_seconds,
+                grace_seconds=self.flow_run.settings.interrupt_grace_seconds, error_type=TaskRunTimeout,
+            )
+        )
 
     # -- the end ---------------------------------------------------------------------
 
@@ -449,7 +451,7 @@ async def run_async(run: TaskRun) -> None:
             if delay > 0:
                 loop = asyncio.get_running_loop()
                 if await loop.run_in_executor(None, get_clock().wait, run.flow_run.cancel_event, delay):
-                    run.finish(Cancelled(message="The flow run was cancelled while this task run awaited a retry."))
+                    run.finish(cancelled_awaiting_retry())
                     return
     finally:
         current_run.reset(token)

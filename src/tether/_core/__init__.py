@@ -3,6 +3,16 @@
 Nothing here imports the rest of tether, starts a thread or does I/O.
 """
 
+from tether._core._decide import (
+    Failure,
+    Verdict,
+    after_abandon,
+    after_failed_attempt,
+    cancelled_awaiting_retry,
+    cancelled_before_start,
+    classify_failure,
+    timeout_message,
+)
 from tether._core._events import (
     Event,
     EventStream,
@@ -47,6 +57,7 @@ __all__ = [
     "Event",
     "EventStream",
     "Failed",
+    "Failure",
     "InMemoryRecorder",
     "InvalidTransition",
     "LogEmitted",
@@ -67,7 +78,14 @@ __all__ = [
     "StateType",
     "TimedOut",
     "UnfinishedRun",
+    "Verdict",
+    "after_abandon",
+    "after_failed_attempt",
+    "cancelled_awaiting_retry",
+    "cancelled_before_start",
+    "classify_failure",
     "is_final",
     "new_run_id",
+    "timeout_message",
     "transition",
 ]

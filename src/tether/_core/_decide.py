@@ -1,0 +1,93 @@
+"""The rules that fix a task run's fate, as pure functions of what happened.
+
+The engine (`TaskRun`, and `RemoteAttempt` for remote runners) gathers the facts of
+an attempt that ended badly (did it time out, was it interrupted, is the flow being
+cancelled, how many retries are left) and asks these functions for the verdict: the
+state to move to and, when it retries, after how long. They do no I/O, take no lock
+and start no thread, so they are tested as a table (``tests/test_decisions.py``).
+Carrying out a verdict (transitions, events, hooks, timers) is the engine's.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tether._core._states import AwaitingRetry, Cancelled, Crashed, Failed, State, TimedOut
+
+
+class Failure(enum.Enum):
+    """What kind of end an attempt came to, other than success."""
+
+    TIMED_OUT = "timed out"  # its timeout interrupted it: retried like a failure, then TimedOut
+    CANCELLED = "cancelled"  # its flow is being cancelled: never retried
+    CRASHED = "crashed"  # a BaseException that is not an interrupt (SystemExit...): never retried
+    FAILED = "failed"  # the body raised an Exception: retried while retries are left
+
+
+def classify_failure(*, timed_out: bool, interrupted: bool, cancelling: bool, is_exception: bool) -> Failure:
+    """The kind of a failed attempt, from the facts the engine knows."""
+    if timed_out:
+        return Failure.TIMED_OUT
+    if interrupted or cancelling:
+        return Failure.CANCELLED
+    if not is_exception:
+        return Failure.CRASHED
+    return Failure.FAILED
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The state a failed attempt leads to; ``retry_delay`` is set when it is AwaitingRetry."""
+
+    state: State
+    retry_delay: float | None = None
+
+
+def after_failed_attempt(
+    failure: Failure,
+    error: BaseException,
+    *,
+    retries_done: int,
+    retries: int,
+    retry_delays: Sequence[float],
+    may_retry: bool = True,
+) -> Verdict:
+    """Retry (AwaitingRetry, after the delay for this attempt) or end the run.
+
+    ``may_retry`` is what the task's ``retry_condition_fn`` said, if it has one."""
+    if failure is Failure.CANCELLED:
+        return Verdict(Cancelled(error, message=f"Cancelled while running: {type(error).__name__}"))
+    if failure is Failure.CRASHED:
+        return Verdict(Crashed(error, message=f"The task run was interrupted by {type(error).__name__}."))
+    if failure is Failure.TIMED_OUT:
+        final = TimedOut(error, message=str(error))
+    else:
+        final = Failed(error, message=f"{type(error).__name__}: {error}")
+    if retries_done < retries and may_retry:
+        delay = float(retry_delays[min(retries_done, len(retry_delays) - 1)]) if retry_delays else 0.0
+        return Verdict(AwaitingRetry(f"attempt {retries_done + 1} failed: {final.message}; retrying in {delay:g} s"), delay)
+    return Verdict(final)
+
+
+def timeout_message(run_name: str, timeout_seconds: float) -> str:
+    return f"Task run {run_name!r} exceeded its timeout of {timeout_seconds:g} s."
+
+
+def after_abandon(*, timed_out: bool, run_name: str, timeout_seconds: float | None, grace_seconds: float, error_type: Any = None) -> State:
+    """An interrupted body did not stop within the grace period (blocked in C): the run ends
+    without it. ``error_type`` builds the timeout's error (the engine's TaskRunTimeout)."""
+    if timed_out and timeout_seconds is not None:
+        message = timeout_message(run_name, timeout_seconds) + f" It did not stop within {grace_seconds:g} s, so it was abandoned."
+        return TimedOut(error_type(message) if error_type is not None else None, message=message)
+    return Crashed(message=f"Task run {run_name!r} did not stop within {grace_seconds:g} s of its flow's cancellation, so it was abandoned.")
+
+
+def cancelled_before_start() -> State:
+    return Cancelled(message="The flow run was cancelled before this task run started.")
+
+
+def cancelled_awaiting_retry() -> State:
+    return Cancelled(message="The flow run was cancelled while this task run awaited a retry.")
