@@ -1,12 +1,18 @@
 """The flow process's book of resource copies on remote workers, and closing them.
 
 A task that receives a resource value and runs on another process makes that worker
-open its own copy (see `_worker`). The worker reports each copy's setup with the
-task's result; `copy_reported` turns the report into ledger events (with the worker's
-host and process id, so a worker that dies leaves an orphan row) and remembers
-which worker holds a copy of which scope. When the scope ends, `close_copies` asks
-each of those workers to close its copy with the scope's outcome and waits for them;
-a remote cleanup that fails counts as a failing cleanup of the flow.
+open its own copy (see `_worker`). The worker writes each step of its copy to the
+ledger itself, before it acts, where `ledger_target` says (the flow's store), and
+reports the steps with the task's result; `copy_reported` emits them as events here
+too (marked as stored, so the store does not write them twice; with no store
+reachable from the worker, they are the ledger's record) and remembers which worker
+holds a copy of which scope. When the scope ends, `close_copies` asks each of those
+workers to close its copy with the scope's outcome and waits for them; a remote
+cleanup that fails counts as a failing cleanup of the flow.
+
+A call abandoned on a live worker (it did not stop within the grace period) never
+reports the copy it may have opened: `copies_unreported` notes its scope, whose end
+then asks every worker of the runner to close its copy, if it holds one.
 
 This module does not decide when a scope ends (`_resources` does) and does not
 talk to workers itself: each copy remembers the runner that can reach its worker.
@@ -25,6 +31,8 @@ from tether._errors import CleanupError
 from tether._logging import logger
 from tether._settings import Settings
 from tether._wire import CleanupReport, WorkerLost, dump_error
+from tether.store._worker_ledger import LedgerTarget
+from tether.store._worker_ledger import ledger_target as _target_of_flow
 
 if TYPE_CHECKING:
     from tether._resources import ResourceScope
@@ -32,16 +40,17 @@ if TYPE_CHECKING:
 
 
 class RemoteCopy:
-    """One worker's copy of one resource scope."""
+    """One worker's copy of one resource scope (``reported``: the worker said it holds one)."""
 
-    __slots__ = ("host", "pid", "runner", "scope", "worker")
+    __slots__ = ("host", "pid", "reported", "runner", "scope", "worker")
 
-    def __init__(self, scope: ResourceScope, runner: RemoteRunner, worker: str, host: str, pid: int) -> None:
+    def __init__(self, scope: ResourceScope, runner: RemoteRunner, worker: str, host: str, pid: int, reported: bool = True) -> None:
         self.scope = scope
         self.runner = runner
         self.worker = worker
         self.host = host
         self.pid = pid
+        self.reported = reported
 
     def __repr__(self) -> str:
         return f"<RemoteCopy {self.scope.name!r} on {self.worker} (pid {self.pid})>"
@@ -50,15 +59,33 @@ class RemoteCopy:
 _lock = threading.Lock()
 _by_scope: dict[str, dict[str, RemoteCopy]] = {}
 _closed: weakref.WeakSet[ResourceScope] = weakref.WeakSet()  # scopes whose copies were closed
+#: Scopes with a call abandoned on a live worker (scope id -> the scope, the runners of those calls).
+_unreported: dict[str, tuple[ResourceScope, list[RemoteRunner]]] = {}
+_targets: weakref.WeakKeyDictionary[ResourceScope, LedgerTarget | None] = weakref.WeakKeyDictionary()
+
+
+def ledger_target(scope: ResourceScope) -> LedgerTarget | None:
+    """Where workers write the ledger rows of their copies of ``scope`` (the same for the
+    scope's life, made once)."""
+    try:
+        return _targets[scope]
+    except KeyError:
+        pass
+    target = _target_of_flow(scope.flow_run.record.id if scope.flow_run is not None else None, _reaper_name(scope))
+    _targets[scope] = target
+    return target
 
 
 def copy_reported(scope: ResourceScope, runner: RemoteRunner, report: dict[str, Any]) -> None:
-    """Record one step of a worker's copy (from `_worker`'s report) and remember the copy.
+    """Emit one step of a worker's copy (from `_worker`'s report) and remember the copy.
 
     A copy reported after its scope was closed (by a run abandoned meanwhile) is closed now.
     """
     step = report["step"]
-    _emit(scope, step, report["host"], report["pid"], report["worker"], report["timestamp"], error=report.get("error"), handle=report.get("handle"))
+    _emit(
+        scope, step, report["host"], report["pid"], report["worker"], report["timestamp"], report.get("recorded", False),
+        error=report.get("error"), handle=report.get("handle"),
+    )
     if step != "setup":
         return
     copy = RemoteCopy(scope, runner, report["worker"], report["host"], report["pid"])
@@ -67,9 +94,16 @@ def copy_reported(scope: ResourceScope, runner: RemoteRunner, report: dict[str, 
         if not late:
             _by_scope.setdefault(scope.id, {})[copy.worker] = copy
     if late:
-        book = scope.book
-        error = (book.first_error or RuntimeError(f"a run of resource {scope.name!r}'s scope failed")) if book.failed else None
-        threading.Thread(target=_close, args=(scope, [copy], error), name="tether-late-copy", daemon=True).start()
+        threading.Thread(target=_close, args=(scope, [copy], _error_of(scope)), name="tether-late-copy", daemon=True).start()
+
+
+def copies_unreported(scope: ResourceScope, runner: RemoteRunner) -> None:
+    """A call of ``scope`` was abandoned on a live worker: if it opened a copy there, no
+    report of it will come. The scope's end asks every worker of ``runner`` to close its copy."""
+    with _lock:
+        runners = _unreported.setdefault(scope.id, (scope, []))[1]
+        if runner not in runners:
+            runners.append(runner)
 
 
 def copies_of(scope: ResourceScope) -> list[RemoteCopy]:
@@ -86,25 +120,56 @@ def close_copies(scope: ResourceScope, error: BaseException | None) -> None:
     with _lock:
         _closed.add(scope)
         copies = list(_by_scope.pop(scope.id, {}).values())
+        _, unreported = _unreported.pop(scope.id, (scope, []))
+    for runner in unreported:
+        copies += _maybe_held(scope, runner, copies)
     if copies:
         _close(scope, copies, error)
 
 
 def close_copies_held_by(runner: RemoteRunner) -> None:
     """Close the copies a stopping runner's workers still hold (scopes of an outer flow run)."""
+    held: dict[str, tuple[ResourceScope, list[RemoteCopy], bool]] = {}
     with _lock:
-        held: dict[str, list[RemoteCopy]] = {}
         for scope_id, by_worker in list(_by_scope.items()):
             for worker, copy in list(by_worker.items()):
                 if copy.runner is runner:
-                    held.setdefault(scope_id, []).append(by_worker.pop(worker))
+                    scope, copies, _ = held.setdefault(scope_id, (copy.scope, [], False))
+                    copies.append(by_worker.pop(worker))
             if not by_worker:
                 del _by_scope[scope_id]
-    for copies in held.values():
-        scope = copies[0].scope
-        book = scope.book
-        error = (book.first_error or RuntimeError(f"a run of resource {scope.name!r}'s scope failed")) if book.failed else None
-        _close(scope, copies, error)
+        for scope_id, (scope, runners) in list(_unreported.items()):
+            if runner in runners:
+                runners.remove(runner)
+                if not runners:
+                    del _unreported[scope_id]
+                held[scope_id] = (scope, held.get(scope_id, (scope, [], True))[1], True)
+    for scope, copies, unreported in held.values():
+        if unreported:
+            copies = copies + _maybe_held(scope, runner, copies)
+        if copies:
+            _close(scope, copies, _error_of(scope))
+
+
+def _maybe_held(scope: ResourceScope, runner: RemoteRunner, known: list[RemoteCopy]) -> list[RemoteCopy]:
+    """A copy for each worker of ``runner`` not known to hold one: it may (see `copies_unreported`)."""
+    try:
+        workers = runner.worker_names()
+    except Exception as exc:  # noqa: BLE001 - those copies stay orphans in the ledger
+        logger.warning(
+            "Could not list the workers of %r to close the copies of resource %r that abandoned task runs may "
+            "have opened (%r); the ledger keeps any such copy as an orphan once its worker is gone.", runner, scope.name, exc,
+        )
+        return []
+    taken = {c.worker for c in known if c.runner is runner}
+    return [RemoteCopy(scope, runner, worker, "?", 0, reported=False) for worker in workers if worker not in taken]
+
+
+def _error_of(scope: ResourceScope) -> BaseException | None:
+    book = scope.book
+    if not book.failed:
+        return None
+    return book.first_error or RuntimeError(f"a run of resource {scope.name!r}'s scope failed")
 
 
 def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException | None) -> None:
@@ -120,20 +185,25 @@ def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException 
         try:
             pending.append((copy, copy.runner.close_copy(copy.worker, scope.id, packed, drain)))
         except BaseException as exc:  # noqa: BLE001
-            _failed(scope, copy, outcome, exc, 0.0)
+            if copy.reported:
+                _failed(scope, copy.host, copy.pid, copy.worker, outcome, exc, 0.0, False)
     for copy, future in pending:
         started = time.monotonic()
         try:
             report: CleanupReport = future.result()
         except WorkerLost as exc:
-            logger.warning(
-                "The copy of resource %r on worker %s (pid %d) was not cleaned up: %s. The ledger keeps it "
-                "as an orphan; `tether reap` can close it if the resource has a reaper.",
-                scope.name, copy.worker, copy.pid, exc,
-            )
+            if copy.reported:
+                logger.warning(
+                    "The copy of resource %r on worker %s (pid %d) was not cleaned up: %s. The ledger keeps it "
+                    "as an orphan; `tether reap` can close it if the resource has a reaper.",
+                    scope.name, copy.worker, copy.pid, exc,
+                )
             continue
         except BaseException as exc:  # noqa: BLE001
-            _failed(scope, copy, outcome, exc, time.monotonic() - started)
+            if copy.reported:
+                _failed(scope, copy.host, copy.pid, copy.worker, outcome, exc, time.monotonic() - started, False)
+            continue
+        if not report.had_copy:
             continue
         if report.still_running:
             logger.warning(
@@ -141,22 +211,27 @@ def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException 
                 "(they did not stop within %g s).", scope.name, copy.worker, report.still_running, drain,
             )
         if report.error is not None:
-            _failed(scope, copy, outcome, CleanupError(f"on worker {copy.worker} (pid {copy.pid}): {report.error}"), report.seconds)
-        elif report.had_copy:
-            _emit(scope, "cleanup", copy.host, copy.pid, copy.worker, time.time(), outcome=outcome, seconds=report.seconds)
+            failure = CleanupError(f"on worker {copy.worker} (pid {report.pid}): {report.error}")
+            _failed(scope, report.host, report.pid, copy.worker, outcome, failure, report.seconds, report.recorded)
+        else:
+            _emit(scope, "cleanup", report.host, report.pid, copy.worker, time.time(), report.recorded, outcome=outcome, seconds=report.seconds)
 
 
-def _failed(scope: ResourceScope, copy: RemoteCopy, outcome: str, exc: BaseException, seconds: float) -> None:
+def _failed(scope: ResourceScope, host: str, pid: int, worker: str, outcome: str, exc: BaseException, seconds: float, recorded: bool) -> None:
     if scope.flow_run is not None and getattr(scope, "cleanup_fails_flow", True):
         scope.flow_run.cleanup_errors.append(exc)
-    logger.error("Cleanup of resource %r on worker %s (pid %d) failed: %s: %s", scope.name, copy.worker, copy.pid, type(exc).__name__, exc)
-    _emit(scope, "cleanup-failed", copy.host, copy.pid, copy.worker, time.time(), error=f"{type(exc).__name__}: {exc}", outcome=outcome, seconds=seconds)
+    logger.error("Cleanup of resource %r on worker %s (pid %d) failed: %s: %s", scope.name, worker, pid, type(exc).__name__, exc)
+    _emit(scope, "cleanup-failed", host, pid, worker, time.time(), recorded, error=f"{type(exc).__name__}: {exc}", outcome=outcome, seconds=seconds)
 
 
-def _emit(scope: ResourceScope, step: str, host: str, pid: int, worker: str, timestamp: float, **details: Any) -> None:
+def _emit(scope: ResourceScope, step: str, host: str, pid: int, worker: str, timestamp: float, recorded: bool, **details: Any) -> None:
+    """Emit a step of a worker's copy; ``recorded``: the worker wrote it to the store already."""
     if not events.active:
         return
-    reaper = scope.resource.reaper
+    extra: dict[str, Any] = {"worker": worker, **details}
+    target = ledger_target(scope) if recorded else None
+    if target is not None:
+        extra["stored_in"] = target.url
     events.emit(
         ResourceEvent(
             step=step,
@@ -164,12 +239,17 @@ def _emit(scope: ResourceScope, step: str, host: str, pid: int, worker: str, tim
             name=str(scope.name),
             flow_run_id=scope.flow_run.record.id if scope.flow_run is not None else None,
             timestamp=timestamp,
-            error=details.pop("error", None),
-            outcome=details.pop("outcome", None),
+            error=extra.pop("error", None),
+            outcome=extra.pop("outcome", None),
             worker=host,
             pid=pid,
-            handle=details.pop("handle", None),
-            reaper=f"{getattr(reaper, '__module__', '?')}:{getattr(reaper, '__qualname__', repr(reaper))}" if reaper else None,
-            details={"worker": worker, **details},
+            handle=extra.pop("handle", None),
+            reaper=_reaper_name(scope),
+            details=extra,
         )
     )
+
+
+def _reaper_name(scope: ResourceScope) -> str | None:
+    reaper = scope.resource.reaper
+    return f"{getattr(reaper, '__module__', '?')}:{getattr(reaper, '__qualname__', repr(reaper))}" if reaper else None

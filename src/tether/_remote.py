@@ -38,7 +38,7 @@ import cloudpickle
 
 from tether._arguments import rewrite
 from tether._context import RunContext
-from tether._copies import close_copies, copy_reported
+from tether._copies import close_copies, copies_unreported, copy_reported, ledger_target
 from tether._core import Cancelled, Crashed, Failed, TimedOut
 from tether._errors import TaskRunCancelled, TaskRunTimeout, UnpicklableArgumentError
 from tether._futures import TaskFuture
@@ -114,7 +114,7 @@ def _reference(scope: ResourceScope, runner: RemoteRunner) -> ResourceRef:
             ) from exc
         with _cache_lock:
             _openers[scope] = opener
-    return ResourceRef(scope.id, str(scope.name), opener)
+    return ResourceRef(scope.id, str(scope.name), opener, ledger_target(scope))
 
 
 def _with_refs(value: Any, runner: RemoteRunner) -> Any:
@@ -241,7 +241,9 @@ def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> tuple[bool, Any]
                 logger.warning("Interrupted again: still waiting for resource %r's setup on a worker; please wait.", scope.name)
         if future.done() and not future.cancelled() and future.exception() is None:
             _report_copies(future.result()[0], known, runner)
-        close_copies(scope, exc)  # a copy still opening after the grace period stays an orphan in the ledger
+        elif not future.done():
+            copies_unreported(scope, runner)  # its worker is asked to close it when it is done
+        close_copies(scope, exc)
         raise
     try:
         reports, error = future.result()
@@ -487,6 +489,10 @@ class RemoteAttempt:
             self.runner.abandon(future)
         except Exception as exc:  # noqa: BLE001
             logger.warning("Could not stop the worker of task run %r: %r", run.record.name, exc)
+        # Its result, with the copies it opened, may never come: the scopes' ends ask every worker.
+        for scope in self.scopes.values():
+            for each in _scope_and_parents(scope).values():
+                copies_unreported(each, self.runner)
         run.end_body()
         if exc_type is TaskRunTimeout:
             error = TaskRunTimeout(f"{run._timeout_message()} It did not stop within {grace:g} s, so it was abandoned.")

@@ -12,11 +12,14 @@ Plain data and functions only: nothing here runs tasks or opens resources.
 from __future__ import annotations
 
 import traceback
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
 
 from tether._errors import TetherError
+
+if TYPE_CHECKING:
+    from tether.store._worker_ledger import LedgerTarget
 
 
 class WorkerLost(TetherError):
@@ -45,19 +48,21 @@ class ResourceRef:
     """A resource value, as it travels: which scope, and how a worker opens its own copy.
 
     ``opener`` is ``cloudpickle.dumps((resource, args, kwargs))``, made once per scope;
-    the worker unpickles it only when it sets up its copy. (Not a tuple: the walkers of
-    arguments would take it for a container.)
+    the worker unpickles it only when it sets up its copy. ``ledger`` says where the
+    worker writes its copy's ledger rows (None: the flow process records to no store).
+    (Not a tuple: the walkers of arguments would take it for a container.)
     """
 
-    __slots__ = ("name", "opener", "scope_id")
+    __slots__ = ("ledger", "name", "opener", "scope_id")
 
-    def __init__(self, scope_id: str, name: str, opener: bytes) -> None:
+    def __init__(self, scope_id: str, name: str, opener: bytes, ledger: LedgerTarget | None = None) -> None:
         self.scope_id = scope_id
         self.name = name
         self.opener = opener
+        self.ledger = ledger
 
     def __reduce__(self) -> Any:
-        return (ResourceRef, (self.scope_id, self.name, self.opener))
+        return (ResourceRef, (self.scope_id, self.name, self.opener, self.ledger))
 
     def __repr__(self) -> str:
         return f"<ResourceRef {self.name!r} {self.scope_id[:8]}>"
@@ -84,7 +89,8 @@ class CallResult(NamedTuple):
     ``payload`` is the pickled return value when ``ok``, else the pickled error (see
     `dump_error`); ``timed_out`` says the body was interrupted by its timeout (whatever
     it turned that into); ``logs`` are the run's log records as dicts; ``copies`` the
-    copy steps that happened during this call, in order.
+    copy steps that happened during this call, in order (each says whether the worker
+    wrote it to the ledger itself: ``recorded``).
     """
 
     ok: bool
@@ -98,7 +104,8 @@ class CallResult(NamedTuple):
 
 
 class CleanupReport(NamedTuple):
-    """What a worker sends back for `cleanup_copy`."""
+    """What a worker sends back for `cleanup_copy`; ``recorded``: the worker wrote the
+    cleanup to the ledger itself."""
 
     scope_id: str
     had_copy: bool
@@ -108,6 +115,7 @@ class CleanupReport(NamedTuple):
     worker: str
     host: str
     pid: int
+    recorded: bool = False
 
 
 def dump_error(exc: BaseException) -> bytes:

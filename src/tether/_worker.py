@@ -14,15 +14,22 @@ resource, never the value). On the worker, `run_call`:
 - returns a `CallResult`: the value or the error (pickled), the log records and what
   happened to the copies (``setup-started``, ``setup``, ``setup-failed``).
 
+Each step of a copy is written to the run store's ledger here, by this process, before
+it acts (see `tether.store._worker_ledger`): the copy's row exists before its setup
+runs, and its cleanup is recorded even when the flow process is gone, so a copy whose
+call never returns is an orphan that ``tether reap`` finds, and a copy closed here is
+never reaped. The reports say which steps were written (the flow process records the
+others).
+
 `open_copy` sets up this worker's copy at the ``with`` statement (the first copy of a
 scope, so that a setup failure raises there). `cleanup_copy` closes this worker's copy
 of a scope with the scope's outcome, after the last task of the scope on this worker
 has finished (drain, then tear down).
 `interrupt` raises an exception in the thread running a call (timeouts, cancellation).
 
-This module records nothing: states, ledger rows and logs are the flow process's,
-made from what the worker reports. It does not know which runner it runs under;
-runners call `identify` once per worker process with the worker's name.
+States and logs are the flow process's, made from what the worker reports. This
+module does not know which runner it runs under; runners call `identify` once per
+worker process with the worker's name.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from tether._interrupt import clear_in_thread, raise_in_thread
 from tether._logging import enable_log_prints, logger
 from tether._resources import ResourceScope, unshareable_connection
 from tether._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error, load_error
+from tether.store._worker_ledger import record_copy_step
 
 # -- who this worker is ----------------------------------------------------------------
 
@@ -176,7 +184,24 @@ class _Copy:
         self.idle = threading.Condition()
 
 
+class _CopyScope(ResourceScope):
+    """The scope of a worker's copy: a handle its setup remembers goes to the ledger at once
+    (a reaper needs it if this process dies before the setup ends)."""
+
+    def __init__(self, ref: ResourceRef, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__(resource, args, kwargs)
+        self.ref = ref
+
+    def _emit(self, step: str, **details: Any) -> None:
+        ref = self.ref
+        if step == "handle" and ref.ledger is not None:
+            record_copy_step(ref.ledger, "handle", ref.scope_id, ref.name, handle=details.get("handle"))
+
+
 _copies: dict[str, _Copy] = {}
+#: Scopes whose copy was closed here (or that had none here when closed): a task of one
+#: that starts after that fails, rather than opening a copy that nobody would close.
+_closed: OrderedDict[str, None] = OrderedDict()
 #: Values a worker's setup may hand back to the flow process as they are (they open nothing).
 _PLAIN_VALUES = frozenset({type(None), bool, int, float, complex, str, bytes})
 _copies_lock = threading.Lock()
@@ -186,9 +211,9 @@ def _acquire(ref: ResourceRef, reports: list[dict[str, Any]]) -> _Copy:
     """Take a use of this worker's copy of ``ref``'s scope, setting it up on first use."""
     with _copies_lock:
         copy = _copies.get(ref.scope_id)
-        if copy is None:
+        if copy is None and ref.scope_id not in _closed:
             copy = _copies[ref.scope_id] = _Copy(ref)
-        if copy.closing:
+        if copy is None or copy.closing:
             raise ResourceClosedError(
                 f"Resource {ref.name!r} was already cleaned up on worker {identity()}, so a task "
                 "that started after its scope ended cannot use it."
@@ -214,7 +239,7 @@ def _set_up(copy: _Copy, reports: list[dict[str, Any]]) -> None:
         resource, args, kwargs = cloudpickle.loads(ref.opener)
         if _holds_ref((args, kwargs)):
             args, kwargs = _open_refs((args, kwargs), parents, reports)
-        scope = ResourceScope(resource, args, kwargs)
+        scope = _CopyScope(ref, resource, args, kwargs)
         value = scope.__enter__()  # no flow run here: a plain context manager
     except BaseException as exc:
         for parent in parents:
@@ -237,6 +262,9 @@ def _release(copy: _Copy) -> None:
 
 
 def _report(reports: list[dict[str, Any]], step: str, ref: ResourceRef, attempt: str, error: str | None = None, handle: Any = None) -> dict[str, Any]:
+    """Write a step of this worker's copy to the ledger (before the act it announces), and
+    report it to the flow process."""
+    recorded = ref.ledger is not None and record_copy_step(ref.ledger, step, ref.scope_id, ref.name, error=error, handle=handle)
     report = {
         "step": step,
         "scope_id": ref.scope_id,
@@ -248,6 +276,7 @@ def _report(reports: list[dict[str, Any]], step: str, ref: ResourceRef, attempt:
         "worker": identity(),
         "host": _host,
         "pid": os.getpid(),
+        "recorded": recorded,
     }
     reports.append(report)
     return report
@@ -298,9 +327,13 @@ def cleanup_copy(scope_id: str, error: bytes | None, drain_seconds: float) -> Cl
 
     ``error`` is the scope's first error (packed by `dump_error`), thrown in at the
     resource's ``yield``; None if the scope succeeded. Tasks still holding the copy
-    (abandoned after a timeout, say) are waited for at most ``drain_seconds``.
+    (abandoned after a timeout, say) are waited for at most ``drain_seconds``. The
+    cleanup is written to the ledger here, with its outcome.
     """
     with _copies_lock:
+        _closed[scope_id] = None
+        if len(_closed) > 10_000:
+            _closed.popitem(last=False)
         copy = _copies.get(scope_id)
         if copy is None:
             return CleanupReport(scope_id, False, None, 0.0, 0, identity(), _host, os.getpid())
@@ -324,7 +357,13 @@ def cleanup_copy(scope_id: str, error: bytes | None, drain_seconds: float) -> Cl
             _release(parent)
         with _copies_lock:
             _copies.pop(scope_id, None)
-    return CleanupReport(scope_id, copy.scope is not None, failure, time.monotonic() - started, still_running, identity(), _host, os.getpid())
+    seconds = time.monotonic() - started
+    ref, recorded = copy.ref, False
+    if copy.scope is not None and ref.ledger is not None:
+        step = "cleanup" if failure is None else "cleanup-failed"
+        outcome = "failed" if error is not None else "succeeded"
+        recorded = record_copy_step(ref.ledger, step, scope_id, ref.name, error=failure, outcome=outcome, seconds=seconds)
+    return CleanupReport(scope_id, copy.scope is not None, failure, seconds, still_running, identity(), _host, os.getpid(), recorded)
 
 
 def close_all_copies(reason: str) -> None:
