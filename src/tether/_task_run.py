@@ -224,8 +224,9 @@ class TaskRun:
 
     def _cache_hit(self) -> bool:
         ctx = RunContext(self.flow_run, self)
+        parameters = self.flow_run.cacheable_parameters(self)  # tether's walk: an error here is not the user's
         try:
-            self.cache_key = self.task.cache_key_fn(ctx, self.flow_run.cacheable_parameters(self))  # type: ignore[misc]
+            self.cache_key = self.task.cache_key_fn(ctx, parameters)  # type: ignore[misc]
         except Exception as exc:
             self.finish(Failed(exc, message=f"cache_key_fn of task {self.task.name!r} raised: {exc!r}"))
             return True
