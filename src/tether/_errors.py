@@ -3,6 +3,7 @@
     TetherError
     ├── UsageError (also a TypeError)        misuse of the API: fix the call
     │   ├── ParameterError                   arguments do not fit the function's signature
+    │   ├── MissingContextError              run-only API (get_run_logger) used outside a run
     │   └── UnpicklableArgumentError         a value that cannot travel to a remote worker
     ├── UpstreamFailedError                  a task's upstream did not complete
     ├── ResourceClosedError                  a resource's value used after its cleanup
@@ -28,6 +29,10 @@ class UsageError(TetherError, TypeError):
 
 class ParameterError(UsageError):
     """Arguments that do not match a flow's or a task's signature."""
+
+
+class MissingContextError(UsageError):
+    """An API that needs a flow or task run (``get_run_logger()``) was used outside one."""
 
 
 class UnpicklableArgumentError(UsageError):

@@ -12,11 +12,13 @@ import io
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tether._context import current_run, events
 from tether._core import LogEmitted
-from tether._errors import UsageError
+from tether._errors import MissingContextError
 
 logger = logging.getLogger("tether")
 _flow_logger = logging.getLogger("tether.flow_runs")
@@ -87,7 +89,9 @@ def get_run_logger() -> logging.LoggerAdapter:  # type: ignore[type-arg]
     """A logger whose records belong to the current flow or task run."""
     ctx = current_run.get()
     if ctx is None:
-        raise UsageError(
+        if _flow_logger.disabled and _task_logger.disabled:  # inside disable_run_logger()
+            return logging.LoggerAdapter(_silent, {})
+        raise MissingContextError(
             "get_run_logger() was called outside a flow or task run, so there is no run "
             "to attach the logs to. Call it inside a @flow or @task function, or use "
             "logging.getLogger(...) in plain code."
@@ -104,6 +108,28 @@ def get_run_logger() -> logging.LoggerAdapter:  # type: ignore[type-arg]
     return RunLoggerAdapter(
         base, {"run_id": run.id, "flow_run_id": ctx.flow_run.record.id, "run_label": label}
     )
+
+
+_silent = logging.getLogger("tether.silent")
+_silent.disabled = True
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    """A plain logger under tether's (``tether`` or ``tether.<name>``), shown like run logs."""
+    configure_logging()
+    return logger if name is None else logger.getChild(name)
+
+
+@contextmanager
+def disable_run_logger() -> Iterator[None]:
+    """Inside the block, run loggers log nothing, and `get_run_logger()` works outside a
+    run (returning a silent logger): for calling a task's ``.fn`` in a test."""
+    before = _flow_logger.disabled, _task_logger.disabled
+    _flow_logger.disabled = _task_logger.disabled = True
+    try:
+        yield
+    finally:
+        _flow_logger.disabled, _task_logger.disabled = before
 
 
 _original_print = builtins.print
