@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,10 +32,24 @@ def check_callable(kind: str, fn: Any) -> None:
         )
 
 
+def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
+    """Retry delays that double: ``backoff_factor``, then twice it, four times... (Prefect's).
+
+    ``@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10))``
+    waits 10, 20 and 40 seconds."""
+
+    def retry_backoff(retries: int) -> list[float]:
+        return [backoff_factor * 2**r for r in range(min(retries, 50))]
+
+    return retry_backoff
+
+
 def check_retries(owner: str, retries: Any, delay: Any) -> tuple[int, tuple[float, ...]]:
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise UsageError(f"{owner}: retries={retries!r} must be a whole number >= 0.")
     delays: tuple[float, ...]
+    if callable(delay):  # exponential_backoff(...): a function of the number of retries
+        delay = list(delay(retries)) or [0]
     if isinstance(delay, (int, float)) and not isinstance(delay, bool):
         delays = (float(delay),)
     elif isinstance(delay, (list, tuple)) and delay and all(
@@ -42,12 +58,55 @@ def check_retries(owner: str, retries: Any, delay: Any) -> tuple[int, tuple[floa
         delays = tuple(float(d) for d in delay)
     else:
         raise UsageError(
-            f"{owner}: retry_delay_seconds={delay!r} must be a number of seconds or a "
-            "non-empty list of them (one per retry, the last one repeating)."
+            f"{owner}: retry_delay_seconds={delay!r} must be a number of seconds, a "
+            "non-empty list of them (one per retry, the last one repeating), or a function "
+            "of the number of retries returning that list (exponential_backoff(...))."
         )
     if any(d < 0 for d in delays):
         raise UsageError(f"{owner}: retry_delay_seconds={delay!r} cannot be negative.")
     return retries, delays
+
+
+def clamped_poisson_interval(average: float, clamping_factor: float) -> float:
+    """A random delay averaging ``average`` and at most ``average * (1 + clamping_factor)``.
+
+    Drawn from an exponential distribution cut at that upper bound and at a lower bound
+    chosen so the median stays ``average``; retries of many runs then spread out instead
+    of hitting a recovering service together."""
+    upper_multiple = 1 + clamping_factor
+    lower_multiple = 0.0 if upper_multiple >= 50 else math.log(2**upper_multiple / (2**upper_multiple - 1), 2)
+    lower_rv = 1 - math.exp(-lower_multiple)
+    upper_rv = 1 - math.exp(-upper_multiple)
+    return -math.log(max(1 - random.uniform(lower_rv, upper_rv), 1e-10)) * average
+
+
+def check_jitter(owner: str, factor: Any) -> float | None:
+    if factor is None:
+        return None
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 0:
+        raise UsageError(
+            f"{owner}: retry_jitter_factor={factor!r} must be a number >= 0 (0.5 lets each retry "
+            "delay vary up to 50% above its value) or None."
+        )
+    return float(factor)
+
+
+def check_function(owner: str, name: str, fn: Any, shape: str) -> Any:
+    if fn is not None and not callable(fn):
+        raise UsageError(f"{owner}: {name}={fn!r} must be a function {shape}, or None.")
+    return fn
+
+
+def check_flag(owner: str, name: str, value: Any, optional: bool = True) -> bool | None:
+    if (value is None and optional) or isinstance(value, bool):
+        return value
+    raise UsageError(f"{owner}: {name}={value!r} must be True or False{' (or None)' if optional else ''}.")
+
+
+def check_text(owner: str, name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise UsageError(f"{owner}: {name}={value!r} must be a str or None.")
 
 
 def check_timeout(owner: str, timeout: Any) -> float | None:
