@@ -7,6 +7,10 @@ dataclasses and pydantic models, at any depth. Every walk goes through `members`
 a container before its members, so a container that is itself a resource's value
 (a resource may yield a dict) is found as such, not taken apart.
 
+`allow_failure` and `quote` wrappers (see `_annotations`) are resolved here: a quoted
+value is passed as it is, unwalked; an ``allow_failure`` one resolves its futures to their
+values or, for those that did not complete, to their exceptions.
+
 This module knows nothing of resources or runs: the visitors are the callers'.
 """
 
@@ -18,6 +22,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from tether._annotations import allow_failure, quote
+from tether._core import StateType
 from tether._futures import TaskFuture
 
 _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, TaskFuture})
@@ -105,8 +111,36 @@ def rewrite(value: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def resolve(value: Any) -> Any:
-    """``value`` with every future replaced by its run's result."""
+    """``value`` with every future replaced by its run's result, and `allow_failure` /
+    `quote` wrappers replaced by what they hold (resolved, for ``allow_failure``)."""
     return rewrite(value, _result_of)
+
+
+def strip_quotes(value: Any) -> Any:
+    """``value`` with each `quote` replaced by what it holds, and each `allow_failure`
+    that holds no future by its value: what is left to `resolve` once upstreams finish."""
+
+    def unwrap(node: Any) -> Any:
+        kind = type(node)
+        if kind is quote:
+            return node.value
+        if kind is allow_failure and not _holds_future(node.value):
+            return node.value
+        return node
+
+    return rewrite(value, unwrap)
+
+
+def _holds_future(value: Any) -> bool:
+    found: list[Any] = []
+
+    def visit(node: Any) -> bool:
+        if type(node) is TaskFuture:
+            found.append(node)
+        return bool(found) or type(node) is quote
+
+    walk(value, visit)
+    return bool(found)
 
 
 def map_leaves(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -118,7 +152,16 @@ def map_leaves(value: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def _result_of(value: Any) -> Any:
-    return value._run.record.state.data if type(value) is TaskFuture else value
+    kind = type(value)
+    if kind is TaskFuture:
+        state = value._run.record.state
+        # Only an allow_failure'd upstream reaches here without having completed.
+        return state.data if state.type is StateType.COMPLETED else state.error()
+    if kind is quote:
+        return value.value
+    if kind is allow_failure:
+        return resolve(value.value)
+    return value
 
 
 def _shallow_copy(container: Any, base: type) -> Any:
