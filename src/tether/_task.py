@@ -2,7 +2,8 @@
 
 A `Task` knows its options and how to be called, submitted or mapped; running
 a task run is `_task_run`'s job. Outside a flow, calling a task runs the plain
-function, like Prefect's ``.fn``.
+function, like Prefect's ``.fn``. Options are checked and turned into what the
+engine reads (retry delays, the cache policy in force) once, here, not per run.
 """
 
 from __future__ import annotations
@@ -13,18 +14,27 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
 
-from tether._context import building_graph, current_run, current_tags
+from tether._cache_policies import DEFAULT, NONE, CacheKeyFnPolicy, CachePolicy
+from tether._context import RunContext, building_graph, current_run, current_tags
+from tether._core import Failed
 from tether._errors import UsageError
 from tether._futures import TaskFuture, TaskFutureList
+from tether._logging import logger
 from tether._options import (
     ParameterBinder,
     check_callable,
     check_expiration,
+    check_flag,
+    check_function,
     check_hooks,
+    check_jitter,
     check_retries,
+    check_text,
     check_timeout,
     check_unknown,
+    clamped_poisson_interval,
 )
+from tether._run_names import RunName, check_run_name, render_run_name
 
 R = TypeVar("R")
 
@@ -40,6 +50,17 @@ TASK_OPTIONS = (
     "on_failure",
     "log_prints",
     "description",
+    "version",
+    "task_run_name",
+    "retry_jitter_factor",
+    "retry_condition_fn",
+    "cache_policy",
+    "persist_result",
+    "refresh_cache",
+    # Prefect 1's names for the same things:
+    "log_stdout",
+    "max_retries",
+    "retry_delay",
 )
 
 
@@ -61,7 +82,7 @@ class Task(Generic[R]):
         name: str | None = None,
         tags: Iterable[str] | None = None,
         retries: int = 0,
-        retry_delay_seconds: float | list[float] = 0,
+        retry_delay_seconds: float | list[float] | Callable[[int], list[float]] = 0,
         timeout_seconds: float | None = None,
         cache_key_fn: Callable[[Any, dict[str, Any]], str | None] | None = None,
         cache_expiration: datetime.timedelta | None = None,
@@ -69,30 +90,97 @@ class Task(Generic[R]):
         on_failure: list[Callable[..., Any]] | None = None,
         log_prints: bool | None = None,
         description: str | None = None,
+        version: str | None = None,
+        task_run_name: RunName | None = None,
+        retry_jitter_factor: float | None = None,
+        retry_condition_fn: Callable[..., bool] | None = None,
+        cache_policy: CachePolicy | None = None,
+        persist_result: bool | None = None,
+        refresh_cache: bool | None = None,
+        log_stdout: bool | None = None,
+        max_retries: int | None = None,
+        retry_delay: datetime.timedelta | float | None = None,
     ) -> None:
         check_callable("task", fn)
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         owner = f"Task {self.name!r}"
+        self._options = {k: v for k, v in locals().items() if k in TASK_OPTIONS and v is not None}
         if isinstance(tags, str):
             tags = [tags]
         self.tags = frozenset(tags or ())
+        retries = _one_of(owner, "retries", retries, 0, "max_retries", max_retries)
+        if isinstance(retry_delay, datetime.timedelta):
+            retry_delay = retry_delay.total_seconds()
+        retry_delay_seconds = _one_of(owner, "retry_delay_seconds", retry_delay_seconds, 0, "retry_delay", retry_delay)
         self.retries, self.retry_delays = check_retries(owner, retries, retry_delay_seconds)
         self.retry_delay_seconds = retry_delay_seconds
+        self.retry_jitter_factor = check_jitter(owner, retry_jitter_factor)
+        self.retry_condition_fn = check_function(owner, "retry_condition_fn", retry_condition_fn, "(task, task_run, state) -> bool")
         self.timeout_seconds = check_timeout(owner, timeout_seconds)
         if cache_key_fn is not None and not callable(cache_key_fn):
             raise UsageError(f"{owner}: cache_key_fn={cache_key_fn!r} must be a function (context, parameters) -> str.")
         self.cache_key_fn = cache_key_fn
+        if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
+            raise UsageError(
+                f"{owner}: cache_policy={cache_policy!r} is not a cache policy. Use one of "
+                "tether.cache_policies (INPUTS, TASK_SOURCE, RUN_ID, NONE, DEFAULT, combined with +)."
+            )
+        self.persist_result = check_flag(owner, "persist_result", persist_result)
+        self.refresh_cache = bool(check_flag(owner, "refresh_cache", refresh_cache))
         self.cache_expiration = check_expiration(owner, cache_expiration)
+        self.cache_policy: CachePolicy | None = _policy_in_force(cache_policy, cache_key_fn, self.persist_result)
+        # No caching option at all: the flow's persist_result decides, as in Prefect.
+        self.inherits_persistence = cache_policy is None and cache_key_fn is None and persist_result is None
+        self.task_run_name = check_run_name(owner, "task_run_name", task_run_name)
         self.on_completion = check_hooks(owner, "on_completion", on_completion)
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
-        self.log_prints = log_prints
-        self.description = description or inspect.getdoc(fn)
+        self.log_prints = _one_of(owner, "log_prints", log_prints, None, "log_stdout", log_stdout)
+        self.description = check_text(owner, "description", description) or inspect.getdoc(fn)
+        self.version = check_text(owner, "version", version)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._binder = ParameterBinder(owner, self.signature)
         self._owner = owner
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def with_options(self, **options: Any) -> Task[R]:
+        """A copy of this task with some options changed (the others as they were)."""
+        check_unknown("task", options, TASK_OPTIONS)
+        current = dict(self._options)
+        for new, old in (("retries", "max_retries"), ("retry_delay_seconds", "retry_delay"), ("log_prints", "log_stdout")):
+            if new in options or old in options:
+                current.pop(new, None)
+                current.pop(old, None)
+        return Task(self.fn, **{**current, **options})
+
+    def may_retry(self, task_run: Any, error: BaseException) -> bool:
+        """Whether ``retry_condition_fn(task, task_run, state)`` lets an attempt that failed with
+        ``error`` retry (always, without one); ``state`` is that failure's Failed state. A
+        condition that raises means no retry, as in Prefect."""
+        if self.retry_condition_fn is None:
+            return True
+        state = Failed(error, message=f"Task run encountered an exception: {error!r}")
+        try:
+            return bool(self.retry_condition_fn(self, task_run, state))
+        except Exception:
+            logger.exception("retry_condition_fn of %s raised, so the run is not retried.", self._owner)
+            return False
+
+    def retry_delay(self, retries_done: int) -> float:
+        """The delay before retry number ``retries_done + 1``, with ``retry_jitter_factor``'s
+        randomness: up to that fraction more, averaging the delay itself (Prefect's clamped
+        Poisson interval)."""
+        delays = self.retry_delays
+        delay = delays[min(retries_done, len(delays) - 1)]
+        if self.retry_jitter_factor and delay > 0:
+            delay = clamped_poisson_interval(delay, self.retry_jitter_factor)
+        return delay
+
+    def name_run(self, ctx: RunContext, parameters: dict[str, Any]) -> str:
+        """The name of a new run of this task, from ``task_run_name=`` (set)."""
+        assert self.task_run_name is not None
+        return render_run_name(self._owner, "task_run_name", self.task_run_name, parameters, ctx)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._binder.bind(args, kwargs)
@@ -171,6 +259,26 @@ class Task(Generic[R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
+
+
+def _one_of(owner: str, name: str, value: Any, default: Any, old_name: str, old_value: Any) -> Any:
+    """An option that Prefect 1 named differently (``old_name``): either name, not both."""
+    if old_value is None:
+        return value
+    if value is not default:
+        raise UsageError(f"{owner}: {name}= and {old_name}= are the same option (Prefect 3's and Prefect 1's names); give one.")
+    return old_value
+
+
+def _policy_in_force(policy: CachePolicy | None, key_fn: Any, persist_result: bool | None) -> CachePolicy | None:
+    """The policy that makes this task's cache keys, or None for no caching (as Prefect 3 decides)."""
+    if persist_result is False:  # results are not kept, so there is nothing to reuse
+        return None
+    if key_fn is not None:
+        return CacheKeyFnPolicy(key_fn)
+    if policy is not None:
+        return None if policy == NONE else policy
+    return DEFAULT if persist_result else None
 
 
 def _is_iterable(value: Any) -> bool:
