@@ -19,10 +19,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tether._cache import MISSING, results
+from tether._cache_policies import DEFAULT, CachePolicy, run_cache_key
 from tether._clock import get_clock
 from tether._context import RunContext, current_run, events
 from tether._core import (
     AwaitingConcurrencySlot,
+    Failure,
     Cached,
     Completed,
     Crashed,
@@ -47,6 +49,8 @@ from tether._errors import (
 )
 from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
 from tether._logging import logger
+from tether._run_views import TaskRun as TaskRunView
+from tether._run_views import TaskRunContext
 from tether._stand_in import local_arguments
 
 if TYPE_CHECKING:
@@ -59,6 +63,7 @@ _completion_lock = threading.Lock()
 class TaskRun:
     __slots__ = (
         "_callbacks",
+        "allowed_failures",
         "_done",
         "_waiters",
         "args",
@@ -101,6 +106,7 @@ class TaskRun:
         self.kwargs = kwargs
         self.parameters = parameters
         self.upstreams = upstreams
+        self.allowed_failures: tuple[TaskRun, ...] = ()  # upstreams passed through allow_failure()
         self.scopes = scopes
         self.slot_keys: list[str] = []
         self.slot_request: Any = None
@@ -179,7 +185,7 @@ class TaskRun:
 
     def _upstreams_done(self) -> None:
         for upstream in self.upstreams:
-            if upstream.record.state.type is not StateType.COMPLETED:
+            if upstream.record.state.type is not StateType.COMPLETED and upstream not in self.allowed_failures:
                 upstream.observed = True
                 state = upstream.record.state
                 error = UpstreamFailedError(
@@ -194,7 +200,10 @@ class TaskRun:
             return
         if self.upstreams:
             self.args, self.kwargs = self.flow_run.resolve_arguments(self.args, self.kwargs)
-        if self.task.cache_key_fn is not None and self._cache_hit():
+        policy = self.task.cache_policy
+        if policy is None and self.task.inherits_persistence and self.flow_run.flow.persist_result:
+            policy = DEFAULT  # the flow keeps its results, so its tasks cache as Prefect's do
+        if policy is not None and self._cache_hit(policy):
             return
         self.slot_keys = self.flow_run.slot_keys(self)
         if not self.slot_keys:
@@ -222,15 +231,14 @@ class TaskRun:
         self.holds_slots = True
         self.flow_run.dispatch(self)
 
-    def _cache_hit(self) -> bool:
-        ctx = RunContext(self.flow_run, self)
-        parameters = self.flow_run.cacheable_parameters(self)  # tether's walk: an error here is not the user's
+    def _cache_hit(self, policy: CachePolicy) -> bool:
+        inputs = self.flow_run.cacheable_parameters(self)  # tether's walk: an error here is not the user's
         try:
-            self.cache_key = self.task.cache_key_fn(ctx, parameters)  # type: ignore[misc]
+            self.cache_key = run_cache_key(policy, TaskRunContext(self, inputs), inputs, self.flow_run.parameters)
         except Exception as exc:
-            self.finish(Failed(exc, message=f"cache_key_fn of task {self.task.name!r} raised: {exc!r}"))
+            self.finish(Failed(exc, message=f"The cache key (cache_key_fn / cache_policy {policy!r}) of task {self.task.name!r} raised: {exc!r}"))
             return True
-        if self.cache_key is None:
+        if self.cache_key is None or self.task.refresh_cache:  # refresh_cache: run, then store anew
             return False
         value = results.get(self.cache_key)
         if value is MISSING:
@@ -292,8 +300,13 @@ class TaskRun:
         error = exc
         if timed_out and not (isinstance(exc, TaskRunTimeout) and exc.args):
             error = TaskRunTimeout(self._timeout_message())
+        retries_done = self.record.run_count - 1
+        retrying = retries_done < self.task.retries and failure in (Failure.FAILED, Failure.TIMED_OUT)
         verdict = after_failed_attempt(
-            failure, error, retries_done=self.record.run_count - 1, retries=self.task.retries, retry_delays=self.task.retry_delays,
+            failure, error, retries_done=retries_done, retries=self.task.retries,
+            # This attempt's delay, jittered once here so the message says the delay waited.
+            retry_delays=(self.task.retry_delay(retries_done),) if retrying else self.task.retry_delays,
+            may_retry=not retrying or self.task.may_retry(TaskRunView(self), error),
         )
         if verdict.retry_delay is not None:
             self._move(verdict.state)
@@ -387,7 +400,7 @@ class TaskRun:
         hooks = self.task.on_completion if state.is_completed() else self.task.on_failure if state.type in (StateType.FAILED, StateType.CRASHED) else ()
         for hook in hooks:
             try:
-                hook(self.task, self.record, state)
+                hook(self.task, TaskRunView(self), state)
             except Exception:
                 logger.exception("Hook %r of task run %r raised; the run's state is unchanged.", hook, self.record.name)
 
