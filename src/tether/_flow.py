@@ -14,17 +14,21 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
 from tether._clock import get_clock
-from tether._context import current_run
+from tether._context import RunContext, current_run
 from tether._flow_run import FlowRun
 from tether._options import (
     ParameterBinder,
     check_callable,
+    check_flag,
     check_hooks,
     check_retries,
+    check_text,
     check_timeout,
     check_unknown,
 )
 from tether._reaping import refuse_flow_call
+from tether._run_names import RunName, check_run_name, render_run_name
+from tether._validation import ParameterValidator
 from tether.runners import TaskRunner, ThreadPoolRunner
 
 R = TypeVar("R")
@@ -42,6 +46,9 @@ FLOW_OPTIONS = (
     "on_crashed",
     "description",
     "version",
+    "flow_run_name",
+    "validate_parameters",
+    "persist_result",
 )
 
 
@@ -63,6 +70,9 @@ class FlowFunction(Generic[R]):
         on_crashed: list[Callable[..., Any]] | None = None,
         description: str | None = None,
         version: str | None = None,
+        flow_run_name: RunName | None = None,
+        validate_parameters: bool = True,
+        persist_result: bool | None = None,
     ) -> None:
         check_callable("flow", fn)
         self.fn = fn
@@ -85,16 +95,27 @@ class FlowFunction(Generic[R]):
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
         self.on_cancellation = check_hooks(owner, "on_cancellation", on_cancellation)
         self.on_crashed = check_hooks(owner, "on_crashed", on_crashed)
-        self.description = description or inspect.getdoc(fn)
-        self.version = version
+        self.description = check_text(owner, "description", description) or inspect.getdoc(fn)
+        self.version = check_text(owner, "version", version)
+        self.flow_run_name = check_run_name(owner, "flow_run_name", flow_run_name)
+        self.validate_parameters = bool(check_flag(owner, "validate_parameters", validate_parameters, optional=False))
+        # Prefect's meaning: the flow keeps its tasks' results, so tasks without cache options cache.
+        self.persist_result = check_flag(owner, "persist_result", persist_result)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._binder = ParameterBinder(owner, self.signature)
+        validator = ParameterValidator(owner, fn, self.signature)
+        self._validator = validator if self.validate_parameters and validator.needed else None
         self._owner = owner
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._binder.bind(args, kwargs)
+
+    def name_run(self, ctx: RunContext, parameters: dict[str, Any]) -> str:
+        """The name of a new run of this flow, from ``flow_run_name=`` (set)."""
+        assert self.flow_run_name is not None
+        return render_run_name(self._owner, "flow_run_name", self.flow_run_name, parameters, ctx)
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         refuse_flow_call(self.name)  # tether reap loading a script that calls its flow at the top level
@@ -118,6 +139,9 @@ class FlowFunction(Generic[R]):
             "on_crashed": list(self.on_crashed),
             "description": self.description,
             "version": self.version,
+            "flow_run_name": self.flow_run_name,
+            "validate_parameters": self.validate_parameters,
+            "persist_result": self.persist_result,
         }
         return FlowFunction(self.fn, **{**current, **options})
 
@@ -125,14 +149,21 @@ class FlowFunction(Generic[R]):
         return f"Flow(name={self.name!r})"
 
 
-def _new_flow_run(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlowRun:
+def _new_flow_run(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[FlowRun, tuple[Any, ...], dict[str, Any]]:
+    """The flow run, and the arguments to call its body with (coerced, if validated)."""
     parameters = flow.bind(args, kwargs)
+    if flow._validator is not None:
+        validated = flow._validator.validate(parameters)
+        if validated is not parameters:
+            parameters = validated
+            bound = inspect.BoundArguments(flow.signature, parameters)  # type: ignore[arg-type]
+            args, kwargs = bound.args, bound.kwargs
     ctx = current_run.get()
-    return FlowRun(flow, parameters, ctx.flow_run if ctx is not None else None)
+    return FlowRun(flow, parameters, ctx.flow_run if ctx is not None else None), args, kwargs
 
 
 def run_flow_sync(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
-    flow_run = _new_flow_run(flow, args, kwargs)
+    flow_run, args, kwargs = _new_flow_run(flow, args, kwargs)
     flow_run.begin()
     try:
         while True:
@@ -156,7 +187,7 @@ def run_flow_sync(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[s
 
 
 async def run_flow_async(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
-    flow_run = _new_flow_run(flow, args, kwargs)
+    flow_run, args, kwargs = _new_flow_run(flow, args, kwargs)
     flow_run.begin()
     try:
         while True:
