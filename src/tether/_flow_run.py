@@ -14,7 +14,8 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tether._arguments import resolve, rewrite, walk
+from tether._annotations import allow_failure, quote
+from tether._arguments import resolve, rewrite, strip_quotes, walk
 from tether._context import RunContext, current_run, current_tags, events, open_blocks
 from tether._core import (
     AwaitingRetry,
@@ -45,6 +46,7 @@ from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
 from tether._remote import check_arguments, dispatch_remote, open_first_copy
 from tether._resources import ResourceScope, scope_of
+from tether._run_views import FlowRun as FlowRunView
 from tether._settings import Settings
 from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 from tether.store import enable as enable_store
@@ -86,6 +88,11 @@ class FlowRun:
         self._timer: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._context_token: Any = None
+        self._ending = False  # the body is over for good: `wait_and_decide` runs
+        #: A signal (or the timeout) that came once the work was over, during cleanup: noted, changes nothing.
+        self.late_interrupt: BaseException | None = None
+        if flow.flow_run_name is not None:
+            self.record.name = flow.name_run(RunContext(self), parameters)
 
     # -- task runs --------------------------------------------------------------------
 
@@ -94,18 +101,26 @@ class FlowRun:
         upstreams: list[TaskRun] = []
         scopes: list[ResourceScope] = list(open_blocks.get())
         limited: list[str] = []
+        annotated: list[TaskRun | None] = []  # upstreams inside allow_failure(...); a None per allow_failure or quote seen
         for value in args:
-            self._scan(task, value, upstreams, scopes, limited)
+            self._scan(task, value, upstreams, scopes, limited, annotated)
         for value in kwargs.values():
-            self._scan(task, value, upstreams, scopes, limited)
+            self._scan(task, value, upstreams, scopes, limited, annotated)
         if wait_for is not None:
             for value in wait_for:
-                self._scan(task, value, upstreams, [], [])
+                self._scan(task, value, upstreams, [], [], annotated)
+        if annotated:
+            args, kwargs = strip_quotes(args), strip_quotes(kwargs)
+            parameters = task.bind(args, kwargs)
         extra_tags = current_tags.get()
         tags = task.tags | extra_tags if extra_tags else task.tags
         record = RunRecord("task", task.name, self.record.id, self.record.id, tags)
         run = TaskRun(task, self, record, args, kwargs, parameters, upstreams, scopes)
         run.slot_keys = limited
+        if annotated:
+            run.allowed_failures = tuple(r for r in annotated if r is not None)
+        if task.task_run_name is not None:
+            record.name = task.name_run(RunContext(self, run), parameters)
         joined: list[ResourceScope] = []
         try:
             for scope in scopes:
@@ -122,8 +137,9 @@ class FlowRun:
             events.emit(RunCreated(record.id, "task", task.name, self.record.id, self.record.id, tags, recorded, record.state.timestamp))
         return run
 
-    def _scan(self, task: Task[Any], value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str]) -> None:
-        """Find the futures (upstreams) and resource values (scopes) in one argument."""
+    def _scan(self, task: Task[Any], value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str], annotated: list[Any]) -> None:
+        """Find the futures (upstreams) and resource values (scopes) in one argument, and
+        the upstreams whose failure `allow_failure` lets the task run after."""
 
         def visit(node: Any) -> bool:
             if type(node) is TaskFuture:
@@ -138,6 +154,18 @@ class FlowRun:
                 return True
             scope = scope_of(node)
             if scope is None:
+                kind = type(node)
+                if kind is allow_failure:
+                    before = len(upstreams)
+                    walk(node.value, visit)
+                    for run in upstreams[before:]:
+                        run.observed = True  # its failure is handled by the downstream
+                        annotated.append(run)
+                    annotated.append(None)
+                    return True
+                if kind is quote:
+                    annotated.append(None)
+                    return True  # passed as it is: nothing inside is looked at
                 return False
             if scope not in scopes:
                 scopes.append(scope)
@@ -266,9 +294,17 @@ class FlowRun:
         if events.active:
             events.emit(RunCreated(self.record.id, "flow", self.flow.name, self.record.id, self.record.parent_id, frozenset(), self.parameters, self.record.state.timestamp))
         self.runner.start()
+        self._reclaim_signal_handlers()
         if self.flow.timeout_seconds is not None:
             self._timer = watchdog.schedule(self.flow.timeout_seconds, self._on_timeout)
         self._enter_body(Running())
+
+    def _reclaim_signal_handlers(self) -> None:
+        """Put tether's handlers back where starting the runner replaced them (``ray.init``
+        installs a SIGTERM handler that exits at once, with nothing cleaned up)."""
+        for signum in self._previous_handlers:
+            if signal.getsignal(signum) != self._on_signal:
+                signal.signal(signum, self._on_signal)
 
     def _enter_body(self, state: State) -> None:
         events.emit(transition(self.record, state))
@@ -291,7 +327,7 @@ class FlowRun:
         threading.Thread(target=self._interrupted_while_ending, args=(reason,), name="tether-cancel", daemon=True).start()
 
     def _interrupted_while_ending(self, reason: BaseException) -> None:
-        if self.cancelling:
+        if self.cancelling or self.late_interrupt is not None:
             logger.warning("Interrupted again: still cleaning up flow run %r; please wait.", self.record.name)
         else:
             self.cancel(reason)
@@ -336,10 +372,26 @@ class FlowRun:
             self.cancel(FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.flow.timeout_seconds:g} s."))
 
     def cancel(self, reason: BaseException) -> None:
-        """Cancel every task run not started, interrupt the running ones, fail the scopes."""
-        if self.cancelling:
+        """Cancel every task run not started, interrupt the running ones, fail the scopes.
+
+        Once the work is over (the body has ended for good and no task run is left), there
+        is nothing to cancel: the cleanups already have their outcome, and a commit that
+        runs must not be recorded as cancelled (a scheduler would run the work twice). The
+        interrupt is noted in the final state instead, and still ends the process.
+        """
+        with self._active_lock:
+            if self.cancelling or self.late_interrupt is not None:
+                return
+            if self._ending and not self._active:
+                self.late_interrupt = reason
+            else:
+                self.cancelling = True
+        if self.late_interrupt is reason:
+            logger.warning(
+                "Flow run %r got %s while its resources were being cleaned up, after its work was done; "
+                "the cleanups go on with the work's outcome, then the run ends.", self.record.name, _interruption(reason),
+            )
             return
-        self.cancelling = True
         self.cancel_reason = reason
         self.cancel_event.set()
         logger.warning("Flow run %r is being cancelled (%s); cleaning up.", self.record.name, type(reason).__name__)
@@ -364,6 +416,8 @@ class FlowRun:
 
     def wait_and_decide(self) -> State:
         """The part of `end` that may run in any thread (an async flow runs it in an executor)."""
+        with self._active_lock:
+            self._ending = True
         try:
             for scope in list(self.scopes):
                 scope.close_block(self.cancel_reason or self._body_error)
@@ -407,6 +461,14 @@ class FlowRun:
         return rewrite(value, resolve_future)  # the very same object when there is nothing to resolve
 
     def _final_state(self, value: Any) -> State:
+        state = self._state_of_the_work(value)
+        late = self.late_interrupt
+        if late is None:
+            return state
+        said = state.message or f"Flow run {self.record.name!r} completed."
+        return state.copy(message=f"{said} {_interruption(late)} came during the cleanup, after the work was done, and changed nothing.")
+
+    def _state_of_the_work(self, value: Any) -> State:
         name = self.record.name
         if self.cancelling:
             reason = self.cancel_reason
@@ -442,7 +504,7 @@ class FlowRun:
         }[state.type]
         for hook in hooks:
             try:
-                hook(flow, self.record, state)
+                hook(flow, FlowRunView(self), state)
             except Exception:
                 logger.exception("Hook %r of flow run %r raised; the run's state is unchanged.", hook, self.record.name)
 
@@ -451,6 +513,9 @@ class FlowRun:
             return state
         if state.is_cancelled() and isinstance(self.cancel_reason, BaseException):
             raise self.cancel_reason
+        late = self.late_interrupt
+        if late is not None and not isinstance(late, FlowRunTimeout):
+            raise late  # the signal still ends the process (exit status 143 for SIGTERM)
         return state.result()
 
 
@@ -461,6 +526,17 @@ def _without_resource_values(parameters: dict[str, Any]) -> dict[str, Any]:
         return node if scope is None else f"<resource {scope.name}>"
 
     return {k: rewrite(v, describe) for k, v in parameters.items()}
+
+
+def _interruption(reason: BaseException) -> str:
+    """How an interrupt is named in logs and state messages."""
+    if isinstance(reason, Terminated):
+        return "SIGTERM"
+    if isinstance(reason, KeyboardInterrupt):
+        return "Ctrl-C (SIGINT)"
+    if isinstance(reason, FlowRunTimeout):
+        return "The flow's timeout"
+    return type(reason).__name__
 
 
 def _in_event_loop() -> bool:
