@@ -1,10 +1,37 @@
-"""tether: flows and tasks, Prefect-compatible, with resources that are correct by construction."""
+"""tether: flows and tasks, Prefect-compatible, with resources that are correct by construction.
 
+``import tether`` makes every public submodule reachable as an attribute
+(``tether.limits.set(...)``, ``tether.runtime.flow_run.name``); the ones that pull in
+heavy libraries (`tether.sql`: SQLAlchemy's engine layer; `tether.cli`: click and rich;
+`tether.testing`) are imported on first access.
+"""
+
+import importlib
+from typing import Any as _Any
+
+from tether import (
+    cache_policies,
+    client,
+    context,
+    exceptions,
+    futures,
+    limits,
+    logging,
+    resources,
+    runners,
+    runtime,
+    states,
+    store,
+    task_runners,
+    tasks,
+)
+from tether._annotations import allow_failure, quote
 from tether._cache import task_input_hash
 from tether._core import State
 from tether._errors import (
     CleanupError,
     FlowRunTimeout,
+    MissingContextError,
     ParameterError,
     ResourceClosedError,
     TaskRunTimeout,
@@ -19,13 +46,24 @@ from tether._futures import TaskFuture, TaskFutureList, as_completed, wait
 from tether._graph import Flow, Parameter
 from tether._logging import get_run_logger
 from tether._resources import Resource, ResourceScope, resource, resource_manager
+from tether._run_views import get_run_context
 from tether._task import Task, tags, task, unmapped
+
+_LAZY_SUBMODULES = frozenset({"cli", "sql", "testing"})
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"tether.{name}")
+    raise AttributeError(f"module 'tether' has no attribute {name!r}")
+
 
 __all__ = [
     "CleanupError",
     "Flow",
     "FlowFunction",
     "FlowRunTimeout",
+    "MissingContextError",
     "Parameter",
     "ParameterError",
     "Resource",
@@ -41,9 +79,12 @@ __all__ = [
     "UnresolvedFailureError",
     "UpstreamFailedError",
     "UsageError",
+    "allow_failure",
     "as_completed",
     "flow",
+    "get_run_context",
     "get_run_logger",
+    "quote",
     "resource",
     "resource_manager",
     "tags",

@@ -1,4 +1,5 @@
-"""Run states, as in `prefect.states`."""
+"""Run states, as in `prefect.states`: the state types, their constructors, and the
+state functions scripts call."""
 
 from tether._core import (
     AwaitingConcurrencySlot,
@@ -14,6 +15,20 @@ from tether._core import (
     State,
     StateType,
     TimedOut,
+    UnfinishedRun,
+)
+from tether._state_helpers import (
+    Cancelling,
+    Late,
+    Paused,
+    Scheduled,
+    Suspended,
+    exception_to_failed_state,
+    get_state_exception,
+    is_state,
+    is_state_iterable,
+    raise_state_exception,
+    return_value_to_state,
 )
 
 __all__ = [
@@ -21,13 +36,25 @@ __all__ = [
     "AwaitingRetry",
     "Cached",
     "Cancelled",
+    "Cancelling",
     "Completed",
     "Crashed",
     "Failed",
+    "Late",
+    "Paused",
     "Pending",
     "Retrying",
     "Running",
+    "Scheduled",
     "State",
     "StateType",
+    "Suspended",
     "TimedOut",
+    "UnfinishedRun",
+    "exception_to_failed_state",
+    "get_state_exception",
+    "is_state",
+    "is_state_iterable",
+    "raise_state_exception",
+    "return_value_to_state",
 ]

@@ -1,0 +1,6 @@
+"""Prefect's ``prefect.client.schemas``: the object types hooks and annotations name."""
+
+from tether.client.schemas import objects
+from tether.client.schemas.objects import FlowRun, State, StateType, TaskRun
+
+__all__ = ["FlowRun", "State", "StateType", "TaskRun", "objects"]

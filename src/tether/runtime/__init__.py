@@ -1,0 +1,13 @@
+"""The current run's attributes, as in ``prefect.runtime``.
+
+``from tether.runtime import flow_run, task_run, deployment``, then ``flow_run.name``,
+``flow_run.parameters``, ``task_run.id``... Each attribute is read when asked, from the
+run the calling code is in; outside a run it is None or empty, as in Prefect (except
+``flow_run.scheduled_start_time``, which is then the current time, as in Prefect).
+There are no deployments without a Prefect server: ``deployment``'s attributes are
+always None or empty.
+"""
+
+from tether.runtime import deployment, flow_run, task_run
+
+__all__: list[str] = []

@@ -1,0 +1,65 @@
+"""``tether.runtime.flow_run``: the current flow run (``id``, ``name``, ``parameters``...)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from tether._run_views import FlowRun
+from tether._run_names import runtime_context
+
+__all__ = [
+    "flow_name",
+    "id",
+    "name",
+    "parameters",
+    "parent_flow_run_id",
+    "parent_deployment_id",
+    "root_flow_run_id",
+    "run_count",
+    "scheduled_start_time",
+    "tags",
+]
+
+_OUTSIDE: dict[str, Any] = {
+    "id": None,
+    "name": None,
+    "flow_name": None,
+    "parameters": {},
+    "parent_flow_run_id": None,
+    "parent_deployment_id": None,
+    "root_flow_run_id": None,
+    "run_count": 0,
+    "tags": [],
+    "job_variables": {},
+    "ui_url": None,
+    "api_url": None,
+}
+
+
+def _current() -> FlowRun | None:
+    ctx = runtime_context()
+    return None if ctx is None else FlowRun(ctx.flow_run)
+
+
+def __getattr__(attribute: str) -> Any:
+    run = _current()
+    if attribute == "scheduled_start_time":
+        return datetime.datetime.now(datetime.timezone.utc) if run is None else run.expected_start_time
+    if attribute not in _OUTSIDE:
+        raise AttributeError(f"tether.runtime.flow_run has no attribute {attribute!r}; it has {', '.join(sorted([*_OUTSIDE, 'scheduled_start_time']))}.")
+    if run is None:
+        value = _OUTSIDE[attribute]
+        return value.copy() if isinstance(value, (dict, list)) else value
+    if attribute == "root_flow_run_id":
+        engine = runtime_context().flow_run  # type: ignore[union-attr]
+        while engine.parent is not None:
+            engine = engine.parent
+        return engine.record.id
+    if attribute == "parent_flow_run_id":
+        return run.parent_flow_run_id
+    if attribute in ("parent_deployment_id", "ui_url", "api_url"):
+        return None
+    if attribute == "job_variables":
+        return {}
+    return getattr(run, attribute)
