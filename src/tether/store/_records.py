@@ -139,11 +139,15 @@ class LedgerEntry(_AsDict):
         return ProcessInfo.from_json(self.raw_claim) if self.cleanup_outcome == "reaping" else None
 
     def as_dict(self) -> dict[str, Any]:
-        shown = {**dataclasses.asdict(self), "status": self.status, "handle": redact_value(self.handle)}
+        by = self.reaping_by
+        shown = {
+            **dataclasses.asdict(self),
+            "status": self.status,
+            "handle": redact_value(self.handle),
+            "reaping_by": None if by is None else {"host": by.host, "pid": by.pid, "started": by.started},
+        }
         if self.cleanup_outcome == "reaping":
-            by = self.reaping_by
-            shown["cleanup_error"] = None
-            shown["reaping_by"] = None if by is None else {"host": by.host, "pid": by.pid, "started": by.started}
+            shown["cleanup_error"] = None  # it holds the claim, shown as reaping_by
         return shown
 
 
