@@ -8,6 +8,10 @@ also gives up on such a run after a grace period.
 
 The main thread is interrupted through a real SIGINT instead (`interrupt_main_thread`),
 so that ``time.sleep`` and lock waits there wake up at once.
+
+A worker process of a flow (a process pool's, a local Dask cluster's) outlives Ctrl-C
+and SIGTERM sent to the whole process group or service (`survive_stop_signals`): its
+flow process decides, and has the worker clean up its copies first.
 """
 
 from __future__ import annotations
@@ -72,6 +76,25 @@ _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 def interrupt_main_thread() -> None:
     """Deliver SIGINT to the main thread: unlike `_thread.interrupt_main`, it wakes a blocking wait."""
     signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+
+def survive_stop_signals() -> None:
+    """In a worker process: Ctrl-C and SIGTERM do not end it, the flow process decides.
+
+    A terminal's Ctrl-C, ``kill -TERM -- -PGID`` and a service manager's stop signal
+    every process of the group at once; a worker that died of it could not clean up
+    the copies it holds. The worker still exits when its flow process is gone (each
+    runner watches for that). A handler that does nothing, rather than ``SIG_IGN``:
+    ignored signals stay ignored in the programs a task starts, a handler does not;
+    and system calls it interrupts are restarted (``siginterrupt``).
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _left_to_the_flow_process)
+        signal.siginterrupt(signum, False)
+
+
+def _left_to_the_flow_process(signum: int, frame: Any) -> None:
+    """A stop signal reached a worker: its flow process got it too, and decides."""
 
 
 class Watchdog:

@@ -9,8 +9,11 @@ call: that is what lets it close a resource copy on the exact process that holds
 it, interrupt a call where it runs, and fail exactly the calls of a worker that died
 (a replacement is started).
 
-A worker ignores Ctrl-C (the flow process decides about cancellation) and, if the
-flow process disappears, closes the resource copies it holds and exits.
+A worker runs in a session of its own and survives Ctrl-C and SIGTERM (see
+`_interrupt.survive_stop_signals`): a signal to the flow's whole process group or
+service reaches the flow process, which cancels the run and has each worker clean up
+its copies with that outcome before it stops the pool. If the flow process
+disappears, a worker closes the copies it holds and exits.
 """
 
 from __future__ import annotations
@@ -32,16 +35,16 @@ from typing import Any
 import cloudpickle
 
 from tether._errors import TaskRunTimeout
-from tether._interrupt import raise_in_thread
-from tether._wire import Call, CallResult, WorkerLost, dump_error, load_error
+from tether._interrupt import raise_in_thread, survive_stop_signals
+from tether._wire import Call, WorkerLost, dump_error, load_error
 from tether._worker import (
     close_all_copies,
     identify,
-    identity,
     interrupt,
     is_running,
     set_interrupter,
     set_stuck_handler,
+    stuck_result,
 )
 from tether.runners._remote import RemoteRunner
 
@@ -119,6 +122,7 @@ class _WorkerProcess:
             self.popen = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, str(child_end.fileno())],
                 pass_fds=(child_end.fileno(),),
+                start_new_session=True,  # a terminal's signals to the flow's group do not reach it
             )
         finally:
             child_end.close()
@@ -344,7 +348,7 @@ class _ProcessPool:
 
 def child_main() -> None:
     """The worker process: runs calls one at a time, control requests beside them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    survive_stop_signals()
     conn = Connection(int(sys.argv[1]))
     _, path = conn.recv()
     sys.path[:] = path
@@ -387,7 +391,7 @@ def child_main() -> None:
             f"Task run {call.task_run_name!r} exceeded its timeout of {call.timeout:g} s. It did not stop "
             f"within {call.grace:g} s, so its worker process {os.getpid()} was ended."
         )
-        result = CallResult(False, dump_error(error), True, [], [], identity(), socket.gethostname(), os.getpid())
+        result = stuck_result(call, error)
         with send_lock:
             conn.send(("last", serving[0], True, cloudpickle.dumps(result)))
         os._exit(1)
