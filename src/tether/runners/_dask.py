@@ -17,6 +17,17 @@ Worker death: the local cluster's scheduler is started with
 `KilledWorker` instead of being re-run by Dask behind the engine's back; the engine
 then retries it (counting against ``retries``) or ends it ``Crashed``. Give an
 external scheduler the same setting to get the same behaviour.
+
+Stop signals: the local cluster's worker processes survive Ctrl-C and SIGTERM sent to
+the flow's whole process group or service (a preload, `dask_setup`, runs
+`survive_stop_signals` in each before it joins the scheduler); the flow process
+decides, and has them clean up their copies before it closes the cluster. A worker
+still exits when the flow process is gone (Dask's nanny pipe).
+
+A task body that does not stop within the grace period after its timeout (blocked
+in ``time.sleep`` or in C, where a thread cannot be interrupted) is answered for by
+its worker (`_worker.stuck_result`, sent as a Dask event): its run ends ``TimedOut``
+at once and its copies are cleaned up, while the thread runs on until the body returns.
 """
 
 from __future__ import annotations
@@ -29,8 +40,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from tether._wire import WorkerLost
-from tether._worker import identify, interrupt_many
+import cloudpickle
+
+from tether._errors import TaskRunTimeout
+from tether._interrupt import survive_stop_signals
+from tether._wire import Call, WorkerLost
+from tether._worker import identify, identity, interrupt_many, run_call, set_stuck_handler, stuck_result
 from tether.runners._remote import RemoteRunner
 
 _INSTALL = 'DaskRunner needs Dask\'s distributed scheduler, which is not installed. Install it with: pip install "tether[dask]"'
@@ -48,6 +63,9 @@ def _import_distributed() -> Any:
 #: A local scheduler without a dashboard, its small HTTP server (health, metrics) on a free
 #: loopback port rather than 8787, which another cluster may hold.
 QUIET_SCHEDULER = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+
+#: The Dask event topic on which a worker answers for a call stuck past its timeout.
+_STUCK_TOPIC = "tether-stuck-call"
 
 
 class DaskRunner(RemoteRunner):
@@ -68,6 +86,7 @@ class DaskRunner(RemoteRunner):
         self._interrupts: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._control: ThreadPoolExecutor | None = None
+        self._timed_calls: dict[str, Future[Any]] = {}  # call id -> future, for calls with a timeout
 
     @property
     def client(self) -> Any:
@@ -78,6 +97,9 @@ class DaskRunner(RemoteRunner):
         dask, distributed = _import_distributed()
         if self.address is None:
             options = {"host": "127.0.0.1", "dashboard_address": None, "processes": True, "scheduler_kwargs": QUIET_SCHEDULER, **self.cluster_kwargs}
+            if options["processes"]:
+                preload = options.get("preload") or []
+                options["preload"] = [*([preload] if isinstance(preload, str) else preload), __name__]
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 self._cluster = distributed.LocalCluster(**options)
             target: Any = self._cluster
@@ -85,6 +107,7 @@ class DaskRunner(RemoteRunner):
             target = self.address
         self._client = distributed.Client(target, set_as_default=False, **self.client_kwargs)
         self._control = ThreadPoolExecutor(4, thread_name_prefix="tether-dask-control")
+        self._client.subscribe_topic(_STUCK_TOPIC, self._on_stuck_call)
         self._threads = [
             threading.Thread(target=self._collect, name="tether-dask-results", daemon=True),
             threading.Thread(target=self._send_interrupts, name="tether-dask-interrupts", daemon=True),
@@ -119,8 +142,23 @@ class DaskRunner(RemoteRunner):
         future: Future[Any] = Future()
         remote = self._started().submit(_on_dask_worker, fn, args, kwargs, pure=False)
         future.dask_future = remote  # type: ignore[attr-defined]
+        call = args[0] if fn is run_call and args and isinstance(args[0], Call) else None
+        if call is not None and call.timeout is not None:
+            call_id = call.call_id
+            self._timed_calls[call_id] = future
+            future.add_done_callback(lambda _: self._timed_calls.pop(call_id, None))
         remote.add_done_callback(lambda done: self._finished.put((done, future)))
         return future
+
+    def _on_stuck_call(self, event: tuple[float, Any]) -> None:
+        """A worker answered for a call of ours that did not stop after its timeout (on the
+        client's event loop: the engine's callbacks run on a control thread)."""
+        message = event[1]
+        future = self._timed_calls.get(message["call_id"]) if isinstance(message, dict) else None
+        control = self._control
+        if future is None or control is None:
+            return
+        control.submit(_settle, future, cloudpickle.loads(message["result"]), None)
 
     def _collect(self) -> None:
         """Gather finished calls in batches; one round trip for whatever is ready."""
@@ -238,16 +276,39 @@ def _translate(exc: BaseException) -> BaseException:
 
 
 _identified = False
+_this_worker: Any = None  # the Dask worker of this process (`get_worker` works in task threads only)
 
 
 def _on_dask_worker(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Runs on the Dask worker: name the worker once, then run ``fn``."""
-    global _identified
+    global _identified, _this_worker
     if not _identified:
         _, distributed = _import_distributed()
-        identify(distributed.get_worker().address)
+        _this_worker = distributed.get_worker()
+        identify(_this_worker.address)
+        set_stuck_handler(_answer_for_stuck_call)
         _identified = True
     return fn(*args, **kwargs)
+
+
+def _answer_for_stuck_call(call: Call) -> None:
+    """On the worker: ``call``'s body did not stop within the grace period after its timeout.
+    A thread cannot be ended, so the worker answers for the call (its run ends, its copies
+    are cleaned up) and the thread runs on until the body returns."""
+    error = TaskRunTimeout(
+        f"Task run {call.task_run_name!r} exceeded its timeout of {call.timeout:g} s and did not stop within "
+        f"{call.grace:g} s (it was blocked where a thread cannot be interrupted, such as time.sleep or a C "
+        f"call), so it was abandoned; its thread on Dask worker {identity()} runs on until the body returns."
+    )
+    result = stuck_result(call, error)
+    _this_worker.log_event(_STUCK_TOPIC, {"call_id": call.call_id, "result": cloudpickle.dumps(result)})
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask's preload hook, in each worker process of a local cluster the runner starts,
+    before the worker joins the scheduler: it survives the flow's stop signals."""
+    if threading.current_thread() is threading.main_thread():
+        survive_stop_signals()
 
 
 async def _in_worker_thread(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
