@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: Every schema revision this code knows, oldest first. Add one per migration.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
 #: The revision this code writes and reads.
 HEAD = REVISIONS[-1]
 
@@ -163,4 +163,52 @@ limit_waiters = sa.Table(
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("waiting", sa.Integer, nullable=False),
     sa.Column("since", sa.Double, nullable=False),
+)
+
+#: A deployment: a flow, its parameters and schedules, served by ``tether serve``. ``planned_until``:
+#: every scheduled time up to it has its row in ``deployment_runs`` (a changed schedule restarts it at now).
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("flow_name", NAME, nullable=False),
+    sa.Column("entrypoint", sa.Text, nullable=False),
+    sa.Column("parameters", sa.Text, nullable=True),
+    sa.Column("tags", sa.Text, nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("version", NAME, nullable=True),
+    sa.Column("schedules", sa.Text, nullable=False),  # JSON list of schedules
+    sa.Column("schedule_key", sa.String(64), nullable=False),
+    sa.Column("catchup", sa.String(16), nullable=False),
+    sa.Column("overlap", sa.String(16), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("planned_until", sa.Double, nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("updated", sa.Double, nullable=False),
+)
+
+#: One row per deployment and scheduled time (or requested run): it can be created only once, and
+#: a run starts only by claiming it. Times are the database's clock, so machines agree.
+deployment_runs = sa.Table(
+    "deployment_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("deployment", NAME, nullable=False),
+    sa.Column("scheduled_time", sa.Double, nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),  # schedule | manual
+    sa.Column("parameters", sa.Text, nullable=True),  # a manual run's own, over the deployment's
+    # scheduled | claimed | running | completed | failed | cancelled | crashed | skipped
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("state_name", STATE_NAME, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("claimed_by", sa.String(255), nullable=True),  # the serve process, as ProcessInfo JSON
+    sa.Column("claimed_at", sa.Double, nullable=True),
+    sa.Column("lease", sa.Double, nullable=True),  # renewed by the serve process while it holds the run
+    sa.Column("child_pid", sa.Integer, nullable=True),
+    sa.Column("child_started", sa.String(32), nullable=True),
+    sa.Column("flow_run_id", ID, nullable=True, index=True),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("started", sa.Double, nullable=True),
+    sa.Column("ended", sa.Double, nullable=True),
+    sa.UniqueConstraint("deployment", "scheduled_time", name="uq_deployment_runs_time"),
 )
