@@ -22,18 +22,18 @@ from tether._cache_policies import (
 )
 
 __all__ = [
-    "DEFAULT",
-    "FLOW_PARAMETERS",
-    "INPUTS",
-    "NONE",
-    "NO_CACHE",
-    "RUN_ID",
-    "TASK_SOURCE",
     "CacheKeyFnPolicy",
     "CachePolicy",
     "CompoundCachePolicy",
+    "DEFAULT",
+    "FLOW_PARAMETERS",
     "FlowParameters",
+    "INPUTS",
     "Inputs",
+    "NONE",
+    "NO_CACHE",
+    "RUN_ID",
     "RunId",
+    "TASK_SOURCE",
     "TaskSource",
 ]

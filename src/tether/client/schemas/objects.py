@@ -5,10 +5,8 @@ A flow hook is called as ``hook(flow, flow_run, state)`` and a task hook as
 """
 
 from tether._core import State, StateType
-from tether._flow import FlowFunction
+from tether._flow import FlowFunction as Flow  # Prefect 3's Flow is the object @flow makes
 from tether._run_views import FlowRun, TaskRun
 from tether._task import Task
-
-Flow = FlowFunction  # Prefect 3's Flow is the object @flow makes
 
 __all__ = ["Flow", "FlowRun", "State", "StateType", "Task", "TaskRun"]

@@ -1,0 +1,177 @@
+"""tether.runtime (Prefect's prefect.runtime), run contexts, allow_failure and quote."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from tether import MissingContextError, UpstreamFailedError, allow_failure, flow, get_run_context, quote, task
+from tether.context import FlowRunContext, TaskRunContext
+from tether.runtime import deployment, flow_run, task_run
+
+
+def test_outside_a_run_everything_is_none_or_empty():
+    assert (flow_run.id, flow_run.name, flow_run.flow_name, flow_run.parameters, flow_run.tags) == (None, None, None, {}, [])
+    assert (task_run.id, task_run.name, task_run.task_name, task_run.parameters) == (None, None, None, {})
+    assert (deployment.id, deployment.name, deployment.version, deployment.parameters, deployment.flow_run_id) == (None, None, None, {}, None)
+    # As in Prefect: outside a run, the scheduled start is now.
+    assert abs((flow_run.scheduled_start_time - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) < 60
+    assert FlowRunContext.get() is None and TaskRunContext.get() is None
+    with pytest.raises(MissingContextError, match="outside a flow or task run"):
+        get_run_context()
+
+
+def test_inside_a_flow_and_its_tasks(runner):
+    @task
+    def inner(x):
+        ctx = TaskRunContext.get()
+        return {
+            "task_run.name": task_run.name,
+            "task_run.task_name": task_run.task_name,
+            "task_run.parameters": task_run.parameters,
+            "task_run.id": task_run.id == ctx.task_run.id,
+            "flow_run.name": flow_run.name,
+            "flow_run.id": flow_run.id == ctx.task_run.flow_run_id,
+            "ctx.task.name": ctx.task.name,
+            "run_count": task_run.run_count,
+        }
+
+    @flow(task_runner=runner, flow_run_name="nightly-{n}")
+    def pipeline(n: int):
+        seen = inner(n)
+        ctx = get_run_context()
+        assert isinstance(ctx, FlowRunContext) and ctx.flow_run.name == "nightly-3"
+        started = flow_run.scheduled_start_time
+        assert started.tzinfo is not None and abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 60
+        return seen, flow_run.flow_name, flow_run.parameters, task_run.id, deployment.flow_run_id == flow_run.id, deployment.name
+
+    seen, flow_name, parameters, task_id, same_run, deployment_name = pipeline("3")
+    assert seen == {
+        "task_run.name": "inner",
+        "task_run.task_name": "inner",
+        "task_run.parameters": {"x": 3},
+        "task_run.id": True,
+        "flow_run.name": "nightly-3",
+        "flow_run.id": True,
+        "ctx.task.name": "inner",
+        "run_count": 1,
+    }
+    assert (flow_name, parameters, task_id, same_run, deployment_name) == ("pipeline", {"n": 3}, None, True, None)
+
+
+def test_a_subflow_knows_its_parent_and_root(runner):
+    @flow(task_runner=runner)
+    def child():
+        return flow_run.parent_flow_run_id, flow_run.root_flow_run_id, flow_run.id
+
+    @flow(task_runner=runner)
+    def parent():
+        return flow_run.id, child()
+
+    parent_id, (child_parent, child_root, child_id) = parent()
+    assert child_parent == parent_id == child_root and child_id != parent_id
+
+
+def test_an_unknown_runtime_attribute_says_what_there_is():
+    with pytest.raises(AttributeError, match="no attribute 'nmae'.*name"):
+        flow_run.nmae  # noqa: B018
+
+
+def test_hooks_get_runs_with_their_parameters(runner):
+    seen = []
+
+    def on_done(flow_, run, state):
+        seen.append((flow_.name, run.name, run.parameters, state.name))
+
+    def on_task_failure(task_, run, state):
+        seen.append((task_.name, run.name, run.parameters, state.name))
+
+    @task(on_failure=[on_task_failure], task_run_name="t-{x}")
+    def bad(x):
+        raise ValueError(x)
+
+    @flow(task_runner=runner, on_completion=[on_done])
+    def pipeline(day: str):
+        bad(1, return_state=True)
+
+    pipeline("mon")
+    assert seen == [("bad", "t-1", {"x": 1}, "Failed"), ("pipeline", "pipeline", {"day": "mon"}, "Completed")]
+
+
+# -- allow_failure and quote ----------------------------------------------------------------------
+
+
+def test_allow_failure_runs_the_downstream_with_the_upstreams_error(runner):
+    @task
+    def fails():
+        raise ValueError("boom")
+
+    @task
+    def works():
+        return 1
+
+    @task
+    def report(a, b):
+        return repr(a), b
+
+    @task
+    def cleanup():
+        return "cleaned"
+
+    @flow(task_runner=runner)
+    def pipeline():
+        bad, good = fails.submit(), works.submit()
+        reported = report.submit(allow_failure(bad), good)
+        cleaned = cleanup.submit(wait_for=[allow_failure(bad)])
+        return reported.result(), cleaned.result()
+
+    # The failure was handled by its downstreams: the flow completes.
+    assert pipeline() == (("ValueError('boom')", 1), "cleaned")
+
+
+def test_without_allow_failure_the_downstream_does_not_run(runner):
+    @task
+    def fails():
+        raise ValueError("boom")
+
+    @task
+    def report(a):
+        return a
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return report.submit(fails.submit()).result(raise_on_failure=False)
+
+    assert isinstance(pipeline(), UpstreamFailedError)
+
+
+def test_allow_failure_of_a_plain_value_is_the_value(runner):
+    @task
+    def echo(x):
+        return x
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return echo(allow_failure(5))
+
+    assert pipeline() == 5
+
+
+def test_quote_passes_the_value_without_looking_inside(runner):
+    @task
+    def produce():
+        return 1
+
+    @task
+    def inspect_it(value):
+        return type(value[0]).__name__
+
+    @flow(task_runner=runner)
+    def pipeline():
+        future = produce.submit()
+        future.wait()
+        # Inside quote(...), a future is data, not an upstream: it reaches the task as itself.
+        return inspect_it(quote([future])), inspect_it(quote([1, 2]))
+
+    assert pipeline() == ("TaskFuture", "int")
