@@ -2,7 +2,9 @@
 
 A flow run's process records its final state; if it dies first (SIGKILL, power loss,
 a full disk), nothing else would, and the run would stay ``Running`` for ever. Every
-store open looks for unfinished flow runs of this host whose process is gone, and
+store open looks for unfinished flow runs of this host (created in the last
+`OPEN_LOOKBACK_SECONDS`, so that the search stays an index range on a store of
+millions of runs) whose process is gone, and
 `tether reap` also for those of other hosts whose heartbeat is stale (see
 `_ledger.flow_process_gone`). Each is recorded ``Crashed``, with a state change that
 says why and who saw it, and so is every task run of it that had not finished.
@@ -27,6 +29,8 @@ from tether.store._ledger import flow_process_gone
 from tether.store._schema import flow_runs, state_changes, task_runs
 
 UNFINISHED = ("PENDING", "RUNNING")
+#: How far back a store open looks for crashed runs; `tether reap` looks at every run.
+OPEN_LOOKBACK_SECONDS = 7 * 24 * 3600.0
 CRASHED, CRASHED_NAME = "CRASHED", "Crashed"
 
 
@@ -54,12 +58,15 @@ def record_crashed_runs(
     stale_after: float = 60.0,
     this_host: str | None = None,
     deadline_seconds: float = 120.0,
+    created_after: float | None = None,
 ) -> list[CrashedRun]:
     """Record ``Crashed`` every unfinished flow run whose process is gone; the runs recorded.
 
     ``seen_by`` says who noticed, for the state message (``"tether reap"``). Without
     ``other_hosts`` only runs of this host are judged, by their pid: that is what a
     store open does, since a heartbeat that merely paused must not end a live run.
+    ``created_after`` bounds the search to recent runs through the index on
+    ``created`` (flow_runs has none on the state), as a store open does.
     """
     host = this_host or socket.gethostname()
     now = time.time() if now is None else now
@@ -70,6 +77,8 @@ def record_crashed_runs(
     ).where(unfinished)  # fmt: skip
     if not other_hosts:
         query = query.where(flow_runs.c.host == host)
+    if created_after is not None:
+        query = query.where(flow_runs.c.created > created_after)
     candidates = read(engine, lambda conn: conn.execute(query).mappings().all())
     gone = []
     for row in candidates:

@@ -46,6 +46,10 @@ _TYPE, _NAME, _MESSAGE, _ERROR, _COUNT, _START, _END, _UPDATED = 5, 6, 7, 8, 9, 
 # An update of a task row already written: these values, then the start time, then the id.
 _UPDATE_SET = ("state_type", "state_name", "state_message", "error", "run_count", "updated", "end_time")
 _FINAL = frozenset(t.value for t in FINAL_TYPES)
+# An update applies unless it would take a run out of a final state: a process that saw the
+# run's process die may have recorded it Crashed (`_crashed`) before a late write of its records.
+_FINAL_LIST = ", ".join(f"'{t}'" for t in sorted(_FINAL))
+_KEEPS_FINAL = f"(state_type IS NULL OR state_type NOT IN ({_FINAL_LIST}) OR {{mark}} IN ({_FINAL_LIST}))"
 
 
 @dataclass
@@ -84,11 +88,18 @@ class Batch:
             mark = _mark(conn)
             assignments = ", ".join(f"{c} = {mark}" for c in _UPDATE_SET)
             conn.exec_driver_sql(
-                f"UPDATE task_runs SET {assignments}, start_time = COALESCE(start_time, {mark}) WHERE id = {mark}",
-                [tuple(r) for r in self.task_updates],
+                f"UPDATE task_runs SET {assignments}, start_time = COALESCE(start_time, {mark}) WHERE id = {mark}"
+                f" AND {_KEEPS_FINAL.format(mark=mark)}",
+                [(*r, r[0]) for r in self.task_updates],
             )
         if self.flow_updates:
-            conn.execute(_flow_update(), [{"b_id": run_id, **_bind(row)} for run_id, row in self.flow_updates.items()])
+            conn.execute(
+                _flow_update(),
+                [
+                    {"b_id": run_id, "b_new_type": row.get("state_type"), **_bind(row)}
+                    for run_id, row in self.flow_updates.items()
+                ],
+            )
         for keys, rows in _group_by_keys(self.resource_updates).items():
             statement = (
                 sa.update(resources)
@@ -421,7 +432,13 @@ _FLOW_STATE_COLUMNS = ("state_type", "state_name", "state_message", "error", "ru
 def _flow_update() -> Any:
     values: dict[str, Any] = {c: sa.bindparam(f"b_{c}") for c in _FLOW_STATE_COLUMNS}
     values["start_time"] = sa.func.coalesce(flow_runs.c.start_time, sa.bindparam("b_start_time"))
-    return sa.update(flow_runs).where(flow_runs.c.id == sa.bindparam("b_id")).values(values)
+    finals = [sa.literal_column(f"'{t}'") for t in sorted(_FINAL)]  # in the SQL: the same for every row
+    keeps_final = sa.or_(
+        flow_runs.c.state_type.is_(None),
+        flow_runs.c.state_type.not_in(finals),
+        sa.bindparam("b_new_type").in_(finals),
+    )
+    return sa.update(flow_runs).where(flow_runs.c.id == sa.bindparam("b_id")).where(keeps_final).values(values)
 
 
 def _bind(row: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether._context import events
-from tether.store._crashed import CrashedRun, record_crashed_runs
+from tether.store._crashed import OPEN_LOOKBACK_SECONDS, CrashedRun, record_crashed_runs
 from tether.store._engine import read, write
 from tether.store._errors import StoreError
 from tether.store._ledger import ProcessInfo, heartbeat_stale, orphan_reason
@@ -61,7 +61,9 @@ def open_store(url: str | sa.URL | None = None) -> Store:
     location, engine = open_engine(url)
     store = Store(location, engine)
     try:
-        store.crashed_at_open = store.record_crashed_runs("a store open", deadline_seconds=OPEN_WRITE_SECONDS)
+        store.crashed_at_open = store.record_crashed_runs(
+            "a store open", deadline_seconds=OPEN_WRITE_SECONDS, created_after=time.time() - OPEN_LOOKBACK_SECONDS
+        )
     except SQLAlchemyError as exc:
         log.debug("tether: could not record crashed flow runs in %s: %s", location.shown, exc)
     return store
@@ -192,14 +194,18 @@ class Store:
         now: float | None = None,
         stale_after: float | None = None,
         deadline_seconds: float = 120.0,
+        created_after: float | None = None,
     ) -> list[CrashedRun]:
         """Record ``Crashed`` the unfinished flow runs whose process is gone, and their unfinished task runs.
 
         Runs of this host are judged by their pid; with ``other_hosts`` (as `tether reap`
-        does) runs of other hosts are judged by a stale heartbeat too.
+        does) runs of other hosts are judged by a stale heartbeat too. ``created_after``
+        limits the search to runs created since then.
         """
         stale = 6 * heartbeat_seconds() if stale_after is None else stale_after
-        return record_crashed_runs(self.engine, seen_by, other_hosts, now, stale, deadline_seconds=deadline_seconds)
+        return record_crashed_runs(
+            self.engine, seen_by, other_hosts, now, stale, deadline_seconds=deadline_seconds, created_after=created_after
+        )
 
     # -- the ledger --------------------------------------------------------------------
 
