@@ -136,7 +136,9 @@ def _ledger_for(target: LedgerTarget) -> _Ledger | None:
         if target.url in _ledgers:
             return _ledgers[target.url]
         ledger = None
-        if _reachable(target):
+        if not _reachable(target):
+            _warn_once(target, f"it is on the flow's host, {target.flow_host}, and this is another", None)
+        else:
             active = active_store()
             try:
                 if active is not None and active.location.url == target.url:
@@ -166,17 +168,19 @@ def _reachable(target: LedgerTarget) -> bool:
         return True  # a host name: the same server from here
 
 
-def _warn_once(target: LedgerTarget, what: str, exc: BaseException) -> None:
+def _warn_once(target: LedgerTarget, what: str, exc: BaseException | None) -> None:
     if target.url in _warned:
         return
     _warned.add(target.url)
     where = target.url.render_as_string(hide_password=True)
+    why = f" ({redact_text(f'{type(exc).__name__}: {exc}')})" if exc is not None else ""
     log.warning(
-        "tether: this worker (pid %d on %s) cannot write its resource copies to the run store %s: %s "
-        "(%s). The flow process records them from what the worker reports instead, so a copy whose task "
-        "never returns (its worker killed, say) will be missing from the ledger. Make the store reachable "
-        "from the workers (a database server, not a SQLite file, for workers on other hosts).",
-        os.getpid(), socket.gethostname(), where, what, redact_text(f"{type(exc).__name__}: {exc}"),
+        "tether: this worker (pid %d on %s) cannot write its resource copies to the run store %s: %s%s. "
+        "The flow process records them from what the worker reports instead, so a copy whose task never "
+        "returns (its worker killed, say) will be missing from the ledger. Make the store reachable from "
+        "the workers (a database server named by a host name or address that reaches it from them, not a "
+        "SQLite file, for workers on other hosts).",
+        os.getpid(), socket.gethostname(), where, what, why,
     )
 
 

@@ -1,0 +1,283 @@
+"""The ledger on remote workers: each worker writes its copy's row before setup, and its cleanup.
+
+The fault tests run ``scripts/worker_ledger_flow.py`` in a subprocess (its own
+TETHER_HOME, a SQLite store there) with real signals: two tasks, one per worker, each
+with its worker's copy of a resource that has a reaper. They are judged from the
+script's record file (setups, cleanups, reaps, per process), the ledger in the store,
+and the CLI (``tether resources --orphans``, ``tether reap``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tether import flow, resource, task
+from tether.runners import ProcessPoolRunner
+from tether.store import active_store, open_store
+from tether.store._ledger import process_alive
+from tether.store._worker_ledger import LedgerTarget, record_copy_step
+from tether.testing import RecordingStore
+
+SCRIPT = Path(__file__).parent / "scripts" / "worker_ledger_flow.py"
+TETHER = Path(sys.executable).with_name("tether")
+
+
+def _runner(name: str, module: str) -> Any:
+    try:
+        __import__(module)
+    except ImportError:
+        return pytest.param(name, marks=pytest.mark.skip(reason=f"{module} is not installed"))
+    return name
+
+
+RUNNERS = ["processes", _runner("dask", "distributed"), _runner("ray", "ray")]
+
+
+class Cell:
+    """One run of the script: its process, its record file and its store."""
+
+    def __init__(self, tmp_path: Path, runner: str, mode: str) -> None:
+        self.home = tmp_path / "home"
+        self.record = tmp_path / "record.txt"
+        self.env = {**os.environ, "TETHER_HOME": str(self.home), "TETHER_INTERRUPT_GRACE_SECONDS": "0.5"}
+        for name in ("TETHER_STORE", "TETHER_DATABASE_URL"):
+            self.env.pop(name, None)
+        self.fifo = Path(f"{self.record}.fifo")
+        os.mkfifo(self.fifo)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), runner, mode, str(self.record)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
+        )
+        self._release: int | None = None
+
+    def lines(self, step: str) -> list[list[str]]:
+        if not self.record.exists():
+            return []
+        return [line.split() for line in self.record.read_text().splitlines() if line.split()[0] == step]
+
+    def pids(self, step: str) -> list[int]:
+        return [int(words[-1]) for words in self.lines(step)]
+
+    def wait_for(self, predicate: Any, what: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.proc.poll() is not None and not predicate():
+                raise AssertionError(f"the flow exited ({self.proc.returncode}) before {what}: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; record: {self.record.read_text()}")
+            time.sleep(0.02)
+
+    def release_stuck_bodies(self) -> None:
+        """Open the FIFO's other end: a body blocked opening it returns (O_RDWR never blocks)."""
+        self._release = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
+
+    def finish(self, timeout: float = 120.0) -> tuple[str, str]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        finally:
+            if self._release is not None:
+                os.close(self._release)
+        return out, err
+
+    def cli(self, *args: str) -> Any:
+        done = subprocess.run([str(TETHER), *args, "--json"], capture_output=True, text=True, env=self.env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def ledger(self) -> dict[int, Any]:
+        store = open_store(f"sqlite:///{self.home / 'tether.db'}")
+        try:
+            rows = store.resources()
+        finally:
+            store.close()
+        assert len({r.pid for r in rows}) == len(rows), rows  # one row per copy
+        return {r.pid: r for r in rows}
+
+
+def _gone(pid: int) -> bool:
+    return not process_alive(pid, None)
+
+
+# -- faults ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_copy_whose_worker_is_killed_in_its_task_is_an_orphan_reaped_once(tmp_path, runner):
+    cell = Cell(tmp_path, runner, "killed")
+    out, err = cell.finish()
+    assert cell.proc.returncode == 0 and "flow Failed" in out, err
+    setups = cell.pids("setup")
+    assert len(setups) == 2 and sorted(cell.pids("body")) == sorted(setups)  # one copy per worker, each killed
+    assert cell.pids("cleanup") == []
+    rows = cell.ledger()
+    assert sorted(rows) == sorted(setups)  # a row for the copy a task opened and never reported
+    for pid, row in rows.items():
+        assert row.setup_outcome == "succeeded" and row.handle == {"pid": pid, "record": str(cell.record)} and row.cleanup_outcome is None
+        assert row.reaper == "__main__:reap" and row.reaper_file == str(SCRIPT)
+    orphans = cell.cli("resources", "--orphans")
+    assert sorted(o["pid"] for o in orphans) == sorted(setups)
+    reaped = cell.cli("reap")
+    assert sorted(r["outcome"] for r in reaped) == ["reaped", "reaped"], reaped
+    assert cell.cli("reap") == []
+    assert sorted(int(words[1]) for words in cell.lines("reaped")) == sorted(setups)  # each exactly once
+
+
+def test_workers_record_their_cleanups_when_the_flow_process_is_killed(tmp_path):
+    cell = Cell(tmp_path, "processes", "hold")
+    cell.wait_for(lambda: len(cell.pids("body")) == 2, "both tasks to hold their copies")
+    os.kill(cell.proc.pid, signal.SIGKILL)
+    cell.finish()
+    setups = cell.pids("setup")
+    cell.wait_for(lambda: all(_gone(pid) for pid in setups), "the workers to notice and exit", timeout=60)
+    assert sorted(cell.pids("cleanup")) == sorted(setups)  # each closed its copy (as failed) before exiting
+    rows = cell.ledger()
+    assert sorted(rows) == sorted(setups)
+    for row in rows.values():
+        assert (row.scope_outcome, row.cleanup_outcome) == ("failed", "succeeded"), row
+    assert cell.cli("resources", "--orphans") == []
+    assert cell.cli("reap") == []
+    assert cell.lines("reaped") == []  # a copy that was cleaned up is never reaped
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_copy_of_a_task_abandoned_on_cancel_is_closed_or_left_an_orphan(tmp_path, runner):
+    """SIGTERM to the flow while both tasks are blocked in C: they are abandoned after the
+    grace period. A process worker is ended, so its copy is an orphan; a Dask or Ray
+    worker lives on, and is asked to close its copy, including the one the abandoned
+    call opened and never reported."""
+    cell = Cell(tmp_path, runner, "stuck")
+    cell.wait_for(lambda: len(cell.pids("body")) == 2, "both tasks to block")
+    os.kill(cell.proc.pid, signal.SIGTERM)
+    setups = cell.pids("setup")
+    assert len(setups) == 2
+    cell.wait_for(
+        lambda: all(pid in cell.pids("cleanup") or _gone(pid) for pid in setups), "each copy to be closed or its worker to end"
+    )
+    cell.release_stuck_bodies()
+    cell.finish()
+    _closed_or_orphaned(cell, setups, expect_closed=runner != "processes")
+
+
+def test_a_copy_of_a_task_abandoned_on_timeout_is_an_orphan_when_its_worker_is_ended(tmp_path):
+    cell = Cell(tmp_path, "processes", "stuck")
+    out, err = cell.finish()
+    assert "flow Failed" in out, err
+    setups = cell.pids("setup")
+    assert len(setups) == 2 and all(_gone(pid) for pid in setups)
+    _closed_or_orphaned(cell, setups, expect_closed=False)
+
+
+def _closed_or_orphaned(cell: Cell, setups: list[int], expect_closed: bool) -> None:
+    rows = cell.ledger()
+    assert sorted(rows) == sorted(setups)
+    orphans = {o["pid"] for o in cell.cli("resources", "--orphans")}
+    cleanups = cell.pids("cleanup")
+    for pid, row in rows.items():
+        if expect_closed:
+            assert cleanups.count(pid) == 1 and row.cleanup_outcome == "succeeded" and row.scope_outcome == "failed", row
+            assert pid not in orphans
+        else:
+            assert pid not in cleanups and row.cleanup_outcome is None and pid in orphans, row
+
+
+# -- in this process ---------------------------------------------------------------------
+
+
+@resource
+def _table(name: str):
+    yield {"table": name}
+
+
+@task
+def _pid_of(table: dict[str, str], i: int) -> int:
+    return os.getpid()
+
+
+def test_the_flow_process_writes_no_ledger_row_its_workers_wrote(tmp_path, monkeypatch):
+    monkeypatch.delenv("TETHER_STORE", raising=False)
+
+    @flow(task_runner=ProcessPoolRunner(max_workers=2))
+    def pipeline():
+        with _table("t") as table:
+            futures = [_pid_of.submit(table, i) for i in range(20)]
+        return sorted({f.result() for f in futures})
+
+    pipeline()  # the store exists and this process records to it
+    store = active_store()
+    assert store is not None
+    written: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if re.search(r"\bresources\b", statement) and not statement.lstrip().upper().startswith("SELECT"):
+            written.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        with RecordingStore() as events:
+            pids = pipeline()
+        store.flush()
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+    assert written == []  # every step of the workers' copies was written by the worker
+    steps = [e for e in events.resource_steps("_table") if e.step != "used"]
+    assert {e.pid for e in steps} == set(pids)  # every recorder still sees every step...
+    assert all(e.details["stored_in"] == store.location.url for e in steps)  # ...marked as stored
+    rows = [r for r in store.resources() if r.pid in pids and r.scope_id == steps[0].scope_id]
+    assert sorted(r.pid for r in rows) == pids
+    assert all(r.cleanup_outcome == "succeeded" and r.flow_run_id == steps[0].flow_run_id for r in rows)
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_worker_that_cannot_reach_the_store_leaves_the_record_to_the_flow_process(tmp_path):
+    other_host = LedgerTarget(sa.make_url(f"sqlite:///{tmp_path / 'x.db'}"), "not-" + socket.gethostname(), "f", None, None)
+    warnings = _Warnings()
+    logging.getLogger("tether.store").addHandler(warnings)
+    try:
+        assert record_copy_step(other_host, "setup-started", "s", "db") is False
+        assert record_copy_step(other_host, "setup", "s", "db") is False
+    finally:
+        logging.getLogger("tether.store").removeHandler(warnings)
+    assert not (tmp_path / "x.db").exists()  # a SQLite file is only the flow's host's
+    (warning,) = warnings.messages  # said once
+    assert "cannot write its resource copies to the run store" in warning and "records them" in warning
+
+
+def test_a_worker_writes_each_step_before_it_returns(tmp_path):
+    url = sa.make_url(f"sqlite:///{tmp_path / 'ledger.db'}")
+    open_store(url).close()
+    target = LedgerTarget(url, socket.gethostname(), "flow-1", "mod:reap", "/x/mod.py")
+    store = open_store(url)
+    try:
+        assert record_copy_step(target, "setup-started", "scope-1", "db")
+        (row,) = store.resources()
+        assert (row.pid, row.setup_outcome, row.cleanup_outcome, row.reaper, row.reaper_file) == (os.getpid(), None, None, "mod:reap", "/x/mod.py")
+        assert row.orphan is None  # this process lives
+        assert record_copy_step(target, "handle", "scope-1", "db", handle={"table": "t1"})
+        assert store.resources()[0].handle == {"table": "t1"}
+        assert record_copy_step(target, "setup", "scope-1", "db")
+        assert record_copy_step(target, "cleanup", "scope-1", "db", outcome="failed", seconds=0.5)
+        (row,) = store.resources()
+        assert (row.setup_outcome, row.scope_outcome, row.cleanup_outcome, row.cleanup_seconds) == ("succeeded", "failed", "succeeded", 0.5)
+    finally:
+        store.close()
