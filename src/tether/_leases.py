@@ -36,6 +36,7 @@ import logging
 import os
 import socket
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -339,14 +340,15 @@ def _task(request: Any) -> str | None:
     return record.name if record is not None else None
 
 
-_brokers: dict[int, SlotBroker] = {}
+#: One broker per store object (not per id(): a closed store's id may be reused by another).
+_brokers: weakref.WeakKeyDictionary[Any, SlotBroker] = weakref.WeakKeyDictionary()
 
 
 def use_store(store: Any, limiter: Any) -> SlotBroker:
     """Let ``limiter`` take tag slots through ``store``; refreshes the known limits."""
-    broker = _brokers.get(id(store))
+    broker = _brokers.get(store)
     if broker is None:
-        broker = _brokers[id(store)] = SlotBroker(SlotTable(store.engine))
+        broker = _brokers[store] = SlotBroker(SlotTable(store.engine))
         broker.limiter = limiter
     limiter.backend = broker
     try:

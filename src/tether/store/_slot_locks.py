@@ -20,9 +20,10 @@ process that dies are free the moment the kernel or the server notices.
   holder cut off from the server long enough for TCP keepalive to end its session
   loses its slots while its tasks may still run; that is logged when noticed.
 
-Each process also holds a lock of its own (its *process lock*, named by a random
-token) once it lists itself as waiting, so that readers can tell the rows of live
-processes from those of dead ones (`alive`).
+Each process names itself in the rows it writes by a random token, and holds a
+lock of its own on that token (its *process lock*) once it lists itself as
+waiting, so that readers can tell the waiter rows of live processes from those of
+dead ones (`alive`).
 
 A forked child shares its parent's open files and sockets: at fork it lets go of
 its copies, so that its exit neither keeps the parent's slots held (a flock lives
@@ -35,6 +36,7 @@ This module takes and tests locks; the rows that say who holds what are
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import logging
@@ -100,8 +102,9 @@ class FileLocks:
         self.directory = directory
         self._lock = threading.Lock()
         self._held: dict[tuple[str, int], int] = {}  # (tag, slot) -> the descriptor holding its flock
-        self._token: str | None = None
-        self._token_fd: int | None = None
+        #: Names this process in the rows it writes.
+        self.token = uuid.uuid4().hex
+        self._life_fd: int | None = None  # holds this process's process lock, once taken
         forget_in_children(self)
 
     def try_take(self, tag: str, capacity: int) -> int | None:
@@ -136,48 +139,34 @@ class FileLocks:
             mine = set(self._held)
         return {s for s in slots if s in mine or self._locked(self._slot_path(*s))}
 
-    def token(self) -> str:
-        """This process's token, its process lock taken on first use."""
+    def keep_alive(self) -> None:
+        """Take this process's process lock (once), so that readers count its rows as live."""
         with self._lock:
-            if self._token is None:
-                token = uuid.uuid4().hex
-                fd = self._open(self.directory / "processes" / f"{token}.lock")
+            if self._life_fd is None:
+                fd = self._open(self._life_path(self.token))
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                self._token, self._token_fd = token, fd
-            return self._token
+                self._life_fd = fd
+                atexit.register(self._life_path(self.token).unlink, missing_ok=True)
 
     def alive(self, tokens: set[str]) -> set[str]:
-        """Which of ``tokens`` name a live process; forgets the process files of the dead."""
+        """Which of ``tokens`` name a live process; deletes the process files of the dead."""
         live = set()
         for token in tokens:
-            if token == self._token:
-                live.add(token)
-                continue
-            path = self.directory / "processes" / f"{token}.lock"
-            if self._locked(path):
+            if (token == self.token and self._life_fd is not None) or self._locked(self._life_path(token)):
                 live.add(token)
             else:
-                path.unlink(missing_ok=True)
+                self._life_path(token).unlink(missing_ok=True)
         return live
 
-    def close(self) -> None:
-        """Let go of every lock (this process is ending its use of the store)."""
-        with self._lock:
-            fds = list(self._held.values())
-            self._held.clear()
-            if self._token_fd is not None:
-                (self.directory / "processes" / f"{self._token}.lock").unlink(missing_ok=True)
-                fds.append(self._token_fd)
-            self._token = self._token_fd = None
-        for fd in fds:
-            os.close(fd)
-
     def forget_after_fork(self) -> None:
-        fds = [*self._held.values(), *([self._token_fd] if self._token_fd is not None else [])]
-        self._held, self._token, self._token_fd = {}, None, None
+        fds = [*self._held.values(), *([self._life_fd] if self._life_fd is not None else [])]
+        self._held, self._life_fd, self.token = {}, None, uuid.uuid4().hex
         self._lock = threading.Lock()  # another thread may have held it at the fork
         for fd in fds:
             os.close(fd)  # the child's copy only: the parent keeps its locks
+
+    def _life_path(self, token: str) -> Path:
+        return self.directory / "processes" / f"{token}.lock"
 
     def _slot_path(self, tag: str, slot: int) -> Path:
         readable = re.sub(r"[^A-Za-z0-9_.-]", "_", tag)[:40]
@@ -216,7 +205,9 @@ class AdvisoryLocks:
         self._fairy: Any = None  # SQLAlchemy's wrapper of the connection, detached from the pool
         self._schema = ""
         self._held: set[tuple[str, int]] = set()
-        self._token: str | None = None
+        #: Names this process in the rows it writes.
+        self.token = uuid.uuid4().hex
+        self._alive = False  # whether this session holds the process lock
         forget_in_children(self)
 
     def try_take(self, tag: str, capacity: int) -> int | None:
@@ -253,36 +244,26 @@ class AdvisoryLocks:
             busy = self._busy(cursor, list(keys))
             return {keys[k] for k in busy} | (self._held & set(slots))
 
-    def token(self) -> str:
+    def keep_alive(self) -> None:
         with self._lock:
-            if self._token is None:
-                token = uuid.uuid4().hex
+            if not self._alive:
                 cursor = self._cursor()
-                if not self._call(cursor, "SELECT pg_try_advisory_lock(%s)", (self._key("process", token),)):
-                    raise StoreError(f"Could not take this process's lock {token} in the store's PostgreSQL server.")
-                self._token = token
-            return self._token
+                if not self._call(cursor, "SELECT pg_try_advisory_lock(%s)", (self._key("process", self.token),)):
+                    raise StoreError(f"Another session holds the process lock of this process ({self.token}).")
+                self._alive = True
 
     def alive(self, tokens: set[str]) -> set[str]:
         with self._lock:
             cursor = self._cursor()
             keys = {self._key("process", t): t for t in tokens}
             busy = self._busy(cursor, list(keys))
-            return {keys[k] for k in busy} | ({self._token} & tokens if self._token else set())
-
-    def close(self) -> None:
-        with self._lock:
-            fairy, self._fairy = self._fairy, None
-            self._held.clear()
-            self._token = None
-        if fairy is not None:
-            fairy.close()  # ends the session: the server drops its locks
+            return {keys[k] for k in busy} | ({self.token} & tokens if self._alive else set())
 
     def forget_after_fork(self) -> None:
         if self._fairy is not None:
             blind_socket(self._fairy.dbapi_connection)
             _abandoned.append(self._fairy)
-        self._fairy, self._held, self._token = None, set(), None
+        self._fairy, self._held, self._alive, self.token = None, set(), False, uuid.uuid4().hex
         self._lock = threading.Lock()
 
     # -- the connection ---------------------------------------------------------------
@@ -335,12 +316,12 @@ class AdvisoryLocks:
             )
         fairy, self._fairy = self._fairy, None
         self._held.clear()
-        self._token = None
+        self._alive = False
         if fairy is not None:
             try:
                 fairy.invalidate()
-            except Exception:  # noqa: BLE001 - it is broken already
-                pass
+            except Exception as exc:  # noqa: BLE001 - it is broken already
+                log.debug("Closing the broken slot lock connection failed: %s", exc)
 
     def _key(self, kind: str, *parts: object) -> int:
         text = "\0".join(str(p) for p in ("tether", self._schema, kind, *parts))

@@ -109,13 +109,11 @@ class SlotTable:
                 self.locks.let_go(tag, slot, notify=(NOTIFY_CHANNEL, tag))
             else:
                 self.locks.let_go(tag, slot)
-        me = self.locks.token()
-        return [w for w in waiters if w.host == self.host and w.process != me]
+        return [w for w in waiters if w.host == self.host and w.process != self.locks.token]
 
     def set_waiting(self, tag: str, channel: str, count: int, now: float) -> None:
         """Say that ``count`` runs of this process wait for ``tag`` (0: none; the row goes)."""
-        process = self.locks.token()
-        write(self.engine, lambda c: self._set_waiting(c, tag, process, channel, count, now))
+        write(self.engine, lambda c: self._set_waiting(c, tag, self.locks.token, channel, count, now))
 
     def holders(self) -> list[SlotHolder]:
         """Who holds the slots, read from the rows whose lock is taken; drops the others."""
@@ -158,7 +156,7 @@ class SlotTable:
 
     def _hold(self, conn: sa.Connection, tag: str, slot: int, run_id: str | None, task: str | None,
               now: float, waiting: tuple[str, int] | None) -> None:
-        process = self.locks.token()
+        process = self.locks.token
         # The row of a dead holder of this slot may still be there.
         conn.execute(sa.delete(limit_slots).where(limit_slots.c.tag == tag, limit_slots.c.slot == slot))
         conn.execute(sa.insert(limit_slots).values(
@@ -171,6 +169,7 @@ class SlotTable:
         if count == 0:
             conn.execute(sa.delete(limit_waiters).where(*where))
         elif conn.execute(sa.update(limit_waiters).where(*where).values(waiting=count)).rowcount == 0:
+            self.locks.keep_alive()  # before the row exists: readers must never take us for dead
             conn.execute(sa.insert(limit_waiters).values(
                 tag=tag, process=process, channel=channel, host=self.host, pid=os.getpid(), waiting=count, since=now))
 
@@ -182,4 +181,4 @@ class SlotTable:
         return [Waiter(r.tag, r.channel, r.host, r.pid, r.waiting, r.process) for r in conn.execute(query)]
 
     def _mine(self, tag: str, slot: int) -> tuple[sa.ColumnElement[bool], ...]:
-        return (limit_slots.c.tag == tag, limit_slots.c.slot == slot, limit_slots.c.process == self.locks.token())
+        return (limit_slots.c.tag == tag, limit_slots.c.slot == slot, limit_slots.c.process == self.locks.token)
