@@ -1,0 +1,248 @@
+"""`serve`: run deployments on their schedules, each scheduled time exactly once, until told to stop.
+
+A serve process registers its deployments in the run store, then loops: renew
+the lease of the runs it holds, settle the runs of serve processes that are gone,
+create the rows of the coming scheduled times (`DeploymentTable.plan`), claim the
+due ones (`DeploymentTable.claim`, which applies catch-up and overlap) and start
+each claimed run in a child process of its own (`tether._serve_child`), so a flow
+that crashes its process does not take ``serve`` down. Any number of serve
+processes may serve the same deployments: the claim decides who runs what.
+
+SIGTERM or Ctrl-C stops taking new runs; the running ones get ``grace_seconds`` to
+finish, then are sent SIGTERM (their flows cancel and clean up their resources),
+and ``serve`` exits 143 (130 for Ctrl-C). The deployments stay active: stopping
+never pauses a schedule. A run's child process dies with its serve process, so a
+killed serve leaves no run going that nobody watches.
+
+The times between steps go through `tether._clock`; the times that decide what is
+due are the database's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tether._clock import get_clock
+from tether._deployment import Deployment, DeploymentError
+from tether.store import Store, open_store
+from tether.store._deployments import Claimed, DeploymentTable
+from tether.store._ledger import ProcessInfo
+
+log = logging.getLogger("tether.serve")
+
+#: Environment variable set in a run's child process (a script imported there must not serve again).
+CHILD_ENV = "TETHER_SERVE_CHILD"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    #: Seconds between two looks at the store.
+    poll_seconds: float = 0.25
+    #: Scheduled times are given their row this far ahead.
+    lookahead_seconds: float = 10.0
+    #: A time due longer than this ago was missed (catch-up applies).
+    late_seconds: float = 30.0
+    #: A serve process on another host that renewed no lease for this long is gone.
+    lease_seconds: float = 30.0
+    #: How long running runs may go on after SIGTERM/Ctrl-C before they are cancelled.
+    grace_seconds: float = 30.0
+    #: After cancelling, how long a run's cleanup may take before its process is killed.
+    cancel_seconds: float = 30.0
+    #: At most this many runs at once in this process (None: no limit).
+    limit: int | None = None
+
+    @classmethod
+    def from_env(cls, **given: Any) -> ServeSettings:
+        values: dict[str, Any] = {}
+        for name in ("poll_seconds", "lookahead_seconds", "late_seconds", "lease_seconds", "grace_seconds", "cancel_seconds"):
+            raw = os.environ.get(f"TETHER_SERVE_{name.removesuffix('_seconds').upper()}_SECONDS")
+            if raw:
+                values[name] = float(raw)
+        values.update({k: v for k, v in given.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class ChildRun:
+    claimed: Claimed
+    process: subprocess.Popen[bytes]
+
+
+class Server:
+    """One serve process: its deployments, its store, and the runs it started."""
+
+    def __init__(self, deployments: list[Deployment], settings: ServeSettings, store: Store | None = None, on_tick: Callable[[Server], None] | None = None) -> None:
+        names = [d.name for d in deployments]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise DeploymentError(f"serve() got two deployments named {twice[0]!r}; each deployment needs a name of its own.")
+        self.deployments = {d.name: d for d in deployments}
+        self.settings = settings
+        self.store = store if store is not None else open_store()
+        self.table = DeploymentTable(self.store.engine)
+        self.me = ProcessInfo.current()
+        self.children: dict[int, ChildRun] = {}
+        self.stop_event = threading.Event()
+        self.stop_signal: int | None = None
+        self.on_tick = on_tick
+        self.seen_by = f"tether serve (process {self.me.pid})"
+
+    def register(self) -> None:
+        for deployment in self.deployments.values():
+            if self.table.register(deployment.spec()):
+                log.warning("Deployment %r: its schedule changed; times count from now (nothing is back-filled).", deployment.name)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Serve until SIGTERM/Ctrl-C (or `stop`); the exit code (143, 130, or 0)."""
+        self.register()
+        previous = self._install_signals()
+        try:
+            while not self.stop_event.is_set():
+                self.tick()
+                get_clock().wait(self.stop_event, self.settings.poll_seconds)
+            self.drain()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.store.close()
+        return {int(signal.SIGTERM): 143, int(signal.SIGINT): 130}.get(self.stop_signal or 0, 0)
+
+    def stop(self, signum: int | None = None) -> None:
+        self.stop_signal = self.stop_signal or signum
+        self.stop_event.set()
+
+    def tick(self) -> None:
+        """One look at the store: leases, gone processes, ended children, new times, due runs."""
+        self.table.renew(self.me)
+        for row in self.table.recover(self.settings.lease_seconds, self.seen_by):
+            log.warning("Deployment %r: the run scheduled at %s was settled as %s: %s", row.deployment, row.scheduled_time, row.status, row.reason)
+        self.collect_children()
+        for name, deployment in self.deployments.items():
+            if deployment.schedules:
+                self.table.plan(name, deployment.times, self.settings.lookahead_seconds)
+        for name in self.deployments:
+            while not self.stop_event.is_set() and self._has_room():
+                fault_point("before-claim")
+                claimed = self.table.claim(name, self.me, self.settings.late_seconds)
+                if claimed is None:
+                    break
+                fault_point("after-claim")
+                self.start_child(claimed)
+        if self.on_tick is not None:
+            self.on_tick(self)
+
+    def _has_room(self) -> bool:
+        return self.settings.limit is None or len(self.children) < self.settings.limit
+
+    # -- child processes ---------------------------------------------------------------
+
+    def start_child(self, claimed: Claimed) -> None:
+        deployment = self.deployments.get(claimed.deployment)
+        job = {
+            "run_id": claimed.id,
+            "deployment": claimed.deployment,
+            "scheduled_time": claimed.scheduled_time,
+            "entrypoint": claimed.entrypoint,
+            "flow_name": claimed.flow_name,
+            "parameters": claimed.parameters,
+            "tags": claimed.tags,
+            "version": deployment.version if deployment is not None else None,
+            "owner": self.me.as_json(),
+            "store_url": self.store.location.url.render_as_string(hide_password=False),
+        }
+        env = {**os.environ, CHILD_ENV: "1"}
+        # A session of its own: Ctrl-C in the terminal reaches serve, which decides when runs stop.
+        process = subprocess.Popen([sys.executable, "-m", "tether._serve_child"], stdin=subprocess.PIPE, env=env, start_new_session=True)
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(job).encode())
+        process.stdin.close()
+        self.children[claimed.id] = ChildRun(claimed, process)
+        log.info("Deployment %r: started the run scheduled at %s (process %d).", claimed.deployment, claimed.scheduled_time, process.pid)
+
+    def collect_children(self) -> None:
+        for run_id, child in list(self.children.items()):
+            if child.process.poll() is None:
+                continue
+            del self.children[run_id]
+            settled = self.table.settle_ended_child(run_id, self.seen_by)
+            if settled is not None:
+                log.warning("Deployment %r: the run's process ended (exit %s) before recording it: recorded %s.", settled.deployment, child.process.returncode, settled.status)
+
+    def drain(self) -> None:
+        """After a stop: let the running runs finish within the grace period, then cancel them."""
+        if self.children:
+            log.warning("tether serve: stopping; %d run(s) still going get %.0f s to finish.", len(self.children), self.settings.grace_seconds)
+        self._wait_children(self.settings.grace_seconds)
+        if self.children:
+            for child in self.children.values():
+                _signal(child.process, signal.SIGTERM)  # the flow cancels and cleans up
+            self._wait_children(self.settings.cancel_seconds)
+        for child in self.children.values():
+            _signal(child.process, signal.SIGKILL)
+            child.process.wait()
+        self.collect_children()
+
+    def _wait_children(self, seconds: float) -> None:
+        clock = get_clock()
+        deadline = clock.monotonic() + seconds
+        idle = threading.Event()
+        while self.children and clock.monotonic() < deadline:
+            self.table.renew(self.me)
+            self.collect_children()
+            if self.children:
+                clock.wait(idle, min(self.settings.poll_seconds, max(0.0, deadline - clock.monotonic())))
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if self.stop_event.is_set():
+                log.warning("tether serve: already stopping; waiting for %d run(s).", len(self.children))
+            self.stop(signum)
+
+        return {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
+    if process.poll() is None:
+        try:
+            os.kill(process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def fault_point(name: str) -> None:
+    """For crash tests: with ``TETHER_SERVE_FAULT=name:FILE``, write FILE and wait to be killed here."""
+    wanted = os.environ.get("TETHER_SERVE_FAULT", "")
+    point, _, marker = wanted.partition(":")
+    if point != name or not marker:
+        return
+    with open(marker, "w") as f:
+        f.write(str(os.getpid()))
+    threading.Event().wait()
+
+
+def serve(*deployments: Deployment, limit: int | None = None, **settings: Any) -> int:
+    """Serve ``deployments`` until SIGTERM or Ctrl-C; returns the exit code (see `Server.serve`).
+
+    In a run's own process (which imports the flow's file again), it returns at once.
+    """
+    if os.environ.get(CHILD_ENV) == "1":
+        return 0
+    for d in deployments:
+        if not isinstance(d, Deployment):
+            raise DeploymentError(f"serve() takes deployments, got {d!r}. Example: serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *')).")
+    server = Server(list(deployments), ServeSettings.from_env(limit=limit, **settings))
+    return server.serve()

@@ -1,0 +1,456 @@
+"""Deployments and their scheduled times in the store, and the claim that makes each run once.
+
+Every scheduled time of a deployment is a row of ``deployment_runs``, unique on
+(deployment, scheduled time): serve processes that plan the same times at once
+create it once. A run starts only by claiming its row in a write transaction:
+on PostgreSQL the deployment's row and the due rows are taken ``FOR UPDATE SKIP
+LOCKED`` (a claimer never waits for another, and two never claim together); on
+SQLite the transaction is ``BEGIN IMMEDIATE`` (one writer at a time). "Now" is
+the database's clock, so processes on different machines agree on what is due.
+
+A claimed row names its serve process (``claimed_by``) and keeps a lease the
+serve process renews. The run's child process moves it to ``running`` (only if
+its serve process still holds it) and records the outcome. When the serve
+process is gone (its pid, on this host; its lease, elsewhere), `recover` settles
+its rows: a claim whose run never started is free again (nothing ran), a run
+that started is never started again: it is recorded as its flow run ended, or
+``crashed`` with its flow run ``Crashed``.
+
+Catch-up and overlap are decided by `tether._core._catchup`; this module applies
+the verdict. Computing schedule times is the caller's: `plan` is given a function.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether._core._catchup import DueTime, decide, when
+from tether.store._crashed import UNFINISHED, _record
+from tether.store._engine import read, write
+from tether.store._errors import StoreError
+from tether.store._ledger import ProcessInfo, process_alive
+from tether.store._schema import deployment_runs, deployments, flow_runs
+
+runs = deployment_runs
+ACTIVE = ("claimed", "running")
+FINAL_STATES = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled", "CRASHED": "crashed"}
+
+
+class DeploymentNameTaken(StoreError):
+    """A deployment name already used by another flow."""
+
+
+class DeploymentNotFound(StoreError, LookupError):
+    """No deployment of that name in the store."""
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What a deployment is, as ``serve`` registers it (parameters and schedules as JSON text)."""
+
+    name: str
+    flow_name: str
+    entrypoint: str
+    parameters: str
+    tags: str
+    description: str | None
+    version: str | None
+    schedules: str
+    schedule_key: str
+    catchup: str
+    overlap: str
+
+
+@dataclass(frozen=True)
+class StoredDeployment:
+    name: str
+    flow_name: str
+    entrypoint: str
+    parameters: dict[str, Any]
+    tags: list[str]
+    description: str | None
+    version: str | None
+    schedules: list[dict[str, Any]]
+    catchup: str
+    overlap: str
+    paused: bool
+    created: float
+    updated: float
+    last_run: ScheduledRun | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["last_run"] = None if self.last_run is None else self.last_run.as_dict()
+        return found
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """One row of ``deployment_runs``: a scheduled time (or requested run) and what became of it."""
+
+    id: int
+    deployment: str
+    scheduled_time: float
+    trigger: str
+    status: str
+    state_name: str | None
+    reason: str | None
+    flow_run_id: str | None
+    claimed_by: str | None
+    parameters: dict[str, Any] | None
+    started: float | None
+    ended: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run this process won: what its child process needs to run it."""
+
+    id: int
+    deployment: str
+    scheduled_time: float
+    trigger: str
+    flow_name: str
+    entrypoint: str
+    parameters: dict[str, Any]
+    tags: list[str]
+
+
+def db_now(conn: sa.Connection) -> float:
+    """The database's clock, in seconds since the epoch."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        sql = "SELECT EXTRACT(EPOCH FROM clock_timestamp())"
+    elif dialect == "sqlite":
+        sql = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+    else:
+        sql = "SELECT UNIX_TIMESTAMP(NOW(6))"
+    return float(conn.exec_driver_sql(sql).scalar_one())
+
+
+def _locked(conn: sa.Connection, query: sa.Select[Any], skip: bool) -> sa.Select[Any]:
+    """``query`` taking row locks where the database has them (SQLite's BEGIN IMMEDIATE locks everything)."""
+    if conn.dialect.name == "sqlite":
+        return query
+    return query.with_for_update(skip_locked=skip)
+
+
+class DeploymentTable:
+    """The deployment rows of one store (``Store.engine``)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # -- deployments -------------------------------------------------------------------
+
+    def register(self, spec: DeploymentSpec) -> bool:
+        """Create or update the deployment; True if its schedule changed (times from now on only).
+
+        Raises `DeploymentNameTaken` (and writes nothing) if the name belongs to another flow.
+        Registering never pauses or resumes the deployment."""
+
+        def work(conn: sa.Connection) -> bool:
+            now = db_now(conn)
+            row = conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == spec.name), skip=False)).mappings().first()
+            values = {k: v for k, v in asdict(spec).items() if k != "name"}
+            if row is None:
+                conn.execute(sa.insert(deployments).values(name=spec.name, paused=False, planned_until=now, created=now, updated=now, **values))
+                return False
+            if row["flow_name"] != spec.flow_name:
+                raise DeploymentNameTaken(
+                    f"The deployment name {spec.name!r} is already used by flow {row['flow_name']!r} "
+                    f"(from {row['entrypoint']}), so flow {spec.flow_name!r} cannot take it: a name is one "
+                    f"deployment. Give this one another name, e.g. name={spec.name + '-' + spec.flow_name!r}, "
+                    "or serve the other flow under it."
+                )
+            changed = row["schedule_key"] != spec.schedule_key
+            update: dict[str, Any] = {**values, "updated": now}
+            if changed:  # never back-fill: the new schedule counts from now, its old future times are dropped
+                update["planned_until"] = now
+                reason = f"the deployment's schedule changed at {when(now)}"
+                conn.execute(
+                    sa.update(runs)
+                    .where(runs.c.deployment == spec.name, runs.c.status == "scheduled", runs.c.trigger == "schedule")
+                    .values(status="skipped", reason=reason, ended=now)
+                )
+            conn.execute(sa.update(deployments).where(deployments.c.name == spec.name).values(**update))
+            return changed
+
+        return write(self.engine, work)
+
+    def set_paused(self, name: str, paused: bool) -> None:
+        def work(conn: sa.Connection) -> None:
+            done = conn.execute(sa.update(deployments).where(deployments.c.name == name).values(paused=paused, updated=db_now(conn)))
+            if done.rowcount != 1:
+                raise self._not_found(conn, name)
+
+        write(self.engine, work)
+
+    def request_run(self, name: str, parameters: dict[str, Any]) -> int:
+        """A run now, with ``parameters`` over the deployment's, for a serve process to pick up; its row id."""
+
+        def work(conn: sa.Connection) -> int:
+            if conn.execute(sa.select(deployments.c.name).where(deployments.c.name == name)).first() is None:
+                raise self._not_found(conn, name)
+            now = db_now(conn)
+            at = now
+            while conn.execute(sa.select(runs.c.id).where(runs.c.deployment == name, runs.c.scheduled_time == at)).first():
+                at += 0.001  # a scheduled time at this very instant: the key stays unique
+            done = conn.execute(
+                sa.insert(runs).values(
+                    deployment=name, scheduled_time=at, trigger="manual", parameters=json.dumps(parameters),
+                    status="scheduled", created=now,
+                )
+            )  # fmt: skip
+            key = done.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+        return write(self.engine, work)
+
+    def _not_found(self, conn: sa.Connection, name: str) -> DeploymentNotFound:
+        names = sorted(conn.execute(sa.select(deployments.c.name)).scalars())
+        known = ", ".join(names) if names else "none yet (tether serve creates them)"
+        return DeploymentNotFound(f"No deployment named {name!r} in the run store. Deployments: {known}. See: tether deployments ls")
+
+    def deployments(self) -> list[StoredDeployment]:
+        def work(conn: sa.Connection) -> list[StoredDeployment]:
+            found = []
+            for row in conn.execute(sa.select(deployments).order_by(deployments.c.name)).mappings():
+                last = conn.execute(
+                    sa.select(runs).where(runs.c.deployment == row["name"], runs.c.status.notin_(("scheduled", "skipped")))
+                    .order_by(runs.c.scheduled_time.desc()).limit(1)
+                ).mappings().first()  # fmt: skip
+                found.append(_deployment(row, None if last is None else _run(last)))
+            return found
+
+        return read(self.engine, work)
+
+    def get(self, name: str) -> StoredDeployment:
+        def work(conn: sa.Connection) -> StoredDeployment:
+            row = conn.execute(sa.select(deployments).where(deployments.c.name == name)).mappings().first()
+            if row is None:
+                raise self._not_found(conn, name)
+            return _deployment(row, None)
+
+        return read(self.engine, work)
+
+    def runs(self, name: str | None = None, limit: int | None = 50, statuses: Sequence[str] | None = None) -> list[ScheduledRun]:
+        """Rows of ``deployment_runs``, newest scheduled time first."""
+        query = sa.select(runs).order_by(runs.c.scheduled_time.desc(), runs.c.id.desc())
+        if name is not None:
+            query = query.where(runs.c.deployment == name)
+        if statuses is not None:
+            query = query.where(runs.c.status.in_(tuple(statuses)))
+        if limit is not None:
+            query = query.limit(limit)
+        return read(self.engine, lambda conn: [_run(r) for r in conn.execute(query).mappings()])
+
+    def now(self) -> float:
+        return read(self.engine, db_now)
+
+    # -- planning and claiming -----------------------------------------------------------
+
+    def plan(self, name: str, times: Callable[[float, float], list[float]], lookahead: float) -> int:
+        """Create the rows of the deployment's times up to now + ``lookahead`` (each once); how many were new.
+
+        ``times(after, until)`` gives the schedule's times in ``(after, until]``."""
+
+        def work(conn: sa.Connection) -> int:
+            row = conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == name), skip=True)).mappings().first()
+            if row is None:
+                return 0  # another process is planning or claiming it now
+            now = db_now(conn)
+            until = now + lookahead
+            if until <= row["planned_until"]:
+                return 0
+            wanted = times(row["planned_until"], until)
+            existing = set()
+            if wanted:
+                existing = set(conn.execute(
+                    sa.select(runs.c.scheduled_time).where(runs.c.deployment == name, runs.c.scheduled_time.in_(wanted))
+                ).scalars())  # fmt: skip
+            new = [{"deployment": name, "scheduled_time": t, "trigger": "schedule", "status": "scheduled", "created": now} for t in wanted if t not in existing]
+            if new:
+                conn.execute(sa.insert(runs), new)
+            conn.execute(sa.update(deployments).where(deployments.c.name == name).values(planned_until=until))
+            return len(new)
+
+        return write(self.engine, work)
+
+    def claim(self, name: str, owner: ProcessInfo, late_seconds: float) -> Claimed | None:
+        """Claim the deployment's next due run for ``owner``, recording the times catch-up or overlap
+        skip on the way; None if nothing is to start now (or another process is claiming)."""
+
+        def work(conn: sa.Connection) -> Claimed | None:
+            dep = conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == name), skip=True)).mappings().first()
+            if dep is None:
+                return None
+            now = db_now(conn)
+            due_rows = conn.execute(_locked(conn,
+                sa.select(runs.c.id, runs.c.scheduled_time, runs.c.trigger, runs.c.parameters)
+                .where(runs.c.deployment == name, runs.c.status == "scheduled", runs.c.scheduled_time <= now)
+                .order_by(runs.c.scheduled_time), skip=True)
+            ).mappings().all()  # fmt: skip
+            if not due_rows:
+                return None
+            due = [DueTime(r["id"], r["scheduled_time"], r["trigger"] == "manual") for r in due_rows]
+            if dep["paused"]:
+                paused = [d for d in due if not d.manual]
+                _settle_many(conn, [(d, "the deployment was paused") for d in paused], "skipped", now)
+                due = [d for d in due if d.manual]
+            active = conn.execute(
+                sa.select(runs.c.scheduled_time).where(runs.c.deployment == name, runs.c.status.in_(ACTIVE))
+                .order_by(runs.c.scheduled_time).limit(1)
+            ).scalar()  # fmt: skip
+            verdict = decide(due, now, dep["catchup"], dep["overlap"], active, late_seconds)
+            _settle_many(conn, verdict.skipped, "skipped", now)
+            _settle_many(conn, verdict.cancelled, "cancelled", now)
+            if verdict.start is None:
+                return None
+            start = next(r for r in due_rows if r["id"] == verdict.start.id)
+            conn.execute(
+                sa.update(runs).where(runs.c.id == start["id"], runs.c.status == "scheduled")
+                .values(status="claimed", claimed_by=owner.as_json(), claimed_at=now, lease=now)
+            )  # fmt: skip
+            parameters = {**json.loads(dep["parameters"] or "{}"), **json.loads(start["parameters"] or "{}")}
+            return Claimed(
+                start["id"], name, start["scheduled_time"], start["trigger"], dep["flow_name"], dep["entrypoint"],
+                parameters, json.loads(dep["tags"] or "[]"),
+            )  # fmt: skip
+
+        return write(self.engine, work)
+
+    def renew(self, owner: ProcessInfo) -> int:
+        """Renew the lease of every run ``owner`` holds; how many."""
+
+        def work(conn: sa.Connection) -> int:
+            done = conn.execute(
+                sa.update(runs).where(runs.c.claimed_by == owner.as_json(), runs.c.status.in_(ACTIVE)).values(lease=db_now(conn))
+            )
+            return int(done.rowcount)
+
+        return write(self.engine, work)
+
+    # -- the run's child process ---------------------------------------------------------
+
+    def begin_run(self, run_id: int, owner: ProcessInfo, child: ProcessInfo) -> bool:
+        """Move a claimed run to ``running`` for ``child``, only if ``owner`` still holds the claim."""
+
+        def work(conn: sa.Connection) -> bool:
+            done = conn.execute(
+                sa.update(runs).where(runs.c.id == run_id, runs.c.status == "claimed", runs.c.claimed_by == owner.as_json())
+                .values(status="running", child_pid=child.pid, child_started=child.started, started=db_now(conn))
+            )  # fmt: skip
+            return done.rowcount == 1
+
+        return write(self.engine, work)
+
+    def set_flow_run(self, run_id: int, flow_run_id: str) -> None:
+        write(self.engine, lambda conn: conn.execute(sa.update(runs).where(runs.c.id == run_id).values(flow_run_id=flow_run_id)))
+
+    def finish(self, run_id: int, state_type: str, state_name: str, child_pid: int, reason: str | None = None) -> bool:
+        """Record how the run ended (by its child process); False if someone settled it first."""
+        status = FINAL_STATES.get(state_type, "failed")
+
+        def work(conn: sa.Connection) -> bool:
+            done = conn.execute(
+                sa.update(runs).where(runs.c.id == run_id, runs.c.status == "running", runs.c.child_pid == child_pid)
+                .values(status=status, state_name=state_name, reason=reason, ended=db_now(conn))
+            )  # fmt: skip
+            return done.rowcount == 1
+
+        return write(self.engine, work)
+
+    # -- when a process is gone ----------------------------------------------------------
+
+    def settle_ended_child(self, run_id: int, seen_by: str) -> ScheduledRun | None:
+        """The serve process saw the run's child exit: record the run if the child did not."""
+
+        def work(conn: sa.Connection) -> ScheduledRun | None:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+            if row is None or row["status"] not in ACTIVE:
+                return None
+            return _settle_gone(conn, row, db_now(conn), f"its process {row['child_pid']} ended before recording the run", seen_by)
+
+        return write(self.engine, work)
+
+    def recover(self, lease_seconds: float, seen_by: str, this_host: str | None = None) -> list[ScheduledRun]:
+        """Settle the runs whose serve process is gone; the rows settled."""
+        host = this_host or socket.gethostname()
+
+        def work(conn: sa.Connection) -> list[ScheduledRun]:
+            now = db_now(conn)
+            settled = []
+            for row in conn.execute(sa.select(runs).where(runs.c.status.in_(ACTIVE))).mappings().all():
+                owner = ProcessInfo.from_json(row["claimed_by"])
+                if owner is None:
+                    continue
+                if owner.host == host:
+                    if process_alive(owner.pid, owner.started):
+                        continue
+                    if row["child_pid"] is not None and process_alive(row["child_pid"], row["child_started"]):
+                        continue  # its child is going down with it (it dies with its serve process)
+                    why = f"its serve process {owner.pid} on this host is gone"
+                elif row["lease"] is not None and now - row["lease"] <= lease_seconds:
+                    continue
+                else:
+                    why = f"its serve process {owner.pid} on {owner.host} renewed no lease for {now - (row['lease'] or now):.0f} s"
+                done = _settle_gone(conn, row, now, why, seen_by)
+                if done is not None:
+                    settled.append(done)
+            return settled
+
+        return write(self.engine, work)
+
+
+def _settle_many(conn: sa.Connection, verdicts: Sequence[tuple[DueTime, str]], status: str, now: float) -> None:
+    for due, reason in verdicts:
+        conn.execute(sa.update(runs).where(runs.c.id == due.id, runs.c.status == "scheduled").values(status=status, reason=reason, ended=now))
+
+
+def _settle_gone(conn: sa.Connection, row: Any, now: float, why: str, seen_by: str) -> ScheduledRun | None:
+    """Settle a claimed or running row whose process is gone. A claim that never started is free
+    again; a started run is never started again: it ends as its flow run did, or crashed."""
+    where = sa.and_(runs.c.id == row["id"], runs.c.status == row["status"], runs.c.claimed_by == row["claimed_by"])
+    if row["status"] == "claimed":
+        conn.execute(sa.update(runs).where(where).values(status="scheduled", claimed_by=None, claimed_at=None, lease=None,
+                                                         reason=f"claimed by a process that died before starting it ({why}); nothing ran"))  # fmt: skip
+        return _run(conn.execute(sa.select(runs).where(runs.c.id == row["id"])).mappings().one())
+    flow = None
+    if row["flow_run_id"] is not None:
+        flow = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == row["flow_run_id"])).mappings().first()
+    if flow is not None and flow["state_type"] in FINAL_STATES:
+        values = {"status": FINAL_STATES[flow["state_type"]], "state_name": flow["state_name"],
+                  "reason": f"recorded from its flow run by {seen_by}: {why} after the run ended"}  # fmt: skip
+    else:
+        if flow is not None and (flow["state_type"] is None or flow["state_type"] in UNFINISHED):
+            _record(conn, flow, why, seen_by, now)
+        values = {"status": "crashed", "state_name": "Crashed", "reason": f"{why} during the run; recorded by {seen_by}; it is not run again"}
+    conn.execute(sa.update(runs).where(where).values(ended=now, **values))
+    return _run(conn.execute(sa.select(runs).where(runs.c.id == row["id"])).mappings().one())
+
+
+def _deployment(row: Any, last: ScheduledRun | None) -> StoredDeployment:
+    return StoredDeployment(
+        row["name"], row["flow_name"], row["entrypoint"], json.loads(row["parameters"] or "{}"), json.loads(row["tags"] or "[]"),
+        row["description"], row["version"], json.loads(row["schedules"]), row["catchup"], row["overlap"], bool(row["paused"]),
+        row["created"], row["updated"], last,
+    )  # fmt: skip
+
+
+def _run(row: Any) -> ScheduledRun:
+    return ScheduledRun(
+        row["id"], row["deployment"], row["scheduled_time"], row["trigger"], row["status"], row["state_name"], row["reason"],
+        row["flow_run_id"], row["claimed_by"], None if row["parameters"] is None else json.loads(row["parameters"]),
+        row["started"], row["ended"],
+    )  # fmt: skip
