@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from tether._clock import get_clock
 from tether._context import RunContext, current_run
+from tether._deployment import Deployment
 from tether._flow_run import FlowRun
 from tether._options import (
     ParameterBinder,
@@ -28,6 +29,7 @@ from tether._options import (
 )
 from tether._reaping import refuse_flow_call
 from tether._run_names import RunName, check_run_name, render_run_name
+from tether._serve import serve as serve_deployments
 from tether._validation import ParameterValidator
 from tether.runners import TaskRunner, ThreadPoolRunner
 
@@ -144,6 +146,20 @@ class FlowFunction(Generic[R]):
             "persist_result": self.persist_result,
         }
         return FlowFunction(self.fn, **{**current, **options})
+
+    def check_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """``parameters`` bound to the signature, and validated from the type hints if this flow validates."""
+        bound = self.bind((), parameters)
+        return bound if self._validator is None else self._validator.validate(bound)
+
+    def to_deployment(self, name: str | None = None, **options: Any) -> Deployment:
+        """A deployment of this flow for `tether.serve` (``cron=``/``interval=``/``rrule=``/``schedules=``,
+        ``timezone=``, ``parameters=``, ``tags=``, ``catchup=``, ``overlap=``...); checked now, written nothing."""
+        return Deployment(self, name or self.name, **options)
+
+    def serve(self, name: str | None = None, *, limit: int | None = None, **options: Any) -> int:
+        """Run this flow on its schedules under ``name`` until SIGTERM or Ctrl-C (blocks); the exit code."""
+        return serve_deployments(self.to_deployment(name, **options), limit=limit)
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
