@@ -13,6 +13,7 @@ from tether import (
     cache_policies,
     client,
     context,
+    deployments,
     exceptions,
     futures,
     limits,
@@ -20,6 +21,7 @@ from tether import (
     resources,
     runners,
     runtime,
+    schedules,
     states,
     store,
     task_runners,
@@ -47,6 +49,7 @@ from tether._graph import Flow, Parameter
 from tether._logging import get_run_logger
 from tether._resources import Resource, ResourceScope, resource, resource_manager
 from tether._run_views import get_run_context
+from tether._serve import serve
 from tether._task import Task, tags, task, unmapped
 
 _LAZY_SUBMODULES = frozenset({"cli", "sql", "testing"})
@@ -87,6 +90,7 @@ __all__ = [
     "quote",
     "resource",
     "resource_manager",
+    "serve",
     "tags",
     "task",
     "task_input_hash",
