@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from tether._deployment_context import current_deployment_run
 from tether._run_views import FlowRun
 from tether._run_names import runtime_context
 
@@ -45,6 +46,9 @@ def _current() -> FlowRun | None:
 def __getattr__(attribute: str) -> Any:
     run = _current()
     if attribute == "scheduled_start_time":
+        served = current_deployment_run()
+        if served is not None and run is not None and run.parent_flow_run_id is None:
+            return served.scheduled_start  # the deployment's run: the time it was scheduled for
         return datetime.datetime.now(datetime.timezone.utc) if run is None else run.expected_start_time
     if attribute not in _OUTSIDE:
         raise AttributeError(f"tether.runtime.flow_run has no attribute {attribute!r}; it has {', '.join(sorted([*_OUTSIDE, 'scheduled_start_time']))}.")
