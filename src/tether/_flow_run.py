@@ -300,10 +300,12 @@ class FlowRun:
         self._enter_body(Running())
 
     def _reclaim_signal_handlers(self) -> None:
-        """Put tether's handlers back where starting the runner replaced them (``ray.init``
-        installs a SIGTERM handler that exits at once, with nothing cleaned up)."""
+        """Put tether's handlers back where starting the runner, or a library the body called,
+        replaced them (``ray.init`` installs a SIGTERM handler that exits at once, with
+        nothing cleaned up); `restore` puts back the ones from before the run."""
         for signum in self._previous_handlers:
             if signal.getsignal(signum) != self._on_signal:
+                logger.debug("Signal %d had been given another handler during flow run %r; tether's is back.", signum, self.record.name)
                 signal.signal(signum, self._on_signal)
 
     def _enter_body(self, state: State) -> None:
@@ -409,6 +411,7 @@ class FlowRun:
     def end(self) -> State:
         """Wait for every task run and cleanup, decide and record the final state, and
         restore what `begin` changed. Runs in the thread that called `begin`."""
+        self._reclaim_signal_handlers()  # a library the body called may have installed its own
         try:
             return self.wait_and_decide()
         finally:
