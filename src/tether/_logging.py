@@ -152,3 +152,13 @@ def enable_log_prints() -> None:
     if not _print_patched:
         builtins.print = _print_to_run_log
         _print_patched = True
+
+
+def log_for_run(run: Any, flow_run_id: str | None, level: int, message: str) -> None:
+    """Log ``message`` as the engine's word about task run ``run`` (a `RunRecord`): shown on
+    the console like the run's own logs, and kept in its run log."""
+    if not _task_logger.isEnabledFor(level):
+        return
+    configure_logging()
+    extra = {"run_id": run.id, "flow_run_id": flow_run_id, "run_label": f"Task run {run.name!r}"}
+    RunLoggerAdapter(_task_logger, extra).log(level, message)

@@ -14,6 +14,7 @@ decisions are in `TaskRun`'s methods, shared by both.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from tether._errors import (
     UpstreamFailedError,
 )
 from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
-from tether._logging import logger
+from tether._logging import log_for_run, logger
 from tether._run_views import TaskRun as TaskRunView
 from tether._run_views import TaskRunContext
 from tether._stand_in import local_arguments
@@ -310,6 +311,7 @@ class TaskRun:
         )
         if verdict.retry_delay is not None:
             self._move(verdict.state)
+            log_for_run(self.record, self.flow_run.record.id, logging.WARNING, f"{verdict.state.message} (retry {self.record.run_count} of {self.task.retries})")
         else:
             self.finish(verdict.state)
         return verdict.retry_delay
@@ -385,6 +387,8 @@ class TaskRun:
             watchdog.cancel(self.timer)
             self.timer = None
         events.emit(event)
+        if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+            log_for_run(self.record, self.flow_run.record.id, logging.ERROR, f"Finished in state {state.name}: {state.message}")
         if self.holds_slots:
             self.holds_slots = False
             self.flow_run.limiter.release(self.slot_keys, self)

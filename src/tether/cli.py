@@ -449,15 +449,13 @@ def run_cmd(target: str, params: tuple[str, ...], runner: str | None) -> None:
             raise BadInput(f"--runner {runner}: this version of tether has no {RUNNERS[runner]}.")
         flow = flow.with_options(task_runner=runner_class())
     enable()
-    state, flow_run_id = run_with_progress(lambda: flow(**values, return_state=True), out)
+    state, flow_run_id = run_with_progress(lambda: flow(**values, return_state=True), out, err)
     flush_store()
     summary = f"Flow run {flow.name!r}" + (f" ({flow_run_id})" if flow_run_id else "")
     if state.is_completed():
         out.print(Text.assemble(summary + " ", ("Completed", "green"), f". Result: {_short(state.data)}"))
         return
     err.print(Text.assemble(summary + " ended ", (state.name, "red"), f": {state.message or ''}"))
-    if flow_run_id:
-        err.print(f"See: tether runs show {flow_run_id}")
     sys.exit(1)
 
 
