@@ -45,6 +45,15 @@ _ID_PREFIX = os.urandom(10).hex()
 _id_counter = itertools.count()
 
 
+def _new_prefix() -> None:
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(10).hex()
+
+
+# A forked process (tether serve's runs, a fork-started pool) would otherwise repeat its parent's ids.
+os.register_at_fork(after_in_child=_new_prefix)
+
+
 def new_run_id() -> str:
     """A 32-hex-digit id, unique across processes."""
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
