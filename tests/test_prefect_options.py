@@ -162,7 +162,10 @@ def test_policies_combine_with_plus_and_none_is_neutral():
         task(cache_policy="INPUTS")(lambda: None)
 
 
-def test_two_tasks_with_equal_inputs_do_not_share_a_policy_key(runner):
+def test_keys_are_not_namespaced_by_task_as_in_prefect(runner):
+    """Prefect's advanced caching docs: two tasks with INPUTS and equal inputs share a key;
+    TASK_SOURCE (in DEFAULT) tells them apart."""
+
     @task(cache_policy=INPUTS)
     def one(x):
         return "one"
@@ -171,11 +174,15 @@ def test_two_tasks_with_equal_inputs_do_not_share_a_policy_key(runner):
     def two(x):
         return "two"
 
+    @task(cache_policy=INPUTS + TASK_SOURCE)
+    def three(x):
+        return "three"
+
     @flow(task_runner=runner)
     def pipeline():
-        return one(1), two(1)
+        return one(1), two(1), three(1)
 
-    assert pipeline() == ("one", "two")
+    assert pipeline() == ("one", "one", "three")
 
 
 # -- retries -------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ into a key, or None for "do not cache this run". The building blocks:
 - `DEFAULT` = ``INPUTS + TASK_SOURCE + RUN_ID``;
 
 combined with ``+`` (a key made of every part that gave one). A ``cache_key_fn`` is a
-`CacheKeyFnPolicy`. Keys are namespaced by the task's name, so two tasks with equal
-inputs never share a result. This module makes keys; `_cache` stores results.
+`CacheKeyFnPolicy`. As in Prefect, a key is not namespaced by the task: two tasks whose
+policy sees only equal inputs (``INPUTS`` alone) share a result; ``TASK_SOURCE``, part of
+``DEFAULT``, tells them apart. This module makes keys; `_cache` stores results.
 """
 
 from __future__ import annotations
@@ -202,11 +203,5 @@ DEFAULT = INPUTS + TASK_SOURCE + RUN_ID
 
 
 def run_cache_key(policy: CachePolicy, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]) -> str | None:
-    """The key a task run's result is cached under, or None for no caching.
-
-    A ``cache_key_fn``'s key is used as it is (the user chose it, sharing included); a
-    policy's is namespaced by the task's name."""
-    key = policy.compute_key(task_ctx, inputs, flow_parameters)
-    if key is None or isinstance(policy, CacheKeyFnPolicy):
-        return key
-    return f"{task_ctx.task.name}:{key}"
+    """The key a task run's result is cached under (the policy's, as it makes it), or None."""
+    return policy.compute_key(task_ctx, inputs, flow_parameters)
