@@ -12,6 +12,9 @@ status:
 - a Dask task blocked in ``time.sleep`` past its timeout ends within the grace period;
 - SIGTERM during the cleanup of a flow whose work succeeded: the work is recorded
   Completed, with the signal noted, and the process still exits 143.
+
+The cells of the selected tests start together (most of a cell's time is a cluster
+starting and stopping); each test then drives and judges its own.
 """
 
 from __future__ import annotations
@@ -34,14 +37,36 @@ EXIT = {signal.SIGTERM: {143}, signal.SIGINT: {130, -signal.SIGINT}}  # Python r
 OUTCOME = {signal.SIGTERM: "Terminated", signal.SIGINT: "KeyboardInterrupt"}
 
 
-def needs(module: str) -> None:
-    pytest.importorskip(module, reason=f"{module} is not installed")
+#: Each cell: (runner, mode) of the flow script; the tests name theirs with ``cell``.
+CELLS = {
+    "processes-hold-SIGTERM": ("processes", "hold"),
+    "processes-hold-SIGINT": ("processes", "hold"),
+    "dask-hold-SIGTERM": ("dask", "hold"),
+    "dask-hold-SIGINT": ("dask", "hold"),
+    "ray-hold": ("ray", "hold"),
+    "dask-timeout": ("dask", "timeout"),
+    "threads-commit": ("threads", "commit"),
+    "processes-commit": ("processes", "commit"),
+}
+NEEDS = {"dask": "distributed", "ray": "ray"}
+
+
+def installed(runner: str) -> bool:
+    module = NEEDS.get(runner)
+    if module is None:
+        return True
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
 class Cell:
     """One run of the flow script: its process, its record file, its store."""
 
-    def __init__(self, tmp_path: Path, runner: str, mode: str) -> None:
+    def __init__(self, name: str, tmp_path: Path, runner: str, mode: str) -> None:
+        self.name = name
         self.record = tmp_path / "record.log"
         self.home = tmp_path / "home"
         env = {**os.environ, "TETHER_HOME": str(self.home), "TETHER_INTERRUPT_GRACE_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
@@ -123,6 +148,34 @@ class Cell:
             store.close()
 
 
+@pytest.fixture(scope="module")
+def cells(request, tmp_path_factory):
+    """The cells of the selected tests of this module, started at once."""
+    wanted = {
+        item.callspec.params["cell"]
+        for item in request.session.items
+        if item.module is sys.modules[__name__] and hasattr(item, "callspec") and "cell" in item.callspec.params
+    }
+    started = {
+        name: Cell(name, tmp_path_factory.mktemp(name), *CELLS[name])
+        for name in sorted(wanted)
+        if installed(CELLS[name][0])
+    }
+    yield started
+    for cell in started.values():
+        if cell.proc.poll() is None:
+            cell.kill()
+
+
+@pytest.fixture
+def cell(request, cells):
+    name = request.param
+    runner = CELLS[name][0]
+    if not installed(runner):
+        pytest.skip(f"{NEEDS[runner]} is not installed")
+    return cells[name]
+
+
 def steps(lines: list[list[str]], step: str) -> list[list[str]]:
     return [line for line in lines if line[0] == step]
 
@@ -141,12 +194,9 @@ def two_tasks_ready(lines: list[list[str]]) -> bool:
     return len({line[-1] for line in steps(lines, "ready")}) == 2
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("runner", ["processes", "dask"])
-def test_a_signal_to_the_process_group_cleans_up_every_copy_with_the_interrupt(tmp_path, runner, signum):
-    if runner == "dask":
-        needs("distributed")
-    cell = Cell(tmp_path, runner, "hold")
+@pytest.mark.parametrize("cell", ["processes-hold-SIGTERM", "processes-hold-SIGINT", "dask-hold-SIGTERM", "dask-hold-SIGINT"], indirect=True)
+def test_a_signal_to_the_process_group_cleans_up_every_copy_with_the_interrupt(cell):
+    signum = signal.SIGTERM if cell.name.endswith("SIGTERM") else signal.SIGINT
     cell.wait_for("two tasks holding a copy each on two workers", two_tasks_ready)
     cell.signal_group(signum)
     code, err = cell.finish()
@@ -163,9 +213,8 @@ def test_a_signal_to_the_process_group_cleans_up_every_copy_with_the_interrupt(t
     cell.assert_nothing_left()
 
 
-def test_sigterm_on_ray_cleans_up_every_copy_and_exits_143(tmp_path):
-    needs("ray")
-    cell = Cell(tmp_path, "ray", "hold")
+@pytest.mark.parametrize("cell", ["ray-hold"], indirect=True)
+def test_sigterm_on_ray_cleans_up_every_copy_and_exits_143(cell):
     cell.wait_for("two tasks holding a copy each on two actors", two_tasks_ready, timeout=180)
     cell.proc.send_signal(signal.SIGTERM)
     code, err = cell.finish()
@@ -180,9 +229,8 @@ def test_sigterm_on_ray_cleans_up_every_copy_and_exits_143(tmp_path):
     cell.assert_nothing_left()
 
 
-def test_a_dask_task_blocked_in_sleep_ends_timed_out_within_the_grace_period_and_its_copy_is_cleaned(tmp_path):
-    needs("distributed")
-    cell = Cell(tmp_path, "dask", "timeout")
+@pytest.mark.parametrize("cell", ["dask-timeout"], indirect=True)
+def test_a_dask_task_blocked_in_sleep_ends_timed_out_within_the_grace_period_and_its_copy_is_cleaned(cell):
     code, err = cell.finish()
     lines = cell.lines()
     (ready,) = steps(lines, "ready")
@@ -200,9 +248,8 @@ def test_a_dask_task_blocked_in_sleep_ends_timed_out_within_the_grace_period_and
     cell.assert_nothing_left()
 
 
-@pytest.mark.parametrize("runner", ["threads", "processes"])
-def test_sigterm_during_the_cleanup_of_a_successful_flow_records_it_completed_and_exits_143(tmp_path, runner):
-    cell = Cell(tmp_path, runner, "commit")
+@pytest.mark.parametrize("cell", ["threads-commit", "processes-commit"], indirect=True)
+def test_sigterm_during_the_cleanup_of_a_successful_flow_records_it_completed_and_exits_143(cell):
     cell.wait_for("the cleanup to start", lambda lines: bool(steps(lines, "cleanup-started")))
     cell.signal_group(signal.SIGTERM)
     cell.read_stderr_until("got SIGTERM while its resources were being cleaned up")
