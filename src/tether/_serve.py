@@ -20,12 +20,10 @@ due are the database's.
 
 from __future__ import annotations
 
-import json
 import logging
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,14 +31,14 @@ from typing import Any
 
 from tether._clock import get_clock
 from tether._deployment import Deployment, DeploymentError
+from tether._faults import fault_point
+from tether._serve_child import run_claimed
 from tether.store import Store, open_store
 from tether.store._deployments import Claimed, DeploymentTable
 from tether.store._ledger import ProcessInfo
 
 log = logging.getLogger("tether.serve")
 
-#: Environment variable set in a run's child process (a script imported there must not serve again).
-CHILD_ENV = "TETHER_SERVE_CHILD"
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class ServeSettings:
 @dataclass
 class ChildRun:
     claimed: Claimed
-    process: subprocess.Popen[bytes]
+    process: multiprocessing.process.BaseProcess
 
 
 class Server:
@@ -148,36 +146,32 @@ class Server:
     # -- child processes ---------------------------------------------------------------
 
     def start_child(self, claimed: Claimed) -> None:
-        deployment = self.deployments.get(claimed.deployment)
+        deployment = self.deployments[claimed.deployment]
         job = {
             "run_id": claimed.id,
             "deployment": claimed.deployment,
             "scheduled_time": claimed.scheduled_time,
-            "entrypoint": claimed.entrypoint,
-            "flow_name": claimed.flow_name,
             "parameters": claimed.parameters,
             "tags": claimed.tags,
-            "version": deployment.version if deployment is not None else None,
+            "version": deployment.version,
             "owner": self.me.as_json(),
             "store_url": self.store.location.url.render_as_string(hide_password=False),
         }
-        env = {**os.environ, CHILD_ENV: "1"}
-        # A session of its own: Ctrl-C in the terminal reaches serve, which decides when runs stop.
-        process = subprocess.Popen([sys.executable, "-m", "tether._serve_child"], stdin=subprocess.PIPE, env=env, start_new_session=True)
-        assert process.stdin is not None
-        process.stdin.write(json.dumps(job).encode())
-        process.stdin.close()
+        # Forked: the flow is already imported here, so a run starts at once (no new interpreter).
+        process = _FORK.Process(target=run_claimed, args=(job, deployment.flow, self.store.engine), name=f"tether-run-{claimed.id}")
+        process.start()
         self.children[claimed.id] = ChildRun(claimed, process)
-        log.info("Deployment %r: started the run scheduled at %s (process %d).", claimed.deployment, claimed.scheduled_time, process.pid)
+        log.info("Deployment %r: started the run scheduled at %s (process %s).", claimed.deployment, claimed.scheduled_time, process.pid)
 
     def collect_children(self) -> None:
         for run_id, child in list(self.children.items()):
-            if child.process.poll() is None:
+            if child.process.is_alive():
                 continue
+            child.process.join()
             del self.children[run_id]
             settled = self.table.settle_ended_child(run_id, self.seen_by)
             if settled is not None:
-                log.warning("Deployment %r: the run's process ended (exit %s) before recording it: recorded %s.", settled.deployment, child.process.returncode, settled.status)
+                log.warning("Deployment %r: the run's process ended (exit %s) before recording it: recorded %s.", settled.deployment, child.process.exitcode, settled.status)
 
     def drain(self) -> None:
         """After a stop: let the running runs finish within the grace period, then cancel them."""
@@ -190,7 +184,7 @@ class Server:
             self._wait_children(self.settings.cancel_seconds)
         for child in self.children.values():
             _signal(child.process, signal.SIGKILL)
-            child.process.wait()
+            child.process.join()
         self.collect_children()
 
     def _wait_children(self, seconds: float) -> None:
@@ -215,32 +209,20 @@ class Server:
         return {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
-def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
-    if process.poll() is None:
+_FORK = multiprocessing.get_context("fork")
+
+
+def _signal(process: multiprocessing.process.BaseProcess, signum: int) -> None:
+    if process.is_alive() and process.pid is not None:
         try:
             os.kill(process.pid, signum)
         except ProcessLookupError:
             pass
 
 
-def fault_point(name: str) -> None:
-    """For crash tests: with ``TETHER_SERVE_FAULT=name:FILE``, write FILE and wait to be killed here."""
-    wanted = os.environ.get("TETHER_SERVE_FAULT", "")
-    point, _, marker = wanted.partition(":")
-    if point != name or not marker:
-        return
-    with open(marker, "w") as f:
-        f.write(str(os.getpid()))
-    threading.Event().wait()
-
-
 def serve(*deployments: Deployment, limit: int | None = None, **settings: Any) -> int:
     """Serve ``deployments`` until SIGTERM or Ctrl-C; returns the exit code (see `Server.serve`).
-
-    In a run's own process (which imports the flow's file again), it returns at once.
     """
-    if os.environ.get(CHILD_ENV) == "1":
-        return 0
     for d in deployments:
         if not isinstance(d, Deployment):
             raise DeploymentError(f"serve() takes deployments, got {d!r}. Example: serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *')).")

@@ -1,11 +1,12 @@
-"""The process one scheduled run executes in: ``python -m tether._serve_child`` (started by ``tether serve``).
+"""The process one scheduled run executes in: forked by ``tether serve`` for each run it claims.
 
-It reads its job (JSON on stdin), arranges to die with its serve process (Linux:
-``PR_SET_PDEATHSIG``; it also exits if its parent is already gone), moves its row
-to ``running`` (only while its serve process still holds the claim, so a run is
-never started by two processes), imports the flow from its entry point, runs it
-with the deployment's parameters, records the flow run's id on the row as soon
-as the run exists, and finally records how it ended. Inside the run,
+The child starts a session of its own (Ctrl-C in the terminal reaches only serve),
+arranges to die with its serve process (Linux: ``PR_SET_PDEATHSIG``; it also exits
+if its parent is already gone), drops the serve process's database connections,
+moves its row to ``running`` (only while its serve process still holds the claim,
+so a run is never started by two processes), runs the flow (already imported by
+serve) with the deployment's parameters, records the flow run's id on the row as
+soon as the run exists, and finally records how it ended. Inside the run,
 `tether.runtime.deployment` and ``flow_run.scheduled_start_time`` answer from the
 job. Exit code: 0 completed, 1 not, 3 the claim was lost (nothing ran).
 """
@@ -13,20 +14,19 @@ job. Exit code: 0 completed, 1 not, 3 the claim was lost (nothing ran).
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import json
 import os
 import signal
 import sys
 import traceback
-from pathlib import Path
+
+import sqlalchemy as sa
+from collections.abc import Callable
 from typing import Any
 
 from tether._context import events
 from tether._core import Event, RunCreated
 from tether._deployment_context import DeploymentRun, set_deployment_run
-from tether._flow import FlowFunction
-from tether._serve import fault_point
+from tether._faults import fault_point
 from tether._task import tags as run_tags
 from tether.store import enable, flush, open_store
 from tether.store._deployments import DeploymentTable
@@ -46,28 +46,6 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(3)
 
 
-def load_entrypoint(entrypoint: str, flow_name: str) -> FlowFunction[Any]:
-    """The flow at ``/path/file.py:name`` (a variable name, else a flow name)."""
-    file, _, name = entrypoint.rpartition(":")
-    path = Path(file)
-    stem = path.stem
-    module_name = stem if stem.isidentifier() and stem not in sys.modules else f"tether_serve_{abs(hash(str(path)))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"Cannot import {path}: not a Python file.")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    found = getattr(module, name, None)
-    if isinstance(found, FlowFunction):
-        return found
-    for value in vars(module).values():
-        if isinstance(value, FlowFunction) and value.name in (name, flow_name):
-            return value
-    raise LookupError(f"{entrypoint}: no flow named {name!r} (the deployment's flow {flow_name!r}) in {path}.")
-
-
 class _FlowRunId:
     """Writes the top-level flow run's id on the deployment's row as the run is created."""
 
@@ -82,24 +60,26 @@ class _FlowRunId:
             self.table.set_flow_run(self.run_id, event.run_id)
 
 
-def main() -> int:
-    job = json.loads(sys.stdin.read())
+def run_claimed(job: dict[str, Any], flow: Callable[..., Any], serve_engine: sa.Engine) -> None:
+    """The body of the forked child: run ``flow`` for the claimed row ``job`` and exit."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)  # serve's handlers are not this process's
+    os.setsid()
     owner = ProcessInfo.from_json(job["owner"])
     assert owner is not None
     die_with_parent(owner.pid)
+    serve_engine.dispose(close=False)  # the connections are serve's: this process opens its own
+    sys.exit(_run(job, flow, owner))
+
+
+def _run(job: dict[str, Any], flow: Callable[..., Any], owner: ProcessInfo) -> int:
     store = enable()
     table_store = store if store is not None else open_store(job["store_url"])
     table = DeploymentTable(table_store.engine)
     me = ProcessInfo.current()
     run_id = int(job["run_id"])
     if not table.begin_run(run_id, owner, me):
-        return 3  # the serve process lost its claim (it was settled as gone): another may run it
-    try:
-        flow = load_entrypoint(job["entrypoint"], job["flow_name"])
-    except BaseException as exc:  # noqa: BLE001 - any failure to import the user's file is reported the same way
-        traceback.print_exc()
-        table.finish(run_id, "FAILED", "Failed", me.pid, f"importing {job['entrypoint']} failed: {type(exc).__name__}: {exc}")
-        return 1
+        return 3  # the serve process lost its claim (it was settled as gone): nothing ran here
     set_deployment_run(DeploymentRun(job["deployment"], float(job["scheduled_time"]), run_id, dict(job["parameters"]), job.get("version")))
     watcher = _FlowRunId(table, run_id)
     events.subscribe(watcher)
@@ -117,7 +97,3 @@ def main() -> int:
     fault_point("after-run")
     table.finish(run_id, state_type, state_name, me.pid, reason)
     return 0 if state_type == "COMPLETED" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -42,7 +42,7 @@ from dateutil.rrule import rrulestr
 
 from tether._errors import UsageError
 
-__all__ = ["Cron", "CronSchedule", "Interval", "IntervalSchedule", "RRule", "RRuleSchedule", "Schedule", "ScheduleError"]
+__all__ = ["Cron", "CronSchedule", "Interval", "IntervalSchedule", "RRule", "RRuleSchedule", "Schedule", "ScheduleError", "from_dict"]
 
 #: Where intervals and rules without a DTSTART start counting, in the schedule's time zone (Prefect's default too).
 DEFAULT_ANCHOR = dt.datetime(2020, 1, 1)

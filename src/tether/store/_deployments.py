@@ -35,7 +35,9 @@ from tether.store._crashed import UNFINISHED, _record
 from tether.store._engine import read, write
 from tether.store._errors import StoreError
 from tether.store._ledger import ProcessInfo, process_alive
+from tether.store._records import StoredFlowRun
 from tether.store._schema import deployment_runs, deployments, flow_runs
+from tether.store._store import _flow_run, _task_counts
 
 runs = deployment_runs
 ACTIVE = ("claimed", "running")
@@ -254,6 +256,25 @@ class DeploymentTable:
         if limit is not None:
             query = query.limit(limit)
         return read(self.engine, lambda conn: [_run(r) for r in conn.execute(query).mappings()])
+
+    def flow_runs(self, name: str, limit: int | None = 20, state: str | None = None) -> list[StoredFlowRun]:
+        """The flow runs of deployment ``name``, newest first (as `Store.flow_runs` shows them)."""
+        query = (
+            sa.select(flow_runs).join(runs, runs.c.flow_run_id == flow_runs.c.id)
+            .where(runs.c.deployment == name).order_by(flow_runs.c.created.desc())
+        )  # fmt: skip
+        if state:
+            wanted = state.upper()
+            query = query.where(sa.or_(sa.func.upper(flow_runs.c.state_type) == wanted, sa.func.upper(flow_runs.c.state_name) == wanted))
+        if limit is not None:
+            query = query.limit(limit)
+
+        def work(conn: sa.Connection) -> list[StoredFlowRun]:
+            rows = conn.execute(query).mappings().all()
+            counts = _task_counts(conn, [r["id"] for r in rows])
+            return [_flow_run(r, counts.get(r["id"], {})) for r in rows]
+
+        return read(self.engine, work)
 
     def now(self) -> float:
         return read(self.engine, db_now)
