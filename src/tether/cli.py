@@ -33,6 +33,7 @@ from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
 import tether.runners
+from tether._cli_serve import deployments_group, serve_cmd
 from tether._errors import ParameterError
 from tether._flow import FlowFunction
 from tether._progress import run_with_progress
@@ -50,6 +51,7 @@ from tether.store import (
 )
 from tether.store import flush as flush_store
 from tether.store._crashed import CrashedRun
+from tether.store._deployments import DeploymentTable
 from tether.store._ledger import flow_process_gone
 from tether.store._migrate import unusable
 from tether.store._redact import redact_value
@@ -95,6 +97,10 @@ def main() -> None:
     """tether: run flows, and see their runs and resources."""
 
 
+main.add_command(serve_cmd)
+main.add_command(deployments_group)
+
+
 # -- the store -----------------------------------------------------------------------
 
 
@@ -129,11 +135,15 @@ def runs() -> None:
 @runs.command("ls")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many runs, newest first.")
 @click.option("--state", default=None, help="Only runs in this state (type or name: failed, completed, TimedOut...).")
+@click.option("--deployment", default=None, help="Only runs of this deployment (tether serve).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def runs_ls(limit: int, state: str | None, as_json: bool) -> None:
+def runs_ls(limit: int, state: str | None, deployment: str | None, as_json: bool) -> None:
     """List the latest flow runs."""
     with store_or_exit() as store:
-        found = store.flow_runs(limit=limit, state=state)
+        if deployment is None:
+            found = store.flow_runs(limit=limit, state=state)
+        else:
+            found = DeploymentTable(store.engine).flow_runs(deployment, limit=limit, state=state)
     if as_json:
         print_json([r.as_dict() for r in found])
         return
