@@ -11,6 +11,10 @@ This package records and reads; it does not run flows or decide their states.
 from tether.store._active import active_store, disable, enable, flush, recording_disabled
 from tether.store._errors import StoreError, StoreSchemaError
 from tether.store._location import StoreLocation, configured_url, tether_home
+from tether.store._queries import (
+    LimitView, RunSummary, RunView, TaskLane, TaskRunView,
+    change_token, find_flow_run, limit_views, run_log_lines, run_view, runs_page, task_run_view,
+)
 from tether.store._reap import ReaperNotFound, ReapResult, load_reaper, reap_orphans
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_parameters, redact_text
@@ -19,10 +23,13 @@ from tether.store._writer import StoreRecorder
 
 __all__ = [
     "LedgerEntry",
+    "LimitView",
     "ReapResult",
     "ReaperNotFound",
     "RunDetail",
     "RunNotFound",
+    "RunSummary",
+    "RunView",
     "Store",
     "StoreError",
     "StoreLocation",
@@ -32,16 +39,25 @@ __all__ = [
     "StoredLog",
     "StoredStateChange",
     "StoredTaskRun",
+    "TaskLane",
+    "TaskRunView",
     "active_store",
+    "change_token",
     "configured_url",
+    "find_flow_run",
     "disable",
     "enable",
     "flush",
+    "limit_views",
     "load_reaper",
     "open_store",
     "reap_orphans",
     "recording_disabled",
     "redact_parameters",
     "redact_text",
+    "run_log_lines",
+    "run_view",
+    "runs_page",
+    "task_run_view",
     "tether_home",
 ]

@@ -1,0 +1,416 @@
+"""The dashboard's reads: a page of runs, one run as its timeline shows it, the limits, and a change token.
+
+Each query reads only what its page shows. A flow run with 100,000 task runs is
+summed up in SQL (counts by state, start times in buckets per task name) rather
+than loaded, and its task runs are read a page at a time; below `LANE_LIMIT` task
+runs every one is read with its state changes, for a lane of its own. Secrets are
+redacted as in every query of the store (`Store`'s converters are reused). This
+module reads and renders nothing; the only writes are the slot readers' own
+(`SlotTable` drops the rows of dead holders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether.store._engine import read
+from tether.store._records import LedgerEntry, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
+from tether.store._redact import redact_text
+from tether.store._schema import flow_runs, limit_slots, limit_waiters, limits, logs, resources, state_changes, task_runs
+from tether.store._slots import SlotHolder, SlotTable, Waiter
+from tether.store._store import RunNotFound, Store, _flow_run, _redacted, _task_counts, _task_run
+
+#: Up to this many task runs a run's timeline has a lane per task run; beyond, bars per task name.
+LANE_LIMIT = 2000
+#: The time buckets of a bar per task name.
+BUCKETS = 120
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A row of the runs page: the flow run, with its task counts, and how many resource copies it opened."""
+
+    run: StoredFlowRun
+    resources_opened: int
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    runs: list[RunSummary]
+    #: Whether older runs match the filters (ask again with ``before`` = the last run's ``created``).
+    more: bool
+    #: Every flow name in the store, for the filter.
+    flow_names: list[str]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a task run in one state: from ``start`` to ``end`` (None: it is still in it)."""
+
+    state_type: str
+    state_name: str
+    start: float
+    end: float | None
+    attempt: int
+
+
+@dataclass(frozen=True)
+class TaskLane:
+    task: StoredTaskRun
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class StartBucket:
+    """How many task runs named ``name`` started (or were created) in bucket ``index``, by state type."""
+
+    name: str
+    index: int
+    state_type: str
+    count: int
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One flow run as the run page shows it."""
+
+    flow_run: StoredFlowRun
+    task_total: int
+    #: The time the timeline spans: the earliest and latest time recorded for the run (``end`` may be now).
+    start: float
+    end: float
+    #: A lane per task run, in order of creation; None when there are more than `LANE_LIMIT`.
+    lanes: list[TaskLane] | None
+    #: Beyond `LANE_LIMIT`: task runs by name, bucket of start time and state; ``bucket_seconds`` wide.
+    buckets: list[StartBucket]
+    bucket_seconds: float
+    #: One page of the task runs, in order of creation.
+    task_page: list[StoredTaskRun]
+    page: int
+    page_size: int
+    #: Task runs that failed or crashed (the first few), with their errors; how many there are in all.
+    failures: list[StoredTaskRun]
+    failure_total: int
+    resources: list[LedgerEntry]
+    subflows: list[StoredFlowRun]
+    #: The first log lines of the run (flow and task runs); how many there are in all.
+    logs: list[StoredLog]
+    log_total: int
+    #: Names of the task runs the logs and resources refer to, by id.
+    task_names: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TaskRunView:
+    task: StoredTaskRun
+    flow_run: StoredFlowRun
+    changes: list[StoredStateChange]
+    logs: list[StoredLog]
+    #: The resource copies this task run used.
+    resources: list[LedgerEntry]
+
+
+@dataclass(frozen=True)
+class LimitView:
+    tag: str
+    capacity: int
+    holders: list[SlotHolder]
+    waiters: list[Waiter]
+
+
+def runs_page(
+    store: Store, state: str | None = None, flow: str | None = None, before: float | None = None, limit: int = 50
+) -> RunsPage:
+    """Top-level and sub- flow runs, newest first; ``state`` is a state type or name, ``flow`` a flow name."""
+    query = sa.select(flow_runs).order_by(flow_runs.c.created.desc()).limit(limit + 1)
+    if state:
+        wanted = state.upper()
+        query = query.where(
+            sa.or_(sa.func.upper(flow_runs.c.state_type) == wanted, sa.func.upper(flow_runs.c.state_name) == wanted)
+        )
+    if flow:
+        query = query.where(flow_runs.c.name == flow)
+    if before is not None:
+        query = query.where(flow_runs.c.created < before)
+
+    def work(conn: sa.Connection) -> RunsPage:
+        rows = conn.execute(query).mappings().all()
+        shown = rows[:limit]
+        ids = [r["id"] for r in shown]
+        counts = _task_counts(conn, ids)
+        opened: dict[str, int] = dict(
+            conn.execute(
+                sa.select(resources.c.flow_run_id, sa.func.count())
+                .where(resources.c.flow_run_id.in_(ids))
+                .group_by(resources.c.flow_run_id)
+            ).all()
+        )
+        names = list(conn.execute(sa.select(flow_runs.c.name).distinct().order_by(flow_runs.c.name)).scalars())
+        runs = [RunSummary(_flow_run(r, counts.get(r["id"], {})), opened.get(r["id"], 0)) for r in shown]
+        return RunsPage(runs, len(rows) > limit, names)
+
+    return read(store.engine, work)
+
+
+def find_flow_run(store: Store, run_id: str) -> StoredFlowRun:
+    """The flow run of this whole id, with its task counts; `RunNotFound` if there is none."""
+
+    def work(conn: sa.Connection) -> StoredFlowRun:
+        row = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise RunNotFound(
+                f"No flow run in the store {store.location.shown} has the id {run_id!r}. List the runs with: tether runs ls"
+            )
+        return _flow_run(row, _task_counts(conn, [run_id]).get(run_id, {}))
+
+    return read(store.engine, work)
+
+
+def run_view(store: Store, run_id: str, page: int = 0, page_size: int = 100, now: float | None = None,
+             log_limit: int = 500, failure_limit: int = 20) -> RunView:
+    """One flow run for the run page; ``run_id`` is the whole id (`Store.flow_run` finds it from a part)."""
+
+    def work(conn: sa.Connection) -> RunView:
+        row = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise RunNotFound(
+                f"No flow run in the store {store.location.shown} has the id {run_id!r}. List the runs with: tether runs ls"
+            )
+        mine = task_runs.c.flow_run_id == run_id
+        counts = _task_counts(conn, [run_id]).get(run_id, {})
+        total = sum(counts.values())
+        ledger = store._ledger(conn, resources.c.flow_run_id == run_id)
+        first, last = _span(conn, row, ledger, now)
+        lanes: list[TaskLane] | None = None
+        buckets: list[StartBucket] = []
+        width = max(last - first, 1e-6) / BUCKETS
+        if total <= LANE_LIMIT:
+            lanes = _lanes(conn, run_id, now)
+        else:
+            buckets = _buckets(conn, run_id, first, width)
+        tasks = conn.execute(
+            sa.select(task_runs).where(mine).order_by(task_runs.c.created, task_runs.c.id)
+            .offset(page * page_size).limit(page_size)
+        ).mappings().all()
+        failed = task_runs.c.state_type.in_(("FAILED", "CRASHED"))
+        failures = conn.execute(
+            sa.select(task_runs).where(mine, failed).order_by(task_runs.c.created).limit(failure_limit)
+        ).mappings().all()
+        failure_total = sum(counts.get(t, 0) for t in ("FAILED", "CRASHED"))
+        lines = conn.execute(
+            sa.select(logs).where(logs.c.flow_run_id == run_id).order_by(logs.c.id).limit(log_limit)
+        ).mappings().all()
+        log_total = conn.execute(sa.select(sa.func.count()).where(logs.c.flow_run_id == run_id)).scalar_one()
+        subflows = conn.execute(
+            sa.select(flow_runs).where(flow_runs.c.parent_id == run_id).order_by(flow_runs.c.created)
+        ).mappings().all()
+        named = {x["run_id"] for x in lines} | {t for entry in ledger for t in entry.used_by}
+        return RunView(
+            flow_run=_flow_run(row, counts),
+            task_total=total,
+            start=first,
+            end=last,
+            lanes=lanes,
+            buckets=buckets,
+            bucket_seconds=width,
+            task_page=[_task_run(t) for t in tasks],
+            page=page,
+            page_size=page_size,
+            failures=[_task_run(t) for t in failures],
+            failure_total=failure_total,
+            resources=ledger,
+            subflows=[_flow_run(s, {}) for s in subflows],
+            logs=[_log(x) for x in lines],
+            log_total=log_total,
+            task_names=_names_of(conn, named - {run_id}),
+        )
+
+    return read(store.engine, work)
+
+
+def task_run_view(store: Store, task_run_id: str) -> TaskRunView:
+    """One task run: its state changes (attempts, waits), its logs and the resource copies it used."""
+
+    def work(conn: sa.Connection) -> TaskRunView:
+        row = conn.execute(sa.select(task_runs).where(task_runs.c.id == task_run_id)).mappings().first()
+        if row is None:
+            raise RunNotFound(f"No task run in the store {store.location.shown} has the id {task_run_id!r}.")
+        parent = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == row["flow_run_id"])).mappings().first()
+        if parent is None:
+            raise RunNotFound(f"Task run {task_run_id!r} names flow run {row['flow_run_id']!r}, which is not stored.")
+        changes = conn.execute(
+            sa.select(state_changes).where(state_changes.c.run_id == task_run_id)
+            .order_by(state_changes.c.timestamp, state_changes.c.id)
+        ).mappings().all()
+        lines = conn.execute(
+            sa.select(logs).where(logs.c.flow_run_id == row["flow_run_id"], logs.c.run_id == task_run_id)
+            .order_by(logs.c.id)
+        ).mappings().all()
+        ledger = store._ledger(conn, resources.c.flow_run_id == row["flow_run_id"])
+        return TaskRunView(
+            task=_task_run(row),
+            flow_run=_flow_run(parent, {}),
+            changes=[_change(c) for c in changes],
+            logs=[_log(x) for x in lines],
+            resources=[entry for entry in ledger if task_run_id in entry.used_by],
+        )
+
+    return read(store.engine, work)
+
+
+def run_log_lines(store: Store, run_id: str, batch: int = 5000) -> Iterator[tuple[StoredLog, str]]:
+    """Every log line of a flow run, oldest first, with the name of the run that logged it; read in batches."""
+    names: dict[str, str] = {}
+    after = 0
+    while True:
+        def work(conn: sa.Connection, after: int = after) -> list[Any]:
+            rows = conn.execute(
+                sa.select(logs).where(logs.c.flow_run_id == run_id, logs.c.id > after).order_by(logs.c.id).limit(batch)
+            ).mappings().all()
+            unknown = {r["run_id"] for r in rows} - names.keys()
+            names.update(_names_of(conn, unknown))
+            return list(rows)
+
+        rows = read(store.engine, work)
+        for r in rows:
+            yield _log(r), names.get(r["run_id"], "")
+        if len(rows) < batch:
+            return
+        after = rows[-1]["id"]
+
+
+def limit_views(store: Store) -> list[LimitView]:
+    """Each limit with the live holders of its slots and the live processes waiting for one."""
+    table = SlotTable(store.engine)
+    capacities = table.capacities()
+    holders = table.holders()
+    waiters = table.live(read(store.engine, lambda conn: SlotTable._rows_of_waiters(conn, None)))
+    return [
+        LimitView(tag, capacity, [h for h in holders if h.tag == tag], [w for w in waiters if w.tag == tag])
+        for tag, capacity in sorted(capacities.items())
+    ]
+
+
+def change_token(store: Store) -> str:
+    """A short text that changes whenever a run, a log, the ledger or a limit changes; cheap to ask for.
+
+    The autoincrement ids only grow, so their maxima stand for every insert; the ledger's
+    and the flow runs' updates and the slot tables (small) are summed up by their times.
+    """
+    parts = [
+        sa.select(sa.func.max(state_changes.c.id)),
+        sa.select(sa.func.max(logs.c.id)),
+        sa.select(sa.func.count()).select_from(flow_runs),
+        sa.select(sa.func.max(flow_runs.c.updated)),
+        sa.select(sa.func.max(resources.c.id)),
+        sa.select(sa.func.max(resources.c.setup_at)),
+        sa.select(sa.func.max(resources.c.cleaned_at)),
+        sa.select(sa.func.count()).select_from(resources).where(resources.c.cleanup_outcome.is_(None)),
+        sa.select(sa.func.count(), sa.func.max(limit_slots.c.acquired)).select_from(limit_slots),
+        sa.select(sa.func.coalesce(sa.func.sum(limit_waiters.c.waiting), 0)),
+        sa.select(sa.func.count(), sa.func.sum(limits.c.capacity)).select_from(limits),
+    ]
+
+    def work(conn: sa.Connection) -> str:
+        values = [v for part in parts for v in conn.execute(part).one()]
+        return "-".join("" if v is None else f"{v:.6f}" if isinstance(v, float) else str(v) for v in values)
+
+    return read(store.engine, work)
+
+
+# -- pieces ------------------------------------------------------------------------------
+
+
+def _span(conn: sa.Connection, row: Any, ledger: list[LedgerEntry], now: float | None) -> tuple[float, float]:
+    """The earliest and latest time recorded for a flow run, its task runs and its resource copies."""
+    first, last, running = conn.execute(
+        sa.select(
+            sa.func.min(task_runs.c.created),
+            sa.func.max(sa.func.coalesce(task_runs.c.end_time, task_runs.c.start_time, task_runs.c.created)),
+            sa.func.sum(sa.case((task_runs.c.end_time.is_(None), 1), else_=0)),
+        ).where(task_runs.c.flow_run_id == row["id"])
+    ).one()
+    starts = [t for t in (row["created"], row["start_time"], first) if t is not None]
+    starts += [entry.created for entry in ledger]
+    ends = [t for t in (row["end_time"], last) if t is not None]
+    ends += [t for entry in ledger for t in (entry.setup_at, entry.cleaned_at) if t is not None]
+    open_ended = row["end_time"] is None or running or any(entry.cleaned_at is None for entry in ledger)
+    if open_ended and now is not None:
+        ends.append(now)
+    start = min(starts)
+    return start, max([start, *ends])
+
+
+def _lanes(conn: sa.Connection, run_id: str, now: float | None) -> list[TaskLane]:
+    tasks = conn.execute(
+        sa.select(task_runs).where(task_runs.c.flow_run_id == run_id).order_by(task_runs.c.created, task_runs.c.id)
+    ).mappings().all()
+    changes: dict[str, list[Any]] = {}
+    for c in conn.execute(
+        sa.select(state_changes.c.run_id, state_changes.c.type, state_changes.c.name, state_changes.c.timestamp,
+                  state_changes.c.run_count)
+        .where(state_changes.c.flow_run_id == run_id, state_changes.c.kind == "task")
+        .order_by(state_changes.c.timestamp, state_changes.c.id)
+    ):
+        changes.setdefault(c.run_id, []).append(c)
+    return [TaskLane(_task_run(t), segments(t["created"], changes.get(t["id"], []), now)) for t in tasks]
+
+
+def segments(created: float, changes: list[Any], now: float | None) -> list[Segment]:
+    """A task run's stretches: Pending from its creation to its first change, then one per change.
+
+    A final state is a stretch of no length at its time; the last stretch of a run that
+    has not ended lasts until ``now`` (None: open).
+    """
+    stretches = [Segment("PENDING", "Pending", created, None, 0)]
+    for c in changes:
+        last = stretches[-1]
+        stretches[-1] = Segment(last.state_type, last.state_name, last.start, c.timestamp, last.attempt)
+        stretches.append(Segment(c.type, c.name, c.timestamp, None, c.run_count))
+    last = stretches[-1]
+    if last.state_type in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
+        stretches[-1] = Segment(last.state_type, last.state_name, last.start, last.start, last.attempt)
+    elif now is not None:
+        stretches[-1] = Segment(last.state_type, last.state_name, last.start, max(now, last.start), last.attempt)
+    if len(stretches) > 1 and stretches[0].end == stretches[0].start:
+        stretches.pop(0)  # created and started at once: no pending time to show
+    return stretches
+
+
+def _buckets(conn: sa.Connection, run_id: str, first: float, width: float) -> list[StartBucket]:
+    began = sa.func.coalesce(task_runs.c.start_time, task_runs.c.created)
+    offset = (began - first) / width
+    # PostgreSQL's cast rounds, SQLite's truncates (and SQLite may lack floor()).
+    whole = sa.func.floor(offset) if conn.dialect.name == "postgresql" else offset
+    index = sa.cast(whole, sa.Integer).label("bucket")
+    state = sa.func.coalesce(task_runs.c.state_type, "UNKNOWN").label("state")
+    rows = conn.execute(
+        sa.select(task_runs.c.name, index, state, sa.func.count())
+        .where(task_runs.c.flow_run_id == run_id)
+        .group_by(task_runs.c.name, index, state)
+    ).all()
+    return [StartBucket(name, min(max(int(b), 0), BUCKETS - 1), s, n) for name, b, s, n in rows]
+
+
+def _names_of(conn: sa.Connection, run_ids: set[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    wanted = sorted(run_ids)
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        names.update(conn.execute(sa.select(task_runs.c.id, task_runs.c.name).where(task_runs.c.id.in_(chunk))).all())
+        names.update(conn.execute(sa.select(flow_runs.c.id, flow_runs.c.name).where(flow_runs.c.id.in_(chunk))).all())
+    return names
+
+
+def _log(x: Any) -> StoredLog:
+    return StoredLog(x["run_id"], x["level"], redact_text(x["message"]), x["timestamp"])
+
+
+def _change(c: Any) -> StoredStateChange:
+    return StoredStateChange(
+        c["run_id"], c["kind"], c["type"], c["name"], _redacted(c["message"]), c["timestamp"], c["run_count"]
+    )

@@ -1,0 +1,231 @@
+"""The dashboard's web application: one Starlette route per page, each a thin call to a store query and a template.
+
+Pages: ``/`` (runs), ``/runs/<id>`` (a run: timeline, errors, parameters, logs),
+``/runs/<id>/log.txt`` (the whole log), ``/tasks/<id>`` (a task run), ``/resources``
+(the ledger, orphans marked) and ``/limits``; ``/events`` streams the store's
+changes (`_live`). A page asked with ``X-Tether-Partial: 1`` sends only its
+``<main>``, which the page's script swaps in when the store changes.
+
+It is read-only unless built with ``allow_actions``: then reaping orphans and
+marking a resource closed are POSTs carrying the CSRF token of this server's
+pages. Every response forbids loading anything from another origin (CSP), and a
+dashboard bound to loopback answers only requests addressed to loopback names, so
+a web page elsewhere cannot reach it through DNS rebinding. This module reads the
+store only through `tether.store`'s public functions.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import jinja2
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tether.store import (
+    RunNotFound,
+    Store,
+    change_token,
+    find_flow_run,
+    limit_views,
+    reap_orphans,
+    run_log_lines,
+    run_view,
+    runs_page,
+    task_run_view,
+)
+from tether.ui import _format, _timeline
+from tether.ui._live import ChangeWatcher, event_stream
+
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+STATES = ["COMPLETED", "RUNNING", "PENDING", "FAILED", "CRASHED", "CANCELLED"]
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class Dashboard:
+    """The pages over one opened store."""
+
+    def __init__(self, store: Store, allow_actions: bool = False, poll_seconds: float = 0.5) -> None:
+        self.store = store
+        self.allow_actions = allow_actions
+        self.csrf_token = secrets.token_urlsafe(32)
+        self.watcher = ChangeWatcher(lambda: change_token(store), poll_seconds)
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("tether.ui", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.templates.globals.update(
+            when=_format.when, clock=_format.clock, iso=_format.iso, seconds=_format.seconds,
+            short_id=_format.short_id, state_class=_format.state_class, outcome=_timeline.outcome,
+            worker=_timeline.worker, zone=_format.zone, states=STATES,
+        )
+
+    # -- pages -------------------------------------------------------------------------
+
+    def runs(self, request: Request) -> Response:
+        q = request.query_params
+        state, flow = q.get("state") or None, q.get("flow") or None
+        before = _float(q.get("before"))
+        page = runs_page(self.store, state=state, flow=flow, before=before)
+        older = None
+        if page.more and page.runs:
+            older = "/?" + urlencode({k: v for k, v in (("state", state), ("flow", flow)) if v} |
+                                     {"before": repr(page.runs[-1].run.created)})
+        return self.page(request, "runs.html", page=page, state=state, flow=flow, older=older, now=time.time())
+
+    def run(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        number = max(int(_float(request.query_params.get("page")) or 0), 0)
+        now = time.time()
+        try:
+            view = run_view(self.store, run_id, page=number, now=now)
+        except RunNotFound:
+            found = self.store.flow_run(run_id).flow_run.id  # a part of an id; raises RunNotFound if none or many
+            return RedirectResponse(f"/runs/{found}", status_code=303)
+        svg = _timeline.render(view, now=now, task_href="/tasks/")
+        pages = max((view.task_total + view.page_size - 1) // view.page_size, 1)
+        return self.page(request, "run.html", view=view, run=view.flow_run, timeline=svg, pages=pages, now=now)
+
+    def run_log(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        run = find_flow_run(self.store, run_id)  # 404 if there is no such run
+
+        def lines() -> Iterator[str]:
+            yield f"# log of flow run {run.name!r} ({run.id}); times in {_format.zone()}\n"
+            for entry, name in run_log_lines(self.store, run_id):
+                who = name or run.name
+                yield f"{_format.when(entry.timestamp)} {_level(entry.level):8} {who}: {entry.message}\n"
+
+        filename = f"tether-{run.name}-{run.id[:8]}.log".replace('"', "")
+        return StreamingResponse(
+            lines(), media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"', **SECURITY_HEADERS},
+        )
+
+    def task(self, request: Request) -> Response:
+        view = task_run_view(self.store, request.path_params["task_run_id"])
+        return self.page(request, "task.html", view=view, task=view.task, run=view.flow_run, now=time.time())
+
+    def resources(self, request: Request) -> Response:
+        entries = self.store.resources(limit=500)
+        orphans = [e for e in entries if e.orphan is not None]
+        return self.page(request, "resources.html", entries=entries, orphans=orphans, reaped=None, now=time.time())
+
+    def limits(self, request: Request) -> Response:
+        return self.page(request, "limits.html", limits=limit_views(self.store), now=time.time())
+
+    async def events(self, request: Request) -> Response:
+        stream = event_stream(self.watcher, request.query_params.get("token", ""), request.is_disconnected)
+        return StreamingResponse(
+            stream, media_type="text/event-stream", headers={"Cache-Control": "no-store", **SECURITY_HEADERS}
+        )
+
+    # -- actions (only with allow_actions) ---------------------------------------------
+
+    async def reap(self, request: Request) -> Response:
+        refused = await self._refused(request)
+        if refused is not None:
+            return refused
+        reaped = reap_orphans(self.store)
+        entries = self.store.resources(limit=500)
+        orphans = [e for e in entries if e.orphan is not None]
+        return self.page(request, "resources.html", entries=entries, orphans=orphans, reaped=reaped, now=time.time())
+
+    async def mark_closed(self, request: Request) -> Response:
+        refused = await self._refused(request)
+        if refused is not None:
+            return refused
+        self.store.mark_reaped(int(request.path_params["entry_id"]))
+        return RedirectResponse("/resources", status_code=303)
+
+    async def _refused(self, request: Request) -> Response | None:
+        if not self.allow_actions:
+            return self.error(
+                request, 403, "This dashboard is read-only: it was started without --allow-actions. "
+                "Run the action from the shell (tether reap), or restart with: tether ui --allow-actions",
+            )
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("csrf") or [""])[0]
+        if not hmac.compare_digest(token.encode(), self.csrf_token.encode()):
+            return self.error(
+                request, 403, "The form's CSRF token is missing or belongs to another start of the dashboard. "
+                "Reload the page and try again.",
+            )
+        return None
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def page(self, request: Request, template: str, **context: Any) -> Response:
+        partial = request.headers.get("x-tether-partial") == "1"
+        token = self.watcher.token()
+        html = self.templates.get_template(template).render(
+            partial=partial, token=token, path=request.url.path, allow_actions=self.allow_actions,
+            csrf=self.csrf_token, store=self.store.location.shown, **context,
+        )
+        return HTMLResponse(html, headers={"X-Tether-Token": token, "Cache-Control": "no-store", **SECURITY_HEADERS})
+
+    def error(self, request: Request, status: int, message: str) -> Response:
+        html = self.templates.get_template("error.html").render(
+            partial=False, token="", path=request.url.path, allow_actions=self.allow_actions, csrf="",
+            store=self.store.location.shown, status=status, message=message,
+        )
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def build_app(store: Store, allow_actions: bool = False, loopback_only: bool = True,
+              poll_seconds: float = 0.5) -> Starlette:
+    """The dashboard over ``store``; ``loopback_only`` answers only requests addressed to a loopback name."""
+    board = Dashboard(store, allow_actions, poll_seconds)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return board.error(request, 404, str(exc))
+
+    async def unusable(request: Request, exc: Exception) -> Response:
+        return board.error(request, 503, f"The run store {store.location.shown} cannot be read now: {exc}")
+
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)] if loopback_only else []
+    routes = [
+        Route("/", board.runs),
+        Route("/runs/{run_id}", board.run),
+        Route("/runs/{run_id}/log.txt", board.run_log),
+        Route("/tasks/{task_run_id}", board.task),
+        Route("/resources", board.resources),
+        Route("/limits", board.limits),
+        Route("/events", board.events),
+        Route("/actions/reap", board.reap, methods=["POST"]),
+        Route("/actions/resources/{entry_id:int}/mark-closed", board.mark_closed, methods=["POST"]),
+        Mount("/static", StaticFiles(packages=[("tether.ui", "static")]), name="static"),
+    ]
+    app = Starlette(
+        routes=routes, middleware=middleware,
+        exception_handlers={RunNotFound: not_found, SQLAlchemyError: unusable},
+    )
+    app.state.dashboard = board
+    return app
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return None if text is None or text == "" else float(text)
+    except ValueError:
+        return None
+
+
+def _level(level: int) -> str:
+    return {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}.get(level, str(level))

@@ -1,0 +1,125 @@
+"""Shared pieces of the dashboard tests: a `tether ui` in a subprocess over a store of the test's own,
+and flows run by `tether run` in other processes, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_SCRIPT = Path(sys.executable).with_name("tether")
+TETHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tether.cli"]
+
+#: A resource used by three tasks of different lengths, a task failing once then passing, one that fails.
+FLOWS = textwrap.dedent(
+    """
+    import time
+    from tether import flow, task, resource, get_run_logger
+
+    @resource
+    def warehouse(name):
+        get_run_logger().info("connecting to %s", name)
+        yield f"conn-{name}"
+
+    @task
+    def load(i, conn):
+        get_run_logger().info("loading part %s through %s", i, conn)
+        time.sleep(0.15 * (i + 1))  # the work: lengths 1:2:3 for the timeline
+        return i
+
+    ATTEMPTS = []
+
+    @task(retries=1, retry_delay_seconds=0)
+    def flaky():
+        ATTEMPTS.append(1)
+        if len(ATTEMPTS) == 1:
+            raise RuntimeError("first attempt fails")
+        return "ok"
+
+    @task
+    def explode(x):
+        raise ValueError(f"exploded on {x}")
+
+    @flow
+    def nightly(parts: int = 3, db_password: str = "hunter2"):
+        with warehouse("main") as conn:
+            done = [load.submit(i, conn) for i in range(parts)]
+            [f.result() for f in done]
+        flaky()
+        explode.submit(7).wait()
+        return parts
+
+    @flow
+    def quick():
+        return 1
+    """
+)
+
+
+def env_for(home: Path) -> dict[str, str]:
+    values = {**os.environ, "TETHER_HOME": str(home), "TETHER_LOGGING_LEVEL": "WARNING"}
+    values.pop("TETHER_DATABASE_URL", None)
+    values.pop("TETHER_STORE", None)
+    return values
+
+
+def run_flow(env: dict[str, str], script: Path, target: str, *params: str, expect: int = 0) -> str:
+    """Run a flow with ``tether run`` in its own process; returns the flow run's id (read from the store)."""
+    args = [*TETHER, "run", f"{script}:{target}", *[a for p in params for a in ("-p", p)]]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == expect, f"{args} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    listed = subprocess.run([*TETHER, "runs", "ls", "--limit", "1", "--json"], env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+    return str(json.loads(listed.stdout)[0]["id"])
+
+
+class Dashboard:
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+        request = urllib.request.Request(self.url.rstrip("/") + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read().decode(), dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), dict(exc.headers)
+
+    def post(self, path: str, body: str) -> tuple[int, str]:
+        request = urllib.request.Request(self.url.rstrip("/") + path, data=body.encode(), method="POST",
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+@contextmanager
+def dashboard(env: dict[str, str], *args: str) -> Iterator[Dashboard]:
+    """``tether ui --port 0`` on 127.0.0.1 in a subprocess; stopped with SIGTERM (then SIGKILL) at the end."""
+    process = subprocess.Popen([*TETHER, "ui", "--port", "0", *args], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://"), f"tether ui printed {url!r} first; stderr: {process.stderr.read() if process.poll() is not None else ''}"
+        yield Dashboard(process, url)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

@@ -1,0 +1,206 @@
+"""``tether ui`` over HTTP: a real dashboard process over a store of the test's own, real flows in other processes.
+
+The browser's view (geometry, live updates, requests) is in test_ui_browser.py; here
+the pages' content, the log download, the read-only default and the CSRF check of
+actions, the loopback guard, the orphan story and the messages of the command.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install -e '.[ui]'")
+
+from _dashboard import FLOWS, TETHER, dashboard, env_for, run_flow  # noqa: E402
+
+from tether import _cli_ui  # noqa: E402
+from tether.store import open_store  # noqa: E402
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def env(home):
+    return env_for(home)
+
+
+@pytest.fixture
+def flows(tmp_path):
+    script = tmp_path / "flows.py"
+    script.write_text(FLOWS)
+    return script
+
+
+def test_runs_and_run_pages_show_what_the_store_recorded(env, flows, home):
+    run_id = run_flow(env, flows, "nightly", "db_password=s3cr3t-value", expect=1)
+    quick_id = run_flow(env, flows, "quick")
+    with dashboard(env) as ui:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", ui.url)
+        status, page, headers = ui.get("/")
+        assert status == 200 and "default-src 'self'" in headers["content-security-policy"]
+        rows = re.findall(r'<tr data-run-id="(\w+)" data-state="(\w+)">', page)
+        assert rows == [(quick_id, "COMPLETED"), (run_id, "FAILED")]  # newest first
+        assert "4 completed" in page and "1 failed" in page and 'data-resources="1"' in page
+
+        status, page, _ = ui.get("/?state=failed")
+        assert re.findall(r'data-run-id="(\w+)"', page) == [run_id]
+        status, page, _ = ui.get("/?flow=quick")
+        assert re.findall(r'data-run-id="(\w+)"', page) == [quick_id]
+
+        status, page, _ = ui.get(f"/runs/{run_id}")
+        assert status == 200
+        store = open_store(f"sqlite:///{home / 'tether.db'}")
+        try:
+            detail = store.flow_run(run_id)
+        finally:
+            store.close()
+        lanes = dict(re.findall(r'<g class="lane" data-task-run-id="(\w+)" data-state="(\w+)"', page))
+        assert lanes == {t.id: t.state_type for t in detail.task_runs}
+        assert sorted(lanes.values()) == ["COMPLETED"] * 4 + ["FAILED"]
+        (copy,) = detail.resources
+        assert f'data-resource-id="{copy.id}"' in page and f'data-worker="{copy.host}:{copy.pid}"' in page
+        assert 'data-outcome="commit"' in page and 'data-status="closed"' in page
+        flaky = next(t for t in detail.task_runs if t.name == "flaky")
+        assert flaky.run_count == 2 and f'data-task-run-id="{flaky.id}" data-state="COMPLETED"' in page
+        assert 'data-state-name="AwaitingRetry"' in page and 'data-state-name="Retrying"' in page
+        assert "ValueError: exploded on 7" in page and "Traceback (most recent call last)" in page
+        assert "s3cr3t-value" not in page and "db_password" in page  # redacted by the store
+
+        status, log, headers = ui.get(f"/runs/{run_id}/log.txt")
+        assert status == 200 and "attachment" in headers["content-disposition"]
+        assert re.search(r"INFO +load: loading part 2 through conn-main", log)
+        assert re.search(r"INFO +warehouse|connecting to main", log)
+
+        explode = next(t for t in detail.task_runs if t.name == "explode")
+        status, page, _ = ui.get(f"/tasks/{explode.id}")
+        assert status == 200 and "exploded on 7" in page and f'/runs/{run_id}' in page
+        load = next(t for t in detail.task_runs if t.name == "load")
+        status, page, _ = ui.get(f"/tasks/{load.id}")
+        assert "loading part" in page and "warehouse (copy" in page
+
+        status, page, headers = ui.get("/", headers={"X-Tether-Partial": "1"})
+        assert status == 200 and not page.startswith("<!doctype") and headers["x-tether-token"]
+
+        status, page, _ = ui.get(f"/runs/{run_id[:10]}")  # a part of an id is found
+        assert status == 200 and f'data-flow-run-id="{run_id}"' in page
+        status, page, _ = ui.get("/runs/no-such-run")
+        assert status == 404 and "no-such-run" in page and "tether runs ls" in page
+
+
+def test_answers_only_requests_addressed_to_loopback(env):
+    with dashboard(env) as ui:
+        status, _, _ = ui.get("/", headers={"Host": "attacker.example"})
+        assert status == 400
+        assert ui.get("/", headers={"Host": "localhost"})[0] == 200
+
+
+DOOMED = textwrap.dedent(
+    """
+    import os
+    import sys
+    import tether.store
+    from tether import flow, task, resource
+    from tether.resources import remember
+
+    def remove_file(handle):
+        os.remove(handle["path"])
+
+    @resource(reaper=remove_file)
+    def marker(path):
+        open(path, "w").close()
+        remember({{"path": path}})
+        yield path
+
+    @task
+    def block_forever(value):
+        tether.store.flush()
+        print("READY", flush=True)
+        sys.stdin.readline()
+
+    @flow
+    def doomed():
+        with marker({path!r}) as m:
+            block_forever(m)
+
+    if __name__ == "__main__":
+        tether.store.enable()
+        doomed()
+    """
+)
+
+
+def test_orphans_are_marked_and_reaped_only_with_actions_allowed_and_the_csrf_token(env, tmp_path):
+    kept = tmp_path / "marker.txt"
+    script = tmp_path / "doomed.py"
+    script.write_text(DOOMED.format(path=str(kept)))
+    child = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "READY", child.stderr.read()
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()
+
+    with dashboard(env) as ui:
+        status, page, _ = ui.get("/resources")
+        assert status == 200 and 'class="is-orphan"' in page and f"process {child.pid} on this host is gone" in page
+        assert "tether reap" in page and "Reap now" not in page and "csrf" not in page
+        status, page = ui.post("/actions/reap", "csrf=anything")
+        assert status == 403 and "--allow-actions" in page
+        assert kept.exists()
+
+    with dashboard(env, "--allow-actions") as ui:
+        status, page, _ = ui.get("/resources")
+        token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page).group(1)
+        assert "Reap now" in page
+        status, page = ui.post("/actions/reap", "csrf=wrong")
+        assert status == 403 and "CSRF token" in page and kept.exists()
+        status, page = ui.post("/actions/reap", f"csrf={token}")
+        assert status == 200 and "reaped" in page and not kept.exists()
+        status, page, _ = ui.get("/resources")
+        assert 'data-status="reaped"' in page and 'class="is-orphan"' not in page
+
+
+def test_limits_page_lists_each_limit(env):
+    subprocess.run([*TETHER, "limit", "set", "warehouse", "2"], env=env, check=True, capture_output=True)
+    with dashboard(env) as ui:
+        status, page, _ = ui.get("/limits")
+        assert status == 200 and 'data-tag="warehouse" data-capacity="2" data-held="0" data-waiting="0"' in page
+
+
+def test_beyond_loopback_it_warns_that_there_is_no_authentication(env):
+    process = subprocess.Popen([*TETHER, "ui", "--host", "0.0.0.0", "--port", "0"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert re.fullmatch(r"http://0\.0\.0\.0:\d+/", process.stdout.readline().strip())
+        assert "no authentication" in process.stderr.readline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        process.stdout.close()
+        process.stderr.close()
+
+
+def test_a_port_in_use_and_a_missing_extra_say_how_to_fix_them(env, monkeypatch):
+    with dashboard(env) as ui:
+        port = ui.url.rsplit(":", 1)[1].strip("/")
+        done = subprocess.run([*TETHER, "ui", "--port", port], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+
+    real = _cli_ui.importlib.util.find_spec
+    monkeypatch.setattr(_cli_ui.importlib.util, "find_spec", lambda name: None if name == "uvicorn" else real(name))
+    result = CliRunner().invoke(_cli_ui.ui, [])
+    assert result.exit_code == 1 and 'uvicorn is not installed' in result.output
+    assert 'pip install -e ".[ui]"' in result.output
