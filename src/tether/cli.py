@@ -6,6 +6,7 @@
     tether resources [--orphans] [--json]
     tether reap [--dry-run] [--mark-closed ID] [--json]
     tether limit set TAG N | ls [--json] | rm TAG
+    tether ui [--host 127.0.0.1] [--port 8787] [--allow-actions]
 
 Exit codes: 0 success; 1 the flow did not complete, a reaper failed, or the store
 cannot be used; 2 bad input (a missing file or flow, a bad ``-p`` value).
@@ -33,6 +34,7 @@ from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
 import tether.runners
+from tether._cli_ui import ui as ui_command
 from tether._cli_serve import deployments_group, serve_cmd
 from tether._errors import ParameterError
 from tether._flow import FlowFunction
@@ -95,6 +97,9 @@ class Failure(click.ClickException):
 @click.version_option(package_name="tether")
 def main() -> None:
     """tether: run flows, and see their runs and resources."""
+
+
+main.add_command(ui_command)
 
 
 main.add_command(serve_cmd)
