@@ -111,6 +111,7 @@ class SlotBroker:
         self._waiting: dict[str, deque[Any]] = {}
         self._rows: dict[str, _WaiterRow] = {}
         self._retrying: dict[str, bool | str] = {}
+        self._failing: set[str] = set()  # tags whose last try failed on the store
         self._channel: WakeChannel | None = None
         self.limiter: Any = None
 
@@ -211,10 +212,15 @@ class SlotBroker:
             if capacity is None:
                 self._capacities.pop(tag, None)  # the limit was removed: the tag is free
                 return True
-            if not self._update_waiting(tag, lambda waiting: take(capacity, waiting)):
-                return False
+            done = self._update_waiting(tag, lambda waiting: take(capacity, waiting))
         except Exception as exc:  # noqa: BLE001 - the next retry tries again
-            log.warning("Could not take a slot of tag %r in the store: %s", tag, exc)
+            if tag not in self._failing:  # once, not at every retry while the store is down
+                self._failing.add(tag)
+                log.warning("Could not take a slot of tag %r in the store (trying again every %s s): %s",
+                            tag, retry_seconds(), exc)
+            return False
+        self._failing.discard(tag)
+        if not done:
             return False
         with self._lock:
             self._held[(key, id(request.owner))] = (taken[0], request)

@@ -109,23 +109,24 @@ class FileLocks:
 
     def try_take(self, tag: str, capacity: int) -> int | None:
         """Take a free slot of ``tag`` (its index), or None if all ``capacity`` slots are held."""
-        for slot in range(capacity):
-            with self._lock:
+        # One thread at a time, so that this process never tries a slot it holds, whatever the
+        # file system makes of flock between two descriptors of one process.
+        with self._lock:
+            for slot in range(capacity):
                 if (tag, slot) in self._held:
                     continue
-            fd = self._open(self._slot_path(tag, slot))
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            except BaseException:
-                os.close(fd)
-                raise
-            with self._lock:
+                fd = self._open(self._slot_path(tag, slot))
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                except BaseException:
+                    os.close(fd)
+                    raise
                 self._held[(tag, slot)] = fd
-            return slot
-        return None
+                return slot
+            return None
 
     def let_go(self, tag: str, slot: int) -> None:
         with self._lock:
@@ -146,7 +147,11 @@ class FileLocks:
                 fd = self._open(self._life_path(self.token))
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._life_fd = fd
-                atexit.register(self._life_path(self.token).unlink, missing_ok=True)
+                atexit.register(self._end_life)
+
+    def _end_life(self) -> None:
+        if self._life_fd is not None:  # not in a forked child, which has a life of its own
+            self._life_path(self.token).unlink(missing_ok=True)
 
     def alive(self, tokens: set[str]) -> set[str]:
         """Which of ``tokens`` name a live process; deletes the process files of the dead."""
