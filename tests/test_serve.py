@@ -1,0 +1,158 @@
+"""tether serve end to end: real serve processes racing on one store (SQLite, PostgreSQL), killed at
+each step of a claim, stopped with SIGTERM; judged by the store's rows and a file each run appends to."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tether.store import open_store
+from tether.store._deployments import DeploymentTable
+
+TETHER = [sys.executable, "-m", "tether.cli"]
+
+FLOWS = '''
+import json, os, pathlib, time
+from tether import flow
+from tether.runtime import deployment, flow_run
+
+RECORD = pathlib.Path(os.environ["RECORD"])
+
+@flow
+def tick(n: int = 1):
+    line = {"scheduled": flow_run.scheduled_start_time.timestamp(), "deployment": deployment.name, "pid": os.getpid(), "n": n}
+    with RECORD.open("a") as f:
+        f.write(json.dumps(line) + "\\n")
+    hold = os.environ.get("HOLD")  # a run that goes on until this file exists
+    while hold and not pathlib.Path(hold).exists():
+        time.sleep(0.05)
+    return n
+
+@flow
+def other():
+    return 0
+'''
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request, tmp_path):
+    """The serve processes' environment: a store of the test's own (a SQLite file, or a PostgreSQL schema)."""
+    flows = tmp_path / "flows.py"
+    flows.write_text(FLOWS)
+    values = {**os.environ, "TETHER_HOME": str(tmp_path / "home"), "RECORD": str(tmp_path / "record.jsonl"),
+              "TETHER_LOGGING_LEVEL": "WARNING", "TETHER_SERVE_GRACE_SECONDS": "5", "TETHER_SERVE_CANCEL_SECONDS": "10"}  # fmt: skip
+    for name in ("TETHER_DATABASE_URL", "TETHER_STORE", "TETHER_STORE_HELPER"):
+        values.pop(name, None)
+    if request.param == "sqlite":
+        yield values
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"tether_serve_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield {**values, "TETHER_DATABASE_URL": f"{base}?options=-csearch_path%3D{schema}"}
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def store_url(env: dict[str, str]) -> str:
+    return env.get("TETHER_DATABASE_URL") or f"sqlite:///{env['TETHER_HOME']}/tether.db"
+
+
+def start_serve(env: dict[str, str], tmp_path: Path, *args: str, **extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*TETHER, "serve", f"{tmp_path / 'flows.py'}:tick", "--name", "ticker", *args],
+        env={**env, **extra}, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 90.0) -> None:
+    """Wait for something other processes do."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def records(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "record.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+class Rows:
+    """The test's view of the store's deployment rows."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.url = store_url(env)
+        self.store: Any = None
+
+    def table(self) -> DeploymentTable | None:
+        if self.store is None:
+            if self.url.startswith("sqlite") and not Path(self.url.removeprefix("sqlite:///")).exists():
+                return None
+            self.store = open_store(self.url)
+        return DeploymentTable(self.store.engine)
+
+    def runs(self, status: str | None = None) -> list[Any]:
+        table = self.table()
+        if table is None or not any(d.name == "ticker" for d in table.deployments()):
+            return []
+        found = table.runs("ticker", limit=None)
+        return [r for r in found if status is None or r.status == status]
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+@pytest.fixture
+def rows(env):
+    view = Rows(env)
+    yield view
+    view.close()
+
+
+def stop(process: subprocess.Popen[str], expect: int = 143) -> str:
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == expect, f"serve exited {process.returncode}\n{out}\n{err}"
+    return err
+
+
+def test_serve_processes_racing_and_restarted_run_each_scheduled_time_once(env, rows, tmp_path):
+    serves = [start_serve(env, tmp_path, "--interval", "1") for _ in range(3)]
+    try:
+        wait_until(lambda: len(rows.runs("completed")) >= 3, "three completed runs")
+        serves[0].send_signal(signal.SIGKILL)  # one of them dies and another comes
+        serves[0].wait()
+        serves.append(start_serve(env, tmp_path, "--interval", "1"))
+        wait_until(lambda: len(rows.runs("completed")) >= 8, "eight completed runs")
+    finally:
+        for serve in serves[1:]:
+            stop(serve)
+    ran = sorted((r for r in rows.runs() if r.status in ("completed", "crashed")), key=lambda r: r.scheduled_time)
+    times = [r.scheduled_time for r in ran]
+    seen = [line["scheduled"] for line in records(tmp_path)]
+    assert len(seen) == len(set(seen)), "a scheduled time ran twice"
+    assert {r.scheduled_time for r in ran if r.status == "completed"} <= set(seen) <= set(times)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps and max(gaps) <= 1.0 + 1e-6, f"a gap beyond one interval: {gaps}"
+    skipped = [r for r in rows.runs("skipped") if times[0] < r.scheduled_time < times[-1]]
+    assert skipped == []
+    assert len({r.flow_run_id for r in ran if r.status == "completed"}) == len([r for r in ran if r.status == "completed"])
+    assert {line["deployment"] for line in records(tmp_path)} == {"ticker"}
