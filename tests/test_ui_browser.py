@@ -1,0 +1,160 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright (``executable_path``; no download).
+
+A ``tether ui`` process serves a store of the test's own while real flows run in
+other processes. The browser checks what a person sees: the runs listed, the
+run page's task runs and resource copies with their states and a geometry that
+matches the recorded times, a failed task's error, a new run appearing without a
+reload, and that every request the page makes stays on 127.0.0.1. Screenshots go
+to the test's directory, and to $TETHER_UI_SCREENSHOTS if set (docs/run-page.png
+is made that way).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install -e '.[ui]'")
+playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the dev extra)")
+
+from _dashboard import FLOWS, dashboard, env_for, run_flow  # noqa: E402
+
+from tether.store import open_store  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing; install Debian's package with: apt-get install -y chromium"
+        if os.environ.get("TETHER_REQUIRE_SERVICES") == "1":
+            pytest.fail(message + " (TETHER_REQUIRE_SERVICES=1, so this fails instead of skipping)")
+        pytest.skip(message)
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def env(home):
+    return env_for(home)
+
+
+@pytest.fixture
+def flows(tmp_path):
+    script = tmp_path / "flows.py"
+    script.write_text(FLOWS)
+    return script
+
+
+class Requests:
+    """Every URL the page asked for."""
+
+    def __init__(self, page) -> None:
+        self.urls: list[str] = []
+        page.on("request", lambda request: self.urls.append(request.url))
+
+    def assert_all_on(self, origin: str) -> None:
+        elsewhere = [u for u in self.urls if not (u.startswith(origin) or u.startswith("data:"))]
+        assert self.urls and not elsewhere, f"requests beyond {origin}: {elsewhere}"
+
+
+def screenshot(page, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    wanted = os.environ.get("TETHER_UI_SCREENSHOTS")
+    if wanted:
+        shutil.copy(path, Path(wanted) / name)
+
+
+def test_run_page_shows_tasks_and_resource_copies_where_and_as_recorded(browser, env, flows, home, tmp_path):
+    run_id = run_flow(env, flows, "nightly", "parts=3", "db_password=s3cr3t-value", expect=1)
+    store = open_store(f"sqlite:///{home / 'tether.db'}")
+    try:
+        detail = store.flow_run(run_id)
+    finally:
+        store.close()
+    with dashboard(env) as ui:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        requests = Requests(page)
+        page.goto(ui.url)
+        row = page.locator(f'tr[data-run-id="{run_id}"]')
+        assert row.get_attribute("data-state") == "FAILED"
+        assert "4 completed" in row.inner_text() and "1 failed" in row.inner_text()
+        row.locator("a").first.click()
+        page.wait_for_url(f"**/runs/{run_id}")
+
+        svg = page.locator("svg.timeline")
+        t0 = float(svg.get_attribute("data-t0"))
+        x0 = float(svg.get_attribute("data-x0"))
+        per_second = float(svg.get_attribute("data-px-per-second"))
+        assert t0 <= min(t.created for t in detail.task_runs) and t0 <= detail.flow_run.created
+
+        for t in detail.task_runs:
+            lane = page.locator(f'svg [data-task-run-id="{t.id}"]')
+            assert lane.get_attribute("data-state") == t.state_type
+        loads = [t for t in detail.task_runs if t.name == "load"]
+        assert len(loads) == 3
+        widths = []
+        for t in loads:
+            running = page.locator(f'svg [data-task-run-id="{t.id}"] rect.seg[data-state="RUNNING"]')
+            assert float(running.get_attribute("x")) == pytest.approx(x0 + (t.start_time - t0) * per_second, abs=0.02)
+            assert float(running.get_attribute("width")) == pytest.approx((t.end_time - t.start_time) * per_second,
+                                                                          abs=0.02)
+            widths.append((running.bounding_box()["width"], t.end_time - t.start_time))
+        # What is drawn on the screen has the recorded durations' proportions (the work was 1:2:3).
+        (w1, d1), (w2, d2), (w3, d3) = sorted(widths)
+        assert w2 / w1 == pytest.approx(d2 / d1, rel=0.05) and w3 / w1 == pytest.approx(d3 / d1, rel=0.05)
+
+        (copy,) = detail.resources
+        band = page.locator(f'svg [data-resource-id="{copy.id}"]')
+        assert band.get_attribute("data-outcome") == "commit" and band.get_attribute("data-worker") == f"{copy.host}:{copy.pid}"
+        rect = band.locator("rect.copy")
+        assert float(rect.get_attribute("x")) == pytest.approx(x0 + (copy.created - t0) * per_second, abs=0.02)
+        assert float(rect.get_attribute("width")) == pytest.approx((copy.cleaned_at - copy.created) * per_second, abs=0.02)
+        # The copy was open from before the first load started until after the last one ended.
+        box = rect.bounding_box()
+        for t in loads:
+            run_box = page.locator(f'svg [data-task-run-id="{t.id}"] rect.seg[data-state="RUNNING"]').bounding_box()
+            assert box["x"] <= run_box["x"] and run_box["x"] + run_box["width"] <= box["x"] + box["width"] + 0.5
+        assert sorted(band.get_attribute("data-used-by").split()) == sorted(t.id for t in loads)
+
+        explode = next(t for t in detail.task_runs if t.name == "explode")
+        error = page.locator(f'[data-error-of="{explode.id}"]')
+        assert error.is_visible() and "ValueError: exploded on 7" in error.inner_text()
+        assert "Traceback (most recent call last)" in error.inner_text()
+        assert "s3cr3t-value" not in page.content()
+
+        screenshot(page, tmp_path, "run-page.png")
+        page.goto(ui.url)
+        screenshot(page, tmp_path, "runs-page.png")
+        requests.assert_all_on(ui.url)
+        page.close()
+
+
+def test_a_new_run_appears_live_without_a_reload(browser, env, flows):
+    first = run_flow(env, flows, "quick")
+    with dashboard(env) as ui:
+        page = browser.new_page()
+        requests = Requests(page)
+        page.goto(ui.url)
+        page.wait_for_selector("#live.on")  # the event stream is open
+        page.evaluate("window.notReloaded = true")
+        assert page.locator("tr[data-run-id]").count() == 1
+        second = run_flow(env, flows, "nightly", expect=1)
+        page.wait_for_selector(f'tr[data-run-id="{second}"][data-state="FAILED"]', timeout=20_000)
+        assert page.evaluate("window.notReloaded") is True
+        ids = page.eval_on_selector_all("tr[data-run-id]", "rows => rows.map(r => r.dataset.runId)")
+        assert ids == [second, first]
+        requests.assert_all_on(ui.url)
+        page.close()
