@@ -9,7 +9,8 @@ status:
   a service manager) reaches the workers too: they must outlive it, so that each
   cleans up its copy with the interrupt;
 - SIGTERM on Ray (``ray.init`` installs a handler of its own);
-- a Dask task blocked in ``time.sleep`` past its timeout ends within the grace period;
+- a Dask or Ray task blocked in ``time.sleep`` past its timeout ends within the grace
+  period;
 - SIGTERM during the cleanup of a flow whose work succeeded: the work is recorded
   Completed, with the signal noted, and the process still exits 143.
 
@@ -45,6 +46,7 @@ CELLS = {
     "dask-hold-SIGINT": ("dask", "hold"),
     "ray-hold": ("ray", "hold"),
     "dask-timeout": ("dask", "timeout"),
+    "ray-timeout": ("ray", "timeout"),
     "threads-commit": ("threads", "commit"),
     "processes-commit": ("processes", "commit"),
 }
@@ -229,9 +231,10 @@ def test_sigterm_on_ray_cleans_up_every_copy_and_exits_143(cell):
     cell.assert_nothing_left()
 
 
-@pytest.mark.parametrize("cell", ["dask-timeout"], indirect=True)
-def test_a_dask_task_blocked_in_sleep_ends_timed_out_within_the_grace_period_and_its_copy_is_cleaned(cell):
-    code, err = cell.finish()
+@pytest.mark.parametrize("cell", ["dask-timeout", "ray-timeout"], indirect=True)
+def test_a_task_blocked_in_sleep_on_a_worker_thread_ends_timed_out_within_the_grace_period_and_its_copy_is_cleaned(cell):
+    """Dask and Ray run a body on a thread, which an interrupt cannot wake from time.sleep."""
+    code, err = cell.finish(timeout=180)
     lines = cell.lines()
     (ready,) = steps(lines, "ready")
     cleanups = steps(lines, "cleanup")

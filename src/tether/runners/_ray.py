@@ -18,6 +18,13 @@ the runner did not start itself, a stopped runner leaves its actors idle for the
 flow run on the same Ray (they hold no copies by then). The actors reserve no CPU
 (``num_cpus=0``): the runner, not Ray, decides how many task bodies run at once, and
 idle actors do not keep other Ray work from running.
+
+A task body that does not stop within the grace period after its timeout (blocked in
+``time.sleep`` or in C: an actor runs it on a thread, which cannot be interrupted there)
+is answered for by its actor (`_worker.stuck_result`): the runner keeps one call
+waiting on each actor, in a concurrency group of its own, that returns such answers
+for this runner's calls; the run ends ``TimedOut`` at once and its copies are cleaned
+up, while the thread runs on until the body returns.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ import itertools
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from tether._wire import WorkerLost
-from tether._worker import identify, identity, interrupt
+from tether._errors import TaskRunTimeout
+from tether._wire import Call, CallResult, WorkerLost
+from tether._worker import identify, identity, interrupt, run_call, set_stuck_handler, stuck_result
 from tether.runners._remote import RemoteRunner
 
 _INSTALL = 'RayRunner needs Ray, which is not installed. Install it with: pip install "tether[ray]"'
@@ -64,6 +73,8 @@ class RayRunner(RemoteRunner):
         self._actors: dict[str, _Actor] = {}
         self._turns = itertools.count()
         self._session = ""
+        self._owner = uuid.uuid4().hex  # the stuck answers an actor gives this runner are for its calls
+        self._timed_calls: dict[str, Future[Any]] = {}  # call id -> future, for calls with a timeout
 
     def start(self) -> None:
         if self.address is None and "ray" not in sys.modules:
@@ -79,7 +90,7 @@ class RayRunner(RemoteRunner):
             ray.init(address=self.address, **{**options, **self.init_kwargs})
             self._initialised_here = True
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._actor_class = ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 4})(_RayWorker)
+        self._actor_class = ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 4, "stuck": 1})(_RayWorker)
         session = ray.get_runtime_context().get_job_id()
         with _idle_lock:
             reused = _idle.pop(session, [])[:count] if not self._initialised_here else []
@@ -89,7 +100,10 @@ class RayRunner(RemoteRunner):
         with self._lock:
             for name, handle in zip(names, handles):
                 self._actors[name] = _Actor(name, handle)
+            actors = list(self._actors.values())
         self._session = session
+        for actor in actors:
+            self._wait_for_stuck_calls(actor)
 
     def close_workers(self) -> None:
         ray = self._ray
@@ -110,8 +124,29 @@ class RayRunner(RemoteRunner):
                 return
         handle = self._actor_class.remote(list(sys.path))
         name = self._ray.get(handle.name.options(concurrency_group="control").remote())
+        actor = _Actor(name, handle)
         with self._lock:
-            self._actors[name] = _Actor(name, handle)
+            self._actors[name] = actor
+        self._wait_for_stuck_calls(actor)
+
+    def _wait_for_stuck_calls(self, actor: _Actor) -> None:
+        """Keep a call waiting on ``actor`` for its answers for calls of ours stuck past their timeout."""
+        ref = actor.handle.stuck_calls.options(concurrency_group="stuck").remote(self._owner, _STUCK_POLL_SECONDS)
+        ref.future().add_done_callback(lambda done: self._stuck_calls_answered(actor, done))
+
+    def _stuck_calls_answered(self, actor: _Actor, done: Future[Any]) -> None:
+        try:
+            answers: list[tuple[str, CallResult]] = done.result()
+        except BaseException:  # noqa: BLE001 - the actor is gone (killed, or Ray shut down): nothing to wait for
+            return
+        for call_id, result in answers:
+            future = self._timed_calls.get(call_id)
+            if future is not None:
+                _set_result(future, result)
+        with self._lock:
+            ours = self._actors.get(actor.name) is actor
+        if ours:
+            self._wait_for_stuck_calls(actor)
 
     # -- calls ------------------------------------------------------------------------
 
@@ -123,8 +158,13 @@ class RayRunner(RemoteRunner):
             turn = next(self._turns) % len(actors)  # ties go round the actors, not to the first
             actor = min(actors[turn:] + actors[:turn], key=lambda a: a.in_flight)
             actor.in_flight += 1
-        ref = actor.handle.run.remote(fn, args, kwargs)
+        ref = actor.handle.run.remote(fn, args, kwargs, self._owner)
         future: Future[Any] = Future()
+        call = args[0] if fn is run_call and args and isinstance(args[0], Call) else None
+        if call is not None and call.timeout is not None:
+            call_id = call.call_id
+            self._timed_calls[call_id] = future
+            future.add_done_callback(lambda _: self._timed_calls.pop(call_id, None))
         future.ray_ref = ref  # type: ignore[attr-defined]
         future.ray_actor = actor  # type: ignore[attr-defined]
         ref.future().add_done_callback(lambda done: self._settle(actor, future, done, counted=True))
@@ -152,16 +192,16 @@ class RayRunner(RemoteRunner):
             future.cancel()
             return
         except ray.exceptions.RayActorError as exc:
-            future.set_exception(WorkerLost(f"Ray actor {actor.name} died: {exc}"))
+            _set_exception(future, WorkerLost(f"Ray actor {actor.name} died: {exc}"))
             threading.Thread(target=self._replace, args=(actor,), name="tether-ray-replace", daemon=True).start()
             return
         except ray.exceptions.RayTaskError as exc:
-            future.set_exception(exc.as_instanceof_cause())
+            _set_exception(future, exc.as_instanceof_cause())
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the engine
-            future.set_exception(exc)
+            _set_exception(future, exc)
             return
-        future.set_result(value)
+        _set_result(future, value)  # unless its actor answered for it already (stuck past its timeout)
 
     def worker_names(self) -> list[str]:
         with self._lock:
@@ -179,6 +219,24 @@ class RayRunner(RemoteRunner):
     def __repr__(self) -> str:
         return f"RayRunner({self.address!r})" if self.address else "RayRunner()"
 
+
+def _set_result(future: Future[Any], value: Any) -> None:
+    try:
+        future.set_result(value)
+    except InvalidStateError:  # settled already: the call's answer and its actor's crossed
+        pass
+
+
+def _set_exception(future: Future[Any], error: BaseException) -> None:
+    try:
+        future.set_exception(error)
+    except InvalidStateError:
+        pass
+
+
+#: How long an actor's call for stuck answers waits before it returns empty (and is made
+#: again): a runner that stopped leaves at most this long a call behind on an idle actor.
+_STUCK_POLL_SECONDS = 5.0
 
 _idle_lock = threading.Lock()
 _idle: dict[str, list[Any]] = {}  # Ray job id -> actors no runner uses now
@@ -199,12 +257,42 @@ class _RayWorker:
     def __init__(self, path: list[str]) -> None:
         sys.path.extend(p for p in path if p not in sys.path)
         identify(f"ray-{os.getpid()}")
+        self._owners: dict[str, str] = {}  # call id -> the runner that sent it, while it runs
+        self._stuck: dict[str, list[tuple[str, CallResult]]] = {}  # runner -> answers for stuck calls
+        self._stuck_changed = threading.Condition()
+        set_stuck_handler(self._answer_for_stuck_call)
 
     def name(self) -> str:
         return identity()
 
-    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return fn(*args, **kwargs)
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], owner: str = "") -> Any:
+        call = args[0] if args and isinstance(args[0], Call) else None
+        if call is None:
+            return fn(*args, **kwargs)
+        self._owners[call.call_id] = owner
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._owners.pop(call.call_id, None)
+
+    def _answer_for_stuck_call(self, call: Call) -> None:
+        """``call``'s body did not stop within the grace period after its timeout: a thread
+        cannot be ended, so the actor answers for the call and the thread runs on."""
+        error = TaskRunTimeout(
+            f"Task run {call.task_run_name!r} exceeded its timeout of {call.timeout:g} s and did not stop within "
+            f"{call.grace:g} s (it was blocked where a thread cannot be interrupted, such as time.sleep or a C "
+            f"call), so it was abandoned; its thread on Ray actor {identity()} runs on until the body returns."
+        )
+        result = stuck_result(call, error)
+        with self._stuck_changed:
+            self._stuck.setdefault(self._owners.get(call.call_id, ""), []).append((call.call_id, result))
+            self._stuck_changed.notify_all()
+
+    def stuck_calls(self, owner: str, wait_seconds: float) -> list[tuple[str, CallResult]]:
+        """The answers for ``owner``'s calls stuck past their timeout; waits up to ``wait_seconds`` for one."""
+        with self._stuck_changed:
+            self._stuck_changed.wait_for(lambda: owner in self._stuck, timeout=wait_seconds)
+            return self._stuck.pop(owner, [])
 
     def control(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return fn(*args)
