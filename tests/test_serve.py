@@ -108,10 +108,15 @@ class Rows:
             self.store = open_store(self.url)
         return DeploymentTable(self.store.engine)
 
+    def registered(self) -> bool:
+        table = self.table()
+        return table is not None and any(d.name == "ticker" for d in table.deployments())
+
     def runs(self, status: str | None = None) -> list[Any]:
         table = self.table()
-        if table is None or not any(d.name == "ticker" for d in table.deployments()):
+        if not self.registered():
             return []
+        assert table is not None
         found = table.runs("ticker", limit=None)
         return [r for r in found if status is None or r.status == status]
 
@@ -156,3 +161,52 @@ def test_serve_processes_racing_and_restarted_run_each_scheduled_time_once(env, 
     assert skipped == []
     assert len({r.flow_run_id for r in ran if r.status == "completed"}) == len([r for r in ran if r.status == "completed"])
     assert {line["deployment"] for line in records(tmp_path)} == {"ticker"}
+
+
+def only_run(rows: Rows, run_id: int) -> Any:
+    return next(r for r in rows.runs() if r.id == run_id)
+
+
+@pytest.mark.parametrize("point", ["before-claim", "after-claim", "mid-run", "after-run"])
+def test_a_serve_killed_at_each_step_of_a_claim_leaves_the_run_once_or_crashed_never_twice(env, rows, tmp_path, point):
+    marker = tmp_path / "reached"
+    if point == "mid-run":
+        extra = {"HOLD": str(tmp_path / "never")}
+    else:
+        extra = {"TETHER_SERVE_FAULT": f"{point}:{marker}"}
+    first = start_serve(env, tmp_path, "--cron", "0 0 1 1 *", **extra)  # a yearly schedule: only requested runs
+    wait_until(rows.registered, "the deployment to be registered")
+    table = rows.table()
+    assert table is not None
+    run_id = table.request_run("ticker", {"n": 7})
+    if point == "mid-run":
+        wait_until(lambda: len(records(tmp_path)) == 1, "the run's body to start")
+        assert only_run(rows, run_id).status == "running"
+    else:
+        wait_until(marker.exists, f"the serve process to reach {point}")
+    status_when_killed = only_run(rows, run_id).status
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    second = start_serve(env, tmp_path, "--cron", "0 0 1 1 *", HOLD="")
+    try:
+        wait_until(lambda: only_run(rows, run_id).status not in ("scheduled", "claimed", "running"), "the run to be settled")
+        after = table.request_run("ticker", {"n": 8})  # the second serve goes on: a later request runs
+        wait_until(lambda: only_run(rows, after).status == "completed", "the second request to run")
+    finally:
+        stop(second)
+    settled = only_run(rows, run_id)
+    bodies = [line for line in records(tmp_path) if line["n"] == 7]
+    assert len(bodies) <= 1, "the run's body ran twice"
+    assert rows.store is not None
+    if point in ("before-claim", "after-claim"):
+        assert status_when_killed == ("scheduled" if point == "before-claim" else "claimed")
+        assert settled.status == "completed" and len(bodies) == 1  # nothing had run: it runs, once
+    elif point == "mid-run":
+        assert settled.status == "crashed" and "not run again" in (settled.reason or "")
+        assert len(bodies) == 1
+        assert rows.store.flow_run(settled.flow_run_id).flow_run.state_type == "CRASHED"
+    else:
+        assert status_when_killed == "running"
+        assert settled.status == "completed" and "recorded from its flow run" in (settled.reason or "")
+        assert len(bodies) == 1
+        assert rows.store.flow_run(settled.flow_run_id).flow_run.state_type == "COMPLETED"

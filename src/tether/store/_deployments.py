@@ -450,7 +450,7 @@ def _settle_gone(conn: sa.Connection, row: Any, now: float, why: str, seen_by: s
     flow = None
     if row["flow_run_id"] is not None:
         flow = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == row["flow_run_id"])).mappings().first()
-    if flow is not None and flow["state_type"] in FINAL_STATES:
+    if flow is not None and flow["state_type"] in FINAL_STATES and flow["state_type"] != "CRASHED":
         values = {"status": FINAL_STATES[flow["state_type"]], "state_name": flow["state_name"],
                   "reason": f"recorded from its flow run by {seen_by}: {why} after the run ended"}  # fmt: skip
     else:
