@@ -1,0 +1,122 @@
+"""Catch-up after downtime and overlap with a run still going, through a `Server` driven tick by tick
+in this process (each run still forked into a process of its own), judged by the store's rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tether import flow
+from tether._serve import Server, ServeSettings
+from tether.runtime import deployment, flow_run
+from tether.store import open_store
+from tether.store._schema import deployments as deployments_table
+
+
+@flow
+def recorded(n: int = 1) -> int:
+    line = {"scheduled": flow_run.scheduled_start_time.timestamp(), "deployment": deployment.name, "n": n}
+    with pathlib.Path(os.environ["RECORD"]).open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    hold = os.environ.get("HOLD")
+    while hold and not pathlib.Path(hold).exists():
+        time.sleep(0.02)
+    return n
+
+
+@pytest.fixture
+def server_for(tmp_path, monkeypatch):
+    monkeypatch.delenv("TETHER_STORE", raising=False)  # the runs are recorded
+    monkeypatch.setenv("RECORD", str(tmp_path / "record.jsonl"))
+    made: list[Server] = []
+
+    def make(**options: Any) -> Server:
+        settings = ServeSettings(late_seconds=0.0, lookahead_seconds=0.0)
+        server = Server([recorded.to_deployment(name="policy", **options)], settings, store=open_store())
+        server.register()
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        for child in server.children.values():
+            child.process.kill()
+            child.process.join()
+        server.store.close()
+
+
+def settle(server: Server) -> None:
+    """Let every run started so far end, and record it."""
+    for child in list(server.children.values()):
+        child.process.join(timeout=60)
+    server.collect_children()
+
+
+def records(tmp_path: pathlib.Path) -> list[dict[str, Any]]:
+    path = tmp_path / "record.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("catchup", ["latest", "all", "none"])
+def test_downtime_under_each_catchup_policy(server_for, tmp_path, catchup):
+    server = server_for(interval=1, catchup=catchup)
+    now = server.table.now()
+    down_since = float(int(now)) - 5.5  # as if no serve process had run for the last five times
+    with server.store.engine.begin() as conn:
+        conn.execute(sa.update(deployments_table).values(planned_until=down_since))
+    server.tick()  # plans the times missed since then (every row up to now) and applies catch-up
+    missed_ids = {r.id for r in server.table.runs("policy", limit=None)}
+    for _ in range(20):
+        settle(server)
+        missed = [r for r in server.table.runs("policy", limit=None) if r.id in missed_ids]
+        if all(r.status not in ("scheduled", "claimed", "running") for r in missed):
+            break
+        server.tick()
+    missed_until = max(r.scheduled_time for r in missed)
+    missed.sort(key=lambda r: r.scheduled_time)
+    statuses = [r.status for r in missed]
+    assert len(missed) >= 5
+    if catchup == "latest":
+        assert statuses[:-1] == ["skipped"] * (len(missed) - 1) and statuses[-1] == "completed"
+        assert all("catchup=latest" in (r.reason or "") for r in missed[:-1])
+    elif catchup == "all":
+        assert statuses == ["completed"] * len(missed)
+    else:
+        assert statuses == ["skipped"] * len(missed) and all("catchup=none" in (r.reason or "") for r in missed)
+    ran = sorted(line["scheduled"] for line in records(tmp_path) if line["scheduled"] <= missed_until)
+    assert ran == [r.scheduled_time for r in missed if r.status == "completed"]
+
+
+@pytest.mark.parametrize("overlap", ["queue", "skip", "cancel-new"])
+def test_overlap_when_a_run_is_still_going(server_for, tmp_path, monkeypatch, overlap):
+    release = tmp_path / "release"
+    monkeypatch.setenv("HOLD", str(release))
+    server = server_for(overlap=overlap)  # no schedule: runs on request only
+    first = server.table.request_run("policy", {"n": 1})
+    server.tick()
+    deadline = time.monotonic() + 60
+    while not records(tmp_path):  # the first run's body has started (another process writes)
+        assert time.monotonic() < deadline, "the first run did not start"
+        time.sleep(0.02)
+    second = server.table.request_run("policy", {"n": 2})
+    server.tick()
+    by_id = {r.id: r for r in server.table.runs("policy")}
+    assert by_id[first].status == "running"
+    expected = {"queue": "scheduled", "skip": "skipped", "cancel-new": "cancelled"}[overlap]
+    assert by_id[second].status == expected
+    release.touch()
+    settle(server)
+    server.tick()  # queue: the second starts now that the first has ended
+    settle(server)
+    by_id = {r.id: r for r in server.table.runs("policy")}
+    assert by_id[first].status == "completed"
+    assert by_id[second].status == ("completed" if overlap == "queue" else expected)
+    if overlap != "queue":
+        assert f"overlap={overlap}" in (by_id[second].reason or "")
+    assert [line["n"] for line in records(tmp_path)] == ([1, 2] if overlap == "queue" else [1])
