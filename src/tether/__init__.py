@@ -26,6 +26,7 @@ from tether import (
     store,
     task_runners,
     tasks,
+    utilities,
 )
 from tether._annotations import allow_failure, quote
 from tether._cache import task_input_hash

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 from collections.abc import Callable, Iterable
 from types import CodeType
 from typing import TYPE_CHECKING, Any
@@ -32,10 +33,11 @@ if TYPE_CHECKING:
 
 
 def hash_objects(*values: Any) -> str | None:
-    """A stable hex digest of ``values``: JSON when they are plain data (the same across
-    processes), else cloudpickle; None when they cannot be serialised at all."""
+    """A stable hex digest of ``values``: JSON when they are plain data or pydantic models
+    (dumped as their serializers say, so a model can leave out what cannot be hashed; the
+    same across processes), else cloudpickle; None when they cannot be serialised at all."""
     try:
-        payload = json.dumps(values, sort_keys=True, default=_no_json).encode()
+        payload = json.dumps(values, sort_keys=True, default=_to_json).encode()
     except (TypeError, ValueError):
         try:
             payload = cloudpickle.dumps(values)
@@ -44,7 +46,10 @@ def hash_objects(*values: Any) -> str | None:
     return hashlib.sha256(payload).hexdigest()
 
 
-def _no_json(value: Any) -> Any:
+def _to_json(value: Any) -> Any:
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
+        return {"__model__": type(value).__qualname__, **value.model_dump(mode="json")}
     raise TypeError(type(value).__name__)
 
 
