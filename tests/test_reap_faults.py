@@ -167,7 +167,10 @@ def test_a_sigkilled_flow_is_recorded_crashed_by_reap_which_closes_its_resource_
     detail = tether_json(env, "runs", "show", run["id"])
     assert (run["state_type"], run["pid"]) == ("CRASHED", pid) and run["end_time"] is not None
     assert {t["name"]: t["state_type"] for t in detail["task_runs"]} == {"explode": "FAILED", "wait_here": "CRASHED"}
-    assert "while the task run was running" in next(t for t in detail["task_runs"] if t["name"] == "wait_here")["state_message"]
+    assert (
+        "while the task run was running"
+        in next(t for t in detail["task_runs"] if t["name"] == "wait_here")["state_message"]
+    )
     (entry,) = detail["resources"]
     assert entry["status"] == "reaped" and entry["orphan"] is None
     # A later reap has nothing to do: the run stays Crashed once, the resource reaped once.

@@ -10,7 +10,9 @@ millions of runs) whose process is gone, and
 says why and who saw it, and so is every task run of it that had not finished.
 
 The updates are conditional: a run that reached a final state meanwhile keeps it,
-and two processes that see the same dead run record it once. This module writes
+and two processes that see the same dead run record it once. A dead flow process's
+helper (`_helper`) may still write task runs it held for a moment after the run was
+recorded Crashed; for `LATE_WRITE_SECONDS` the search also ends those. This module writes
 only those rows; it decides nothing about resources (that is `_reap`).
 """
 
@@ -31,6 +33,8 @@ from tether.store._schema import flow_runs, state_changes, task_runs
 UNFINISHED = ("PENDING", "RUNNING")
 #: How far back a store open looks for crashed runs; `tether reap` looks at every run.
 OPEN_LOOKBACK_SECONDS = 7 * 24 * 3600.0
+#: How long after a flow run was recorded Crashed its late-written unfinished task runs are looked for.
+LATE_WRITE_SECONDS = 600.0
 CRASHED, CRASHED_NAME = "CRASHED", "Crashed"
 
 
@@ -71,48 +75,73 @@ def record_crashed_runs(
     host = this_host or socket.gethostname()
     now = time.time() if now is None else now
     unfinished = sa.or_(flow_runs.c.state_type.is_(None), flow_runs.c.state_type.in_(UNFINISHED))
+    recently_crashed = sa.and_(flow_runs.c.state_type == CRASHED, flow_runs.c.updated > now - LATE_WRITE_SECONDS)
     query = sa.select(
         flow_runs.c.id, flow_runs.c.name, flow_runs.c.host, flow_runs.c.pid, flow_runs.c.created,
-        flow_runs.c.start_time, flow_runs.c.updated, flow_runs.c.heartbeat, flow_runs.c.run_count,
-    ).where(unfinished)  # fmt: skip
+        flow_runs.c.start_time, flow_runs.c.end_time, flow_runs.c.updated, flow_runs.c.heartbeat,
+        flow_runs.c.run_count, flow_runs.c.state_type,
+    ).where(sa.or_(unfinished, recently_crashed))  # fmt: skip
     if not other_hosts:
         query = query.where(flow_runs.c.host == host)
     if created_after is not None:
         query = query.where(flow_runs.c.created > created_after)
-    candidates = read(engine, lambda conn: conn.execute(query).mappings().all())
-    gone = []
-    for row in candidates:
-        reason = flow_process_gone(
-            row["host"], row["pid"], row["created"], row["heartbeat"], now, stale_after, host, other_hosts
-        )
-        if reason is not None:
+
+    def judge(conn: sa.Connection) -> list[tuple[Any, str]]:
+        gone = []
+        for row in conn.execute(query).mappings().all():
+            reason = flow_process_gone(
+                row["host"], row["pid"], row["created"], row["heartbeat"], now, stale_after, host, other_hosts
+            )
+            if reason is None:
+                continue
+            if row["state_type"] == CRASHED and not conn.execute(_unfinished_tasks(row["id"]).limit(1)).first():
+                continue  # recorded Crashed already, and nothing of it was written late
             gone.append((row, reason))
+        return gone
+
+    gone = read(engine, judge)
     if not gone:
         return []
     who = f"{seen_by} (process {os.getpid()} on {host})"
-    return write(engine, lambda conn: [r for r in (_record(conn, row, why, who, now) for row, why in gone) if r], deadline_seconds)
+
+    def record(conn: sa.Connection) -> list[CrashedRun]:
+        recorded = (_record(conn, row, reason, who, now) for row, reason in gone)
+        return [run for run in recorded if run is not None]
+
+    return write(engine, record, deadline_seconds)
+
+
+def _unfinished_tasks(flow_run_id: str) -> sa.Select[Any]:
+    return (
+        sa.select(
+            task_runs.c.id, task_runs.c.state_name, task_runs.c.start_time, task_runs.c.created, task_runs.c.run_count
+        )
+        .where(task_runs.c.flow_run_id == flow_run_id)
+        .where(sa.or_(task_runs.c.state_type.is_(None), task_runs.c.state_type.in_(UNFINISHED)))
+    )
 
 
 def _record(conn: sa.Connection, row: Any, reason: str, who: str, now: float) -> CrashedRun | None:
+    """Record the flow run Crashed (unless it was already) and its unfinished task runs; the run, if it was new."""
     run_id = row["id"]
-    # The run's end is the last moment its process was known alive, not when someone noticed.
-    ended = max(t for t in (row["created"], row["start_time"], row["updated"], row["heartbeat"]) if t is not None)
-    message = f"The flow run's {reason}: it died before the run ended. Recorded Crashed by {who}."
-    done = conn.execute(
-        sa.update(flow_runs)
-        .where(flow_runs.c.id == run_id)
-        .where(sa.or_(flow_runs.c.state_type.is_(None), flow_runs.c.state_type.in_(UNFINISHED)))
-        .values(state_type=CRASHED, state_name=CRASHED_NAME, state_message=message, end_time=ended, updated=now)
-    )
-    if done.rowcount != 1:
-        return None  # it ended meanwhile, or another process recorded it first
-    changes = [_change(run_id, run_id, "flow", message, ended, row["run_count"])]
+    changes = []
+    if row["state_type"] == CRASHED:
+        ended = row["end_time"] or now
+    else:
+        # The run's end is the last moment its process was known alive, not when someone noticed.
+        ended = max(t for t in (row["created"], row["start_time"], row["updated"], row["heartbeat"]) if t is not None)
+        message = f"The flow run's {reason}: it died before the run ended. Recorded Crashed by {who}."
+        done = conn.execute(
+            sa.update(flow_runs)
+            .where(flow_runs.c.id == run_id)
+            .where(sa.or_(flow_runs.c.state_type.is_(None), flow_runs.c.state_type.in_(UNFINISHED)))
+            .values(state_type=CRASHED, state_name=CRASHED_NAME, state_message=message, end_time=ended, updated=now)
+        )
+        if done.rowcount != 1:
+            return None  # it ended meanwhile, or another process recorded it first
+        changes.append(_change(run_id, run_id, "flow", message, ended, row["run_count"]))
     unfinished_task = sa.or_(task_runs.c.state_type.is_(None), task_runs.c.state_type.in_(UNFINISHED))
-    tasks = conn.execute(
-        sa.select(task_runs.c.id, task_runs.c.state_name, task_runs.c.start_time, task_runs.c.created, task_runs.c.run_count)
-        .where(task_runs.c.flow_run_id == run_id)
-        .where(unfinished_task)
-    ).all()
+    tasks = conn.execute(_unfinished_tasks(run_id)).all()
     for task_id, state_name, start_time, created, run_count in tasks:
         task_message = f"Its flow run's {reason} while the task run was {(state_name or 'pending').lower()}."
         task_end = max(ended, start_time or created)
@@ -125,7 +154,10 @@ def _record(conn: sa.Connection, row: Any, reason: str, who: str, now: float) ->
             )
         )
         changes.append(_change(task_id, run_id, "task", task_message, task_end, run_count))
-    conn.execute(sa.insert(state_changes), changes)
+    if changes:
+        conn.execute(sa.insert(state_changes), changes)
+    if row["state_type"] == CRASHED:
+        return None  # not news: only its late task runs were ended
     return CrashedRun(run_id, row["name"], row["host"], row["pid"], reason, len(tasks))
 
 

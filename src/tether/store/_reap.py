@@ -156,7 +156,9 @@ def load_reaper(path: str, file: str | None = None) -> Callable[[Any], Any]:
                 if stopped
                 else ""
             )
-            raise ReaperNotFound(f"The reaper {path!r}: module {module.__name__!r} has no {qualname!r}.{hint}") from None
+            raise ReaperNotFound(
+                f"The reaper {path!r}: module {module.__name__!r} has no {qualname!r}.{hint}"
+            ) from None
     if not callable(target):
         raise ReaperNotFound(f"The reaper {path!r} is a {type(target).__name__}, not a function.")
     return target  # type: ignore[no-any-return]

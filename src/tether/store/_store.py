@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether._context import events
@@ -39,7 +38,6 @@ from tether.store._redact import redact_text, redact_value
 from tether.store._schema import flow_runs, limits, logs, resource_uses, resources, state_changes, task_runs
 from tether.store._sink import heartbeat_seconds
 from tether.store._writer import StoreRecorder, Until
-
 
 log = logging.getLogger("tether.store")
 
@@ -175,7 +173,12 @@ class Store:
                 task_runs=[_task_run(t) for t in tasks],
                 state_changes=[
                     StoredStateChange(
-                        c["run_id"], c["kind"], c["type"], c["name"], _redacted(c["message"]), c["timestamp"],
+                        c["run_id"],
+                        c["kind"],
+                        c["type"],
+                        c["name"],
+                        _redacted(c["message"]),
+                        c["timestamp"],
                         c["run_count"],
                     )
                     for c in changes
@@ -204,7 +207,13 @@ class Store:
         """
         stale = 6 * heartbeat_seconds() if stale_after is None else stale_after
         return record_crashed_runs(
-            self.engine, seen_by, other_hosts, now, stale, deadline_seconds=deadline_seconds, created_after=created_after
+            self.engine,
+            seen_by,
+            other_hosts,
+            now,
+            stale,
+            deadline_seconds=deadline_seconds,
+            created_after=created_after,
         )
 
     # -- the ledger --------------------------------------------------------------------
@@ -296,14 +305,16 @@ class Store:
         """Renew the heartbeat of a row this claim is reaping (so other hosts see its reaper alive)."""
         return write(
             self.engine,
-            lambda conn: conn.execute(
-                sa.update(resources)
-                .where(resources.c.id == entry_id)
-                .where(resources.c.cleanup_outcome == "reaping")
-                .where(resources.c.cleanup_error == claim)
-                .values(heartbeat=time.time())
-            ).rowcount
-            == 1,
+            lambda conn: (
+                conn.execute(
+                    sa.update(resources)
+                    .where(resources.c.id == entry_id)
+                    .where(resources.c.cleanup_outcome == "reaping")
+                    .where(resources.c.cleanup_error == claim)
+                    .values(heartbeat=time.time())
+                ).rowcount
+                == 1
+            ),
         )
 
     def record_reap(
