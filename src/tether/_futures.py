@@ -36,12 +36,19 @@ class TaskFuture:
     def state(self) -> State:
         return self._run.record.state
 
+    def get_state(self) -> State:
+        """The run's current state (Prefect 2's name for `state`)."""
+        return self.state
+
     def done(self) -> bool:
         return self._run.is_done()
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the run is final, or ``timeout`` seconds have passed."""
-        self._run.wait(timeout)
+    def wait(self, timeout: float | None = None) -> State | None:
+        """Block until the run is final, or ``timeout`` seconds have passed.
+
+        Returns the final state, or None if the run is not final yet (Prefect 2's
+        ``wait()`` returned the state; Prefect 3's returns None, which nothing reads)."""
+        return self._run.record.state if self._run.wait(timeout) else None
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
         """The run's return value; raises its error if it did not complete.
