@@ -175,3 +175,17 @@ def test_quote_passes_the_value_without_looking_inside(runner):
         return inspect_it(quote([future])), inspect_it(quote([1, 2]))
 
     assert pipeline() == ("TaskFuture", "int")
+
+
+def test_runtime_attributes_can_be_mocked_from_the_environment(monkeypatch, runner):
+    """As Prefect documents: PREFECT__RUNTIME__<MODULE>__<ATTRIBUTE> (or TETHER__...)."""
+    monkeypatch.setenv("PREFECT__RUNTIME__TASK_RUN__FAKE_KEY", "foo")
+    monkeypatch.setenv("TETHER__RUNTIME__FLOW_RUN__RUN_COUNT", "3")
+    monkeypatch.setenv("TETHER__RUNTIME__DEPLOYMENT__NAME", "nightly")
+    assert (task_run.fake_key, flow_run.run_count, deployment.name) == ("foo", 3, "nightly")
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return flow_run.run_count, flow_run.name
+
+    assert pipeline() == (3, "pipeline")

@@ -7,13 +7,14 @@ from typing import Any
 
 from tether._deployment_context import current_deployment_run
 from tether._run_names import runtime_context
+from tether._runtime_env import with_env_mocks
 
 __all__ = ["flow_run_id", "id", "name", "parameters", "version"]
 
 _ATTRIBUTES: dict[str, Any] = {"id": None, "name": None, "version": None, "flow_run_id": None, "parameters": {}}
 
 
-def __getattr__(attribute: str) -> Any:
+def _read(attribute: str) -> Any:
     if attribute not in _ATTRIBUTES:
         raise AttributeError(f"tether.runtime.deployment has no attribute {attribute!r}; it has {', '.join(sorted(_ATTRIBUTES))}.")
     if attribute == "flow_run_id":  # the flow run asking, as in Prefect
@@ -26,3 +27,6 @@ def __getattr__(attribute: str) -> Any:
         return dict(served.parameters) if attribute == "parameters" else served.version
     value = _ATTRIBUTES[attribute]
     return value.copy() if isinstance(value, dict) else value
+
+
+__getattr__ = with_env_mocks("deployment", _read)

@@ -6,8 +6,9 @@ import datetime
 from typing import Any
 
 from tether._deployment_context import current_deployment_run
-from tether._run_views import FlowRun
 from tether._run_names import runtime_context
+from tether._run_views import FlowRun
+from tether._runtime_env import with_env_mocks
 
 __all__ = [
     "flow_name",
@@ -43,7 +44,7 @@ def _current() -> FlowRun | None:
     return None if ctx is None else FlowRun(ctx.flow_run)
 
 
-def __getattr__(attribute: str) -> Any:
+def _read(attribute: str) -> Any:
     run = _current()
     if attribute == "scheduled_start_time":
         served = current_deployment_run()
@@ -67,3 +68,6 @@ def __getattr__(attribute: str) -> Any:
     if attribute == "job_variables":
         return {}
     return getattr(run, attribute)
+
+
+__getattr__ = with_env_mocks("flow_run", _read)
