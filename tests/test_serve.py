@@ -41,6 +41,41 @@ def tick(n: int = 1):
 @flow
 def other():
     return 0
+
+
+from tether import resource, task
+
+STEPS = pathlib.Path(os.environ["RECORD"]).with_name("steps.jsonl")
+
+
+def step(what):
+    with STEPS.open("a") as f:
+        f.write(json.dumps({"step": what, "pid": os.getpid()}) + "\\n")
+
+
+@resource
+def connection():
+    step("setup")
+    try:
+        yield "conn"
+        step("cleanup succeeded")
+    except BaseException as exc:
+        step(f"cleanup after {type(exc).__name__}")
+        raise
+
+
+@task
+def work(conn):
+    step("task started")
+    release = pathlib.Path(os.environ["RELEASE"])
+    while not release.exists():
+        time.sleep(0.02)
+
+
+@flow
+def held():
+    with connection() as conn:
+        work(conn)
 '''
 
 
@@ -80,10 +115,13 @@ def start_serve(env: dict[str, str], tmp_path: Path, *args: str, **extra: str) -
     )  # fmt: skip
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 90.0) -> None:
-    """Wait for something other processes do."""
+def wait_until(predicate: Any, what: str, timeout: float = 90.0, serving: subprocess.Popen[str] | None = None) -> None:
+    """Wait for something other processes do (failing at once if the serve process ``serving`` ended)."""
     deadline = time.monotonic() + timeout
     while not predicate():
+        if serving is not None and serving.poll() is not None:
+            out, err = serving.communicate()
+            raise AssertionError(f"serve exited {serving.returncode} while waiting for {what}:\n{out}\n{err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
@@ -175,7 +213,7 @@ def test_a_serve_killed_at_each_step_of_a_claim_leaves_the_run_once_or_crashed_n
     else:
         extra = {"TETHER_SERVE_FAULT": f"{point}:{marker}"}
     first = start_serve(env, tmp_path, "--cron", "0 0 1 1 *", **extra)  # a yearly schedule: only requested runs
-    wait_until(rows.registered, "the deployment to be registered")
+    wait_until(rows.registered, "the deployment to be registered", serving=first)
     table = rows.table()
     assert table is not None
     run_id = table.request_run("ticker", {"n": 7})
@@ -210,3 +248,57 @@ def test_a_serve_killed_at_each_step_of_a_claim_leaves_the_run_once_or_crashed_n
         assert settled.status == "completed" and "recorded from its flow run" in (settled.reason or "")
         assert len(bodies) == 1
         assert rows.store.flow_run(settled.flow_run_id).flow_run.state_type == "COMPLETED"
+
+
+def steps(tmp_path: Path) -> list[str]:
+    path = tmp_path / "steps.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def start_held(env: dict[str, str], tmp_path: Path, grace: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*TETHER, "serve", f"{tmp_path / 'flows.py'}:held", "--name", "ticker", "--cron", "0 0 1 1 *"],
+        env={**env, "RELEASE": str(tmp_path / "release"), "TETHER_SERVE_GRACE_SECONDS": grace}, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def read_until(stream: Any, text: str) -> str:
+    seen = ""
+    while text not in seen:
+        line = stream.readline()
+        assert line, f"the stream ended before {text!r}:\n{seen}"
+        seen += line
+    return seen
+
+
+@pytest.mark.parametrize("env", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("finishes", [True, False], ids=["finishes-within-grace", "cancelled-after-grace"])
+def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_with_cleanup(env, rows, tmp_path, finishes):
+    serve = start_held(env, tmp_path, grace="60" if finishes else "0.5")
+    try:
+        wait_until(rows.registered, "the deployment to be registered", serving=serve)
+        table = rows.table()
+        assert table is not None
+        running = table.request_run("ticker", {})
+        wait_until(lambda: "task started" in steps(tmp_path), "the run's task to start")
+        serve.send_signal(signal.SIGTERM)
+        read_until(serve.stderr, "stopping; 1 run(s) still going")
+        later = table.request_run("ticker", {})  # asked for after the stop: not taken
+        if finishes:
+            (tmp_path / "release").touch()
+        out, err = serve.communicate(timeout=60)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    assert serve.returncode == 143, err
+    by_id = {r.id: r for r in rows.runs()}
+    assert by_id[later].status == "scheduled"
+    if finishes:
+        assert by_id[running].status == "completed"
+        assert steps(tmp_path) == ["setup", "task started", "cleanup succeeded"]
+    else:
+        assert by_id[running].status == "cancelled"
+        assert steps(tmp_path)[:2] == ["setup", "task started"] and steps(tmp_path)[2].startswith("cleanup after")
+        assert rows.store.flow_run(by_id[running].flow_run_id).flow_run.state_type == "CANCELLED"
+    assert table.get("ticker").paused is False  # stopping never pauses the schedule
