@@ -54,7 +54,8 @@ _PAIR = re.compile(
 )
 _BEARER = re.compile(r"\b(?P<head>(?:Bearer|Basic|Token)[ \t]+)(?P<value>[A-Za-z0-9._~+/\-]{8,}=*)")
 # Text without any of these holds no secret the rules above can find: it is returned as is, quickly.
-_HINT = re.compile(r"pass|pw|secret|token|key|cred|auth|bearer|basic|://", re.IGNORECASE)
+# (Searched for in the lowered text: a case-blind regex is several times slower.)
+_HINT = re.compile(r"pass|pw|secret|token|key|cred|auth|bearer|basic|://")
 
 MAX_TEXT = 4000
 MAX_ITEMS = 100
@@ -80,7 +81,7 @@ def is_secret_name(name: str) -> bool:
 
 def redact_text(text: str) -> str:
     """``text`` with every secret the rules find replaced (URL passwords, secret-named pairs, bearer tokens)."""
-    if not _HINT.search(text):
+    if not _HINT.search(text.lower()):
         return text
     if "://" in text:
         text = _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
