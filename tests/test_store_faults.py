@@ -197,6 +197,31 @@ def test_a_row_left_reaping_by_a_dead_reaper_is_taken_over_exactly_once(store_ur
         store.close()
 
 
+def test_a_row_left_reaping_by_a_tether_that_did_not_say_who_is_judged_by_its_heartbeat(store_url):
+    store = open_store(store_url)
+    try:
+        _ledger_row(store, "legacy", _dead_pid(), reaper=f"{__name__}:counting_reaper", heartbeat=time.time() - 3600)
+        write(store.engine, lambda c: c.execute(sa.update(resources).values(cleanup_outcome="reaping")))
+        (orphan,) = store.orphans(stale_after=60)
+        assert orphan.reaping_by is None and "a reap of it stopped before it finished" in orphan.orphan
+        assert store.claim_for_reaping(orphan) is not None and store.claim_for_reaping(orphan) is None
+    finally:
+        store.close()
+
+
+def test_secrets_in_log_lines_are_not_stored(store_url):
+    store = open_store(store_url)
+    try:
+        planner = Planner(ProcessInfo(os.getpid(), HOST, None))
+        planner.add([("log", "r" * 32, "f" * 32, 20, "connecting with host=db password=log-secret", time.time())])
+        write(store.engine, planner.take(everything=True).apply)
+        with store.engine.connect() as conn:
+            (stored,) = conn.execute(sa.text("SELECT message FROM logs")).scalars().all()
+        assert stored == f"connecting with host=db password={REDACTED}"
+    finally:
+        store.close()
+
+
 closing_meanwhile: dict[str, object] = {}
 
 

@@ -130,7 +130,10 @@ def _record(conn: sa.Connection, row: Any, reason: str, who: str, now: float) ->
     else:
         # The run's end is the last moment its process was known alive, not when someone noticed.
         ended = max(t for t in (row["created"], row["start_time"], row["updated"], row["heartbeat"]) if t is not None)
-        message = f"The flow run's {reason}: it died before the run ended. Recorded Crashed by {who}."
+        message = (
+            f"The flow run's {reason}, and the run's end was never recorded (its process was killed, or could "
+            f"not write to the store). Recorded Crashed by {who}."
+        )
         done = conn.execute(
             sa.update(flow_runs)
             .where(flow_runs.c.id == run_id)
