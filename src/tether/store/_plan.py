@@ -431,7 +431,7 @@ _FLOW_STATE_COLUMNS = ("state_type", "state_name", "state_message", "error", "ru
 def _flow_update() -> Any:
     values: dict[str, Any] = {c: sa.bindparam(f"b_{c}") for c in _FLOW_STATE_COLUMNS}
     values["start_time"] = sa.func.coalesce(flow_runs.c.start_time, sa.bindparam("b_start_time"))
-    finals = [sa.literal_column(f"'{t}'") for t in sorted(_FINAL)]  # in the SQL: the same for every row
+    finals: list[Any] = [sa.literal_column(f"'{t}'") for t in sorted(_FINAL)]  # in the SQL: the same for every row
     keeps_final = sa.or_(
         flow_runs.c.state_type.is_(None),
         flow_runs.c.state_type.not_in(finals),
