@@ -376,6 +376,13 @@ def close_all_copies(reason: str) -> None:
         cleanup_copy(scope_id, error, 0.0)
 
 
+def holds_copies() -> bool:
+    """Whether this worker still holds a copy of some resource (a worker that answered for
+    a stuck call waits for the flow process to close them before it exits)."""
+    with _copies_lock:
+        return bool(_copies)
+
+
 # -- running a call ----------------------------------------------------------------------
 
 
