@@ -119,7 +119,15 @@ def _heartbeat(store: Store, entry_id: int, claim: str) -> Iterator[None]:
 
 
 def load_reaper(path: str, file: str | None = None) -> Callable[[Any], Any]:
-    """The function named ``"module:qualname"``; from ``file`` if the module cannot be imported."""
+    """The function named ``"module:qualname"``; from ``file`` if the module cannot be imported.
+
+    Loading runs no flow (see `tether._reaping`), whoever calls this.
+    """
+    with reaping(path):
+        return _load_reaper(path, file)
+
+
+def _load_reaper(path: str, file: str | None) -> Callable[[Any], Any]:
     module_name, _, qualname = path.partition(":")
     if not module_name or not qualname:
         raise ReaperNotFound(f"The reaper {path!r} is not of the form 'module:function'.")
