@@ -171,13 +171,22 @@ def test_a_copy_of_a_task_abandoned_on_cancel_is_closed_or_left_an_orphan(tmp_pa
     _closed_or_orphaned(cell, setups, expect_closed=runner != "processes")
 
 
-def test_a_copy_of_a_task_abandoned_on_timeout_is_an_orphan_when_its_worker_is_ended(tmp_path):
-    cell = Cell(tmp_path, "processes", "stuck")
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_copy_of_a_task_abandoned_on_timeout_is_closed_or_left_an_orphan(tmp_path, runner):
+    """Both tasks block in C past their timeout and the grace period: a process worker
+    answers for its call and exits (its copy is an orphan); a Dask or Ray worker answers
+    for it while the body runs on, and its copy is closed at the scope's end."""
+    cell = Cell(tmp_path, runner, "stuck")
+    cell.wait_for(lambda: len(cell.pids("body")) == 2, "both tasks to block")
+    setups = cell.pids("setup")
+    assert len(setups) == 2
+    cell.wait_for(
+        lambda: all(pid in cell.pids("cleanup") or _gone(pid) for pid in setups), "each copy to be closed or its worker to end"
+    )
+    cell.release_stuck_bodies()
     out, err = cell.finish()
     assert "flow Failed" in out, err
-    setups = cell.pids("setup")
-    assert len(setups) == 2 and all(_gone(pid) for pid in setups)
-    _closed_or_orphaned(cell, setups, expect_closed=False)
+    _closed_or_orphaned(cell, setups, expect_closed=runner != "processes")
 
 
 def _closed_or_orphaned(cell: Cell, setups: list[int], expect_closed: bool) -> None:
