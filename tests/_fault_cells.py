@@ -34,15 +34,16 @@ from typing import Any
 import pymysql
 
 from scripts.fault_cell import together
-from tether.store import open_store
 
 SCRIPT = Path(__file__).parent / "scripts" / "fault_cell.py"
+STORE_EVIDENCE = SCRIPT.with_name("store_evidence.py")
 _TETHER = Path(sys.executable).with_name("tether")
 TETHER = [str(_TETHER)] if _TETHER.exists() else [sys.executable, "-m", "tether.cli"]
 SERVER = {"host": "127.0.0.1", "port": 3306, "user": "root", "database": "test"}
 GRACE_SECONDS = "2"  # TETHER_INTERRUPT_GRACE_SECONDS in every cell: abandoned calls are given up quickly
-#: How long a cell's flow process may run, by runner (a Ray start takes ~10 s on a quiet machine).
-DEADLINE = {"threads": 60.0, "processes": 60.0, "dask": 75.0, "ray": 90.0}
+#: How long a cell's flow process may run, by runner: a healthy cell takes 2-25 s (a Ray start
+#: alone ~10 s), so a cell past its deadline hangs; each such cell costs the matrix its deadline.
+DEADLINE = {"threads": 40.0, "processes": 40.0, "dask": 50.0, "ray": 60.0}
 DRAIN_SECONDS = 15.0  # how long the processes a cell started may outlive its flow process
 #: Faults that start by waiting for the tasks to run, then send something.
 SENT = {"sigint", "sigint_twice", "sigterm", "sigint_group", "sigterm_group", "sigkill_reap", "worker_killed"}
@@ -287,31 +288,30 @@ def run_cell(cell: Cell, base: Path, stopping: threading.Event) -> Evidence:
 
 def gather(evidence: Evidence, env: dict[str, str]) -> None:
     """The store's and the server's side of the story, once every process of the cell is gone."""
-    home = Path(env["TETHER_HOME"])
-    url = f"sqlite:///{home / 'tether.db'}"
-    if (home / "tether.db").exists():
-        store = open_store(url)
-        try:
-            evidence.runs = [run.as_dict() for run in store.flow_runs(limit=None)]
-            if len(evidence.runs) == 1:
-                evidence.detail = store.flow_run(evidence.runs[0]["id"]).as_dict()
-            evidence.orphans_before = [entry.as_dict() for entry in store.orphans()]
-        finally:
-            store.close()
+    if (Path(env["TETHER_HOME"]) / "tether.db").exists():
+        before = read_store(env)
+        evidence.runs, evidence.detail, evidence.orphans_before = before["runs"], before["detail"], before["orphans"]
         if evidence.orphans_before:
             evidence.reap = subprocess.run(
                 [*TETHER, "reap", "--json"], env=env, cwd="/", capture_output=True, text=True, timeout=60, check=False
             )
             evidence.lines = read_lines(evidence.directory / "record.log")
-        store = open_store(url)
-        try:
-            if evidence.detail is not None:
-                evidence.ledger_after = [e.as_dict() for e in store.flow_run(evidence.detail["flow_run"]["id"]).resources]
-            evidence.orphans_after = [entry.as_dict() for entry in store.orphans()]
-        finally:
-            store.close()
+            after = read_store(env)
+        else:
+            after = before
+        evidence.ledger_after = (after["detail"] or {}).get("resources", [])
+        evidence.orphans_after = after["orphans"]
     ids = sorted({line.conn_id for line in evidence.of("open") if line.conn_id is not None})
     evidence.still_connected = connected(ids)
+
+
+def read_store(env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(STORE_EVIDENCE)], env=env, cwd="/", capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"reading the cell's store failed (exit {done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout)
 
 
 def connected(ids: list[int], patience: float = 10.0) -> list[int]:
@@ -354,6 +354,7 @@ class CellPool:
         self._dispatcher: threading.Thread | None = None
         self.started = time.monotonic()
         self.finished: float | None = None
+        self.timings: list[str] = []
 
     def start(self, cells: list[Cell]) -> None:
         self._futures = {cell.id: Future() for cell in cells}
@@ -394,9 +395,9 @@ class CellPool:
                 self._cond.notify_all()
 
     def _timing(self, line: str) -> None:
-        """One line per cell in timings.txt of the matrix's directory (what took the time)."""
-        with self._cond, open(self.base / "timings.txt", "a") as f:
-            f.write(line + "\n")
+        """One line per cell: what took the time (printed at the end of the module)."""
+        with self._cond:
+            self.timings.append(line)
 
     def evidence(self, cell: Cell, timeout: float) -> Evidence:
         return self._futures[cell.id].result(timeout=timeout)

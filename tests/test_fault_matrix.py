@@ -99,6 +99,13 @@ def matrix(request, tmp_path_factory):
     pool.start(selected)
     yield pool
     pool.stop()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # what each cell took, in the run's output
+            reporter.write_line("")
+            for line in pool.timings:
+                reporter.write_line(f"fault matrix: {line}")
 
 
 @pytest.mark.timeout(1200)
