@@ -216,6 +216,21 @@ def test_final_states_are_final(final, target):
     assert run.history == before
     assert run.state is before[-1]
     assert run.run_count == 1
+    error = caught.value
+    assert (error.run_id, error.old, error.new.name) == (run.id, before[-1], target)
+    assert error.story == run.story() and error.story.endswith(f"Pending -> Running -> {final}")
+
+
+def test_an_invalid_transition_pickles_with_its_fields():
+    import pickle
+
+    run = task_run()
+    walk(run, "Running", "Completed")
+    with pytest.raises(InvalidTransition) as caught:
+        transition(run, make("Running"))
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert str(copy) == str(caught.value) and copy.run_id == run.id and copy.story == run.story()
+    assert copy.old.name == "Completed" and copy.new.name == "Running"
 
 
 @pytest.mark.parametrize("target", ["Running", "Retrying"])

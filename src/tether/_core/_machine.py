@@ -21,10 +21,20 @@ from tether._core._states import FINAL_TYPES, State, StateType
 
 
 class InvalidTransition(RuntimeError):
-    """A run was asked to move to a state its current state does not allow."""
+    """A run was asked to move to a state its current state does not allow.
+
+    It carries the run's id, the two states and the run's story (its states so far),
+    and pickles with them, so a worker's report of one reads the same in the flow."""
+
+    def __init__(self, message: str, run_id: str = "", old: State | None = None, new: State | None = None, story: str = "") -> None:
+        super().__init__(message)
+        self.run_id, self.old, self.new, self.story = run_id, old, new, story
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.run_id, self.old, self.new, self.story)
 
 
-#: The names of PENDING states a run may wait in, and which RUNNING names may follow.
+#: The state types each state type may move to (the state names are checked by `_names_allow`).
 _ALLOWED: dict[StateType, frozenset[StateType]] = {
     StateType.PENDING: frozenset(StateType),
     StateType.RUNNING: frozenset(
@@ -110,9 +120,10 @@ def transition(run: RunRecord, new: State) -> StateChanged:
     if allowed is None or new.type not in allowed or (
         (new.name == "Retrying" or old.type is StateType.RUNNING) and not _names_allow(old, new)
     ):
+        story = run.story()
         raise InvalidTransition(
-            f"Cannot move {run.kind} run {run.name!r} from {old.name} to {new.name}: "
-            f"{_why(old, new)} Story so far: {run.story()}."
+            f"Cannot move {run.kind} run {run.name!r} from {old.name} to {new.name}: {_why(old, new)} Story so far: {story}.",
+            run.id, old, new, story,
         )
     if new.type is StateType.RUNNING:
         run.run_count += 1
@@ -144,4 +155,4 @@ def is_final(run: RunRecord) -> bool:
     return run.state.type in FINAL_TYPES
 
 
-__all__: list[Any] = ["InvalidTransition", "RunRecord", "is_final", "new_run_id", "transition"]
+__all__: list[str] = ["InvalidTransition", "RunRecord", "is_final", "new_run_id", "transition"]
