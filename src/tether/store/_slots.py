@@ -94,7 +94,15 @@ class SlotTable:
     def hand_over(self, tag: str, slot: int, run_id: str | None, task: str | None, now: float,
                   waiting: tuple[str, int] | None = None) -> None:
         """A slot this process holds goes to another of its runs (the lock stays taken)."""
-        write(self.engine, lambda c: self._hold(c, tag, slot, run_id, task, now, waiting))
+        def work(conn: sa.Connection) -> None:
+            moved = conn.execute(sa.update(limit_slots).where(*self._mine(tag, slot))
+                                 .values(run_id=run_id, task=task, acquired=now)).rowcount
+            if not moved:  # its row was dropped (tether limit rm, or a failed write): write it again
+                self._hold(conn, tag, slot, run_id, task, now, None)
+            if waiting is not None:
+                self._set_waiting(conn, tag, self.locks.token, waiting[0], waiting[1], now)
+
+        write(self.engine, work)
 
     def release(self, tag: str, slot: int) -> list[Waiter]:
         """Let go of a slot; returns the other processes on this host that wait for its tag, to wake."""
