@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from tether import flow
 from tether._serve import Server, ServeSettings
+from tether.cli import main
 from tether.runtime import deployment, flow_run
 from tether.store import open_store
 from tether.store._schema import deployments as deployments_table
@@ -120,3 +122,33 @@ def test_overlap_when_a_run_is_still_going(server_for, tmp_path, monkeypatch, ov
     if overlap != "queue":
         assert f"overlap={overlap}" in (by_id[second].reason or "")
     assert [line["n"] for line in records(tmp_path)] == ([1, 2] if overlap == "queue" else [1])
+
+
+def test_changing_the_schedule_never_back_fills_and_drops_the_old_future_times(server_for):
+    server = server_for(interval=1)
+    table = server.table
+    table.plan("policy", server.deployments["policy"].times, lookahead=5)
+    before = table.runs("policy", limit=None)
+    assert len(before) >= 4 and all(r.status == "scheduled" for r in before)
+    changed = recorded.to_deployment(name="policy", cron="*/5 * * * *")
+    at = table.now()
+    assert table.register(changed.spec()) is True
+    assert table.register(changed.spec()) is False  # the same schedule again: nothing changes
+    assert all(r.status == "skipped" and "schedule changed" in (r.reason or "") for r in table.runs("policy", limit=None))
+    table.plan("policy", changed.times, lookahead=3600)
+    new = [r for r in table.runs("policy", limit=None) if r.status == "scheduled"]
+    assert new and all(r.scheduled_time > at for r in new)  # counted from the change on, nothing earlier
+    assert all(r.scheduled_time % 300 == 0 for r in new)
+
+
+def test_runs_ls_by_deployment_lists_the_deployments_flow_runs(server_for):
+    server = server_for()
+    asked = [server.table.request_run("policy", {"n": n}) for n in (1, 2)]
+    for _ in asked:
+        server.tick()
+        settle(server)
+    flow_run_ids = {r.flow_run_id for r in server.table.runs("policy")}
+    assert len(flow_run_ids) == 2 and None not in flow_run_ids
+    listed = json.loads(CliRunner().invoke(main, ["runs", "ls", "--deployment", "policy", "--json"]).output)
+    assert {r["id"] for r in listed} == flow_run_ids
+    assert json.loads(CliRunner().invoke(main, ["runs", "ls", "--deployment", "nothing", "--json"]).output) == []
