@@ -166,10 +166,7 @@ def _maybe_held(scope: ResourceScope, runner: RemoteRunner, known: list[RemoteCo
 
 
 def _error_of(scope: ResourceScope) -> BaseException | None:
-    book = scope.book
-    if not book.failed:
-        return None
-    return book.first_error or RuntimeError(f"a run of resource {scope.name!r}'s scope failed")
+    return scope.book.outcome_error()
 
 
 def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException | None) -> None:

@@ -371,9 +371,7 @@ class ResourceScope:
         assert self.flow_run is not None
         current_run.set(RunContext(self.flow_run))
         open_blocks.set(())
-        error = self.book.first_error if self.book.failed else None
-        if self.book.failed and error is None:
-            error = RuntimeError(f"a run of resource {self.name!r}'s scope failed")
+        error = self.book.outcome_error()
         started = time.monotonic()
         with self._here_lock:
             self._closing = True

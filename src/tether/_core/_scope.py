@@ -53,6 +53,13 @@ class ScopeBook:
         """Mark the scope failed from outside (flow cancelled, flow timed out)."""
         self._note(error, True)
 
+    def outcome_error(self) -> BaseException | None:
+        """What cleanup is told: None if the scope succeeded, else its first error (or, when
+        a member failed without one, an error that says so)."""
+        if not self.failed:
+            return None
+        return self.first_error or RuntimeError(f"a run of resource {self.name!r}'s scope failed")
+
     def _note(self, error: BaseException | None, failed: bool) -> None:
         if failed and not self.failed:
             self.failed = True
