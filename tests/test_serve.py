@@ -302,3 +302,43 @@ def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_wit
         assert steps(tmp_path)[:2] == ["setup", "task started"] and steps(tmp_path)[2].startswith("cleanup after")
         assert rows.store.flow_run(by_id[running].flow_run_id).flow_run.state_type == "CANCELLED"
     assert table.get("ticker").paused is False  # stopping never pauses the schedule
+
+
+SCRIPT = '''
+import json, os, pathlib, sys
+from tether import flow, serve
+from tether.runtime import deployment, flow_run
+
+@flow
+def first(n: int = 1):
+    with pathlib.Path(os.environ["RECORD"]).open("a") as f:
+        f.write(json.dumps({"deployment": deployment.name, "n": n, "scheduled": flow_run.scheduled_start_time.timestamp()}) + "\\n")
+
+@flow
+def second():
+    first.fn(n=0)
+
+if __name__ == "__main__":
+    sys.exit(serve(first.to_deployment(name="ticker", cron="0 0 1 1 *", parameters={"n": 5}), second.to_deployment(name="second")))
+'''
+
+
+@pytest.mark.parametrize("env", ["sqlite"], indirect=True)
+def test_serve_of_several_deployments_from_a_script_and_what_the_runs_see(env, rows, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    serve = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: rows.registered() and len(rows.table().deployments()) == 2, "both deployments", serving=serve)
+        table = rows.table()
+        one = table.request_run("ticker", {})
+        two = table.request_run("second", {})
+        wait_until(lambda: len(records(tmp_path)) == 2, "both runs", serving=serve)
+    finally:
+        stop(serve)
+    seen = {line["deployment"]: line for line in records(tmp_path)}
+    runs = {r.id: r for d in ("ticker", "second") for r in table.runs(d)}
+    assert seen["ticker"]["n"] == 5 and seen["second"]["n"] == 0
+    assert seen["ticker"]["scheduled"] == pytest.approx(runs[one].scheduled_time)
+    assert seen["second"]["scheduled"] == pytest.approx(runs[two].scheduled_time)
+    assert runs[one].status == runs[two].status == "completed"
