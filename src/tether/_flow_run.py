@@ -124,7 +124,7 @@ class FlowRun:
         joined: list[ResourceScope] = []
         try:
             for scope in scopes:
-                scope.join(run)
+                scope.join_task_run(task.name, record.id)
                 joined.append(scope)
         except BaseException:
             for scope in joined:

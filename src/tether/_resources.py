@@ -276,7 +276,7 @@ class ResourceScope:
             if scope is not None and scope not in parents:
                 parents.append(scope)
         for parent in parents:
-            parent.join(self)
+            parent.join_scope(self)
             self._parents.append(parent)
 
     def _setup(self) -> Any:
@@ -325,22 +325,27 @@ class ResourceScope:
         if due:
             self._start_cleanup()
 
-    def join(self, member: Any) -> None:
-        """A task run (or a nested scope) becomes part of this scope."""
+    def join_task_run(self, task_name: str, task_run_id: str) -> None:
+        """A task run becomes part of this scope (it runs in the block, or got the value)."""
+        self._join(f"task {task_name!r}")
+        self.users.append(task_run_id)
+        if events.active:
+            self._emit("used", task_run_id=task_run_id)
+
+    def join_scope(self, nested: ResourceScope) -> None:
+        """A resource opened inside the block, or with this one's value, becomes part of it."""
+        self._join(f"resource {nested.name!r}")
+
+    def _join(self, who: str) -> None:
         with self._lock:
             try:
                 self.book.join()
             except ScopeClosed:
-                who = f"task {member.task.name!r}" if hasattr(member, "task") else f"resource {member.name!r}"
                 raise ResourceClosedError(
                     f"Resource {self.name!r} was already cleaned up, so {who} cannot use its value. "
                     f"Submit the task inside the 'with {self.name}(...)' block, or pass the value to a "
                     "task submitted before the block ended: the resource stays open until that task is done."
                 ) from None
-        if hasattr(member, "task"):
-            self.users.append(member.record.id)
-            if events.active:
-                self._emit("used", task_run_id=member.record.id)
 
     def member_ended(self, member: Any, state: State | None) -> None:
         failed = state is not None and state.type is not StateType.COMPLETED
