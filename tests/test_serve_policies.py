@@ -3,6 +3,7 @@ in this process (each run still forked into a process of its own), judged by the
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -12,9 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from rich.console import Console
 
 from tether import flow
 from tether._serve import Server, ServeSettings
+from tether._serve_display import ServeDisplay
 from tether.cli import main
 from tether.runtime import deployment, flow_run
 from tether.store import open_store
@@ -152,3 +155,30 @@ def test_runs_ls_by_deployment_lists_the_deployments_flow_runs(server_for):
     listed = json.loads(CliRunner().invoke(main, ["runs", "ls", "--deployment", "policy", "--json"]).output)
     assert {r["id"] for r in listed} == flow_run_ids
     assert json.loads(CliRunner().invoke(main, ["runs", "ls", "--deployment", "nothing", "--json"]).output) == []
+
+
+def test_the_live_display_shows_the_next_times_and_the_runs_in_progress(server_for, tmp_path, monkeypatch):
+    release = tmp_path / "release"
+    monkeypatch.setenv("HOLD", str(release))
+    server = server_for(cron="0 0 1 1 *")
+    screen = io.StringIO()
+    display = ServeDisplay(Console(file=screen, force_terminal=True, width=160))
+    try:
+        run_id = server.table.request_run("policy", {"n": 3})
+        server.tick()
+        display.update(server)
+        shown = screen.getvalue()
+        assert "policy" in shown and "cron 0 0 1 1 * (UTC)" in shown and "-01-01 00:00:00" in shown
+        assert str(server.children[run_id].process.pid) in shown
+    finally:
+        release.touch()
+        settle(server)
+        display.close()
+    piped = io.StringIO()
+    lines = ServeDisplay(Console(file=piped, force_terminal=False, width=160))
+    second = server.table.request_run("policy", {"n": 4})
+    server.tick()
+    lines.update(server)
+    settle(server)
+    lines.update(server)
+    assert f"run {second} (scheduled" in piped.getvalue() and f"run {second} completed." in piped.getvalue()

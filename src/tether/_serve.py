@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from tether._clock import get_clock
 from tether._deployment import Deployment, DeploymentError
 from tether._faults import fault_point
@@ -107,7 +109,10 @@ class Server:
         previous = self._install_signals()
         try:
             while not self.stop_event.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except SQLAlchemyError as exc:  # the database is away for a moment: look again next time
+                    log.warning("tether serve: the run store did not answer (%s); trying again.", str(exc).splitlines()[0])
                 get_clock().wait(self.stop_event, self.settings.poll_seconds)
             self.drain()
         finally:
@@ -138,7 +143,10 @@ class Server:
                 fault_point("after-claim")
                 self.start_child(claimed)
         if self.on_tick is not None:
-            self.on_tick(self)
+            try:
+                self.on_tick(self)
+            except Exception:  # noqa: BLE001 - showing must never stop serving
+                log.exception("tether serve: the display failed")
 
     def _has_room(self) -> bool:
         return self.settings.limit is None or len(self.children) < self.settings.limit
