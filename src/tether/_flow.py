@@ -29,6 +29,7 @@ from tether._options import (
 )
 from tether._reaping import refuse_flow_call
 from tether._run_names import RunName, check_run_name, render_run_name
+from tether._run_views import with_defaults
 from tether._serve import serve as serve_deployments
 from tether._validation import ParameterValidator
 from tether.runners import TaskRunner, ThreadPoolRunner
@@ -117,7 +118,7 @@ class FlowFunction(Generic[R]):
     def name_run(self, ctx: RunContext, parameters: dict[str, Any]) -> str:
         """The name of a new run of this flow, from ``flow_run_name=`` (set)."""
         assert self.flow_run_name is not None
-        return render_run_name(self._owner, "flow_run_name", self.flow_run_name, parameters, ctx)
+        return render_run_name(self._owner, "flow_run_name", self.flow_run_name, with_defaults(self.signature, parameters), ctx)
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         refuse_flow_call(self.name)  # tether reap loading a script that calls its flow at the top level
