@@ -189,3 +189,15 @@ def test_runtime_attributes_can_be_mocked_from_the_environment(monkeypatch, runn
         return flow_run.run_count, flow_run.name
 
     assert pipeline() == (3, "pipeline")
+
+
+def test_run_parameters_include_defaults_as_in_prefect(runner):
+    @task(task_run_name="t-{x}-{y}")
+    def t(x, y=3):
+        return task_run.name, task_run.parameters
+
+    @flow(task_runner=runner, flow_run_name=lambda: f"limit-{flow_run.parameters['limit']}")
+    def pipeline(name: str, limit: int = 100):
+        return flow_run.name, flow_run.parameters, t(1)
+
+    assert pipeline("marvin") == ("limit-100", {"name": "marvin", "limit": 100}, ("t-1-3", {"x": 1, "y": 3}))

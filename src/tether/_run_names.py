@@ -1,7 +1,7 @@
 """Run names from ``flow_run_name=`` / ``task_run_name=``: a template or a callable.
 
-A template is formatted with the run's parameters (``"load-{table}"``,
-``"{date:%Y-%m-%d}"``); a callable is called with no arguments and may read
+A template is formatted with the run's parameters, defaults included (``"load-{table}"``,
+``"{date:%Y-%m-%d}"``, ``"{dataset.name}"``); a callable is called with no arguments and may read
 ``tether.runtime`` (``task_run.parameters``...), which answers for the run being
 named while the name is made, as in Prefect. The name is made once, when the run is
 created.
@@ -37,17 +37,21 @@ def check_run_name(owner: str, option: str, value: Any) -> RunName | None:
 
 
 def render_run_name(owner: str, option: str, template: RunName, parameters: dict[str, Any], ctx: RunContext) -> str:
-    """The name ``template`` gives a run with these parameters; `UsageError` if it cannot."""
-    token = _naming.set(ctx)
+    """The name ``template`` gives a run with these parameters (defaults applied by the
+    caller); `UsageError` if a template names no parameter. A callable's own errors are its."""
+    if callable(template):
+        token = _naming.set(ctx)
+        try:
+            name = template()
+        finally:
+            _naming.reset(token)
+        if not isinstance(name, str):
+            raise UsageError(f"{owner}: {option}={template!r} returned {name!r}; a run name must be a str.")
+        return name
     try:
-        name = template() if callable(template) else template.format(**parameters)
+        return template.format(**parameters)
     except KeyError as exc:
         raise UsageError(
             f"{owner}: {option}={template!r} names {{{exc.args[0]}}}, which is not one of its "
             f"parameters ({', '.join(parameters) or 'none'}). Use a parameter's name in the braces."
         ) from None
-    finally:
-        _naming.reset(token)
-    if not isinstance(name, str):
-        raise UsageError(f"{owner}: {option}={template!r} returned {name!r}; a run name must be a str.")
-    return name

@@ -9,6 +9,7 @@ without copying them (a view made early sees later states), and change nothing.
 from __future__ import annotations
 
 import datetime
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from tether._context import current_run
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
     from tether._flow_run import FlowRun as EngineFlowRun
     from tether._task import Task
     from tether._task_run import TaskRun as EngineTaskRun
+
+
+def with_defaults(signature: inspect.Signature, parameters: dict[str, Any]) -> dict[str, Any]:
+    """``parameters`` with the defaults of the parameters not given, in signature order, as
+    Prefect reports a run's parameters (a template or ``flow_run.parameters`` sees them)."""
+    if len(parameters) == len(signature.parameters):
+        return dict(parameters)
+    bound = inspect.BoundArguments(signature, dict(parameters))  # type: ignore[arg-type]
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def _utc(timestamp: float) -> datetime.datetime:
@@ -48,7 +59,7 @@ class FlowRun:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return dict(self._run.parameters)
+        return with_defaults(self._run.flow.signature, self._run.parameters)
 
     @property
     def tags(self) -> list[str]:
@@ -113,7 +124,7 @@ class TaskRun:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return dict(self._run.parameters or {})
+        return with_defaults(self._run.task.signature, self._run.parameters or {})
 
     @property
     def tags(self) -> list[str]:

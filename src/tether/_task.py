@@ -35,6 +35,7 @@ from tether._options import (
     clamped_poisson_interval,
 )
 from tether._run_names import RunName, check_run_name, render_run_name
+from tether._run_views import with_defaults
 
 R = TypeVar("R")
 
@@ -180,7 +181,7 @@ class Task(Generic[R]):
     def name_run(self, ctx: RunContext, parameters: dict[str, Any]) -> str:
         """The name of a new run of this task, from ``task_run_name=`` (set)."""
         assert self.task_run_name is not None
-        return render_run_name(self._owner, "task_run_name", self.task_run_name, parameters, ctx)
+        return render_run_name(self._owner, "task_run_name", self.task_run_name, with_defaults(self.signature, parameters), ctx)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._binder.bind(args, kwargs)
