@@ -59,6 +59,14 @@ FLOWS = textwrap.dedent(
     @flow
     def quick():
         return 1
+
+    @task
+    def noop(i):
+        return i
+
+    @flow
+    def many(n: int = 2050):
+        return len([f.result() for f in [noop.submit(i) for i in range(n)]])
     """
 )
 

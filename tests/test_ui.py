@@ -204,3 +204,44 @@ def test_a_port_in_use_and_a_missing_extra_say_how_to_fix_them(env, monkeypatch)
     result = CliRunner().invoke(_cli_ui.ui, [])
     assert result.exit_code == 1 and 'uvicorn is not installed' in result.output
     assert 'pip install -e ".[ui]"' in result.output
+
+
+def test_a_run_beyond_the_lane_limit_gets_bars_per_task_name_and_a_paged_list(env, flows):
+    from tether.store._queries import LANE_LIMIT
+
+    n = LANE_LIMIT + 50
+    run_id = run_flow(env, flows, "many", f"n={n}")
+    with dashboard(env) as ui:
+        status, page, _ = ui.get(f"/runs/{run_id}")
+        assert status == 200 and '<g class="lane"' not in page
+        assert f'<g class="aggregate" data-task-name="noop" data-count="{n}">' in page
+        assert page.count("<tr data-task-row=") == 100 and f"Page 1 of {(n + 99) // 100}" in page
+        started = [int(x) for x in re.findall(r"<title>noop: (\d+) completed</title>", page)]
+        assert sum(started) == n  # every task run is in one bar
+        status, page, _ = ui.get(f"/runs/{run_id}?page={(n + 99) // 100 - 1}")
+        assert page.count("<tr data-task-row=") == (n % 100 or 100)
+
+
+def test_stretches_of_a_task_run_follow_its_state_changes():
+    from types import SimpleNamespace as Change
+
+    from tether.store._queries import Segment, segments
+
+    changes = [
+        Change(type="PENDING", name="AwaitingConcurrencySlot", timestamp=1.0, run_count=0),
+        Change(type="RUNNING", name="Running", timestamp=2.0, run_count=1),
+        Change(type="PENDING", name="AwaitingRetry", timestamp=3.0, run_count=1),
+        Change(type="RUNNING", name="Retrying", timestamp=4.0, run_count=2),
+        Change(type="COMPLETED", name="Cached", timestamp=5.0, run_count=2),
+    ]
+    assert segments(0.5, changes, now=9.0) == [
+        Segment("PENDING", "Pending", 0.5, 1.0, 0),
+        Segment("PENDING", "AwaitingConcurrencySlot", 1.0, 2.0, 0),
+        Segment("RUNNING", "Running", 2.0, 3.0, 1),
+        Segment("PENDING", "AwaitingRetry", 3.0, 4.0, 1),
+        Segment("RUNNING", "Retrying", 4.0, 5.0, 2),
+        Segment("COMPLETED", "Cached", 5.0, 5.0, 2),  # a final state is a tick
+    ]
+    running = [Change(type="RUNNING", name="Running", timestamp=1.0, run_count=1)]
+    assert segments(1.0, running, now=9.0) == [Segment("RUNNING", "Running", 1.0, 9.0, 1)]  # no pending time; until now
+    assert segments(1.0, running, now=None)[-1].end is None

@@ -181,26 +181,34 @@ def run_view(store: Store, run_id: str, page: int = 0, page_size: int = 100, now
                 f"No flow run in the store {store.location.shown} has the id {run_id!r}. List the runs with: tether runs ls"
             )
         mine = task_runs.c.flow_run_id == run_id
-        counts = _task_counts(conn, [run_id]).get(run_id, {})
-        total = sum(counts.values())
+        total = conn.execute(sa.select(sa.func.count()).where(mine)).scalar_one()
         ledger = store._ledger(conn, resources.c.flow_run_id == run_id)
-        first, last = _span(conn, row, ledger, now)
         lanes: list[TaskLane] | None = None
         buckets: list[StartBucket] = []
-        width = max(last - first, 1e-6) / BUCKETS
+        counts: dict[str, int] = {}
         if total <= LANE_LIMIT:
             lanes = _lanes(conn, run_id, now)
-        else:
-            buckets = _buckets(conn, run_id, first, width)
+            for lane in lanes:
+                state = lane.task.state_type or "UNKNOWN"
+                counts[state] = counts.get(state, 0) + 1
+            times = [t for lane in lanes for t in (lane.task.created, lane.task.start_time, lane.task.end_time) if t]
+            unfinished = any(lane.task.end_time is None for lane in lanes)
+            first, last = _span(row, ledger, times, unfinished, now)
+        else:  # one pass over the task runs: the flow run's own times bound them
+            first, last = _span(row, ledger, [], False, now)
+            buckets = _buckets(conn, run_id, first, max(last - first, 1e-6) / BUCKETS)
+            for b in buckets:
+                counts[b.state_type] = counts.get(b.state_type, 0) + b.count
+        width = max(last - first, 1e-6) / BUCKETS
         tasks = conn.execute(
             sa.select(task_runs).where(mine).order_by(task_runs.c.created, task_runs.c.id)
             .offset(page * page_size).limit(page_size)
         ).mappings().all()
+        failure_total = sum(counts.get(t, 0) for t in ("FAILED", "CRASHED"))
         failed = task_runs.c.state_type.in_(("FAILED", "CRASHED"))
         failures = conn.execute(
             sa.select(task_runs).where(mine, failed).order_by(task_runs.c.created).limit(failure_limit)
-        ).mappings().all()
-        failure_total = sum(counts.get(t, 0) for t in ("FAILED", "CRASHED"))
+        ).mappings().all() if failure_total else []
         lines = conn.execute(
             sa.select(logs).where(logs.c.flow_run_id == run_id).order_by(logs.c.id).limit(log_limit)
         ).mappings().all()
@@ -325,21 +333,15 @@ def change_token(store: Store) -> str:
 # -- pieces ------------------------------------------------------------------------------
 
 
-def _span(conn: sa.Connection, row: Any, ledger: list[LedgerEntry], now: float | None) -> tuple[float, float]:
-    """The earliest and latest time recorded for a flow run, its task runs and its resource copies."""
-    first, last, running = conn.execute(
-        sa.select(
-            sa.func.min(task_runs.c.created),
-            sa.func.max(sa.func.coalesce(task_runs.c.end_time, task_runs.c.start_time, task_runs.c.created)),
-            sa.func.sum(sa.case((task_runs.c.end_time.is_(None), 1), else_=0)),
-        ).where(task_runs.c.flow_run_id == row["id"])
-    ).one()
-    starts = [t for t in (row["created"], row["start_time"], first) if t is not None]
-    starts += [entry.created for entry in ledger]
-    ends = [t for t in (row["end_time"], last) if t is not None]
+def _span(row: Any, ledger: list[LedgerEntry], task_times: list[float], unfinished: bool,
+          now: float | None) -> tuple[float, float]:
+    """The earliest and latest time recorded for a flow run, its resource copies and the task run times given;
+    ``now`` ends the span of a run, task run or copy that has not ended."""
+    starts = [t for t in (row["created"], row["start_time"]) if t is not None]
+    starts += [entry.created for entry in ledger] + task_times
+    ends = [t for t in (row["end_time"],) if t is not None] + task_times
     ends += [t for entry in ledger for t in (entry.setup_at, entry.cleaned_at) if t is not None]
-    open_ended = row["end_time"] is None or running or any(entry.cleaned_at is None for entry in ledger)
-    if open_ended and now is not None:
+    if (row["end_time"] is None or unfinished or any(e.cleaned_at is None for e in ledger)) and now is not None:
         ends.append(now)
     start = min(starts)
     return start, max([start, *ends])
