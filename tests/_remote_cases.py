@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tether import UnpicklableArgumentError, flow, get_run_logger, resource, task
+from tether.store import active_store
 from tether.testing import RecordingStore
 
 # -- a resource that records its life in a file ------------------------------------------
@@ -235,6 +238,41 @@ def test_the_ledger_records_each_copy_with_its_worker(make_runner, worker_count,
         assert event.worker == socket.gethostname() and event.details["worker"]
     assert set(by_pid) == pids
     assert all(s == ["setup-started", "setup", "cleanup"] for s in by_pid.values()), by_pid
+
+
+def test_workers_write_their_copies_ledger_rows_and_the_flow_process_none(make_runner, worker_count, tmp_path, monkeypatch):
+    monkeypatch.delenv("TETHER_STORE", raising=False)  # the store, in this test's TETHER_HOME
+    log = StepLog(tmp_path / "steps.jsonl")
+
+    @flow(task_runner=make_runner())
+    def pipeline():
+        with recorded(log) as handle:
+            return sorted({f.result() for f in [use.submit(handle, i) for i in range(40)]})
+
+    pipeline()  # the store exists now
+    store = active_store()
+    assert store is not None
+    written: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if re.search(r"\bresources\b", statement) and not statement.lstrip().upper().startswith("SELECT"):
+            written.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        with RecordingStore() as events:
+            pids = pipeline()
+        store.flush()
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+    assert written == []  # every step of the workers' copies was written by the worker itself
+    steps = [e for e in events.resource_steps("recorded") if e.step != "used"]
+    assert {e.pid for e in steps} == set(pids) and len(pids) == worker_count  # every recorder still sees them...
+    assert all(e.details["stored_in"] == store.location.url for e in steps)  # ...marked as stored
+    scope_id = steps[0].scope_id
+    rows = [r for r in store.resources() if r.scope_id == scope_id]
+    assert sorted(r.pid for r in rows) == pids
+    assert all((r.setup_outcome, r.cleanup_outcome, r.flow_run_id) == ("succeeded", "succeeded", steps[0].flow_run_id) for r in rows)
 
 
 def test_unpicklable_arguments_fail_at_submit_naming_them(make_runner, tmp_path):

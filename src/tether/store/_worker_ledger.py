@@ -180,7 +180,11 @@ def _warn_once(target: LedgerTarget, what: str, exc: BaseException | None) -> No
         "returns (its worker killed, say) will be missing from the ledger. Make the store reachable from "
         "the workers (a database server named by a host name or address that reaches it from them, not a "
         "SQLite file, for workers on other hosts).",
-        os.getpid(), socket.gethostname(), where, what, why,
+        os.getpid(),
+        socket.gethostname(),
+        where,
+        what,
+        why,
     )
 
 
