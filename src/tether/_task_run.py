@@ -267,6 +267,8 @@ class TaskRun:
             self.finish(cancelled_before_start())
             return False
         events.emit(event)
+        if self.task.on_running:
+            self._run_hooks(new, self.task.on_running)
         timeout = self.task.timeout_seconds
         if timeout is not None and self.async_task is None:
             attempt = self.record.run_count
@@ -400,8 +402,9 @@ class TaskRun:
         self._complete()
         return True
 
-    def _run_hooks(self, state: State) -> None:
-        hooks = self.task.on_completion if state.is_completed() else self.task.on_failure if state.type in (StateType.FAILED, StateType.CRASHED) else ()
+    def _run_hooks(self, state: State, hooks: tuple[Callable[..., Any], ...] | None = None) -> None:
+        if hooks is None:
+            hooks = self.task.on_completion if state.is_completed() else self.task.on_failure if state.type in (StateType.FAILED, StateType.CRASHED) else ()
         for hook in hooks:
             try:
                 hook(self.task, TaskRunView(self), state)
