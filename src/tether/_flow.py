@@ -52,6 +52,7 @@ FLOW_OPTIONS = (
     "flow_run_name",
     "validate_parameters",
     "persist_result",
+    "on_running",
 )
 
 
@@ -76,6 +77,7 @@ class FlowFunction(Generic[R]):
         flow_run_name: RunName | None = None,
         validate_parameters: bool = True,
         persist_result: bool | None = None,
+        on_running: list[Callable[..., Any]] | None = None,
     ) -> None:
         check_callable("flow", fn)
         self.fn = fn
@@ -98,6 +100,7 @@ class FlowFunction(Generic[R]):
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
         self.on_cancellation = check_hooks(owner, "on_cancellation", on_cancellation)
         self.on_crashed = check_hooks(owner, "on_crashed", on_crashed)
+        self.on_running = check_hooks(owner, "on_running", on_running)
         self.description = check_text(owner, "description", description) or inspect.getdoc(fn)
         self.version = check_text(owner, "version", version)
         self.flow_run_name = check_run_name(owner, "flow_run_name", flow_run_name)
@@ -145,6 +148,7 @@ class FlowFunction(Generic[R]):
             "flow_run_name": self.flow_run_name,
             "validate_parameters": self.validate_parameters,
             "persist_result": self.persist_result,
+            "on_running": list(self.on_running),
         }
         return FlowFunction(self.fn, **{**current, **options})
 

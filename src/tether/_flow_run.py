@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from tether._annotations import allow_failure, quote
@@ -298,6 +298,8 @@ class FlowRun:
         if self.flow.timeout_seconds is not None:
             self._timer = watchdog.schedule(self.flow.timeout_seconds, self._on_timeout)
         self._enter_body(Running())
+        if self.flow.on_running:
+            self._run_hooks(self.record.state, self.flow.on_running)
 
     def _reclaim_signal_handlers(self) -> None:
         """Put tether's handlers back where starting the runner, or a library the body called,
@@ -497,14 +499,15 @@ class FlowRun:
             return Failed(error, message=str(error))
         return Completed(value)
 
-    def _run_hooks(self, state: State) -> None:
+    def _run_hooks(self, state: State, hooks: tuple[Callable[..., Any], ...] | None = None) -> None:
         flow = self.flow
-        hooks = {
-            StateType.COMPLETED: flow.on_completion,
-            StateType.FAILED: flow.on_failure,
-            StateType.CANCELLED: flow.on_cancellation,
-            StateType.CRASHED: flow.on_crashed,
-        }[state.type]
+        if hooks is None:
+            hooks = {
+                StateType.COMPLETED: flow.on_completion,
+                StateType.FAILED: flow.on_failure,
+                StateType.CANCELLED: flow.on_cancellation,
+                StateType.CRASHED: flow.on_crashed,
+            }[state.type]
         for hook in hooks:
             try:
                 hook(flow, FlowRunView(self), state)
