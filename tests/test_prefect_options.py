@@ -371,3 +371,55 @@ def test_validate_parameters_false_passes_values_unchanged(runner):
         return limit
 
     assert etl("many") == "many"
+
+
+# -- result_storage_key, on_running ------------------------------------------------------------
+
+
+def test_result_storage_key_is_where_the_result_is_found_again(runner):
+    calls = []
+
+    @task(result_storage_key="weather-{parameters[city]}")
+    def fetch(city, units="metric"):
+        calls.append(city)
+        return f"sunny in {city}"
+
+    @flow(task_runner=runner)
+    def pipeline(city):
+        state = fetch(city, return_state=True)
+        return state.name, state.result()
+
+    first, again, other = pipeline("paris"), pipeline("paris"), pipeline("rome")
+    assert (first, again, other) == (("Completed", "sunny in paris"), ("Cached", "sunny in paris"), ("Completed", "sunny in rome"))
+    assert calls == ["paris", "rome"]
+
+
+def test_result_storage_key_can_name_the_run(runner):
+    @task(result_storage_key="{flow_run.name}/{task_run.task_name}-{parameters[units]}")
+    def fetch(city, units="metric"):
+        return city
+
+    @flow(task_runner=runner, flow_run_name="daily")
+    def pipeline():
+        fetch("x")
+        return fetch("x", return_state=True).name
+
+    assert pipeline() == "Cached"
+    assert repr(fetch.cache_policy) == "StorageKeyPolicy('{flow_run.name}/{task_run.task_name}-{parameters[units]}')"
+    assert fetch.with_options(result_storage_key="k", cache_policy=NONE).cache_policy is None
+
+
+def test_on_running_hooks_run_when_the_run_starts(runner):
+    seen = []
+
+    @task(on_running=[lambda t, run, state: seen.append(("task", t.name, run.name, state.name))])
+    def work():
+        seen.append(("body",))
+
+    @flow(task_runner=runner, on_running=[lambda f, run, state: seen.append(("flow", f.name, run.name, state.name))])
+    def pipeline():
+        seen.append(("flow body",))
+        work()
+
+    pipeline()
+    assert seen == [("flow", "pipeline", "pipeline", "Running"), ("flow body",), ("task", "work", "work", "Running"), ("body",)]

@@ -185,6 +185,22 @@ class RunId(CachePolicy):
         return "RUN_ID"
 
 
+class StorageKeyPolicy(CachePolicy):
+    """``result_storage_key=``: the result is stored, and found again, under this key, a
+    template formatted with ``parameters`` (the run's, defaults included) and the run's
+    ``flow_run`` and ``task_run`` (``"{parameters[city]}-{flow_run.name}"``), as in Prefect."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        run = task_ctx.task_run
+        return self.template.format(parameters=run.parameters, task_run=run, flow_run=task_ctx.flow_run)
+
+    def __repr__(self) -> str:
+        return f"StorageKeyPolicy({self.template!r})"
+
+
 class CacheKeyFnPolicy(CachePolicy):
     """A ``cache_key_fn(context, parameters)``: its key, or None for no caching."""
 

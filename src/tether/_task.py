@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
 
-from tether._cache_policies import DEFAULT, NONE, CacheKeyFnPolicy, CachePolicy
+from tether._cache_policies import DEFAULT, NONE, CacheKeyFnPolicy, CachePolicy, StorageKeyPolicy
 from tether._context import RunContext, building_graph, current_run, current_tags
 from tether._core import Failed
 from tether._errors import UsageError
@@ -58,6 +58,8 @@ TASK_OPTIONS = (
     "cache_policy",
     "persist_result",
     "refresh_cache",
+    "result_storage_key",
+    "on_running",
     # Prefect 1's names for the same things:
     "log_stdout",
     "max_retries",
@@ -98,6 +100,8 @@ class Task(Generic[R]):
         cache_policy: CachePolicy | None = None,
         persist_result: bool | None = None,
         refresh_cache: bool | None = None,
+        result_storage_key: str | None = None,
+        on_running: list[Callable[..., Any]] | None = None,
         log_stdout: bool | None = None,
         max_retries: int | None = None,
         retry_delay: datetime.timedelta | float | None = None,
@@ -130,12 +134,14 @@ class Task(Generic[R]):
         self.persist_result = check_flag(owner, "persist_result", persist_result)
         self.refresh_cache = bool(check_flag(owner, "refresh_cache", refresh_cache))
         self.cache_expiration = check_expiration(owner, cache_expiration)
-        self.cache_policy: CachePolicy | None = _policy_in_force(cache_policy, cache_key_fn, self.persist_result)
+        self.result_storage_key = check_text(owner, "result_storage_key", result_storage_key)
+        self.cache_policy: CachePolicy | None = _policy_in_force(cache_policy, cache_key_fn, self.result_storage_key, self.persist_result)
         # No caching option at all: the flow's persist_result decides, as in Prefect.
-        self.inherits_persistence = cache_policy is None and cache_key_fn is None and persist_result is None
+        self.inherits_persistence = cache_policy is None and cache_key_fn is None and result_storage_key is None and persist_result is None
         self.task_run_name = check_run_name(owner, "task_run_name", task_run_name)
         self.on_completion = check_hooks(owner, "on_completion", on_completion)
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
+        self.on_running = check_hooks(owner, "on_running", on_running)
         self.log_prints = _one_of(owner, "log_prints", log_prints, None, "log_stdout", log_stdout)
         self.description = check_text(owner, "description", description) or inspect.getdoc(fn)
         self.version = check_text(owner, "version", version)
@@ -271,10 +277,12 @@ def _one_of(owner: str, name: str, value: Any, default: Any, old_name: str, old_
     return old_value
 
 
-def _policy_in_force(policy: CachePolicy | None, key_fn: Any, persist_result: bool | None) -> CachePolicy | None:
+def _policy_in_force(policy: CachePolicy | None, key_fn: Any, storage_key: str | None, persist_result: bool | None) -> CachePolicy | None:
     """The policy that makes this task's cache keys, or None for no caching (as Prefect 3 decides)."""
-    if persist_result is False:  # results are not kept, so there is nothing to reuse
+    if persist_result is False or policy == NONE:  # results are not kept, so there is nothing to reuse
         return None
+    if storage_key is not None:  # the key the result is stored under is the one it is found by
+        return StorageKeyPolicy(storage_key)
     if key_fn is not None:
         return CacheKeyFnPolicy(key_fn)
     if policy is not None:
