@@ -271,3 +271,22 @@ def test_a_worker_writes_each_step_before_it_returns(tmp_path):
         )
     finally:
         store.close()
+
+
+def test_a_worker_keeps_the_heartbeat_of_the_copies_it_holds(tmp_path, monkeypatch):
+    """A worker on another host is judged by its heartbeat: the worker beats for its open copies."""
+    monkeypatch.setenv("TETHER_HEARTBEAT_SECONDS", "0.05")
+    url = sa.make_url(f"sqlite:///{tmp_path / 'ledger.db'}")
+    target = LedgerTarget(url, socket.gethostname(), "flow-1", None, None)
+    store = open_store(url)
+    try:
+        assert record_copy_step(target, "setup-started", "scope-1", "db")
+        (row,) = store.resources()
+        deadline = time.monotonic() + 30
+        while store.resources()[0].heartbeat == row.heartbeat:
+            assert time.monotonic() < deadline, "the heartbeat never moved"
+            time.sleep(0.02)
+        assert record_copy_step(target, "cleanup", "scope-1", "db", outcome="succeeded")
+        assert store.resources()[0].status == "closed"
+    finally:
+        store.close()
