@@ -18,6 +18,7 @@ from tether._context import RunContext, current_run
 from tether._deployment import Deployment
 from tether._flow_run import FlowRun
 from tether._options import (
+    Hooks,
     ParameterBinder,
     check_callable,
     check_flag,
@@ -96,11 +97,11 @@ class FlowFunction(Generic[R]):
             )
         self.task_runner = task_runner
         self.log_prints = log_prints
-        self.on_completion = check_hooks(owner, "on_completion", on_completion)
-        self.on_failure = check_hooks(owner, "on_failure", on_failure)
-        self.on_cancellation = check_hooks(owner, "on_cancellation", on_cancellation)
-        self.on_crashed = check_hooks(owner, "on_crashed", on_crashed)
-        self.on_running = check_hooks(owner, "on_running", on_running)
+        self.on_completion = Hooks(check_hooks(owner, "on_completion", on_completion), self, "on_completion")
+        self.on_failure = Hooks(check_hooks(owner, "on_failure", on_failure), self, "on_failure")
+        self.on_cancellation = Hooks(check_hooks(owner, "on_cancellation", on_cancellation), self, "on_cancellation")
+        self.on_crashed = Hooks(check_hooks(owner, "on_crashed", on_crashed), self, "on_crashed")
+        self.on_running = Hooks(check_hooks(owner, "on_running", on_running), self, "on_running")
         self.description = check_text(owner, "description", description) or inspect.getdoc(fn)
         self.version = check_text(owner, "version", version)
         self.flow_run_name = check_run_name(owner, "flow_run_name", flow_run_name)
