@@ -423,3 +423,30 @@ def test_on_running_hooks_run_when_the_run_starts(runner):
 
     pipeline()
     assert seen == [("flow", "pipeline", "pipeline", "Running"), ("flow body",), ("task", "work", "work", "Running"), ("body",)]
+
+
+def test_hooks_register_as_decorators_as_in_prefect(runner):
+    seen = []
+
+    @task
+    def work():
+        return "world"
+
+    @work.on_running
+    def log_start(task_, task_run, state):
+        seen.append(f"Starting {task_.name}!")
+
+    @flow(task_runner=runner)
+    def failing():
+        work()
+        raise ValueError("oops!")
+
+    @failing.on_failure
+    def notify(flow_, flow_run, state):
+        seen.append(f"{flow_run.name} entered {state.name}")
+
+    assert failing(return_state=True).is_failed()
+    assert seen == ["Starting work!", "failing entered Failed"]
+    assert log_start.__name__ == "log_start" and work.on_running == (log_start,)
+    with pytest.raises(UsageError, match="on_failure must be a list of callables"):
+        failing.on_failure(3)

@@ -125,6 +125,28 @@ def check_expiration(owner: str, expiration: Any) -> datetime.timedelta | None:
     raise UsageError(f"{owner}: cache_expiration={expiration!r} must be a datetime.timedelta or seconds.")
 
 
+class Hooks(tuple):  # type: ignore[type-arg]
+    """A task's or flow's hooks for one state (``on_failure``...): a tuple the engine reads,
+    that also registers a hook when called, as Prefect's decorator does::
+
+        @my_flow.on_failure
+        def notify(flow, flow_run, state): ...
+    """
+
+    _owner: Any
+    _name: str
+
+    def __new__(cls, hooks: tuple[Callable[..., Any], ...], owner: Any, name: str) -> Hooks:
+        made = super().__new__(cls, hooks)
+        made._owner, made._name = owner, name
+        return made
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        check_hooks(repr(self._owner), self._name, [fn])
+        setattr(self._owner, self._name, Hooks((*self, fn), self._owner, self._name))
+        return fn
+
+
 def check_hooks(owner: str, name: str, hooks: Any) -> tuple[Callable[..., Any], ...]:
     if hooks is None:
         return ()

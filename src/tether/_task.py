@@ -21,6 +21,7 @@ from tether._errors import UsageError
 from tether._futures import TaskFuture, TaskFutureList
 from tether._logging import logger
 from tether._options import (
+    Hooks,
     ParameterBinder,
     check_callable,
     check_expiration,
@@ -139,9 +140,9 @@ class Task(Generic[R]):
         # No caching option at all: the flow's persist_result decides, as in Prefect.
         self.inherits_persistence = cache_policy is None and cache_key_fn is None and result_storage_key is None and persist_result is None
         self.task_run_name = check_run_name(owner, "task_run_name", task_run_name)
-        self.on_completion = check_hooks(owner, "on_completion", on_completion)
-        self.on_failure = check_hooks(owner, "on_failure", on_failure)
-        self.on_running = check_hooks(owner, "on_running", on_running)
+        self.on_completion = Hooks(check_hooks(owner, "on_completion", on_completion), self, "on_completion")
+        self.on_failure = Hooks(check_hooks(owner, "on_failure", on_failure), self, "on_failure")
+        self.on_running = Hooks(check_hooks(owner, "on_running", on_running), self, "on_running")
         self.log_prints = _one_of(owner, "log_prints", log_prints, None, "log_stdout", log_stdout)
         self.description = check_text(owner, "description", description) or inspect.getdoc(fn)
         self.version = check_text(owner, "version", version)
