@@ -152,3 +152,11 @@ def test_overlap_while_a_run_is_going(overlap, started, skipped, cancelled):
     assert [d.id for d, _ in verdict.skipped] == skipped and [d.id for d, _ in verdict.cancelled] == cancelled
     for _, why in verdict.skipped + verdict.cancelled:
         assert f"overlap={overlap}" in why and "was still going" in why
+
+
+def test_a_rule_finer_than_a_day_gives_the_same_times_as_cron_without_counting_from_2020():
+    after = utc("2026-05-01T10:02:00")
+    rule = RRule("FREQ=MINUTELY;INTERVAL=5")
+    assert rule.times(after, after + 86400) == Cron("*/5 * * * *").times(after, after + 86400)
+    assert RRule("FREQ=SECONDLY;INTERVAL=2").times(after, after + 6) == [after + 2, after + 4, after + 6]
+    assert RRule("FREQ=DAILY;COUNT=3").next_time(after) is None  # a rule that ended gives no time

@@ -244,9 +244,8 @@ class RRule(Schedule):
             ) from None
 
     def _rule(self) -> _dateutil_rrule.rrule | _dateutil_rrule.rruleset:
-        zone = self.zone
         text = self.rrule if ":" in self.rrule.split(";")[0] or "\n" in self.rrule else f"RRULE:{self.rrule}"
-        rule = rrulestr(text, dtstart=DEFAULT_ANCHOR.replace(tzinfo=zone), forceset=True)
+        rule: _dateutil_rrule.rrule | _dateutil_rrule.rruleset = rrulestr(text, dtstart=DEFAULT_ANCHOR.replace(tzinfo=self.zone))
         return rule
 
     def _iter_after(self, after: float) -> Iterator[float]:
@@ -255,12 +254,9 @@ class RRule(Schedule):
         tz = _tzinfo_of(rule, zone)
         moment = dt.datetime.fromtimestamp(after, zone)
         probe = moment.replace(tzinfo=None) if tz is None else moment.astimezone(tz)
+        rule = _started_near(rule, probe)
         last = -math.inf
-        while True:
-            found = rule.after(probe, inc=False)
-            if found is None:
-                return
-            probe = found
+        for found in rule.xafter(probe, inc=False):
             local = found.tzinfo is None or found.tzinfo is zone
             t = _wall_to_timestamp(found.replace(tzinfo=None), zone) if local else found.timestamp()
             if t > after and t > last:
@@ -276,8 +272,29 @@ class RRule(Schedule):
 
 def _tzinfo_of(rule: _dateutil_rrule.rrule | _dateutil_rrule.rruleset, zone: ZoneInfo) -> dt.tzinfo | None:
     """The tzinfo the rule's times carry (a DTSTART in the text may be naive or UTC)."""
-    starts = [r._dtstart for r in getattr(rule, "_rrule", [])]  # noqa: SLF001 - dateutil keeps no public accessor
-    return starts[0].tzinfo if starts else zone
+    rules = getattr(rule, "_rrule", None)
+    first = rules[0] if rules else rule
+    start = getattr(first, "_dtstart", None)  # dateutil keeps no public accessor
+    return start.tzinfo if start is not None else zone
+
+
+#: dateutil's frequencies finer than a day (HOURLY, MINUTELY, SECONDLY): counted from 2020 they cost
+#: a step per period, so such a rule starts counting at a point of its own lattice near the time asked.
+_FINE = {_dateutil_rrule.HOURLY: 3600, _dateutil_rrule.MINUTELY: 60, _dateutil_rrule.SECONDLY: 1}
+
+
+def _started_near(rule: Any, probe: dt.datetime) -> Any:
+    """``rule`` with its DTSTART moved forward by whole periods to just before ``probe`` (the same times
+    after ``probe``), when that is exact: one rule, no COUNT, a frequency finer than a day."""
+    if not isinstance(rule, _dateutil_rrule.rrule) or rule._count is not None or rule._freq not in _FINE:  # noqa: SLF001
+        return rule
+    start = rule._dtstart  # noqa: SLF001
+    if (start.tzinfo is None) != (probe.tzinfo is None):
+        return rule
+    period = dt.timedelta(seconds=_FINE[rule._freq] * rule._interval)  # noqa: SLF001
+    wall = probe.replace(tzinfo=None) if probe.tzinfo is None else probe.astimezone(start.tzinfo).replace(tzinfo=None)
+    steps = math.floor((wall - start.replace(tzinfo=None)) / period) - 2
+    return rule.replace(dtstart=start + steps * period) if steps > 0 else rule
 
 
 def _wall_to_timestamp(wall: dt.datetime, zone: ZoneInfo) -> float:
