@@ -106,7 +106,7 @@ def test_a_body_blocked_past_its_timeout_ends_its_worker_process_and_the_pool_re
     (started,) = log.entries("started")
     assert state.is_failed()  # the timed-out run was not looked at
     assert futures[0].state.name == "TimedOut"
-    assert f"worker process {started['pid']} was ended" in futures[0].state.message
+    assert f"its worker process {started['pid']} takes no more calls" in futures[0].state.message
     with pytest.raises(ProcessLookupError):
         os.kill(started["pid"], 0)
 

@@ -39,6 +39,7 @@ from tether._interrupt import raise_in_thread, survive_stop_signals
 from tether._wire import Call, WorkerLost, dump_error, load_error
 from tether._worker import (
     close_all_copies,
+    holds_copies,
     identify,
     interrupt,
     is_running,
@@ -366,6 +367,12 @@ def child_main() -> None:
             reply = (False, dump_error(exc))
         with send_lock:
             conn.send(("done", request_id, *reply))
+        exit_once_closed()
+
+    def exit_once_closed() -> None:
+        """A worker that answered for a stuck call exits once the flow process closed its copies."""
+        if answered.is_set() and not holds_copies():
+            os._exit(1)
 
     def read() -> None:
         try:
@@ -379,6 +386,9 @@ def child_main() -> None:
                 elif kind == "interrupt":
                     interrupt(message[1], message[2])
                 elif kind == "stop":
+                    if answered.is_set():  # the main thread is stuck in a body: it cannot stop the loop
+                        close_all_copies("the runner stopped while this worker still held the copy")
+                        os._exit(1)
                     calls.put(None)
                     return
         except (EOFError, OSError):
@@ -386,16 +396,21 @@ def child_main() -> None:
             os._exit(1)
 
     def exit_stuck(call: Call) -> None:
-        """The body of ``call`` did not stop after its timeout: answer for it, and exit."""
+        """The body of ``call`` did not stop after its timeout: answer for it, take no more
+        calls, and exit once the flow process has closed the copies held here (each with
+        its scope's outcome; the body may still hold one, as on a thread runner)."""
         error = TaskRunTimeout(
             f"Task run {call.task_run_name!r} exceeded its timeout of {call.timeout:g} s. It did not stop "
-            f"within {call.grace:g} s, so its worker process {os.getpid()} was ended."
+            f"within {call.grace:g} s, so it was abandoned: its worker process {os.getpid()} takes no more "
+            "calls and exits once its resource copies are cleaned up."
         )
         result = stuck_result(call, error)
+        answered.set()
         with send_lock:
             conn.send(("last", serving[0], True, cloudpickle.dumps(result)))
-        os._exit(1)
+        exit_once_closed()
 
+    answered = threading.Event()  # set once it answered for a stuck call
     serving = [-1]
     set_stuck_handler(exit_stuck)
     threading.Thread(target=read, name="tether-reader", daemon=True).start()
