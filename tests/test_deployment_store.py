@@ -1,0 +1,122 @@
+"""The store's deployment rows: created once per (deployment, scheduled time), claimed by one process,
+and settled when the process that holds them is gone (by its pid here, by its lease elsewhere)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from tether.store import open_store
+from tether.store._deployments import DeploymentSpec, DeploymentTable
+from tether.store._ledger import ProcessInfo
+from tether.store._schema import deployment_runs, flow_runs
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """A fresh store: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards)."""
+    if request.param == "sqlite":
+        opened = open_store(f"sqlite:///{tmp_path / 'store' / 'tether.db'}")
+        yield opened
+        opened.close()
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"tether_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    opened = open_store(f"{base}?options=-csearch_path%3D{schema}")
+    try:
+        yield opened
+    finally:
+        opened.close()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def spec(name: str = "d", flow: str = "f", key: str = "k1") -> DeploymentSpec:
+    return DeploymentSpec(name, flow, "/x/flows.py:f", "{}", "[]", None, None, "[]", key, "latest", "queue")
+
+
+def every_second(after: float, until: float) -> list[float]:
+    first = int(after) + 1
+    return [float(t) for t in range(first, int(until) + 1)]
+
+
+def test_each_scheduled_time_is_one_row_however_many_plan_it(store):
+    table = DeploymentTable(store.engine)
+    table.register(spec())
+    start = threading.Barrier(4)
+
+    def plan() -> None:
+        start.wait()
+        for _ in range(5):
+            table.plan("d", every_second, lookahead=5)
+
+    threads = [threading.Thread(target=plan) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    times = [r.scheduled_time for r in table.runs("d", limit=None)]
+    assert times and len(times) == len(set(times))
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:  # the key itself refuses a second row
+        conn.execute(sa.insert(deployment_runs).values(deployment="d", scheduled_time=times[0], trigger="schedule", status="scheduled", created=0.0))
+
+
+def test_concurrent_claimers_start_each_run_once(store):
+    table = DeploymentTable(store.engine)
+    table.register(spec())
+    asked = [table.request_run("d", {"n": n}) for n in range(6)]
+    won: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def claim(pid: int) -> None:
+        me = ProcessInfo(pid, "host-a", None)
+        start.wait()
+        for _ in range(10):
+            got = table.claim("d", me, late_seconds=60)
+            if got is not None:
+                with lock:
+                    won.append(got.id)
+                table.begin_run(got.id, me, ProcessInfo(pid + 1000, "host-a", None))
+                table.finish(got.id, "COMPLETED", "Completed", pid + 1000)
+
+    threads = [threading.Thread(target=claim, args=(10 + i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == sorted(set(won))
+    assert all(r.status == "completed" for r in table.runs("d") if r.id in won)
+    assert set(won) <= set(asked)
+
+
+def test_the_runs_of_a_serve_process_on_another_host_are_settled_when_its_lease_runs_out(store):
+    table = DeploymentTable(store.engine)
+    table.register(spec())
+    claimed_id, running_id = table.request_run("d", {}), table.request_run("d", {})
+    elsewhere = ProcessInfo(4242, "other-host", "1")
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(flow_runs).values(id="f" * 32, name="f", state_type="RUNNING", state_name="Running",
+                                                 run_count=1, created=1.0, host="other-host", pid=77))  # fmt: skip
+        conn.execute(sa.update(deployment_runs).where(deployment_runs.c.id == claimed_id).values(status="claimed", claimed_by=elsewhere.as_json(), lease=sa.literal(0.0)))
+        conn.execute(sa.update(deployment_runs).where(deployment_runs.c.id == running_id).values(
+            status="running", claimed_by=elsewhere.as_json(), lease=sa.literal(0.0), child_pid=77, flow_run_id="f" * 32))  # fmt: skip
+    now = table.now()
+    with store.engine.begin() as conn:  # a fresh lease: nothing happens
+        conn.execute(sa.update(deployment_runs).values(lease=now))
+    assert table.recover(lease_seconds=30, seen_by="a test") == []
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(deployment_runs).values(lease=now - 100))
+    settled = {r.id: r for r in table.recover(lease_seconds=30, seen_by="a test")}
+    assert settled[claimed_id].status == "scheduled" and "nothing ran" in (settled[claimed_id].reason or "")
+    assert settled[running_id].status == "crashed" and "renewed no lease" in (settled[running_id].reason or "")
+    assert store.flow_run("f" * 32).flow_run.state_type == "CRASHED"
+    assert table.recover(lease_seconds=30, seen_by="a test") == []  # settled once
