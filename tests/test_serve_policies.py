@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pathlib
+import signal
 import time
 from typing import Any
 
@@ -182,3 +183,29 @@ def test_the_live_display_shows_the_next_times_and_the_runs_in_progress(server_f
     settle(server)
     lines.update(server)
     assert f"run {second} (scheduled" in piped.getvalue() and f"run {second} completed." in piped.getvalue()
+
+
+@flow
+def dies(n: int = 1) -> int:
+    if n == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # the run's process dies under it
+    return n
+
+
+def test_a_run_whose_process_dies_is_recorded_crashed_and_serve_goes_on(tmp_path, monkeypatch):
+    monkeypatch.delenv("TETHER_STORE", raising=False)
+    server = Server([dies.to_deployment(name="dies")], ServeSettings(late_seconds=0.0, lookahead_seconds=0.0), store=open_store())
+    try:
+        server.register()
+        crashed = server.table.request_run("dies", {"n": 1})
+        server.tick()
+        settle(server)
+        fine = server.table.request_run("dies", {"n": 2})
+        server.tick()
+        settle(server)
+        by_id = {r.id: r for r in server.table.runs("dies")}
+        assert by_id[crashed].status == "crashed" and "ended before recording the run" in (by_id[crashed].reason or "")
+        assert server.store.flow_run(by_id[crashed].flow_run_id).flow_run.state_type == "CRASHED"
+        assert by_id[fine].status == "completed"
+    finally:
+        server.store.close()
