@@ -33,6 +33,10 @@ import pytest
 
 import tether.store
 
+# The cells start together (see `cells`): under load, a Ray or Dask cell alone may take
+# longer to come up than the suite's default timeout per test.
+pytestmark = pytest.mark.timeout(600)
+
 SCRIPT = Path(__file__).parent / "scripts" / "runner_signal_flow.py"
 EXIT = {signal.SIGTERM: {143}, signal.SIGINT: {130, -signal.SIGINT}}  # Python re-raises SIGINT on KeyboardInterrupt
 OUTCOME = {signal.SIGTERM: "Terminated", signal.SIGINT: "KeyboardInterrupt"}
@@ -45,6 +49,7 @@ CELLS = {
     "dask-hold-SIGTERM": ("dask", "hold"),
     "dask-hold-SIGINT": ("dask", "hold"),
     "ray-hold": ("ray", "hold"),
+    "hijacking-hold": ("hijacking", "hold"),
     "dask-timeout": ("dask", "timeout"),
     "ray-timeout": ("ray", "timeout"),
     "threads-commit": ("threads", "commit"),
@@ -229,6 +234,19 @@ def test_sigterm_on_ray_cleans_up_every_copy_and_exits_143(cell):
     assert code == 143, err
     assert cell.flow_run().state_name == "Cancelled"
     cell.assert_nothing_left()
+
+
+@pytest.mark.parametrize("cell", ["hijacking-hold"], indirect=True)
+def test_sigterm_is_tethers_even_when_starting_the_runner_installed_another_handler(cell):
+    """The mechanism behind Ray's case, without Ray: the runner's handler would abort."""
+    cell.wait_for("two tasks running", lambda lines: len(steps(lines, "ready")) == 2)
+    cell.proc.send_signal(signal.SIGTERM)
+    code, err = cell.finish()
+    lines = cell.lines()
+    assert len(steps(lines, "setup")) == 1, lines  # the flow process's own copy (threads)
+    assert [c[1] for c in steps(lines, "cleanup")] == ["Terminated"], lines
+    assert code == 143, err
+    assert cell.flow_run().state_name == "Cancelled"
 
 
 @pytest.mark.parametrize("cell", ["dask-timeout", "ray-timeout"], indirect=True)

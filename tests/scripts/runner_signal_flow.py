@@ -1,7 +1,8 @@
 """A flow whose resource copies live on a runner's workers, for the signal tests of runners.
 
 Usage: ``runner_signal_flow.py RUNNER MODE RECORD``; RUNNER is ``threads``, ``processes``,
-``dask`` or ``ray``. The resource appends one line per step to the file RECORD, each
+``dask``, ``ray`` or ``hijacking`` (threads, but starting the runner installs a SIGTERM
+handler that aborts the process, as ``ray.init`` installs one that exits). The resource appends one line per step to the file RECORD, each
 ending with the process id that ran it:
 
 - ``setup <pid>``, ``cleanup <outcome> <pid>`` (outcome ``ok`` or the error's type name);
@@ -16,6 +17,7 @@ MODE:
 """
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -66,7 +68,20 @@ def quick(conn):
     return 1
 
 
+class HijackingRunner(ThreadPoolRunner):
+    """A runner whose start, like ``ray.init``, replaces the process's SIGTERM handler."""
+
+    def start(self):
+        super().start()
+        signal.signal(signal.SIGTERM, lambda signum, frame: os.abort())
+
+    def duplicate(self):
+        return HijackingRunner(self.max_workers)
+
+
 def make_runner():
+    if RUNNER == "hijacking":
+        return HijackingRunner(2)
     if RUNNER == "threads":
         return ThreadPoolRunner(2)
     if RUNNER == "processes":
