@@ -151,7 +151,10 @@ def test_a_flow_run_is_recorded_end_to_end(recording):
     stamps = [c.timestamp for c in detail.state_changes]
     assert stamps == sorted(stamps)
 
-    assert sorted(line.message for line in detail.logs) == sorted(f"adding {i} and 5" for i in range(5))
+    added = {t.id for t in adds}
+    assert sorted(line.message for line in detail.logs if line.run_id in added) == [f"adding {i} and 5" for i in range(5)]
+    (failure,) = [line.message for line in detail.logs if line.run_id == failed.id]  # the engine logs a failure
+    assert "Finished in state Failed: ValueError: no good" in failure and "hunter2" not in failure
     (entry,) = detail.resources
     assert (entry.name, entry.status, entry.setup_outcome, entry.scope_outcome) == (
         "scratch_table",

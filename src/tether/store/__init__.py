@@ -12,8 +12,18 @@ from tether.store._active import active_store, disable, enable, flush, recording
 from tether.store._errors import StoreError, StoreSchemaError
 from tether.store._location import StoreLocation, configured_url, tether_home
 from tether.store._queries import (
-    LimitView, RunSummary, RunView, TaskLane, TaskRunView,
-    change_token, find_flow_run, limit_views, run_log_lines, run_view, runs_page, task_run_view,
+    LimitView,
+    RunSummary,
+    RunView,
+    TaskLane,
+    TaskRunView,
+    change_token,
+    find_flow_run,
+    limit_views,
+    run_log_lines,
+    run_view,
+    runs_page,
+    task_run_view,
 )
 from tether.store._reap import ReaperNotFound, ReapResult, load_reaper, reap_orphans
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
@@ -44,9 +54,9 @@ __all__ = [
     "active_store",
     "change_token",
     "configured_url",
-    "find_flow_run",
     "disable",
     "enable",
+    "find_flow_run",
     "flush",
     "limit_views",
     "load_reaper",
