@@ -7,6 +7,7 @@ actions, the loopback guard, the orphan story and the messages of the command.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -173,11 +174,60 @@ def test_orphans_are_marked_and_reaped_only_with_actions_allowed_and_the_csrf_to
         assert 'data-status="reaped"' in page and 'class="is-orphan"' not in page
 
 
-def test_limits_page_lists_each_limit(env):
-    subprocess.run([*TETHER, "limit", "set", "warehouse", "2"], env=env, check=True, capture_output=True)
-    with dashboard(env) as ui:
-        status, page, _ = ui.get("/limits")
-        assert status == 200 and 'data-tag="warehouse" data-capacity="2" data-held="0" data-waiting="0"' in page
+HOLDING = textwrap.dedent(
+    """
+    import sys
+    from tether import flow, task
+    from tether.runners import ThreadPoolRunner
+
+    @task(tags=["warehouse"])
+    def hold(i):
+        print("HOLDING", i, flush=True)
+        sys.stdin.readline()
+        return i
+
+    @flow(task_runner=ThreadPoolRunner(2))
+    def holders():
+        return [f.result() for f in [hold.submit(i) for i in range(2)]]
+
+    if __name__ == "__main__":
+        import tether.store
+        tether.store.enable()
+        holders()
+    """
+)
+
+
+def test_limits_page_shows_who_holds_a_slot_and_who_waits(env, tmp_path):
+    import time
+
+    subprocess.run([*TETHER, "limit", "set", "warehouse", "1"], env=env, check=True, capture_output=True)
+    subprocess.run([*TETHER, "limit", "set", "other", "3"], env=env, check=True, capture_output=True)
+    script = tmp_path / "holders.py"
+    script.write_text(HOLDING)
+    child = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().startswith("HOLDING"), child.stderr.read()
+        with dashboard(env) as ui:
+            deadline = time.monotonic() + 30
+            while True:  # the second task run's wait is written just after the first took the slot
+                page = ui.get("/limits")[1]
+                if 'data-waiting="1"' in page or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert 'data-tag="warehouse" data-capacity="1" data-held="1" data-waiting="1"' in page
+            assert 'data-tag="other" data-capacity="3" data-held="0" data-waiting="0"' in page
+            assert f"<td>{os.uname().nodename}:{child.pid}</td>" in page and "<td>hold</td>" in page
+        child.stdin.write("\n\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()
 
 
 def test_beyond_loopback_it_warns_that_there_is_no_authentication(env):
@@ -245,3 +295,35 @@ def test_stretches_of_a_task_run_follow_its_state_changes():
     running = [Change(type="RUNNING", name="Running", timestamp=1.0, run_count=1)]
     assert segments(1.0, running, now=9.0) == [Segment("RUNNING", "Running", 1.0, 9.0, 1)]  # no pending time; until now
     assert segments(1.0, running, now=None)[-1].end is None
+
+
+def _tether_imports(path):
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name == "tether" or name.startswith("tether.")}
+
+
+def test_the_dashboard_sits_on_top_and_reads_the_store_through_its_face():
+    from pathlib import Path
+
+    import tether
+
+    root = Path(tether.__file__).parent
+    for path in root.rglob("*.py"):
+        inside = path.is_relative_to(root / "ui")
+        for name in _tether_imports(path):
+            if inside:
+                assert name == "tether.store" or name.startswith("tether.ui"), f"{path} imports {name}"
+            elif path.name != "_cli_ui.py":
+                assert not name.startswith("tether.ui"), f"{path} imports the dashboard ({name})"
+    # Every other command starts without the ui extra's packages.
+    loaded = subprocess.run([sys.executable, "-c", "import sys, tether.cli; print(sorted(m for m in "
+                             "('starlette', 'uvicorn', 'jinja2') if m in sys.modules))"],
+                            capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
