@@ -209,3 +209,20 @@ def test_a_run_whose_process_dies_is_recorded_crashed_and_serve_goes_on(tmp_path
         assert by_id[fine].status == "completed"
     finally:
         server.store.close()
+
+
+def test_a_paused_deployment_skips_its_scheduled_times_but_runs_what_is_asked_for(server_for):
+    server = server_for(interval=1)
+    server.table.set_paused("policy", True)
+    with server.store.engine.begin() as conn:
+        conn.execute(sa.update(deployments_table).values(planned_until=server.table.now() - 3.5))
+    asked = server.table.request_run("policy", {"n": 9})
+    server.tick()
+    settle(server)
+    by_id = {r.id: r for r in server.table.runs("policy", limit=None)}
+    scheduled = [r for r in by_id.values() if r.trigger == "schedule"]
+    assert len(scheduled) >= 3 and all(r.status == "skipped" and r.reason == "the deployment was paused" for r in scheduled)
+    assert by_id[asked].status == "completed"
+    server.table.set_paused("policy", False)
+    server.tick()  # resumed: the times from now on run, the paused ones stay skipped
+    assert all(by_id[r.id].status == "skipped" for r in scheduled)
