@@ -470,7 +470,7 @@ def run_cmd(target: str, params: tuple[str, ...], runner: str | None) -> None:
     if state.is_completed():
         out.print(Text.assemble(summary + " ", ("Completed", "green"), f". Result: {_short(state.data)}"))
         return
-    err.print(Text.assemble(summary + " ended ", (state.name, "red"), f": {state.message or ''}"))
+    err.print(Text.assemble(summary + " ended ", (state.name, "red"), f": {redact_text(state.message or '')}"))
     sys.exit(1)
 
 
