@@ -327,3 +327,40 @@ def test_the_dashboard_sits_on_top_and_reads_the_store_through_its_face():
                              "('starlette', 'uvicorn', 'jinja2') if m in sys.modules))"],
                             capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def postgres_env(env, postgres_url):
+    """``env`` with the run store in a PostgreSQL schema of the test's own, dropped at the end."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"tether_ui_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield {**env, "TETHER_DATABASE_URL": f"{postgres_url}?options=-csearch_path%3D{schema}"}
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def test_the_pages_read_a_postgresql_store_too(postgres_env, flows):
+    from tether.store._queries import LANE_LIMIT
+
+    failed = run_flow(postgres_env, flows, "nightly", expect=1)
+    n = LANE_LIMIT + 10
+    large = run_flow(postgres_env, flows, "many", f"n={n}")
+    with dashboard(postgres_env) as ui:
+        page = ui.get("/")[1]
+        assert re.findall(r'<tr data-run-id="(\w+)" data-state="(\w+)">', page) == [(large, "COMPLETED"),
+                                                                                   (failed, "FAILED")]
+        page = ui.get(f"/runs/{failed}")[1]
+        assert sorted(re.findall(r'<g class="lane" data-task-run-id="\w+" data-state="(\w+)"', page)) == \
+            ["COMPLETED"] * 4 + ["FAILED"]
+        assert 'data-outcome="commit"' in page and "exploded on 7" in page
+        page = ui.get(f"/runs/{large}")[1]
+        assert sum(int(x) for x in re.findall(r"<title>noop: (\d+) completed</title>", page)) == n
