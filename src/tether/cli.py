@@ -39,6 +39,7 @@ from tether._cli_serve import deployments_group, serve_cmd
 from tether._errors import ParameterError
 from tether._flow import FlowFunction
 from tether._progress import run_with_progress
+from tether._reaping import reaping_process
 from tether.store import (
     LedgerEntry,
     RunDetail,
@@ -346,7 +347,8 @@ def reap_cmd(dry_run: bool, mark: tuple[int, ...], as_json: bool) -> None:
         crashed = list(store.crashed_at_open)
         if not dry_run:
             crashed += store.record_crashed_runs("tether reap", other_hosts=True)
-        results = reap_orphans(store, dry_run=dry_run)
+        with reaping_process("tether reap ran"):  # whatever a reaper's script starts, no flow runs
+            results = reap_orphans(store, dry_run=dry_run)
     if as_json:
         print_json([r.as_dict() for r in results])
         return
