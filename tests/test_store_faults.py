@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from test_store import _dead_pid, _ledger_row
 from tether import flow
-from tether._reaping import FlowCalledWhileReaping, reaping
+from tether._reaping import FlowCalledWhileReaping, reaping, reaping_process
 from tether.store import open_store, reap_orphans
 from tether.store._crashed import OPEN_LOOKBACK_SECONDS
 from tether.store._engine import write
@@ -270,6 +270,30 @@ def test_a_flow_called_while_reaping_does_not_run_and_other_threads_are_not_touc
         other.join()
     assert elsewhere == ["ran"] and ran == ["other"]
     assert marker_flow() == "ran"
+
+
+def test_a_process_that_reaps_runs_no_flow_on_any_thread():
+    ran = []
+
+    @flow
+    def started_on_a_thread() -> None:
+        ran.append(True)
+
+    refused = []
+
+    def call() -> None:
+        try:
+            started_on_a_thread()
+        except FlowCalledWhileReaping as exc:
+            refused.append(str(exc))
+
+    with reaping_process("tether reap ran"):
+        thread = threading.Thread(target=call)
+        thread.start()
+        thread.join()
+    assert ran == [] and "while tether reap ran, and reaping never runs a flow" in refused[0]
+    started_on_a_thread()
+    assert ran == [True]
 
 
 def test_an_imported_reaper_module_that_calls_a_flow_is_refused_with_the_fix(tmp_path, monkeypatch):
