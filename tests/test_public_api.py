@@ -28,6 +28,7 @@ PREFECT_PATHS = [
     "tether.exceptions",
     "tether.futures",
     "tether.logging",
+    "tether.logging.loggers",
     "tether.task_runners",
     "tether.tasks",
 ]
@@ -170,7 +171,7 @@ def test_import_tether_alone_reaches_every_public_submodule():
         "assert tether.client.schemas.objects.FlowRun.__name__ == 'FlowRun'\n"
         "import sys; print('sqlalchemy.orm' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
 
 
@@ -189,3 +190,22 @@ def test_get_run_logger_outside_a_run_raises_prefects_error_unless_disabled():
     with pytest.raises(tether.MissingContextError):
         get_run_logger()
     assert get_logger("mine").name == "tether.mine" and get_logger().name == "tether"
+
+
+def test_a_hook_logs_to_its_run_through_prefects_flow_run_logger(runner):
+    from tether._core import LogEmitted
+    from tether.logging.loggers import flow_run_logger, task_run_logger
+    from tether.testing import RecordingStore
+
+    @tether.task(on_completion=[lambda t, run, state: task_run_logger(run, t).info("task %s done", run.name)])
+    def work():
+        return 1
+
+    @tether.flow(task_runner=runner, on_completion=[lambda f, run, state: flow_run_logger(run, f).info("flow %s done", run.name)])
+    def pipeline():
+        return work()
+
+    with RecordingStore() as store:
+        pipeline()
+    logged = [e.message for e in store.events if isinstance(e, LogEmitted)]
+    assert "task work done" in logged and "flow pipeline done" in logged

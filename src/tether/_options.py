@@ -74,7 +74,7 @@ def clamped_poisson_interval(average: float, clamping_factor: float) -> float:
     chosen so the median stays ``average``; retries of many runs then spread out instead
     of hitting a recovering service together."""
     upper_multiple = 1 + clamping_factor
-    lower_multiple = 0.0 if upper_multiple >= 50 else math.log(2**upper_multiple / (2**upper_multiple - 1), 2)
+    lower_multiple = 0.0 if upper_multiple >= 50 else math.log2(2**upper_multiple / (2**upper_multiple - 1))
     lower_rv = 1 - math.exp(-lower_multiple)
     upper_rv = 1 - math.exp(-upper_multiple)
     return -math.log(max(1 - random.uniform(lower_rv, upper_rv), 1e-10)) * average

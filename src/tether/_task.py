@@ -171,7 +171,7 @@ class Task(Generic[R]):
         state = Failed(error, message=f"Task run encountered an exception: {error!r}")
         try:
             return bool(self.retry_condition_fn(self, task_run, state))
-        except Exception:
+        except Exception:  # noqa: BLE001 - the user's condition failed: no retry, as in Prefect
             logger.exception("retry_condition_fn of %s raised, so the run is not retried.", self._owner)
             return False
 

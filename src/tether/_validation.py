@@ -45,7 +45,7 @@ class ParameterValidator:
         model = self._build()
         if model is None:
             return parameters
-        import pydantic  # noqa: PLC0415 - optional at import time: loaded on the first flow call with hints
+        import pydantic  # loaded on the first call of a flow with type hints (see the module docstring)
 
         try:
             validated = model.model_validate(given)
@@ -68,7 +68,7 @@ class ParameterValidator:
     def _build(self) -> Any:
         if self._model is not _NOT_BUILT:
             return self._model
-        import pydantic  # noqa: PLC0415 - see the module docstring
+        import pydantic  # loaded on the first call of a flow with type hints (see the module docstring)
 
         try:
             hints = typing.get_type_hints(self.fn, include_extras=True)

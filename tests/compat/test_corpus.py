@@ -41,8 +41,8 @@ pytestmark = pytest.mark.timeout(900)
 def swap_imports(source: str) -> str:
     """The script with Prefect's imports pointing at tether (what a user changes)."""
     source = re.sub(r"\bprefect_(?:dask|ray)(?:\.task_runners)?\b", "tether.task_runners", source)
-    source = re.sub(r"^(\s*)from prefect(\.[\w.]+)? import", r"\1from tether\2 import", source, flags=re.M)
-    source = re.sub(r"^(\s*)import prefect\b(\.[\w.]+)?", lambda m: f"{m.group(1)}import tether{m.group(2) or ''}" + ("" if m.group(2) else " as prefect"), source, flags=re.M)
+    source = re.sub(r"^(\s*)from prefect(\.[\w.]+)? import", r"\1from tether\2 import", source, flags=re.MULTILINE)
+    source = re.sub(r"^(\s*)import prefect\b(\.[\w.]+)?", lambda m: f"{m.group(1)}import tether{m.group(2) or ''}" + ("" if m.group(2) else " as prefect"), source, flags=re.MULTILINE)
     return source
 
 
@@ -95,7 +95,7 @@ def run_script(path: Path, workdir: Path) -> Outcome:
     env.update(TETHER_HOME=str(workdir / "home"), PYTHONUNBUFFERED="1", TETHER_LOGGING_LEVEL="INFO")
     start = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, script.name], cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, script.name], cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired as exc:
         return Outcome("timeout", exc.stdout or "", exc.stderr or "", TIMEOUT)
     return Outcome(done.returncode, done.stdout, done.stderr, time.monotonic() - start)

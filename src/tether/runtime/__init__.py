@@ -8,6 +8,8 @@ There are no deployments without a Prefect server: ``deployment``'s attributes a
 always None or empty.
 """
 
-from tether.runtime import deployment, flow_run, task_run
+from tether.runtime import deployment as deployment
+from tether.runtime import flow_run as flow_run
+from tether.runtime import task_run as task_run
 
 __all__: list[str] = []

@@ -9,7 +9,7 @@ from tether._deployment_context import current_deployment_run
 from tether._run_names import runtime_context
 from tether._runtime_env import with_env_mocks
 
-__all__ = ["flow_run_id", "id", "name", "parameters", "version"]
+__all__ = ["flow_run_id", "id", "name", "parameters", "version"]  # noqa: F822 - answered by __getattr__
 
 _ATTRIBUTES: dict[str, Any] = {"id": None, "name": None, "version": None, "flow_run_id": None, "parameters": {}}
 

@@ -10,13 +10,13 @@ from tether._run_names import runtime_context
 from tether._run_views import FlowRun
 from tether._runtime_env import with_env_mocks
 
-__all__ = [
+__all__ = [  # noqa: F822 - answered by __getattr__
     "flow_name",
     "id",
     "name",
     "parameters",
-    "parent_flow_run_id",
     "parent_deployment_id",
+    "parent_flow_run_id",
     "root_flow_run_id",
     "run_count",
     "scheduled_start_time",

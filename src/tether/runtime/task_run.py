@@ -8,7 +8,7 @@ from tether._run_names import runtime_context
 from tether._run_views import TaskRun
 from tether._runtime_env import with_env_mocks
 
-__all__ = ["id", "name", "parameters", "run_count", "tags", "task_name"]
+__all__ = ["id", "name", "parameters", "run_count", "tags", "task_name"]  # noqa: F822 - answered by __getattr__
 
 _OUTSIDE: dict[str, Any] = {"id": None, "name": None, "task_name": None, "parameters": {}, "run_count": 0, "tags": []}
 
