@@ -4,8 +4,8 @@
 ``flow_run.parameters``, ``task_run.id``... Each attribute is read when asked, from the
 run the calling code is in; outside a run it is None or empty, as in Prefect (except
 ``flow_run.scheduled_start_time``, which is then the current time, as in Prefect).
-There are no deployments without a Prefect server: ``deployment``'s attributes are
-always None or empty.
+``deployment`` names the deployment of a run ``tether serve`` started; in any other run
+its attributes are None or empty.
 """
 
 from tether.runtime import deployment as deployment
