@@ -4,8 +4,9 @@ A serve process registers its deployments in the run store, then loops: renew
 the lease of the runs it holds, settle the runs of serve processes that are gone,
 create the rows of the coming scheduled times (`DeploymentTable.plan`), claim the
 due ones (`DeploymentTable.claim`, which applies catch-up and overlap) and start
-each claimed run in a child process of its own (`tether._serve_child`), so a flow
-that crashes its process does not take ``serve`` down. Any number of serve
+each claimed run in a child process of its own, forked from serve (the flow is
+imported already: `tether._serve_child`), so a flow that crashes its process does
+not take ``serve`` down. Any number of serve
 processes may serve the same deployments: the claim decides who runs what.
 
 SIGTERM or Ctrl-C stops taking new runs; the running ones get ``grace_seconds`` to
