@@ -26,6 +26,7 @@ PREFECT_PATHS = [
     "tether.client.schemas.objects",
     "tether.context",
     "tether.exceptions",
+    "tether.flows",
     "tether.futures",
     "tether.logging",
     "tether.logging.loggers",
@@ -122,6 +123,7 @@ def test_prefects_module_paths_name_tethers_own_objects():
 
     assert futures.PrefectFuture is tether.TaskFuture and futures.wait is tether.wait
     assert futures.as_completed is tether.as_completed and futures.PrefectFutureList is tether.TaskFutureList
+    assert tether.flows.Flow is tether.FlowFunction and tether.flows.flow is tether.flow
     assert tasks.task_input_hash is tether.task_input_hash and tasks.Task is tether.Task and tasks.task is tether.task
     assert task_runners.ThreadPoolTaskRunner is tether.runners.ThreadPoolRunner
     assert task_runners.ConcurrentTaskRunner is tether.runners.ThreadPoolRunner  # Prefect 2's name
@@ -164,7 +166,8 @@ def test_import_tether_alone_reaches_every_public_submodule():
     code = (
         "import tether\n"
         "for name in ['limits', 'resources', 'states', 'runtime', 'runners', 'store', 'futures', 'tasks',\n"
-        "             'task_runners', 'logging', 'exceptions', 'context', 'cache_policies', 'client', 'sql', 'testing']:\n"
+        "             'task_runners', 'logging', 'exceptions', 'context', 'cache_policies', 'client', 'sql', 'testing',\n"
+        "             'flows', 'utilities']:\n"
         "    assert hasattr(tether, name), name\n"
         "assert callable(tether.limits.set)\n"
         "assert tether.runtime.flow_run.id is None\n"

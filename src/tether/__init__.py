@@ -15,6 +15,7 @@ from tether import (
     context,
     deployments,
     exceptions,
+    flows,
     futures,
     limits,
     logging,
