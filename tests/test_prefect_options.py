@@ -450,3 +450,15 @@ def test_hooks_register_as_decorators_as_in_prefect(runner):
     assert log_start.__name__ == "log_start" and work.on_running == (log_start,)
     with pytest.raises(UsageError, match="on_failure must be a list of callables"):
         failing.on_failure(3)
+
+
+def test_a_task_run_name_callable_may_take_the_parameters(runner):
+    @task(task_run_name=lambda parameters: f"sum-{parameters['x']}-{parameters['y']}")
+    def add(x, y=2):
+        return runtime_task_run.name
+
+    @flow(task_runner=runner)
+    def pipeline():
+        return add(1)
+
+    assert pipeline() == "sum-1-2"

@@ -1,14 +1,17 @@
 """Run names from ``flow_run_name=`` / ``task_run_name=``: a template or a callable.
 
 A template is formatted with the run's parameters, defaults included (``"load-{table}"``,
-``"{date:%Y-%m-%d}"``, ``"{dataset.name}"``); a callable is called with no arguments and may read
-``tether.runtime`` (``task_run.parameters``...), which answers for the run being
-named while the name is made, as in Prefect. The name is made once, when the run is
-created.
+``"{date:%Y-%m-%d}"``, ``"{dataset.name}"``); a callable is called with no arguments (or,
+if it takes one named ``parameters``, with the run's parameters, as Prefect does for
+``task_run_name``) and may read ``tether.runtime`` (``task_run.parameters``...), which
+answers for the run being named while the name is made, as in Prefect. The name is made
+once, when the run is created: a future among the parameters is named as a future, not as
+its value (Prefect renames the run once it starts).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -27,6 +30,26 @@ def runtime_context() -> RunContext | None:
     return _naming.get() or current_run.get()
 
 
+_takes: dict[Any, bool] = {}
+
+
+def _takes_parameters(fn: Callable[..., str]) -> bool:
+    """Whether ``fn`` has a parameter named ``parameters`` (looked up once per function)."""
+    try:
+        return _takes[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        takes = "parameters" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    try:
+        _takes[fn] = takes
+    except TypeError:  # an unhashable callable: looked up each time
+        pass
+    return takes
+
+
 def check_run_name(owner: str, option: str, value: Any) -> RunName | None:
     if value is None or isinstance(value, str) or callable(value):
         return value
@@ -42,7 +65,7 @@ def render_run_name(owner: str, option: str, template: RunName, parameters: dict
     if callable(template):
         token = _naming.set(ctx)
         try:
-            name = template()
+            name = template(parameters=parameters) if _takes_parameters(template) else template()
         finally:
             _naming.reset(token)
         if not isinstance(name, str):
