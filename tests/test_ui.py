@@ -364,3 +364,31 @@ def test_the_pages_read_a_postgresql_store_too(postgres_env, flows):
         assert 'data-outcome="commit"' in page and "exploded on 7" in page
         page = ui.get(f"/runs/{large}")[1]
         assert sum(int(x) for x in re.findall(r"<title>noop: (\d+) completed</title>", page)) == n
+
+
+def test_deployments_page_shows_schedules_next_times_and_runs_of_tether_serve(env, flows):
+    import time
+
+    other = run_flow(env, flows, "quick")  # not served: the deployment filter leaves it out
+    serve = subprocess.Popen([*TETHER, "serve", f"{flows}:quick", "--name", "every-second", "--interval", "1"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        with dashboard(env) as ui:
+            deadline = time.monotonic() + 60
+            while True:  # until the serve process has run a scheduled time
+                page = ui.get("/deployments")[1]
+                if 'data-status="completed"' in page or time.monotonic() > deadline or serve.poll() is not None:
+                    break
+                time.sleep(0.2)
+            assert 'data-deployment="every-second" data-paused="false"' in page, serve.stderr.read() if serve.poll() else page
+            assert 'data-status="completed"' in page and "interval" in page and 'class="next"' in page
+            served = re.search(r'data-status="completed">.*?<a href="/runs/(\w+)">', page).group(1)
+            runs = ui.get("/?deployment=every-second")[1]
+            ids = re.findall(r'<tr data-run-id="(\w+)"', runs)
+            assert served in ids and other not in ids
+            assert 'data-deployment="every-second"' in runs
+            assert re.findall(r'<tr data-run-id="(\w+)"', ui.get("/")[1])[-1] == other
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+        serve.stderr.close()

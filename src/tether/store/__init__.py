@@ -12,12 +12,14 @@ from tether.store._active import active_store, disable, enable, flush, recording
 from tether.store._errors import StoreError, StoreSchemaError
 from tether.store._location import StoreLocation, configured_url, tether_home
 from tether.store._queries import (
+    DeploymentView,
     LimitView,
     RunSummary,
     RunView,
     TaskLane,
     TaskRunView,
     change_token,
+    deployment_views,
     find_flow_run,
     limit_views,
     run_log_lines,
@@ -32,6 +34,7 @@ from tether.store._store import RunNotFound, Store, open_store
 from tether.store._writer import StoreRecorder
 
 __all__ = [
+    "DeploymentView",
     "LedgerEntry",
     "LimitView",
     "ReapResult",
@@ -54,6 +57,7 @@ __all__ = [
     "active_store",
     "change_token",
     "configured_url",
+    "deployment_views",
     "disable",
     "enable",
     "find_flow_run",

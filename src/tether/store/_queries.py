@@ -17,10 +17,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tether.store._deployments import DeploymentTable, ScheduledRun, StoredDeployment, _run
 from tether.store._engine import read
 from tether.store._records import LedgerEntry, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_text
-from tether.store._schema import flow_runs, limit_slots, limit_waiters, limits, logs, resources, state_changes, task_runs
+from tether.store._schema import (
+    deployment_runs, deployments, flow_runs, limit_slots, limit_waiters, limits, logs, resources, state_changes, task_runs,
+)
 from tether.store._slots import SlotHolder, SlotTable, Waiter
 from tether.store._store import RunNotFound, Store, _flow_run, _redacted, _task_counts, _task_run
 
@@ -36,6 +39,8 @@ class RunSummary:
 
     run: StoredFlowRun
     resources_opened: int
+    #: The deployment whose scheduled (or requested) run this is, if it is one.
+    deployment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,9 @@ class RunsPage:
     runs: list[RunSummary]
     #: Whether older runs match the filters (ask again with ``before`` = the last run's ``created``).
     more: bool
-    #: Every flow name in the store, for the filter.
+    #: Every flow name and deployment name in the store, for the filters.
     flow_names: list[str]
+    deployment_names: list[str]
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,15 @@ class TaskRunView:
 
 
 @dataclass(frozen=True)
+class DeploymentView:
+    deployment: StoredDeployment
+    #: Its next scheduled times, soonest first.
+    upcoming: list[ScheduledRun]
+    #: Its latest times that are not still to come: runs, and times skipped with their reasons.
+    recent: list[ScheduledRun]
+
+
+@dataclass(frozen=True)
 class LimitView:
     tag: str
     capacity: int
@@ -123,9 +138,11 @@ class LimitView:
 
 
 def runs_page(
-    store: Store, state: str | None = None, flow: str | None = None, before: float | None = None, limit: int = 50
+    store: Store, state: str | None = None, flow: str | None = None, before: float | None = None, limit: int = 50,
+    deployment: str | None = None,
 ) -> RunsPage:
-    """Top-level and sub- flow runs, newest first; ``state`` is a state type or name, ``flow`` a flow name."""
+    """Top-level and sub- flow runs, newest first; ``state`` is a state type or name, ``flow`` a flow name,
+    ``deployment`` a deployment's name."""
     query = sa.select(flow_runs).order_by(flow_runs.c.created.desc()).limit(limit + 1)
     if state:
         wanted = state.upper()
@@ -136,6 +153,9 @@ def runs_page(
         query = query.where(flow_runs.c.name == flow)
     if before is not None:
         query = query.where(flow_runs.c.created < before)
+    if deployment:
+        of_it = sa.select(deployment_runs.c.flow_run_id).where(deployment_runs.c.deployment == deployment)
+        query = query.where(flow_runs.c.id.in_(of_it))
 
     def work(conn: sa.Connection) -> RunsPage:
         rows = conn.execute(query).mappings().all()
@@ -149,9 +169,19 @@ def runs_page(
                 .group_by(resources.c.flow_run_id)
             ).all()
         )
+        served: dict[str, str] = dict(
+            conn.execute(
+                sa.select(deployment_runs.c.flow_run_id, deployment_runs.c.deployment)
+                .where(deployment_runs.c.flow_run_id.in_(ids))
+            ).all()
+        )
         names = list(conn.execute(sa.select(flow_runs.c.name).distinct().order_by(flow_runs.c.name)).scalars())
-        runs = [RunSummary(_flow_run(r, counts.get(r["id"], {})), opened.get(r["id"], 0)) for r in shown]
-        return RunsPage(runs, len(rows) > limit, names)
+        deployed = list(conn.execute(sa.select(deployments.c.name).order_by(deployments.c.name)).scalars())
+        runs = [
+            RunSummary(_flow_run(r, counts.get(r["id"], {})), opened.get(r["id"], 0), served.get(r["id"]))
+            for r in shown
+        ]
+        return RunsPage(runs, len(rows) > limit, names, deployed)
 
     return read(store.engine, work)
 
@@ -303,6 +333,28 @@ def limit_views(store: Store) -> list[LimitView]:
     ]
 
 
+def deployment_views(store: Store, upcoming: int = 3, recent: int = 10) -> list[DeploymentView]:
+    """Each deployment (from ``tether serve``) with its next times and its latest runs and skipped times."""
+    found = DeploymentTable(store.engine).deployments()
+
+    def work(conn: sa.Connection) -> list[DeploymentView]:
+        views = []
+        for d in found:
+            mine = deployment_runs.c.deployment == d.name
+            soon = conn.execute(
+                sa.select(deployment_runs).where(mine, deployment_runs.c.status == "scheduled")
+                .order_by(deployment_runs.c.scheduled_time).limit(upcoming)
+            ).mappings().all()
+            latest = conn.execute(
+                sa.select(deployment_runs).where(mine, deployment_runs.c.status != "scheduled")
+                .order_by(deployment_runs.c.scheduled_time.desc(), deployment_runs.c.id.desc()).limit(recent)
+            ).mappings().all()
+            views.append(DeploymentView(d, [_run(r) for r in soon], [_run(r) for r in latest]))
+        return views
+
+    return read(store.engine, work)
+
+
 def change_token(store: Store) -> str:
     """A short text that changes whenever a run, a log, the ledger or a limit changes; cheap to ask for.
 
@@ -321,6 +373,9 @@ def change_token(store: Store) -> str:
         sa.select(sa.func.count(), sa.func.max(limit_slots.c.acquired)).select_from(limit_slots),
         sa.select(sa.func.coalesce(sa.func.sum(limit_waiters.c.waiting), 0)),
         sa.select(sa.func.count(), sa.func.sum(limits.c.capacity)).select_from(limits),
+        sa.select(sa.func.count(), sa.func.max(deployments.c.updated)).select_from(deployments),
+        sa.select(sa.func.max(deployment_runs.c.id), sa.func.max(deployment_runs.c.started),
+                  sa.func.max(deployment_runs.c.ended), sa.func.max(deployment_runs.c.claimed_at)),
     ]
 
     def work(conn: sa.Connection) -> str:

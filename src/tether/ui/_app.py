@@ -2,7 +2,7 @@
 
 Pages: ``/`` (runs), ``/runs/<id>`` (a run: timeline, errors, parameters, logs),
 ``/runs/<id>/log.txt`` (the whole log), ``/tasks/<id>`` (a task run), ``/resources``
-(the ledger, orphans marked) and ``/limits``; ``/events`` streams the store's
+(the ledger, orphans marked), ``/limits`` and ``/deployments`` (from ``tether serve``); ``/events`` streams the store's
 changes (`_live`). A page asked with ``X-Tether-Partial: 1`` sends only its
 ``<main>``, which the page's script swaps in when the store changes.
 
@@ -37,6 +37,7 @@ from tether.store import (
     RunNotFound,
     Store,
     change_token,
+    deployment_views,
     find_flow_run,
     limit_views,
     reap_orphans,
@@ -80,14 +81,15 @@ class Dashboard:
 
     def runs(self, request: Request) -> Response:
         q = request.query_params
-        state, flow = q.get("state") or None, q.get("flow") or None
+        state, flow, deployment = q.get("state") or None, q.get("flow") or None, q.get("deployment") or None
         before = _float(q.get("before"))
-        page = runs_page(self.store, state=state, flow=flow, before=before)
+        page = runs_page(self.store, state=state, flow=flow, before=before, deployment=deployment)
         older = None
         if page.more and page.runs:
-            older = "/?" + urlencode({k: v for k, v in (("state", state), ("flow", flow)) if v} |
-                                     {"before": repr(page.runs[-1].run.created)})
-        return self.page(request, "runs.html", page=page, state=state, flow=flow, older=older, now=time.time())
+            kept = {k: v for k, v in (("state", state), ("flow", flow), ("deployment", deployment)) if v}
+            older = "/?" + urlencode(kept | {"before": repr(page.runs[-1].run.created)})
+        return self.page(request, "runs.html", page=page, state=state, flow=flow, deployment=deployment,
+                         older=older, now=time.time())
 
     def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -126,6 +128,9 @@ class Dashboard:
         entries = self.store.resources(limit=500)
         orphans = [e for e in entries if e.orphan is not None]
         return self.page(request, "resources.html", entries=entries, orphans=orphans, reaped=None, now=time.time())
+
+    def deployments(self, request: Request) -> Response:
+        return self.page(request, "deployments.html", deployments=deployment_views(self.store), now=time.time())
 
     def limits(self, request: Request) -> Response:
         return self.page(request, "limits.html", limits=limit_views(self.store), now=time.time())
@@ -207,6 +212,7 @@ def build_app(store: Store, allow_actions: bool = False, loopback_only: bool = T
         Route("/tasks/{task_run_id}", board.task),
         Route("/resources", board.resources),
         Route("/limits", board.limits),
+        Route("/deployments", board.deployments),
         Route("/events", board.events),
         Route("/actions/reap", board.reap, methods=["POST"]),
         Route("/actions/resources/{entry_id:int}/mark-closed", board.mark_closed, methods=["POST"]),
