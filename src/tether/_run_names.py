@@ -19,7 +19,7 @@ from typing import Any
 from tether._context import RunContext, current_run
 from tether._errors import UsageError
 
-RunName = str | Callable[[], str]
+RunName = str | Callable[..., str]  # a template, or a function of no arguments (or of parameters=)
 
 #: The run being named, while its name is made: `tether.runtime` answers for it.
 _naming: ContextVar[RunContext | None] = ContextVar("tether_naming", default=None)
