@@ -126,6 +126,21 @@ def mariadb_database(mariadb_url) -> Iterator[str]:
         admin.close()
 
 
+def create_seed_tables(database: str, sales: int = 50) -> None:
+    """The seed's ``customers`` (5) and ``sales`` tables, in ``database`` (a test's own)."""
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", user="root", database=database, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE customers (CUSTOMER_ID INT PRIMARY KEY, NAME VARCHAR(40))")
+            cur.execute("CREATE TABLE sales (SALE_ID INT PRIMARY KEY, CUSTOMER_ID INT, AMOUNT INT)")
+            cur.executemany("INSERT INTO customers VALUES (%s, %s)", [(i, f"c{i}") for i in range(1, 6)])
+            cur.executemany("INSERT INTO sales VALUES (%s, %s, %s)", [(i, i % 5 + 1, i) for i in range(1, sales + 1)])
+    finally:
+        conn.close()
+
+
 def mariadb_sessions(database: str) -> int:
     """Connections the MariaDB server has open to ``database`` (a test's own) right now."""
     import pymysql

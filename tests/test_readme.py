@@ -16,13 +16,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pymysql
 import pytest
+
+from conftest import create_seed_tables
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>\w+)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>\w+)\n(?P<body>.*?)^(?P=indent)```", re.MULTILINE | re.DOTALL)
 
 
 def _blocks() -> list[tuple[str, str, str]]:
@@ -30,7 +31,7 @@ def _blocks() -> list[tuple[str, str, str]]:
     text = README.read_text()
     found = []
     for match in _FENCE.finditer(text):
-        heading = re.findall(r"^## (.+)$", text[: match.start()], re.M)
+        heading = re.findall(r"^## (.+)$", text[: match.start()], re.MULTILINE)
         section = re.sub(r"\W+", "-", heading[-1].lower()).strip("-") if heading else "top"
         code = textwrap.dedent("\n".join(line[len(match["indent"]):] for line in match["body"].splitlines()))
         found.append((f"{section}-{len(found)}", match["lang"], code))
@@ -61,13 +62,7 @@ def seed_tables(request, tmp_path):
     if "mysql" not in code:
         return {}
     database = request.getfixturevalue("mariadb_database")
-    conn = pymysql.connect(host="127.0.0.1", user="root", database=database, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute("CREATE TABLE customers (CUSTOMER_ID INT PRIMARY KEY, NAME VARCHAR(40))")
-        cur.execute("CREATE TABLE sales (SALE_ID INT PRIMARY KEY, CUSTOMER_ID INT, AMOUNT INT)")
-        cur.executemany("INSERT INTO customers VALUES (%s, %s)", [(i, f"c{i}") for i in range(1, 6)])
-        cur.executemany("INSERT INTO sales VALUES (%s, %s, %s)", [(i, i % 5 + 1, i) for i in range(1, 21)])
-    conn.close()
+    create_seed_tables(database, sales=20)
     return {"MYSQL_HOST": "127.0.0.1", "MYSQL_USER": "root", "MYSQL_PWD": "", "MYSQL_DB": database}
 
 

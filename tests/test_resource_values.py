@@ -252,13 +252,12 @@ def test_a_defaultdict_argument_with_task_input_hash():
     assert calls == [1]
 
 
-def test_a_default_sqlite3_connection_is_cleaned_up_on_the_thread_that_made_it(tmp_path):
-    path = tmp_path / "thread-bound.db"
-    log: list[str] = []
+def sqlite_resource(log: list[str], **connect_options):
+    """A transaction on a SQLite file that logs the thread of its setup and its commit."""
 
     @resource
     def sqlite(path):
-        conn = sqlite3.connect(path)  # check_same_thread=True: no other thread may touch it
+        conn = sqlite3.connect(path, **connect_options)
         log.append(f"setup:{threading.get_ident()}")
         try:
             yield conn
@@ -267,9 +266,23 @@ def test_a_default_sqlite3_connection_is_cleaned_up_on_the_thread_that_made_it(t
         finally:
             conn.close()
 
-    @task
-    def insert(conn, n):
-        conn.execute("INSERT INTO t VALUES (?)", (n,))
+    return sqlite
+
+
+@task
+def insert(conn, n):
+    conn.execute("INSERT INTO t VALUES (?)", (n,))
+
+
+def rows(path) -> list[tuple[int]]:
+    with sqlite3.connect(path) as check:
+        return check.execute("SELECT n FROM t ORDER BY n").fetchall()
+
+
+def test_a_default_sqlite3_connection_is_cleaned_up_on_the_thread_that_made_it(tmp_path):
+    path = tmp_path / "thread-bound.db"
+    log: list[str] = []
+    sqlite = sqlite_resource(log)  # check_same_thread=True: no other thread may touch it
 
     @flow
     def main():
@@ -287,36 +300,23 @@ def test_a_default_sqlite3_connection_is_cleaned_up_on_the_thread_that_made_it(t
     empty()
     thread = threading.get_ident()
     assert log == [f"setup:{thread}", f"commit:{thread}", f"setup:{thread}", f"commit:{thread}"]
-    with sqlite3.connect(path) as check:
-        assert check.execute("SELECT n FROM t ORDER BY n").fetchall() == [(1,), (2,)]
+    assert rows(path) == [(1,), (2,)]
 
 
-def test_a_sqlite3_connection_used_by_a_submitted_task_is_closed_on_its_own_thread(tmp_path):
+def test_a_sqlite3_connection_shared_across_threads_is_cleaned_up_as_usual(tmp_path):
     path = tmp_path / "shared.db"
     log: list[str] = []
-
-    @resource
-    def sqlite(path):
-        conn = sqlite3.connect(path, check_same_thread=False)
-        try:
-            yield conn
-            conn.commit()
-            log.append("commit")
-        finally:
-            conn.close()
-
-    @task
-    def insert(conn, n):
-        conn.execute("INSERT INTO t VALUES (?)", (n,))
+    sqlite = sqlite_resource(log, check_same_thread=False)
 
     @flow
     def main():
         with sqlite(path) as conn:
             conn.execute("CREATE TABLE t (n INTEGER)")
-            insert.submit(conn, 1).result()
+            insert.submit(conn, 1).result()  # on a worker thread: allowed for this connection
 
     main()
-    assert log == ["commit"]
+    assert [step.split(":")[0] for step in log] == ["setup", "commit"]
+    assert rows(path) == [(1,)]
 
 
 def test_a_generator_that_yields_twice_is_closed_and_fails_the_flow():

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pymysql
 import pytest
 
-from conftest import mariadb_sessions
+from conftest import create_seed_tables, mariadb_sessions
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "seed"
 
@@ -18,13 +17,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "seed"
 @pytest.fixture
 def seed_database(mariadb_database):
     """The seed's tables in this test's own database (the examples read MYSQL_DB)."""
-    conn = pymysql.connect(host="127.0.0.1", user="root", database=mariadb_database, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute("CREATE TABLE customers (CUSTOMER_ID INT PRIMARY KEY, NAME VARCHAR(40))")
-        cur.execute("CREATE TABLE sales (SALE_ID INT PRIMARY KEY, CUSTOMER_ID INT, AMOUNT INT)")
-        cur.executemany("INSERT INTO customers VALUES (%s, %s)", [(i, f"c{i}") for i in range(1, 6)])
-        cur.executemany("INSERT INTO sales VALUES (%s, %s, %s)", [(i, i % 5 + 1, i) for i in range(1, 51)])
-    conn.close()
+    create_seed_tables(mariadb_database)
     return mariadb_database
 
 
