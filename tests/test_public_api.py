@@ -24,6 +24,7 @@ def public_names(module) -> set[str]:
 PREFECT_PATHS = [
     "tether.cache_policies",
     "tether.client.schemas.objects",
+    "tether.client.schemas.schedules",
     "tether.context",
     "tether.exceptions",
     "tether.flows",
@@ -135,6 +136,9 @@ def test_prefects_module_paths_name_tethers_own_objects():
     assert exceptions.MissingContextError is tether.MissingContextError
     assert objects.State is tether.State and objects.Flow is tether.FlowFunction
     assert {"FlowRun", "TaskRun", "StateType"} <= set(objects.__all__)
+    from tether.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+
+    assert CronSchedule is tether.schedules.CronSchedule and IntervalSchedule and RRuleSchedule
     assert {"FlowRunContext", "TaskRunContext", "get_run_context"} == set(context.__all__)
     assert {"INPUTS", "TASK_SOURCE", "NONE", "DEFAULT", "RUN_ID"} <= set(cache_policies.__all__)
 

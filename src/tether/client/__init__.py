@@ -4,6 +4,6 @@ There is no server to be a client of; `tether.client.schemas.objects` holds the 
 and state types that hooks and annotations name.
 """
 
-from tether.client import schemas
+from tether.client import schemas as schemas  # the submodule, reachable as an attribute
 
-__all__ = ["schemas"]
+__all__: list[str] = []

@@ -1,5 +1,5 @@
-"""Prefect's ``prefect.client.schemas.schedules``: the schedule classes under Prefect's names."""
+"""Prefect's ``prefect.client.schemas.schedules``: the schedule types (see `tether.schedules`)."""
 
-from tether.schedules import Cron, CronSchedule, Interval, IntervalSchedule, RRule, RRuleSchedule
+from tether.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 
-__all__ = ["Cron", "CronSchedule", "Interval", "IntervalSchedule", "RRule", "RRuleSchedule"]
+__all__ = ["CronSchedule", "IntervalSchedule", "RRuleSchedule"]
