@@ -72,7 +72,25 @@ def start(tag: str, tasks: int, record: Path, env: dict[str, str], hold_until: P
         args += ["--hold-until", str(hold_until)]
     if timeout is not None:
         args += ["--timeout", str(timeout)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    errors = record.parent / f"stderr-{len(_started)}"
+    with open(errors, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, **env})
+    _started.append((proc, errors))
+    return proc
+
+
+_started: list[tuple[subprocess.Popen[str], Path]] = []
+
+
+@pytest.fixture(autouse=True)
+def _forget_started():
+    yield
+    _started.clear()
+
+
+def story() -> str:
+    """What the processes this test started said on stderr (for a failure's message)."""
+    return "\n".join(f"--- pid {p.pid} (exit {p.poll()}):\n{path.read_text()[-3000:]}" for p, path in _started)
 
 
 def events(record: Path) -> list[tuple[str, int]]:
@@ -106,12 +124,12 @@ def note_death(record: Path, pid: int) -> None:
         f.write(f"died {pid}\n")
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> None:
-    """Wait for something other processes do."""
+def wait_until(predicate: Any, what: str, timeout: float = 120.0) -> None:
+    """Wait for something other processes do (a loaded machine starts them slowly)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}\n{story()}")
         time.sleep(0.02)
 
 
@@ -128,8 +146,8 @@ def rows(env: dict[str, str], table: str, tag: str) -> list[Any]:
 
 def finish(*processes: subprocess.Popen[str]) -> None:
     for proc in processes:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0, story()
 
 
 def kill_all(*processes: subprocess.Popen[str]) -> None:

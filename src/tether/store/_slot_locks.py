@@ -50,6 +50,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tether.store._engine import read
 from tether.store._errors import StoreError
 
 log = logging.getLogger("tether")
@@ -202,28 +203,32 @@ class FileLocks:
 
 
 class AdvisoryLocks:
-    """PostgreSQL session-level advisory locks on one connection that this process keeps for them."""
+    """PostgreSQL session-level advisory locks on one connection that this process keeps for them.
+
+    Only taking and letting go need that connection; telling which locks are held (from
+    ``pg_locks``) is a read on any pooled connection, so readers never open one.
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
         self._fairy: Any = None  # SQLAlchemy's wrapper of the connection, detached from the pool
-        self._schema = ""
+        self._schema: str | None = None
         self._held: set[tuple[str, int]] = set()
         #: Names this process in the rows it writes.
         self.token = uuid.uuid4().hex
-        self._alive = False  # whether this session holds the process lock
+        self._alive = False  # whether the lock session holds the process lock
         forget_in_children(self)
 
     def try_take(self, tag: str, capacity: int) -> int | None:
         with self._lock:
-            cursor = self._cursor()
-            free = [s for s in range(capacity) if (tag, s) not in self._held]
-            keys = {self._key("slot", tag, s): s for s in free}
-            busy = self._busy(cursor, list(keys))
+            keys = {self._key("slot", tag, s): s for s in range(capacity) if (tag, s) not in self._held}
+            busy = self._busy(list(keys))
+            cursor = None
             for key, slot in keys.items():
                 if key in busy:
                     continue
+                cursor = cursor or self._cursor()
                 if self._call(cursor, "SELECT pg_try_advisory_lock(%s)", (key,)):
                     self._held.add((tag, slot))
                     return slot
@@ -233,7 +238,7 @@ class AdvisoryLocks:
         """Unlock, and then (in the same statement) send ``notify`` = (channel, payload) to listeners."""
         with self._lock:
             if (tag, slot) not in self._held:
-                return
+                return  # the session that held it is gone, and the lock with it
             self._held.discard((tag, slot))
             cursor = self._cursor()
             if notify is None:
@@ -243,10 +248,9 @@ class AdvisoryLocks:
                            (self._key("slot", tag, slot), *notify))
 
     def taken(self, slots: list[tuple[str, int]]) -> set[tuple[str, int]]:
+        keys = {self._key("slot", tag, s): (tag, s) for tag, s in slots}
+        busy = self._busy(list(keys))
         with self._lock:
-            cursor = self._cursor()  # connects first: the keys depend on the schema
-            keys = {self._key("slot", tag, s): (tag, s) for tag, s in slots}
-            busy = self._busy(cursor, list(keys))
             return {keys[k] for k in busy} | (self._held & set(slots))
 
     def keep_alive(self) -> None:
@@ -258,11 +262,9 @@ class AdvisoryLocks:
                 self._alive = True
 
     def alive(self, tokens: set[str]) -> set[str]:
-        with self._lock:
-            cursor = self._cursor()
-            keys = {self._key("process", t): t for t in tokens}
-            busy = self._busy(cursor, list(keys))
-            return {keys[k] for k in busy} | ({self.token} & tokens if self._alive else set())
+        keys = {self._key("process", t): t for t in tokens}
+        busy = self._busy(list(keys))
+        return {keys[k] for k in busy} | ({self.token} & tokens if self._alive else set())
 
     def forget_after_fork(self) -> None:
         if self._fairy is not None:
@@ -283,7 +285,6 @@ class AdvisoryLocks:
             connection.rollback()
             connection.autocommit = True
             self._fairy = fairy
-            self._schema = str(self._call(fairy.cursor(), "SELECT current_schema()", ()))
         return self._fairy.cursor()
 
     def _call(self, cursor: Any, sql: str, params: tuple[Any, ...]) -> Any:
@@ -294,22 +295,17 @@ class AdvisoryLocks:
             self._lost()
             raise
 
-    def _busy(self, cursor: Any, keys: list[int]) -> set[int]:
+    def _busy(self, keys: list[int]) -> set[int]:
         """Which of the advisory lock ``keys`` some session holds."""
         if not keys:
             return set()
-        try:
-            cursor.execute(
-                "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks "
-                "WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND ((classid::bigint << 32) | objid::bigint) = ANY(%s::bigint[])",
-                (keys,),
-            )
-            return {int(row[0]) for row in cursor.fetchall()}
-        except Exception:
-            self._lost()
-            raise
+        query = sa.text(
+            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks "
+            "WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND ((classid::bigint << 32) | objid::bigint) = ANY(CAST(:keys AS bigint[]))"
+        )
+        return read(self.engine, lambda c: {int(k) for k in c.execute(query, {"keys": keys}).scalars()})
 
     def _lost(self) -> None:
         """The lock connection failed: whatever it held, the server has dropped or will drop."""
@@ -329,6 +325,10 @@ class AdvisoryLocks:
                 log.debug("Closing the broken slot lock connection failed: %s", exc)
 
     def _key(self, kind: str, *parts: object) -> int:
+        """The advisory lock key of a slot or a process: a hash that includes the store's schema,
+        since advisory locks are per database and two tether stores may share one."""
+        if self._schema is None:
+            self._schema = str(read(self.engine, lambda c: c.exec_driver_sql("SELECT current_schema()").scalar()))
         text = "\0".join(str(p) for p in ("tether", self._schema, kind, *parts))
         return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") & 0x7FFF_FFFF_FFFF_FFFF
 

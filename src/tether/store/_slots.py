@@ -139,9 +139,13 @@ class SlotTable:
     def waiters(self) -> dict[str, int]:
         """How many runs wait for each tag, in live processes."""
         totals: dict[str, int] = {}
-        for w in self.live(read(self.engine, lambda c: self._rows_of_waiters(c, None))):
+        for w in self.live_waiters():
             totals[w.tag] = totals.get(w.tag, 0) + w.waiting
         return totals
+
+    def live_waiters(self) -> list[Waiter]:
+        """The waiter rows of live processes (tag, host, pid, how many runs); drops the others."""
+        return self.live(read(self.engine, lambda c: self._rows_of_waiters(c, None)))
 
     def live(self, waiters: list[Waiter]) -> list[Waiter]:
         """Those of ``waiters`` whose process lives; deletes the rows of the others."""
