@@ -57,6 +57,8 @@ def test_runs_and_run_pages_show_what_the_store_recorded(env, flows, home):
         assert re.findall(r'data-run-id="(\w+)"', page) == [run_id]
         status, page, _ = ui.get("/?flow=quick")
         assert re.findall(r'data-run-id="(\w+)"', page) == [quick_id]
+        status, page, _ = ui.get("/?within=hour&state=completed")
+        assert re.findall(r'data-run-id="(\w+)"', page) == [quick_id]
 
         status, page, _ = ui.get(f"/runs/{run_id}")
         assert status == 200

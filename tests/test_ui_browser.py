@@ -158,3 +158,62 @@ def test_a_new_run_appears_live_without_a_reload(browser, env, flows):
         assert ids == [second, first]
         requests.assert_all_on(ui.url)
         page.close()
+
+
+GATED = """
+import sys
+from tether import flow, task
+
+@task
+def gate():
+    print("WAITING", flush=True)
+    sys.stdin.readline()
+    return "through"
+
+@flow
+def gated():
+    return gate()
+
+if __name__ == "__main__":
+    import tether.store
+    tether.store.enable()
+    gated()
+"""
+
+
+def test_a_running_run_page_follows_the_run_without_a_reload(browser, env, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "gated.py"
+    script.write_text(GATED)
+    child = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "WAITING", child.stderr.read()
+        with dashboard(env) as ui:
+            page = browser.new_page()
+            requests = Requests(page)
+            page.goto(ui.url)
+            page.wait_for_selector('tr[data-run-id][data-state="RUNNING"]', timeout=20_000)
+            assert "running for" in page.locator('tr[data-state="RUNNING"]').inner_text()
+            page.locator('tr[data-state="RUNNING"] a').first.click()
+            lane = page.wait_for_selector('svg .lane[data-state="RUNNING"]', timeout=20_000)
+            task_run_id = lane.get_attribute("data-task-run-id")
+            page.wait_for_selector("#live.on")
+            page.evaluate("window.notReloaded = true")
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.wait(timeout=60) == 0
+            page.wait_for_selector(f'svg .lane[data-task-run-id="{task_run_id}"][data-state="COMPLETED"]',
+                                   timeout=20_000)
+            page.wait_for_selector('svg .flow-lane[data-state="COMPLETED"]', timeout=20_000)
+            assert page.evaluate("window.notReloaded") is True
+            requests.assert_all_on(ui.url)
+            page.close()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()

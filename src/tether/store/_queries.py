@@ -139,10 +139,10 @@ class LimitView:
 
 def runs_page(
     store: Store, state: str | None = None, flow: str | None = None, before: float | None = None, limit: int = 50,
-    deployment: str | None = None,
+    deployment: str | None = None, since: float | None = None,
 ) -> RunsPage:
     """Top-level and sub- flow runs, newest first; ``state`` is a state type or name, ``flow`` a flow name,
-    ``deployment`` a deployment's name."""
+    ``deployment`` a deployment's name, ``since`` the earliest creation time (seconds since the epoch)."""
     query = sa.select(flow_runs).order_by(flow_runs.c.created.desc()).limit(limit + 1)
     if state:
         wanted = state.upper()
@@ -153,6 +153,8 @@ def runs_page(
         query = query.where(flow_runs.c.name == flow)
     if before is not None:
         query = query.where(flow_runs.c.created < before)
+    if since is not None:
+        query = query.where(flow_runs.c.created >= since)
     if deployment:
         of_it = sa.select(deployment_runs.c.flow_run_id).where(deployment_runs.c.deployment == deployment)
         query = query.where(flow_runs.c.id.in_(of_it))

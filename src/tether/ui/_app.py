@@ -50,6 +50,8 @@ from tether.ui import _format, _timeline
 from tether.ui._live import ChangeWatcher, event_stream
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+#: The runs page's time filter: runs created within the last ...
+WITHIN = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0}
 STATES = ["COMPLETED", "RUNNING", "PENDING", "FAILED", "CRASHED", "CANCELLED"]
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
@@ -82,14 +84,17 @@ class Dashboard:
     def runs(self, request: Request) -> Response:
         q = request.query_params
         state, flow, deployment = q.get("state") or None, q.get("flow") or None, q.get("deployment") or None
-        before = _float(q.get("before"))
-        page = runs_page(self.store, state=state, flow=flow, before=before, deployment=deployment)
+        before, within = _float(q.get("before")), q.get("within") or None
+        now = time.time()
+        since = None if within not in WITHIN else now - WITHIN[within]
+        page = runs_page(self.store, state=state, flow=flow, before=before, deployment=deployment, since=since)
         older = None
         if page.more and page.runs:
-            kept = {k: v for k, v in (("state", state), ("flow", flow), ("deployment", deployment)) if v}
+            kept = {k: v for k, v in (("state", state), ("flow", flow), ("deployment", deployment),
+                                      ("within", within)) if v}
             older = "/?" + urlencode(kept | {"before": repr(page.runs[-1].run.created)})
         return self.page(request, "runs.html", page=page, state=state, flow=flow, deployment=deployment,
-                         older=older, now=time.time())
+                         within=within, windows=WITHIN, older=older, now=now)
 
     def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
