@@ -182,9 +182,9 @@ def test_a_copy_of_a_task_abandoned_on_cancel_is_closed_or_left_an_orphan(tmp_pa
 
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_a_copy_of_a_task_abandoned_on_timeout_is_closed_or_left_an_orphan(tmp_path, runner):
-    """Both tasks block in C past their timeout and the grace period: a process worker
-    answers for its call and exits (its copy is an orphan); a Dask or Ray worker answers
-    for it while the body runs on, and its copy is closed at the scope's end."""
+    """Both tasks block in C past their timeout and the grace period: each worker answers
+    for its call while the body runs on (a process worker then exits once its copies are
+    closed), and each copy is closed at the scope's end, as on a thread runner."""
     cell = Cell(tmp_path, runner, "stuck")
     cell.wait_for(lambda: len(cell.pids("body")) == 2, "both tasks to block")
     setups = cell.pids("setup")
@@ -196,7 +196,7 @@ def test_a_copy_of_a_task_abandoned_on_timeout_is_closed_or_left_an_orphan(tmp_p
     cell.release_stuck_bodies()
     out, err = cell.finish()
     assert "flow Failed" in out, err
-    _closed_or_orphaned(cell, setups, expect_closed=runner != "processes")
+    _closed_or_orphaned(cell, setups, expect_closed=True)
 
 
 def _closed_or_orphaned(cell: Cell, setups: list[int], expect_closed: bool) -> None:
