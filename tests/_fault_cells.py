@@ -111,10 +111,10 @@ class Evidence:
     def story(self) -> str:
         """The record, the exit and the end of stderr: printed under a failed cell's problems."""
         record = "\n".join(f"    {line}" for line in self.lines) or "    (empty)"
-        tail = "\n".join(f"    {line}" for line in self.stderr.strip().splitlines()[-12:])
+        tail = "\n".join(f"    {line}" for line in self.stderr.strip().splitlines()[-(60 if self.hung else 12):])
         return (
             f"cell {self.cell.id}: exit code {self.exit_code}, {self.seconds:.1f} s"
-            f"{' (hung: killed at the deadline)' if self.hung else ''}; files in {self.directory}\n"
+            f"{' (hung: ended by SIGABRT, then SIGKILL, at the deadline)' if self.hung else ''}; files in {self.directory}\n"
             f"  record:\n{record}\n  stderr (end):\n{tail}"
         )
 
@@ -196,6 +196,7 @@ def cell_env(cell: Cell, directory: Path, marker: str) -> dict[str, str]:
         HOME=str(directory),
         RAY_USAGE_STATS_ENABLED="0",
         PYTHONUNBUFFERED="1",
+        PYTHONFAULTHANDLER="1",  # a hung cell is ended by SIGABRT first: its stacks tell where it hung
         PYTHONPATH=os.pathsep.join([str(SCRIPT.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     return env
@@ -265,7 +266,11 @@ def run_cell(cell: Cell, base: Path, stopping: threading.Event) -> Evidence:
                 pass
         if proc.poll() is None:
             evidence.hung = True
-            proc.kill()
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack to stderr
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         evidence.exit_code = proc.wait()
         evidence.seconds = time.monotonic() - started
         drained = time.monotonic() + DRAIN_SECONDS
