@@ -221,9 +221,12 @@ def test_limits_page_shows_who_holds_a_slot_and_who_waits(env, tmp_path):
             assert 'data-tag="warehouse" data-capacity="1" data-held="1" data-waiting="1"' in page
             assert 'data-tag="other" data-capacity="3" data-held="0" data-waiting="0"' in page
             assert f"<td>{os.uname().nodename}:{child.pid}</td>" in page and "<td>hold</td>" in page
-        child.stdin.write("\n\n")
-        child.stdin.flush()
-        assert child.wait(timeout=60) == 0
+            child.stdin.write("\n\n")
+            child.stdin.flush()
+            assert child.wait(timeout=60) == 0
+            (run_id,) = re.findall(r'<tr data-run-id="(\w+)"', ui.get("/")[1])
+            page = ui.get(f"/runs/{run_id}")[1]  # the second task run's wait for the slot is on its lane
+            assert page.count('data-state-name="AwaitingConcurrencySlot"') == 1
     finally:
         if child.poll() is None:
             child.kill()
