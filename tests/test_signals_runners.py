@@ -16,6 +16,9 @@ status:
 
 The cells of the selected tests start together (most of a cell's time is a cluster
 starting and stopping); each test then drives and judges its own.
+
+Last, in this process: what an interrupt that comes once the work is over decides
+(nothing: no outer resource is rolled back, the state stays Completed).
 """
 
 from __future__ import annotations
@@ -24,14 +27,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 import pytest
 
 import tether.store
+from tether import flow, resource, task
+from tether._context import current_run
+from tether._errors import FlowRunTimeout, Terminated
+from tether._flow_run import FlowRun
 
 # The cells start together (see `cells`): under load, a Ray or Dask cell alone may take
 # longer to come up than the suite's default timeout per test.
@@ -287,3 +295,84 @@ def test_sigterm_during_the_cleanup_of_a_successful_flow_records_it_completed_an
     assert "SIGTERM came during the cleanup, after the work was done" in (run.state_message or "")
     assert run.task_counts == {"COMPLETED": 1}
     cell.assert_nothing_left()
+
+
+# -- in this process: the decision once the work is over ----------------------------------
+
+
+@pytest.fixture
+def body_over(monkeypatch):
+    """Set once the flow body has returned and the run waits for its task runs and cleanups."""
+    over = threading.Event()
+    wait_for_task_runs = FlowRun.wait_for_task_runs
+
+    def waiting(self):
+        over.set()
+        wait_for_task_runs(self)
+
+    monkeypatch.setattr(FlowRun, "wait_for_task_runs", waiting)
+    return over
+
+
+def _interrupt_from_cleanup(reason: BaseException, body_over: threading.Event) -> None:
+    """What the signal handler does once the body is over: cancel the flow run, from a
+    cleanup, so that the interrupt comes exactly while that cleanup runs."""
+    assert body_over.wait(10)
+    ctx = current_run.get()
+    assert ctx is not None
+    ctx.flow_run.cancel(reason)
+
+
+def test_an_interrupt_during_the_cleanup_after_the_work_changes_no_outcome_even_of_an_outer_resource(body_over):
+    outcomes: list[tuple[str, str]] = []
+
+    def recorded(name: str, interrupt: bool):
+        @resource(name=name)
+        def opened(*parents):
+            try:
+                yield name
+            except BaseException as exc:
+                outcomes.append((name, type(exc).__name__))
+                raise
+            if interrupt:
+                _interrupt_from_cleanup(Terminated(), body_over)
+            outcomes.append((name, "ok"))
+
+        return opened
+
+    outer, inner = recorded("outer", False), recorded("inner", True)
+
+    @task
+    def use(value):
+        return value
+
+    @flow
+    def work():
+        with outer() as o, inner(o) as i:
+            return use.submit(i).result()
+
+    state = work(return_state=True)
+    assert outcomes == [("inner", "ok"), ("outer", "ok")]  # the outer cleanup is not failed by it
+    assert state.name == "Completed" and state.result() == "inner"
+    assert "SIGTERM came during the cleanup, after the work was done" in state.message
+    body_over.clear()
+    with pytest.raises(Terminated):  # without return_state, the signal still ends the process
+        work()
+
+
+def test_the_flows_timeout_during_the_cleanup_after_the_work_leaves_it_completed_with_its_value(body_over):
+    @resource
+    def slow_to_close():
+        yield "value"
+        _interrupt_from_cleanup(FlowRunTimeout("timed out during cleanup"), body_over)
+
+    @flow
+    def work():
+        with slow_to_close() as value:
+            return value
+
+    state = work(return_state=True)
+    assert state.name == "Completed"
+    assert "The flow's timeout came during the cleanup" in state.message
+    body_over.clear()
+    assert work() == "value"
