@@ -258,6 +258,12 @@ def judge_ledger(ev: Evidence, expected: Expected) -> list[str]:
             problems.append(f"ledger row #{row['id']} of copy {conn_id} says {row['status']!r}, expected {status!r}")
         if row["pid"] != pid:
             problems.append(f"ledger row #{row['id']} of copy {conn_id} names process {row['pid']}, the copy's is {pid}")
+        told = next((line.extra for line in ev.of("cleanup") if line.conn_id == conn_id), None)
+        scope = None if told is None else told.split(":")[0]  # what the cleanup was told: succeeded or failed
+        if scope is not None and row["scope_outcome"] != scope:
+            problems.append(f"ledger row #{row['id']} of copy {conn_id} records the scope {row['scope_outcome']!r}, its cleanup was told {told!r}")
+        if ev.cell.fault == "cleanup_raises" and "CleanupBoom" not in (row["cleanup_error"] or ""):
+            problems.append(f"ledger row #{row['id']} of copy {conn_id} does not record the cleanup's error: {row['cleanup_error']!r}")
     return problems
 
 
