@@ -369,7 +369,7 @@ def reap_cmd(dry_run: bool, mark: tuple[int, ...], as_json: bool) -> None:
         elif r.outcome == "taken":
             out.print(Text.assemble(("skipped ", "dim"), what, ": another process is reaping it or closed it"))
         elif r.outcome == "closed-meanwhile":
-            meanwhile = ", but meanwhile another process recorded it closed (its own, by hand, or a reap that took over)"
+            meanwhile = ", but meanwhile another process recorded it closed (its own, by hand, or a reap that took it)"
             out.print(Text.assemble(("reaped ", "yellow"), what, meanwhile))
         else:
             out.print(Text.assemble(("FAILED ", "bold red"), what, f": its reaper {e.reaper} raised:"))
