@@ -36,6 +36,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -67,17 +68,29 @@ class WakeChannel:
         threading.Thread(target=self._listen, name="tether-slot-wakeups", daemon=True).start()
 
     def _listen(self) -> None:
+        last_retry = time.monotonic()
         while True:
-            self._socket.settimeout(retry_seconds() if self._broker.has_waiters() else None)
+            if self._broker.has_waiters():
+                # Counted from the last retry of every tag, so a stream of wake-ups for one tag
+                # cannot hold off the retries of another.
+                # (Never 0, which would make the socket non-blocking.)
+                self._socket.settimeout(max(0.001, last_retry + retry_seconds() - time.monotonic()))
+            else:
+                self._socket.settimeout(None)
             try:
                 tag = self._socket.recv(1024).decode()
             except TimeoutError:
-                self._broker.retry_all()
-                continue
+                tag = None
             except OSError:
-                return
-            if tag:
-                self._broker.retry(tag)
+                return  # the socket was closed
+            try:
+                if tag is None:
+                    last_retry = time.monotonic()
+                    self._broker.retry_all()
+                elif tag:  # (an empty one is a nudge: look again at whether runs wait)
+                    self._broker.retry(tag)
+            except Exception:  # this thread must go on waking the others
+                log.exception("Trying again for a concurrency slot failed")
 
     def nudge(self) -> None:
         """Make the listening thread look again at whether runs wait (so it starts retrying)."""
