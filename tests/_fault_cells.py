@@ -231,8 +231,10 @@ def provoke(cell: Cell, proc: subprocess.Popen[bytes], record: Path, deadline: f
     elif fault == "sigkill_reap":
         proc.send_signal(signal.SIGKILL)
     elif fault == "worker_killed":
-        (victim,) = [line.pid for line in read_lines(record) if line.kind == "ready" and line.extra == "0"]
-        os.kill(victim, signal.SIGKILL)
+        victims = {line.pid for line in read_lines(record) if line.kind == "ready" and line.extra == "0"}
+        if len(victims) != 1 or proc.pid in victims:
+            return f"one worker process running task 0 (found {sorted(victims)}; the flow process is {proc.pid})"
+        os.kill(victims.pop(), signal.SIGKILL)
     elif fault in ("sigint_twice", "sigterm_during_cleanup"):
         if fault == "sigint_twice":
             proc.send_signal(signal.SIGINT)
