@@ -120,3 +120,27 @@ def test_the_runs_of_a_serve_process_on_another_host_are_settled_when_its_lease_
     assert settled[running_id].status == "crashed" and "renewed no lease" in (settled[running_id].reason or "")
     assert store.flow_run("f" * 32).flow_run.state_type == "CRASHED"
     assert table.recover(lease_seconds=30, seen_by="a test") == []  # settled once
+
+
+def test_serve_processes_registering_a_new_deployment_at_once_all_succeed(store):
+    tables = [DeploymentTable(store.engine) for _ in range(4)]
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def register(table: DeploymentTable) -> None:
+        start.wait()
+        try:
+            table.register(spec("together"))
+            table.request_run("together", {})
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(t,)) for t in tables]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [d.name for d in tables[0].deployments()] == ["together"]
+    times = [r.scheduled_time for r in tables[0].runs("together")]
+    assert len(times) == 4 == len(set(times))

@@ -26,9 +26,10 @@ import json
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from tether._core._catchup import DueTime, decide, when
 from tether.store._crashed import UNFINISHED, _record
@@ -39,6 +40,7 @@ from tether.store._records import StoredFlowRun
 from tether.store._schema import deployment_runs, deployments, flow_runs
 from tether.store._store import _flow_run, _task_counts
 
+T = TypeVar("T")
 runs = deployment_runs
 ACTIVE = ("claimed", "running")
 FINAL_STATES = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled", "CRASHED": "crashed"}
@@ -187,7 +189,7 @@ class DeploymentTable:
             conn.execute(sa.update(deployments).where(deployments.c.name == spec.name).values(**update))
             return changed
 
-        return write(self.engine, work)
+        return _once_more_on_conflict(self.engine, work)
 
     def set_paused(self, name: str, paused: bool) -> None:
         def work(conn: sa.Connection) -> None:
@@ -217,7 +219,7 @@ class DeploymentTable:
             assert key is not None
             return int(key[0])
 
-        return write(self.engine, work)
+        return _once_more_on_conflict(self.engine, work)
 
     def _not_found(self, conn: sa.Connection, name: str) -> DeploymentNotFound:
         names = sorted(conn.execute(sa.select(deployments.c.name)).scalars())
@@ -432,6 +434,16 @@ class DeploymentTable:
             return settled
 
         return write(self.engine, work)
+
+
+def _once_more_on_conflict(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
+    """``write(engine, work)``, again if another process inserted the same key meanwhile: on PostgreSQL
+    two transactions that both found no row (nothing to lock) both insert it; the second one, run
+    again, finds the row."""
+    try:
+        return write(engine, work)
+    except IntegrityError:
+        return write(engine, work)
 
 
 def _settle_many(conn: sa.Connection, verdicts: Sequence[tuple[DueTime, str]], status: str, now: float) -> None:
