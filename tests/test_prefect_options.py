@@ -462,3 +462,19 @@ def test_a_task_run_name_callable_may_take_the_parameters(runner):
         return add(1)
 
     assert pipeline() == "sum-1-2"
+
+
+def test_tasks_and_flows_with_hooks_still_pickle():
+    """Remote runners send tasks pickled: their hooks must travel with them."""
+    import pickle
+
+    import cloudpickle
+
+    @task(on_failure=[print])
+    def t(x):
+        return x
+
+    copied = pickle.loads(cloudpickle.dumps(t))
+    assert copied.on_failure == (print,) and copied.on_failure._owner is copied
+    copied.on_running(print)
+    assert copied.on_running == (print,) and t.on_running == ()

@@ -141,6 +141,9 @@ class Hooks(tuple):  # type: ignore[type-arg]
         made._owner, made._name = owner, name
         return made
 
+    def __reduce__(self) -> tuple[Any, ...]:  # a task travels to remote workers pickled
+        return (Hooks, (tuple(self), self._owner, self._name))
+
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         check_hooks(repr(self._owner), self._name, [fn])
         setattr(self._owner, self._name, Hooks((*self, fn), self._owner, self._name))
