@@ -14,6 +14,7 @@ happened. Each line is ``KIND PID CONN_ID [EXTRA]``:
     setup PID CONN_ID              setup is done: the copy is handed out
     ready PID CONN_ID TASK         task number TASK runs on this copy (the test signals after
                                    as many of these as tasks run at once: `together`)
+    left-block PID -               the flow body left the with block (both tasks submitted)
     unblocked PID - TASK           a blocking call ran to its end: it was not interrupted
     cleanup-started PID CONN_ID    cleanup began; with sigint_twice and sigterm_during_cleanup
                                    it waits until the file RECORD_FILE.go exists
@@ -203,6 +204,7 @@ def cell(fault: str, record: str, together: int) -> list[int]:
         futures = [job.submit(conn, number, fault, record, together) for number in range(2)]
         if fault == "body_raises":
             raise BodyBoom("the flow body failed on purpose")
+    note(record, "left-block")
     return [future.result() for future in futures]
 
 
