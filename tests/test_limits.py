@@ -10,11 +10,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import tether.limits
+import tether.store
 from tether import flow, tags, task
 from tether._limits import LimitIsZeroError
 from tether.runners import ThreadPoolRunner
+from tether.store import StoreError
 
 SCRIPT = Path(__file__).parent / "scripts" / "limited_flow.py"
 
@@ -33,6 +36,17 @@ def store_env(request, tmp_path, monkeypatch):
 
 def unique_tag() -> str:
     return f"db-{uuid.uuid4().hex[:8]}"
+
+
+def rows_left(tag: str) -> tuple[int, int]:
+    """The store's own rows of holders and waiters of ``tag`` (dead processes' included)."""
+    store = tether.store.active_store()
+    assert store is not None
+    with store.engine.connect() as conn:
+        return tuple(  # type: ignore[return-value]
+            conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE tag = :tag"), {"tag": tag}).scalar()
+            for table in ("limit_slots", "limit_waiters")
+        )
 
 
 def test_a_tag_limit_holds_in_one_process(store_env):
@@ -59,6 +73,7 @@ def test_a_tag_limit_holds_in_one_process(store_env):
 
     try:
         assert main() == list(range(20))
+        assert rows_left(tag) == (0, 0)  # 18 runs waited, and each stopped waiting
     finally:
         tether.limits.remove(tag)
     assert peak[0] == 2
@@ -160,6 +175,7 @@ def run_under_a_limit(
             out, err = proc.communicate(timeout=timeout)
             assert proc.returncode == 0, err
             outputs.append(out)
+        assert rows_left(tag) == (0, 0)  # no holder and no waiter row outlives the runs
     finally:
         tether.limits.remove(tag)
     running, peak, done = map(int, counter.read_text().split())
@@ -205,3 +221,38 @@ def test_across_machines_postgres_notices_wake_the_waiters(postgres_url, tmp_pat
         monkeypatch.setenv(key, value)
     _, counted = run_under_a_limit(1, 2, 10, tmp_path, env, timeout=120)  # far below the 600 s retry
     assert counted == (0, 1, 20)
+
+
+def test_a_limit_in_a_store_without_locks_that_die_fails_the_run_saying_why(mariadb_url, monkeypatch):
+    """MySQL/MariaDB stores record runs, but tether holds no slots there: a run that needs one
+    fails at once, naming the tag and the way out, rather than being let through or left waiting."""
+    import pymysql
+
+    database = f"tether_limits_{uuid.uuid4().hex[:8]}"
+    server = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    server.cursor().execute(f"CREATE DATABASE {database}")
+    monkeypatch.setenv("TETHER_STORE", "on")
+    monkeypatch.setenv("TETHER_DATABASE_URL", mariadb_url.rsplit("/", 1)[0] + f"/{database}")
+    tag = unique_tag()
+
+    @task(tags=[tag])
+    def limited():
+        raise AssertionError("must not run")
+
+    @task
+    def free():
+        return 1
+
+    @flow
+    def main(use_limit: bool):
+        return (limited if use_limit else free).submit().result()
+
+    try:
+        assert main(False) == 1
+        tether.limits.set(tag, 1)
+        with pytest.raises(StoreError, match=f"'limited' needs a slot of tag '{tag}'.*is mysql.*tether limit rm {tag}"):
+            main(True)
+    finally:
+        tether.store.disable()
+        server.cursor().execute(f"DROP DATABASE {database}")
+        server.close()

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether._clock import get_clock
+from tether.store._errors import StoreError
 from tether.store._slots import SlotTable
 
 log = logging.getLogger("tether")
@@ -142,6 +143,9 @@ class SlotBroker:
     def acquire(self, key: str, request: Any) -> bool:
         """Take a slot for ``request`` now (True), or queue it and grant it later."""
         tag = key[4:]
+        if self.table.unsupported:
+            raise StoreError(f"Task run {_task(request)!r} needs a slot of tag {tag!r}, whose limit is in the run "
+                             f"store, but {self.table.unsupported} Or remove the limit: tether limit rm {tag}")
         with self._lock:
             queue = self._waiting.get(tag)
             if queue:

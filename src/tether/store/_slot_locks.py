@@ -347,7 +347,7 @@ def locks_for(engine: sa.Engine) -> SlotLocks:
     if dialect == "postgresql":
         return AdvisoryLocks(engine)
     raise StoreError(
-        f"Concurrency limits need locks that are dropped when their holder dies, which tether takes from "
-        f"SQLite (file locks) or PostgreSQL (advisory locks); the store at {engine.url.render_as_string()} is "
-        f"{dialect}. Use a PostgreSQL or SQLite store (TETHER_DATABASE_URL) for tagged limits."
+        f"concurrency limits need locks that are dropped when their holder dies, which tether takes from "
+        f"SQLite (file locks) or PostgreSQL (advisory locks), and the store at {engine.url.render_as_string()} "
+        f"is {dialect}. Use a PostgreSQL or SQLite store (TETHER_DATABASE_URL) for concurrency limits."
     )

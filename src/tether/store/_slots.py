@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from tether.store._engine import read, write
+from tether.store._errors import StoreError
 from tether.store._schema import limit_slots, limit_waiters, limits
 from tether.store._slot_locks import AdvisoryLocks, SlotLocks, blind_in_children, locks_for
 
@@ -55,7 +56,18 @@ class SlotTable:
         self.host = socket.gethostname()
         #: PostgreSQL tells every listening process of a released slot (LISTEN/NOTIFY).
         self.notifies = engine.dialect.name == "postgresql"
-        self.locks: SlotLocks = locks_for(engine)
+        try:
+            self._locks: SlotLocks | None = locks_for(engine)
+            #: Why this store cannot hold slots (a database without such locks), or None.
+            self.unsupported: str | None = None
+        except StoreError as exc:
+            self._locks, self.unsupported = None, str(exc)
+
+    @property
+    def locks(self) -> SlotLocks:
+        if self._locks is None:
+            raise StoreError(f"This store cannot hold concurrency slots: {self.unsupported}")
+        return self._locks
 
     def listen(self) -> Iterator[str]:
         """Yield the tag of every slot released anywhere (PostgreSQL only); blocks between them."""
