@@ -25,9 +25,9 @@ from pathlib import Path
 os.environ.setdefault("TETHER_HOME", tempfile.mkdtemp(prefix="tether-bench-"))  # never the user's run store
 os.environ.setdefault("TETHER_LOGGING_LEVEL", "WARNING")
 
-import tether.store  # noqa: E402 - after TETHER_HOME is set
-from tether import flow, get_run_logger, task  # noqa: E402
-from tether.ui._app import Dashboard  # noqa: E402
+import tether.store
+from tether import flow, get_run_logger, task
+from tether.ui._app import Dashboard
 
 
 @task

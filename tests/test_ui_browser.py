@@ -20,9 +20,8 @@ import pytest
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install -e '.[ui]'")
 playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the dev extra)")
 
-from _dashboard import FLOWS, dashboard, env_for, run_flow  # noqa: E402
-
-from tether.store import open_store  # noqa: E402
+from _dashboard import FLOWS, dashboard, env_for, run_flow
+from tether.store import open_store
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -65,7 +64,7 @@ class Requests:
         page.on("request", lambda request: self.urls.append(request.url))
 
     def assert_all_on(self, origin: str) -> None:
-        elsewhere = [u for u in self.urls if not (u.startswith(origin) or u.startswith("data:"))]
+        elsewhere = [u for u in self.urls if not (u.startswith((origin, "data:")))]
         assert self.urls and not elsewhere, f"requests beyond {origin}: {elsewhere}"
 
 

@@ -22,10 +22,19 @@ from tether.store._engine import read
 from tether.store._records import LedgerEntry, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_text
 from tether.store._schema import (
-    deployment_runs, deployments, flow_runs, limit_slots, limit_waiters, limits, logs, resources, state_changes, task_runs,
+    deployment_runs,
+    deployments,
+    flow_runs,
+    limit_slots,
+    limit_waiters,
+    limits,
+    logs,
+    resources,
+    state_changes,
+    task_runs,
 )
 from tether.store._slots import SlotHolder, SlotTable, Waiter
-from tether.store._store import RunNotFound, Store, _flow_run, _redacted, _task_counts, _task_run
+from tether.store._store import RunNotFound, Store, _flow_run, _redacted, _task_counts, _task_run, matching_flow_run
 
 #: Up to this many task runs a run's timeline has a lane per task run; beyond, bars per task name.
 LANE_LIMIT = 2000
@@ -189,22 +198,19 @@ def runs_page(
 
 
 def find_flow_run(store: Store, run_id: str) -> StoredFlowRun:
-    """The flow run of this whole id, with its task counts; `RunNotFound` if there is none."""
+    """The flow run whose id is ``run_id``, or starts or ends with it, with its task counts (as `Store.flow_run`
+    finds it, without reading the rest); `RunNotFound` if none or several match."""
 
     def work(conn: sa.Connection) -> StoredFlowRun:
-        row = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).mappings().first()
-        if row is None:
-            raise RunNotFound(
-                f"No flow run in the store {store.location.shown} has the id {run_id!r}. List the runs with: tether runs ls"
-            )
-        return _flow_run(row, _task_counts(conn, [run_id]).get(run_id, {}))
+        row = matching_flow_run(conn, run_id, store.location.shown)
+        return _flow_run(row, _task_counts(conn, [row["id"]]).get(row["id"], {}))
 
     return read(store.engine, work)
 
 
 def run_view(store: Store, run_id: str, page: int = 0, page_size: int = 100, now: float | None = None,
              log_limit: int = 500, failure_limit: int = 20) -> RunView:
-    """One flow run for the run page; ``run_id`` is the whole id (`Store.flow_run` finds it from a part)."""
+    """One flow run for the run page; ``run_id`` is the whole id (`find_flow_run` finds it from a part)."""
 
     def work(conn: sa.Connection) -> RunView:
         row = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).mappings().first()

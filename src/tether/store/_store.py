@@ -124,23 +124,7 @@ class Store:
         """Everything about one flow run; ``run_id`` may be the start or the end of the id, if unique."""
 
         def work(conn: sa.Connection) -> RunDetail:
-            matches = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).mappings().all()
-            if not matches and run_id:
-                pattern = _escape_like(run_id)
-                either_end = sa.or_(
-                    flow_runs.c.id.like(pattern + "%", escape="\\"), flow_runs.c.id.like("%" + pattern, escape="\\")
-                )
-                matches = conn.execute(sa.select(flow_runs).where(either_end).limit(6)).mappings().all()
-            if len(matches) != 1:
-                if not matches:
-                    problem = (
-                        f"No flow run in the store {self.location.shown} has an id starting or ending with {run_id!r}."
-                    )
-                else:
-                    shown = ", ".join(f"{m['id']} ({m['name']})" for m in matches[:5])
-                    problem = f"{run_id!r} matches more than one flow run: {shown}. Give more of the id."
-                raise RunNotFound(problem + " List the runs with: tether runs ls")
-            row = matches[0]
+            row = matching_flow_run(conn, run_id, self.location.shown)
             rid = row["id"]
             counts = _task_counts(conn, [rid])
             tasks = (
@@ -397,6 +381,27 @@ class Store:
 
 #: Cleanup outcomes of rows reaping may take: a failed reap (to try again), a reap whose reaper may be gone.
 REAPABLE = ("reap-failed", "reaping")
+
+
+def matching_flow_run(conn: sa.Connection, run_id: str, shown: str) -> Any:
+    """The row of the one flow run whose id is ``run_id``, or starts or ends with it; `RunNotFound` otherwise.
+
+    ``shown`` names the store in the message."""
+    matches = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).mappings().all()
+    if not matches and run_id:
+        pattern = _escape_like(run_id)
+        either_end = sa.or_(
+            flow_runs.c.id.like(pattern + "%", escape="\\"), flow_runs.c.id.like("%" + pattern, escape="\\")
+        )
+        matches = conn.execute(sa.select(flow_runs).where(either_end).limit(6)).mappings().all()
+    if len(matches) != 1:
+        if not matches:
+            problem = f"No flow run in the store {shown} has an id starting or ending with {run_id!r}."
+        else:
+            listed = ", ".join(f"{m['id']} ({m['name']})" for m in matches[:5])
+            problem = f"{run_id!r} matches more than one flow run: {listed}. Give more of the id."
+        raise RunNotFound(problem + " List the runs with: tether runs ls")
+    return matches[0]
 
 
 def _orphan(r: Any, now: float, stale_after: float) -> str | None:

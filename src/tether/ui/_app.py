@@ -103,7 +103,7 @@ class Dashboard:
         try:
             view = run_view(self.store, run_id, page=number, now=now)
         except RunNotFound:
-            found = self.store.flow_run(run_id).flow_run.id  # a part of an id; raises RunNotFound if none or many
+            found = find_flow_run(self.store, run_id).id  # a part of an id; RunNotFound if none or many
             return RedirectResponse(f"/runs/{found}", status_code=303)
         svg = _timeline.render(view, now=now, task_href="/tasks/")
         pages = max((view.task_total + view.page_size - 1) // view.page_size, 1)
@@ -112,6 +112,7 @@ class Dashboard:
     def run_log(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         run = find_flow_run(self.store, run_id)  # 404 if there is no such run
+        run_id = run.id
 
         def lines() -> Iterator[str]:
             yield f"# log of flow run {run.name!r} ({run.id}); times in {_format.zone()}\n"

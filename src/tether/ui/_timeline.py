@@ -144,15 +144,15 @@ def _band(entry: LedgerEntry, view: RunView, scale: _Scale, y: int, now: float) 
     )
     x, w = scale.x(entry.created), max(scale.width(entry.created, end), 1)
     parts = [
-        f'<g class="band o-{escape(what)}" data-resource-id="{entry.id}" data-scope-id="{escape(entry.scope_id)}" '
+        (f'<g class="band o-{escape(what)}" data-resource-id="{entry.id}" data-scope-id="{escape(entry.scope_id)}" '
         f'data-resource-name="{escape(entry.name)}" data-worker="{escape(worker(entry))}" '
         f'data-outcome="{escape(what)}" data-status="{escape(entry.status)}" '
-        f'data-used-by="{escape(" ".join(entry.used_by))}">',
+        f'data-used-by="{escape(" ".join(entry.used_by))}">'),
         f"<title>{escape(title)}</title>",
         f'<text class="label" x="{LABEL}" y="{y + 14}">{escape(entry.name)} · {escape(worker(entry))}</text>',
         f'<rect class="copy" x="{x:.2f}" y="{y + 2}" width="{w:.2f}" height="{BAND - 4}"/>',
-        f'<rect class="setup" x="{x:.2f}" y="{y + 2}" width="{scale.width(entry.created, setup_end):.2f}" '
-        f'height="{BAND - 4}"/>',
+        (f'<rect class="setup" x="{x:.2f}" y="{y + 2}" width="{scale.width(entry.created, setup_end):.2f}" '
+        f'height="{BAND - 4}"/>'),
     ]
     if entry.cleaned_at is not None and entry.cleanup_seconds:
         begin = entry.cleaned_at - entry.cleanup_seconds
@@ -180,12 +180,12 @@ def _lane(lane: TaskLane, scale: _Scale, y: int, used: list[str], task_href: str
     if task.state_message and state != "COMPLETED":
         title += f"; {task.state_message}"
     parts = [
-        f'<a href="{escape(task_href + task.id)}"><g class="lane" data-task-run-id="{escape(task.id)}" '
-        f'data-state="{escape(state)}" data-state-name="{escape(task.state_name or "")}" data-attempts="{attempts}">',
+        (f'<a href="{escape(task_href + task.id)}"><g class="lane" data-task-run-id="{escape(task.id)}" '
+        f'data-state="{escape(state)}" data-state-name="{escape(task.state_name or "")}" data-attempts="{attempts}">'),
         f"<title>{escape(title)}</title>",
         f'<text class="label" x="{LABEL}" y="{y + 12}">{escape(task.name)} {escape(short_id(task.id))}</text>',
-        f'<rect class="bar" x="{scale.x(begin):.2f}" y="{y + 2}" width="{scale.width(begin, end):.2f}" '
-        f'height="{LANE - 4}"/>',
+        (f'<rect class="bar" x="{scale.x(begin):.2f}" y="{y + 2}" width="{scale.width(begin, end):.2f}" '
+        f'height="{LANE - 4}"/>'),
     ]
     for s in stretches:
         if s.end is None:
