@@ -127,6 +127,11 @@ def wait_until(predicate: Any, what: str, timeout: float = 90.0, serving: subpro
         time.sleep(0.05)
 
 
+def wait_serving(process: subprocess.Popen[str]) -> None:
+    """Wait until ``tether serve`` has registered its deployment (the store exists from then on)."""
+    read_until(process.stdout, "Serving deployment")
+
+
 def records(tmp_path: Path) -> list[dict[str, Any]]:
     path = tmp_path / "record.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -180,6 +185,7 @@ def stop(process: subprocess.Popen[str], expect: int = 143) -> str:
 def test_serve_processes_racing_and_restarted_run_each_scheduled_time_once(env, rows, tmp_path):
     serves = [start_serve(env, tmp_path, "--interval", "1") for _ in range(3)]
     try:
+        wait_serving(serves[0])
         wait_until(lambda: len(rows.runs("completed")) >= 3, "three completed runs")
         serves[0].send_signal(signal.SIGKILL)  # one of them dies and another comes
         serves[0].wait()
@@ -213,7 +219,7 @@ def test_a_serve_killed_at_each_step_of_a_claim_leaves_the_run_once_or_crashed_n
     else:
         extra = {"TETHER_SERVE_FAULT": f"{point}:{marker}"}
     first = start_serve(env, tmp_path, "--cron", "0 0 1 1 *", **extra)  # a yearly schedule: only requested runs
-    wait_until(rows.registered, "the deployment to be registered", serving=first)
+    wait_serving(first)
     table = rows.table()
     assert table is not None
     run_id = table.request_run("ticker", {"n": 7})
@@ -277,7 +283,7 @@ def read_until(stream: Any, text: str) -> str:
 def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_with_cleanup(env, rows, tmp_path, finishes):
     serve = start_held(env, tmp_path, grace="60" if finishes else "0.5")
     try:
-        wait_until(rows.registered, "the deployment to be registered", serving=serve)
+        wait_serving(serve)
         table = rows.table()
         assert table is not None
         running = table.request_run("ticker", {})
