@@ -252,6 +252,8 @@ def test_a_limit_in_a_store_without_locks_that_die_fails_the_run_saying_why(mari
         tether.limits.set(tag, 1)
         with pytest.raises(StoreError, match=f"'limited' needs a slot of tag '{tag}'.*is mysql.*tether limit rm {tag}"):
             main(True)
+        assert [(i.tag, i.capacity, i.held, i.waiting) for i in tether.limits.ls()] == [(tag, 1, 0, 0)]
+        assert tether.limits.remove(tag)
     finally:
         tether.store.disable()
         server.cursor().execute(f"DROP DATABASE {database}")

@@ -137,6 +137,8 @@ class SlotTable:
 
     def holders(self) -> list[SlotHolder]:
         """Who holds the slots, read from the rows whose lock is taken; drops the others."""
+        if self._locks is None:
+            return []  # nobody can hold a slot in this store
         rows = read(self.engine, lambda c: list(c.execute(sa.select(limit_slots).order_by(limit_slots.c.tag, limit_slots.c.slot))))
         taken = self.locks.taken([(r.tag, r.slot) for r in rows])
         stale = [r for r in rows if (r.tag, r.slot) not in taken]
@@ -161,7 +163,7 @@ class SlotTable:
 
     def live(self, waiters: list[Waiter]) -> list[Waiter]:
         """Those of ``waiters`` whose process lives; deletes the rows of the others."""
-        if not waiters:
+        if not waiters or self._locks is None:
             return waiters
         processes = {w.process for w in waiters}
         dead = processes - self.locks.alive(processes)
@@ -171,6 +173,8 @@ class SlotTable:
 
     def free_all(self, tag: str) -> int:
         """Forget who holds ``tag``'s slots (its limit is gone); how many live holders there were."""
+        if self._locks is None:
+            return 0
         rows = read(self.engine, lambda c: list(c.execute(sa.select(limit_slots).where(limit_slots.c.tag == tag))))
         held = len(self.locks.taken([(r.tag, r.slot) for r in rows]))
         write(self.engine, lambda c: c.execute(sa.delete(limit_slots).where(limit_slots.c.tag == tag)))
