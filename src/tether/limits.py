@@ -1,8 +1,9 @@
 """Concurrency limits by tag, as ``tether limit set TAG N`` does from the shell.
 
 With the run store on (the default), a limit lives in the store and holds across
-processes and machines sharing it; with the store off (``TETHER_STORE=off``), it
-holds in this process only.
+the processes sharing it (a SQLite store: on its machine; PostgreSQL: on every
+machine); its slots are locks that die with their holder (`tether._leases`). With
+the store off (``TETHER_STORE=off``), it holds in this process only.
 """
 
 from __future__ import annotations
