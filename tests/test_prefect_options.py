@@ -478,3 +478,16 @@ def test_tasks_and_flows_with_hooks_still_pickle():
     assert copied.on_failure == (print,) and copied.on_failure._owner is copied
     copied.on_running(print)
     assert copied.on_running == (print,) and t.on_running == ()
+
+
+def test_a_validated_flow_still_pickles_after_its_first_call(runner):
+    import pickle
+
+    import cloudpickle
+
+    @flow(task_runner=runner)
+    def etl(limit: int):
+        return limit
+
+    assert etl("3") == 3  # builds the pydantic model of its parameters
+    assert pickle.loads(cloudpickle.dumps(etl))("4") == 4

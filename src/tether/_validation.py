@@ -33,6 +33,14 @@ class ParameterValidator:
         self.names = [p.name for p in signature.parameters.values() if p.kind in kinds and p.annotation is not p.empty]
         self._model: Any = _NOT_BUILT
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The model is a class made at run time: it does not pickle, and is rebuilt on use.
+        return {**self.__dict__, "_model": _NOT_BUILT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._model = _NOT_BUILT
+
     @property
     def needed(self) -> bool:
         return bool(self.names)
