@@ -191,7 +191,7 @@ def test_a_running_run_page_follows_the_run_without_a_reload(browser, env, tmp_p
     try:
         assert child.stdout.readline().strip() == "WAITING", child.stderr.read()
         with dashboard(env) as ui:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1000, "height": 400})
             requests = Requests(page)
             page.goto(ui.url)
             page.wait_for_selector('tr[data-run-id][data-state="RUNNING"]', timeout=20_000)
@@ -201,6 +201,9 @@ def test_a_running_run_page_follows_the_run_without_a_reload(browser, env, tmp_p
             task_run_id = lane.get_attribute("data-task-run-id")
             page.wait_for_selector("#live.on")
             page.evaluate("window.notReloaded = true")
+            page.evaluate("window.scrollTo(0, 300)")
+            scrolled = page.evaluate("window.scrollY")
+            assert scrolled > 0
             child.stdin.write("\n")
             child.stdin.flush()
             assert child.wait(timeout=60) == 0
@@ -208,6 +211,7 @@ def test_a_running_run_page_follows_the_run_without_a_reload(browser, env, tmp_p
                                    timeout=20_000)
             page.wait_for_selector('svg .flow-lane[data-state="COMPLETED"]', timeout=20_000)
             assert page.evaluate("window.notReloaded") is True
+            assert page.evaluate("window.scrollY") == scrolled  # the update kept the reader's place
             requests.assert_all_on(ui.url)
             page.close()
     finally:
