@@ -105,14 +105,15 @@ class FlowFunction(Generic[R]):
         self.description = check_text(owner, "description", description) or inspect.getdoc(fn)
         self.version = check_text(owner, "version", version)
         self.flow_run_name = check_run_name(owner, "flow_run_name", flow_run_name)
-        self.validate_parameters = bool(check_flag(owner, "validate_parameters", validate_parameters, optional=False))
+        # Prefect's names: the flag is should_validate_parameters, validate_parameters() the method.
+        self.should_validate_parameters = bool(check_flag(owner, "validate_parameters", validate_parameters, optional=False))
         # Prefect's meaning: the flow keeps its tasks' results, so tasks without cache options cache.
         self.persist_result = check_flag(owner, "persist_result", persist_result)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._binder = ParameterBinder(owner, self.signature)
         validator = ParameterValidator(owner, fn, self.signature)
-        self._validator = validator if self.validate_parameters and validator.needed else None
+        self._validator = validator if self.should_validate_parameters and validator.needed else None
         self._owner = owner
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
@@ -147,7 +148,7 @@ class FlowFunction(Generic[R]):
             "description": self.description,
             "version": self.version,
             "flow_run_name": self.flow_run_name,
-            "validate_parameters": self.validate_parameters,
+            "validate_parameters": self.should_validate_parameters,
             "persist_result": self.persist_result,
             "on_running": list(self.on_running),
         }
@@ -155,6 +156,12 @@ class FlowFunction(Generic[R]):
 
     def check_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """``parameters`` bound to the signature, and validated from the type hints if this flow validates."""
+        bound = self.bind((), parameters)
+        return bound if self._validator is None else self._validator.validate(bound)
+
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """``parameters`` checked against the signature and coerced from the type hints, as a
+        call would (Prefect's method); `ParameterError` if they do not fit."""
         bound = self.bind((), parameters)
         return bound if self._validator is None else self._validator.validate(bound)
 
