@@ -491,3 +491,15 @@ def test_a_validated_flow_still_pickles_after_its_first_call(runner):
 
     assert etl("3") == 3  # builds the pydantic model of its parameters
     assert pickle.loads(cloudpickle.dumps(etl))("4") == 4
+
+
+def test_flow_validate_parameters_is_prefects_method():
+    @flow
+    def etl(day: datetime.date, limit: int = 10):
+        pass
+
+    assert etl.should_validate_parameters is True
+    assert etl.validate_parameters({"day": "2024-01-31", "limit": "5"}) == {"day": datetime.date(2024, 1, 31), "limit": 5}
+    with pytest.raises(ParameterError, match="limit"):
+        etl.validate_parameters({"day": "2024-01-31", "limit": "many"})
+    assert etl.with_options(validate_parameters=False).should_validate_parameters is False
