@@ -42,8 +42,16 @@ def swap_imports(source: str) -> str:
     """The script with Prefect's imports pointing at tether (what a user changes)."""
     source = re.sub(r"\bprefect_(?:dask|ray)(?:\.task_runners)?\b", "tether.task_runners", source)
     source = re.sub(r"^(\s*)from prefect(\.[\w.]+)? import", r"\1from tether\2 import", source, flags=re.MULTILINE)
-    source = re.sub(r"^(\s*)import prefect\b(\.[\w.]+)?", lambda m: f"{m.group(1)}import tether{m.group(2) or ''}" + ("" if m.group(2) else " as prefect"), source, flags=re.MULTILINE)
+    # ``import prefect`` / ``import prefect.runtime``: the name ``prefect`` still means the package.
+    source = re.sub(r"^(\s*)import prefect\b(\.[\w.]+)?(\s+as\s+\w+)?", _swap_import, source, flags=re.MULTILINE)
     return source
+
+
+def _swap_import(match: re.Match[str]) -> str:
+    indent, submodule, alias = match.group(1), match.group(2) or "", match.group(3)
+    if alias:
+        return f"{indent}import tether{submodule}{alias}"
+    return f"{indent}import tether{submodule}; import tether as prefect" if submodule else f"{indent}import tether as prefect"
 
 
 @dataclass
@@ -124,6 +132,8 @@ def test_the_import_swap():
     )
     assert swap_imports("from prefect_dask.task_runners import DaskTaskRunner") == "from tether.task_runners import DaskTaskRunner"
     assert swap_imports("    from prefect.runtime import flow_run") == "    from tether.runtime import flow_run"
+    assert swap_imports("import prefect.runtime\n") == "import tether.runtime; import tether as prefect\n"
+    assert swap_imports("import prefect.runtime as rt\n") == "import tether.runtime as rt\n"
 
 
 @pytest.mark.parametrize("path", SCRIPT_PATHS, ids=lambda p: p.stem)
