@@ -2,8 +2,8 @@
 
 ``import tether`` makes every public submodule reachable as an attribute
 (``tether.limits.set(...)``, ``tether.runtime.flow_run.name``); the ones that pull in
-heavy libraries (`tether.sql`: SQLAlchemy's engine layer; `tether.cli`: click and rich;
-`tether.testing`) are imported on first access.
+heavy libraries or are rarely needed (`tether.sql`; `tether.cli`: click and rich;
+`tether.ui`: the dashboard's Starlette app; `tether.testing`) are imported on first access.
 """
 
 import importlib
@@ -54,7 +54,7 @@ from tether._run_views import get_run_context
 from tether._serve import serve
 from tether._task import Task, tags, task, unmapped
 
-_LAZY_SUBMODULES = frozenset({"cli", "sql", "testing"})
+_LAZY_SUBMODULES = frozenset({"cli", "sql", "testing", "ui"})
 
 
 def __getattr__(name: str) -> _Any:
