@@ -378,7 +378,7 @@ def test_deployments_page_shows_schedules_next_times_and_runs_of_tether_serve(en
     serve = subprocess.Popen([*TETHER, "serve", f"{flows}:quick", "--name", "every-second", "--interval", "1"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        with dashboard(env) as ui:
+        with dashboard(env, "--allow-actions") as ui:
             deadline = time.monotonic() + 60
             while True:  # until the serve process has run a scheduled time
                 page = ui.get("/deployments")[1]
@@ -393,6 +393,15 @@ def test_deployments_page_shows_schedules_next_times_and_runs_of_tether_serve(en
             assert served in ids and other not in ids
             assert 'data-deployment="every-second"' in runs
             assert re.findall(r'<tr data-run-id="(\w+)"', ui.get("/")[1])[-1] == other
+
+            token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page).group(1)
+            assert ui.post("/actions/deployments/every-second/pause", "csrf=wrong")[0] == 403
+            status, page = ui.post("/actions/deployments/every-second/pause", f"csrf={token}")
+            assert status == 200 and 'data-deployment="every-second" data-paused="true"' in page and "Resume" in page
+            listed = subprocess.run([*TETHER, "deployments", "ls", "--json"], env=env, capture_output=True,
+                                    text=True, check=True)
+            assert '"paused": true' in listed.stdout
+            assert ui.post("/actions/deployments/no-such/resume", f"csrf={token}")[0] == 404
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)

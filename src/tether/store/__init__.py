@@ -9,8 +9,12 @@ This package records and reads; it does not run flows or decide their states.
 """
 
 from tether.store._active import active_store, disable, enable, flush, recording_disabled
+from tether.store._crashed import CrashedRun
+from tether.store._deployments import DeploymentTable
 from tether.store._errors import StoreError, StoreSchemaError
+from tether.store._ledger import flow_process_gone
 from tether.store._location import StoreLocation, configured_url, tether_home
+from tether.store._migrate import unusable
 from tether.store._queries import (
     DeploymentView,
     LimitView,
@@ -25,15 +29,20 @@ from tether.store._queries import (
     run_log_lines,
     run_view,
     runs_page,
+    set_deployment_paused,
     task_run_view,
 )
 from tether.store._reap import ReaperNotFound, ReapResult, load_reaper, reap_orphans
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
-from tether.store._redact import redact_parameters, redact_text
+from tether.store._redact import redact_parameters, redact_text, redact_value
+from tether.store._sink import heartbeat_seconds
+from tether.store._slots import SlotTable
 from tether.store._store import RunNotFound, Store, open_store
 from tether.store._writer import StoreRecorder
 
 __all__ = [
+    "CrashedRun",
+    "DeploymentTable",
     "DeploymentView",
     "LedgerEntry",
     "LimitView",
@@ -43,6 +52,7 @@ __all__ = [
     "RunNotFound",
     "RunSummary",
     "RunView",
+    "SlotTable",
     "Store",
     "StoreError",
     "StoreLocation",
@@ -61,7 +71,9 @@ __all__ = [
     "disable",
     "enable",
     "find_flow_run",
+    "flow_process_gone",
     "flush",
+    "heartbeat_seconds",
     "limit_views",
     "load_reaper",
     "open_store",
@@ -69,9 +81,12 @@ __all__ = [
     "recording_disabled",
     "redact_parameters",
     "redact_text",
+    "redact_value",
     "run_log_lines",
     "run_view",
     "runs_page",
+    "set_deployment_paused",
     "task_run_view",
     "tether_home",
+    "unusable",
 ]

@@ -5,8 +5,8 @@ summed up in SQL (counts by state, start times in buckets per task name) rather
 than loaded, and its task runs are read a page at a time; below `LANE_LIMIT` task
 runs every one is read with its state changes, for a lane of its own. Secrets are
 redacted as in every query of the store (`Store`'s converters are reused). This
-module reads and renders nothing; the only writes are the slot readers' own
-(`SlotTable` drops the rows of dead holders).
+module renders nothing; its only writes are the slot readers' own (`SlotTable`
+drops the rows of dead holders) and `set_deployment_paused`, an action of the dashboard.
 """
 
 from __future__ import annotations
@@ -361,6 +361,12 @@ def deployment_views(store: Store, upcoming: int = 3, recent: int = 10) -> list[
         return views
 
     return read(store.engine, work)
+
+
+def set_deployment_paused(store: Store, name: str, paused: bool) -> None:
+    """Pause or resume deployment ``name``, as ``tether deployments pause|resume`` does; a `LookupError` if
+    there is no such deployment."""
+    DeploymentTable(store.engine).set_paused(name, paused)
 
 
 def change_token(store: Store) -> str:

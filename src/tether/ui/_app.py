@@ -6,8 +6,8 @@ Pages: ``/`` (runs), ``/runs/<id>`` (a run: timeline, errors, parameters, logs),
 changes (`_live`). A page asked with ``X-Tether-Partial: 1`` sends only its
 ``<main>``, which the page's script swaps in when the store changes.
 
-It is read-only unless built with ``allow_actions``: then reaping orphans and
-marking a resource closed are POSTs carrying the CSRF token of this server's
+It is read-only unless built with ``allow_actions``: then reaping orphans,
+marking a resource closed and pausing or resuming a deployment are POSTs carrying the CSRF token of this server's
 pages. Every response forbids loading anything from another origin (CSP), and a
 dashboard bound to loopback answers only requests addressed to loopback names, so
 a web page elsewhere cannot reach it through DNS rebinding. This module reads the
@@ -44,6 +44,7 @@ from tether.store import (
     run_log_lines,
     run_view,
     runs_page,
+    set_deployment_paused,
     task_run_view,
 )
 from tether.ui import _format, _timeline
@@ -165,6 +166,19 @@ class Dashboard:
         self.store.mark_reaped(int(request.path_params["entry_id"]))
         return RedirectResponse("/resources", status_code=303)
 
+    async def pause(self, request: Request) -> Response:
+        return await self._set_paused(request, True)
+
+    async def resume(self, request: Request) -> Response:
+        return await self._set_paused(request, False)
+
+    async def _set_paused(self, request: Request, paused: bool) -> Response:
+        refused = await self._refused(request)
+        if refused is not None:
+            return refused
+        set_deployment_paused(self.store, request.path_params["name"], paused)
+        return RedirectResponse("/deployments", status_code=303)
+
     async def _refused(self, request: Request) -> Response | None:
         if not self.allow_actions:
             return self.error(
@@ -222,11 +236,13 @@ def build_app(store: Store, allow_actions: bool = False, loopback_only: bool = T
         Route("/events", board.events),
         Route("/actions/reap", board.reap, methods=["POST"]),
         Route("/actions/resources/{entry_id:int}/mark-closed", board.mark_closed, methods=["POST"]),
+        Route("/actions/deployments/{name}/pause", board.pause, methods=["POST"]),
+        Route("/actions/deployments/{name}/resume", board.resume, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("tether.ui", "static")]), name="static"),
     ]
     app = Starlette(
         routes=routes, middleware=middleware,
-        exception_handlers={RunNotFound: not_found, SQLAlchemyError: unusable},
+        exception_handlers={LookupError: not_found, SQLAlchemyError: unusable},  # RunNotFound, DeploymentNotFound
     )
     app.state.dashboard = board
     return app
