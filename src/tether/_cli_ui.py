@@ -27,7 +27,10 @@ def missing_ui_packages() -> list[str]:
 @click.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--allow-actions", is_flag=True, help="Allow reaping orphans from the dashboard (POSTs with a CSRF token).")
+@click.option(
+    "--allow-actions", is_flag=True,
+    help="Allow actions: reap orphans, mark a resource closed, pause or resume a deployment (POSTs with a CSRF token).",
+)
 def ui(host: str, port: int, allow_actions: bool) -> None:
     """Serve a web dashboard of the runs, resources and limits in the run store."""
     missing = missing_ui_packages()
