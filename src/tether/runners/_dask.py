@@ -158,7 +158,10 @@ class DaskRunner(RemoteRunner):
         control = self._control
         if future is None or control is None:
             return
-        control.submit(_settle, future, cloudpickle.loads(message["result"]), None)
+        try:
+            control.submit(_settle, future, cloudpickle.loads(message["result"]), None)
+        except RuntimeError:  # the runner is stopping: the call's own result settles it, if it comes
+            pass
 
     def _collect(self) -> None:
         """Gather finished calls in batches; one round trip for whatever is ready."""
