@@ -406,3 +406,43 @@ def test_deployments_page_shows_schedules_next_times_and_runs_of_tether_serve(en
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
         serve.stderr.close()
+
+
+def test_the_timeline_draws_cache_hits_slot_waits_and_a_rolled_back_copy_with_its_error():
+    from tether.store import LedgerEntry, RunView, StoredFlowRun, StoredTaskRun, TaskLane
+    from tether.store._queries import Segment
+    from tether.ui import _timeline
+
+    def task(task_id, name, state, start, end):
+        return StoredTaskRun(id=task_id, flow_run_id="f1", name=name, state_type=state, state_name=name,
+                             state_message=None, error=None, run_count=1, created=start, start_time=start,
+                             end_time=end, parameters=None, tags=None)
+
+    flow_run = StoredFlowRun(id="f1", name="etl", parent_id=None, state_type="FAILED", state_name="Failed",
+                             state_message=None, error=None, run_count=1, created=0.0, start_time=0.0, end_time=10.0,
+                             parameters={}, tags=[], pid=1, host="h", heartbeat=0.0)
+    cached = TaskLane(task("t1", "Cached", "COMPLETED", 1.0, 1.0), [Segment("COMPLETED", "Cached", 1.0, 1.0, 1)])
+    waited = TaskLane(task("t2", "Completed", "COMPLETED", 2.0, 6.0), [
+        Segment("PENDING", "AwaitingConcurrencySlot", 2.0, 4.0, 0),
+        Segment("RUNNING", "Running", 4.0, 6.0, 1),
+        Segment("COMPLETED", "Completed", 6.0, 6.0, 1),
+    ])
+    copy = LedgerEntry(id=7, scope_id="s1", name="warehouse", flow_run_id="f1", host="h", pid=42, pid_started=None,
+                       created=1.5, setup_outcome="succeeded", setup_error=None, setup_at=2.0, handle=None,
+                       reaper=None, reaper_file=None, scope_outcome="failed", cleanup_outcome="failed",
+                       cleanup_error="RuntimeError: could not roll back", cleanup_seconds=0.5, cleaned_at=8.0,
+                       heartbeat=None, used_by=["t2"])
+    view = RunView(flow_run=flow_run, task_total=2, start=0.0, end=10.0, lanes=[cached, waited], buckets=[],
+                   bucket_seconds=0.1, task_page=[], page=0, page_size=100, failures=[], failure_total=0,
+                   resources=[copy], subflows=[], logs=[], log_total=0, task_names={"t2": "load"})
+    svg = str(_timeline.render(view, now=10.0, task_href="/tasks/"))
+    per_second = _timeline.PLOT / 10.0
+    x = re.search(r'class="seg s-PENDING n-AwaitingConcurrencySlot"[^>]* x="([\d.]+)"[^>]* width="([\d.]+)"', svg)
+    assert float(x.group(1)) == pytest.approx(_timeline.X0 + 2.0 * per_second, abs=0.01)
+    assert float(x.group(2)) == pytest.approx(2.0 * per_second, abs=0.01)
+    assert 'class="seg s-COMPLETED n-Cached final"' in svg
+    band = re.search(r'<g class="band o-rollback" data-resource-id="7"[^>]*>.*?</g>', svg).group(0)
+    assert 'data-worker="h:42"' in band and 'data-used-by="t2"' in band and 'data-status="cleanup-failed"' in band
+    assert "RuntimeError: could not roll back" in band and "used by load" in band
+    cleanup = re.search(r'<rect class="cleanup" x="([\d.]+)"', band)
+    assert float(cleanup.group(1)) == pytest.approx(_timeline.X0 + 7.5 * per_second, abs=0.01)
