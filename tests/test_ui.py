@@ -79,7 +79,7 @@ def test_runs_and_run_pages_show_what_the_store_recorded(env, flows, home):
         assert "s3cr3t-value" not in page and "db_password" in page  # redacted by the store
 
         status, log, headers = ui.get(f"/runs/{run_id}/log.txt")
-        assert status == 200 and "attachment" in headers["content-disposition"]
+        assert status == 200 and headers["content-disposition"] == f'attachment; filename="tether-nightly-{run_id[:8]}.log"'
         assert re.search(r"INFO +load: loading part 2 through conn-main", log)
         assert re.search(r"INFO +warehouse|connecting to main", log)
 

@@ -17,6 +17,7 @@ store only through `tether.store`'s public functions.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -121,7 +122,7 @@ class Dashboard:
                 who = name or run.name
                 yield f"{_format.when(entry.timestamp)} {_level(entry.level):8} {who}: {entry.message}\n"
 
-        filename = f"tether-{run.name}-{run.id[:8]}.log".replace('"', "")
+        filename = re.sub(r"[^A-Za-z0-9._-]+", "_", f"tether-{run.name}-{run.id[:8]}.log")  # a safe header
         return StreamingResponse(
             lines(), media_type="text/plain; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{filename}"', **SECURITY_HEADERS},
