@@ -201,3 +201,22 @@ def test_run_parameters_include_defaults_as_in_prefect(runner):
         return flow_run.name, flow_run.parameters, t(1)
 
     assert pipeline("marvin") == ("limit-100", {"name": "marvin", "limit": 100}, ("t-1-3", {"x": 1, "y": 3}))
+
+
+def test_runtime_answers_in_task_bodies_on_a_process_pool():
+    """On a remote worker the runs are the worker's stand-ins: ids and names, nothing that fails."""
+    from tether.runners import ProcessPoolRunner
+
+    @task(task_run_name="sq-{x}")
+    def sq(x):
+        return (task_run.name, task_run.parameters, flow_run.id is not None, flow_run.parameters,
+                flow_run.tags, flow_run.root_flow_run_id is not None, flow_run.scheduled_start_time is not None)
+
+    @flow(task_runner=ProcessPoolRunner(max_workers=1))
+    def pipeline():
+        return sq.submit(2).result()
+
+    name, task_parameters, has_flow_id, flow_parameters, tags, has_root, has_start = pipeline()
+    assert (name, has_flow_id, has_root, has_start) == ("sq-2", True, True, True)
+    # What the stand-ins do not carry yet (parameters, tags) is empty, not an error.
+    assert isinstance(task_parameters, dict) and isinstance(flow_parameters, dict) and isinstance(tags, list)

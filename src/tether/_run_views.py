@@ -4,6 +4,10 @@ User code asks about runs through Prefect's shapes: ``context.task_run.name`` in
 ``cache_key_fn``, ``flow_run.parameters`` in a hook, ``FlowRunContext.get()``,
 ``prefect.runtime``. These views answer from the engine's `FlowRun` / `TaskRun`
 without copying them (a view made early sees later states), and change nothing.
+
+In a task body on a remote worker (process pool, Dask, Ray) the engine's runs are the
+worker's small stand-ins, which know the runs' ids and names only; what they do not know
+is answered empty (no parameters, no tags), never with an error.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ if TYPE_CHECKING:
     from tether._task_run import TaskRun as EngineTaskRun
 
 
-def with_defaults(signature: inspect.Signature, parameters: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(signature: inspect.Signature | None, parameters: dict[str, Any]) -> dict[str, Any]:
     """``parameters`` with the defaults of the parameters not given, in signature order, as
     Prefect reports a run's parameters (a template or ``flow_run.parameters`` sees them)."""
-    if len(parameters) == len(signature.parameters):
+    if signature is None or len(parameters) == len(signature.parameters):
         return dict(parameters)
     bound = inspect.BoundArguments(signature, dict(parameters))  # type: ignore[arg-type]
     bound.apply_defaults()
@@ -59,15 +63,15 @@ class FlowRun:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return with_defaults(self._run.flow.signature, self._run.parameters)
+        return with_defaults(getattr(self._run.flow, "signature", None), getattr(self._run, "parameters", None) or {})
 
     @property
     def tags(self) -> list[str]:
-        return sorted(self._run.record.tags)
+        return sorted(getattr(self._run.record, "tags", ()))
 
     @property
     def run_count(self) -> int:
-        return self._run.record.run_count
+        return getattr(self._run.record, "run_count", 1)
 
     @property
     def state(self) -> State:
@@ -79,15 +83,16 @@ class FlowRun:
 
     @property
     def parent_flow_run_id(self) -> str | None:
-        return self._run.record.parent_id
+        return getattr(self._run.record, "parent_id", None)
 
     @property
     def expected_start_time(self) -> datetime.datetime:
-        return _utc(self._run.record.history[0].timestamp)
+        history = getattr(self._run.record, "history", None)
+        return _utc(history[0].timestamp) if history else datetime.datetime.now(datetime.timezone.utc)
 
     @property
     def start_time(self) -> datetime.datetime | None:
-        running = next((s for s in self._run.record.history if s.is_running()), None)
+        running = next((s for s in getattr(self._run.record, "history", ()) if s.is_running()), None)
         return None if running is None else _utc(running.timestamp)
 
     def __repr__(self) -> str:
@@ -120,19 +125,19 @@ class TaskRun:
 
     @property
     def flow_run_id(self) -> str | None:
-        return self._run.record.flow_run_id
+        return getattr(self._run.record, "flow_run_id", None)
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return with_defaults(self._run.task.signature, self._run.parameters or {})
+        return with_defaults(getattr(self._run.task, "signature", None), getattr(self._run, "parameters", None) or {})
 
     @property
     def tags(self) -> list[str]:
-        return sorted(self._run.record.tags)
+        return sorted(getattr(self._run.record, "tags", ()))
 
     @property
     def run_count(self) -> int:
-        return self._run.record.run_count
+        return getattr(self._run.record, "run_count", 1)
 
     @property
     def state(self) -> State:

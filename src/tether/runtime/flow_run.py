@@ -58,7 +58,7 @@ def _read(attribute: str) -> Any:
         return value.copy() if isinstance(value, (dict, list)) else value
     if attribute == "root_flow_run_id":
         engine = runtime_context().flow_run  # type: ignore[union-attr]
-        while engine.parent is not None:
+        while getattr(engine, "parent", None) is not None:  # a remote worker's stand-in has no parent
             engine = engine.parent
         return engine.record.id
     if attribute == "parent_flow_run_id":
