@@ -43,9 +43,11 @@ _TETHER = Path(sys.executable).with_name("tether")
 TETHER = [str(_TETHER)] if _TETHER.exists() else [sys.executable, "-m", "tether.cli"]
 SERVER = {"host": "127.0.0.1", "port": 3306, "user": "root", "database": "test"}
 GRACE_SECONDS = "2"  # TETHER_INTERRUPT_GRACE_SECONDS in every cell: abandoned calls are given up quickly
-#: How long a cell's flow process may run, by runner: a healthy cell takes 2-25 s (a Ray start
-#: alone ~10 s), so a cell past its deadline hangs; each such cell costs the matrix its deadline.
-DEADLINE = {"threads": 40.0, "processes": 40.0, "dask": 50.0, "ray": 60.0}
+#: When a cell hangs: its flow process gets START_SECONDS to start a task (starting a Dask or
+#: Ray cluster takes 10-40 s on a busy machine), then AFTER_READY[runner] seconds from then on
+#: to end (a healthy cell needs < 25); a hung cell costs the matrix that long.
+START_SECONDS = 120.0
+AFTER_READY = {"threads": 45.0, "processes": 45.0, "dask": 60.0, "ray": 60.0}
 DRAIN_SECONDS = 15.0  # how long the processes a cell started may outlive its flow process
 #: Faults that start by waiting for the tasks to run, then send something.
 SENT = {"sigint", "sigint_twice", "sigterm", "sigint_group", "sigterm_group", "sigkill_reap", "worker_killed"}
@@ -91,7 +93,7 @@ class Evidence:
     directory: Path
     flow_pid: int = 0
     exit_code: int | None = None
-    hung: bool = False
+    hung: str | None = None  # why the cell counts as hung (it was ended by the test), or None
     seconds: float = 0.0
     provoking: str | None = None  # a marker the test waited for in vain
     lines: list[Line] = field(default_factory=list)
@@ -166,10 +168,31 @@ def signal_pending(pid: int, signum: int) -> bool:
     return bool(int(status["ShdPnd"].strip(), 16) & (1 << (signum - 1)))
 
 
-def wait_for(check: Callable[[], bool], proc: subprocess.Popen[bytes], deadline: float) -> bool:
+class Deadline:
+    """When a cell counts as hung (see START_SECONDS and AFTER_READY)."""
+
+    def __init__(self, runner: str, record: Path) -> None:
+        self.record = record
+        self.after_ready = AFTER_READY[runner]
+        self.limit = time.monotonic() + START_SECONDS
+        self.task_started = False
+
+    def passed(self) -> bool:
+        if not self.task_started and any(line.kind == "ready" for line in read_lines(self.record)):
+            self.task_started = True
+            self.limit = time.monotonic() + self.after_ready
+        return time.monotonic() > self.limit
+
+    def __str__(self) -> str:
+        if self.task_started:
+            return f"within {self.after_ready:g} s of its first task starting"
+        return f"within {START_SECONDS:g} s, and no task started"
+
+
+def wait_for(check: Callable[[], bool], proc: subprocess.Popen[bytes], deadline: Deadline) -> bool:
     """Poll ``check`` until true; False if the flow process ended first or the deadline passed."""
     while not check():
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if proc.poll() is not None or deadline.passed():
             return check()
         time.sleep(0.01)
     return True
@@ -204,7 +227,7 @@ def cell_env(cell: Cell, directory: Path, marker: str) -> dict[str, str]:
     return env
 
 
-def provoke(cell: Cell, proc: subprocess.Popen[bytes], record: Path, deadline: float) -> str | None:
+def provoke(cell: Cell, proc: subprocess.Popen[bytes], record: Path, deadline: Deadline) -> str | None:
     """Send the cell's signal once its markers say it is time; returns the marker waited for in vain."""
     fault = cell.fault
 
@@ -253,7 +276,7 @@ def run_cell(cell: Cell, base: Path, stopping: threading.Event) -> Evidence:
     evidence = Evidence(cell, directory)
     env = cell_env(cell, directory, marker)
     started = time.monotonic()
-    deadline = started + DEADLINE[cell.runner]
+    deadline = Deadline(cell.runner, record)
     with open(directory / "stdout.log", "wb") as out, open(directory / "stderr.log", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, str(SCRIPT), cell.fault, cell.runner, str(record)],
@@ -263,13 +286,13 @@ def run_cell(cell: Cell, base: Path, stopping: threading.Event) -> Evidence:
     mark = f"TETHER_FAULT_CELL={marker}".encode()
     try:
         evidence.provoking = provoke(cell, proc, record, deadline)
-        while proc.poll() is None and time.monotonic() < deadline and not stopping.is_set():
+        while proc.poll() is None and not deadline.passed() and not stopping.is_set():
             try:
                 proc.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 pass
         if proc.poll() is None:
-            evidence.hung = True
+            evidence.hung = f"the flow process did not end {deadline}"
             proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack to stderr
             try:
                 proc.wait(timeout=5)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import pymysql
 import pytest
 
-from _fault_cells import DEADLINE, SERVER, Cell, CellPool, Evidence, as_json
+from _fault_cells import SERVER, Cell, CellPool, Evidence, as_json
 from conftest import _service_missing
 from scripts.fault_cell import FAULTS
 
@@ -108,10 +108,11 @@ def matrix(request, tmp_path_factory):
                 reporter.write_line(f"fault matrix: {line}")
 
 
-@pytest.mark.timeout(1200)
+# A test waits while the cells before its own run; every cell is bounded by its deadline.
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("cell", CELLS, ids=[cell.id for cell in CELLS])
 def test_fault_cell(matrix, cell):
-    evidence = matrix.evidence(cell, timeout=1100)
+    evidence = matrix.evidence(cell, timeout=3500)
     problems = judge(evidence)
     assert not problems, "\n".join(problems) + "\n\n" + evidence.story()
 
@@ -126,7 +127,7 @@ def judge(ev: Evidence) -> list[str]:
     expected = EXPECTED[ev.cell.fault]
     problems: list[str] = []
     if ev.hung:
-        problems.append(f"the flow process did not end within {DEADLINE[ev.cell.runner]:g} s and was killed")
+        problems.append(f"{ev.hung}; the test ended it")
     if ev.provoking is not None:
         problems.append(f"the flow process ended, or the deadline passed, before {ev.provoking} (nothing was sent)")
     if not ev.hung and ev.exit_code not in expected.exit_codes:
