@@ -3,8 +3,9 @@
     python fault_cell.py FAULT RUNNER RECORD_FILE
 
 The flow opens ``connection`` (PyMySQL, root@127.0.0.1:3306/test) and submits two tasks
-that use it; each task waits until both are running, so a runner with two workers
-opens two copies (on threads the two tasks share one connection and take turns). Then FAULT happens (see `FAULTS`), by itself or sent by the test.
+that use it. On a remote runner each task waits until both are running, so its two
+workers open two copies; on threads the two tasks share the one connection and take
+turns (see `together`). Then FAULT happens (see `FAULTS`), by itself or sent by the test.
 
 Every step is one line appended to RECORD_FILE with one ``write`` on an ``O_APPEND``
 descriptor, so the lines of several processes never mix and come in the order they
