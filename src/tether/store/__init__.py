@@ -10,9 +10,17 @@ This package records and reads; it does not run flows or decide their states.
 
 from tether.store._active import active_store, disable, enable, flush, recording_disabled
 from tether.store._crashed import CrashedRun
-from tether.store._deployments import DeploymentTable
+from tether.store._deployments import (
+    Claimed,
+    DeploymentNameTaken,
+    DeploymentNotFound,
+    DeploymentSpec,
+    DeploymentTable,
+    ScheduledRun,
+    StoredDeployment,
+)
 from tether.store._errors import StoreError, StoreSchemaError
-from tether.store._ledger import flow_process_gone
+from tether.store._ledger import ProcessInfo, flow_process_gone
 from tether.store._location import StoreLocation, configured_url, tether_home
 from tether.store._migrate import unusable
 from tether.store._queries import (
@@ -41,23 +49,30 @@ from tether.store._store import RunNotFound, Store, open_store
 from tether.store._writer import StoreRecorder
 
 __all__ = [
+    "Claimed",
     "CrashedRun",
+    "DeploymentNameTaken",
+    "DeploymentNotFound",
+    "DeploymentSpec",
     "DeploymentTable",
     "DeploymentView",
     "LedgerEntry",
     "LimitView",
+    "ProcessInfo",
     "ReapResult",
     "ReaperNotFound",
     "RunDetail",
     "RunNotFound",
     "RunSummary",
     "RunView",
+    "ScheduledRun",
     "SlotTable",
     "Store",
     "StoreError",
     "StoreLocation",
     "StoreRecorder",
     "StoreSchemaError",
+    "StoredDeployment",
     "StoredFlowRun",
     "StoredLog",
     "StoredStateChange",
