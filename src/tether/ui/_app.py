@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlencode
 import jinja2
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -100,7 +101,7 @@ class Dashboard:
 
     def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        number = max(int(_float(request.query_params.get("page")) or 0), 0)
+        number = _page_number(request.query_params.get("page"))
         now = time.time()
         try:
             view = run_view(self.store, run_id, page=number, now=now)
@@ -155,8 +156,8 @@ class Dashboard:
         refused = await self._refused(request)
         if refused is not None:
             return refused
-        reaped = reap_orphans(self.store)
-        entries = self.store.resources(limit=500)
+        reaped = await run_in_threadpool(reap_orphans, self.store)  # reapers are the user's code: off the loop
+        entries = await run_in_threadpool(self.store.resources, 500)
         orphans = [e for e in entries if e.orphan is not None]
         return self.page(request, "resources.html", entries=entries, orphans=orphans, reaped=reaped, now=time.time())
 
@@ -164,7 +165,7 @@ class Dashboard:
         refused = await self._refused(request)
         if refused is not None:
             return refused
-        self.store.mark_reaped(int(request.path_params["entry_id"]))
+        await run_in_threadpool(self.store.mark_reaped, int(request.path_params["entry_id"]))
         return RedirectResponse("/resources", status_code=303)
 
     async def pause(self, request: Request) -> Response:
@@ -177,7 +178,7 @@ class Dashboard:
         refused = await self._refused(request)
         if refused is not None:
             return refused
-        set_deployment_paused(self.store, request.path_params["name"], paused)
+        await run_in_threadpool(set_deployment_paused, self.store, request.path_params["name"], paused)
         return RedirectResponse("/deployments", status_code=303)
 
     async def _refused(self, request: Request) -> Response | None:
@@ -254,6 +255,10 @@ def _float(text: str | None) -> float | None:
         return None if text is None or text == "" else float(text)
     except ValueError:
         return None
+
+
+def _page_number(text: str | None) -> int:
+    return int(text) if text is not None and text.isdigit() and len(text) < 10 else 0
 
 
 def _level(level: int) -> str:
