@@ -139,7 +139,8 @@ def test_prefects_module_paths_name_tethers_own_objects():
     from tether.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 
     assert CronSchedule is tether.schedules.CronSchedule and IntervalSchedule and RRuleSchedule
-    assert {"FlowRunContext", "TaskRunContext", "get_run_context"} == set(context.__all__)
+    assert {"FlowRunContext", "TaskRunContext", "get_run_context", "tags"} == set(context.__all__)
+    assert context.tags is tether.tags
     assert {"INPUTS", "TASK_SOURCE", "NONE", "DEFAULT", "RUN_ID"} <= set(cache_policies.__all__)
 
 
