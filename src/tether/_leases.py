@@ -280,17 +280,24 @@ class SlotBroker:
         for tag in tags:
             self.retry(tag)
 
-    def _listen_to_store(self) -> None:
+    def _listen_to_store(self, listening: threading.Event) -> None:
         """Releases on other machines arrive as PostgreSQL notices."""
         try:
-            for tag in self.table.listen():
+            for tag in self.table.listen(listening.set):
                 self.retry(tag)
         except Exception as exc:  # noqa: BLE001 - the periodic retry still finds free slots, later
             log.warning("Stopped listening for released slots in the store: %s", exc)
+        finally:
+            listening.set()
 
     def _grant(self, request: Any, key: str) -> None:
         with self.limiter._lock:
-            request.taken.append(key)
+            withdrawn = request.cancelled
+            if not withdrawn:
+                request.taken.append(key)
+        if withdrawn:  # while the slot was on its way: it goes on to the next
+            self.release(key, request.owner)
+            return
         request.advance(self.limiter)
 
     # -- this process's waiter rows ---------------------------------------------------------
@@ -324,14 +331,22 @@ class SlotBroker:
             return True
 
     def _wake_channel(self) -> WakeChannel:
-        if self._channel is None:
-            with self._lock:
-                if self._channel is None:
-                    self._channel = WakeChannel(self)
-                    atexit.register(self._unlist_all)
-                    if self.table.notifies:
-                        threading.Thread(target=self._listen_to_store, name="tether-slot-notices", daemon=True).start()
-        return self._channel
+        if self._channel is not None:
+            return self._channel
+        listening = None
+        with self._lock:
+            if self._channel is None:
+                self._channel = WakeChannel(self)
+                atexit.register(self._unlist_all)
+                if self.table.notifies:
+                    listening = threading.Event()
+                    threading.Thread(target=self._listen_to_store, args=(listening,),
+                                     name="tether-slot-notices", daemon=True).start()
+            channel = self._channel
+        if listening is not None:
+            # Before we first wait: a release that nobody here noticed would leave us to the retry.
+            listening.wait(10)
+        return channel
 
     def _unlist_all(self) -> None:
         """At exit: this process waits for nothing any more."""

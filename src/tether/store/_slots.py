@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -69,14 +69,18 @@ class SlotTable:
             raise StoreError(f"This store cannot hold concurrency slots: {self.unsupported}")
         return self._locks
 
-    def listen(self) -> Iterator[str]:
-        """Yield the tag of every slot released anywhere (PostgreSQL only); blocks between them."""
+    def listen(self, listening: Callable[[], None]) -> Iterator[str]:
+        """Yield the tag of every slot released anywhere (PostgreSQL only); blocks between them.
+
+        Calls ``listening`` once notices are on their way (from then on, none is missed).
+        """
         import psycopg
 
         url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(url, autocommit=True) as conn:
             blind_in_children(conn)  # a forked child must not say goodbye on its socket
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            listening()
             for notice in conn.notifies():
                 yield notice.payload
 
