@@ -7,7 +7,8 @@ import os
 
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
 from tether.store._encode import RECORD_LENGTHS, Encoder, split_records
-from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS, Backlog, pack_records, unpack_records
+from tether.store import _spool
+from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS, Pending
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
 from tether.store._redact import REDACTED, redact_parameters, redact_text
@@ -228,37 +229,86 @@ def test_records_hold_no_live_objects_so_they_can_go_to_the_helper_process():
     assert pickle.loads(pickle.dumps(records)) == records
     assert "RuntimeError: failed" in records[2][-1]
 
-    # The recorder queues them flat, item after item; the helper gets them marshalled, and cuts them apart.
+    # The recorder queues them flat, item after item, and spools them marshalled; whoever writes cuts them apart.
     assert {r[0]: len(r) for r in records} == {k: RECORD_LENGTHS[k] for k in ("run", "state", "resource", "log")}
     flat = [item for record in records for item in record]
     assert split_records(flat) == records
-    packed = pack_records(flat)
-    assert packed[0] == b"r" and split_records(unpack_records(packed)) == records
+    import marshal
+
+    assert split_records(marshal.loads(marshal.dumps(flat))) == records
 
 
-def test_the_helper_keeps_records_while_they_stream_in_and_writes_them_when_the_stream_pauses():
+def test_the_helper_waits_while_records_stream_in_and_writes_them_when_the_stream_pauses():
     clock = FakeClock()
-    backlog = Backlog(clock)
-    assert backlog.wait() is None and not backlog.due()
-    encoder = Encoder(PROCESS.host, PROCESS.pid)
+    pending = Pending(clock)
+    assert pending.wait() is None and not pending.due()
     for n in range(3):
-        flat = [item for record in encoder.encode([created(f"r{n}"), changed(f"r{n}", Completed(n))]) for item in record]
-        how, data = pack_records(flat)
-        backlog.add(how, memoryview(data))
         clock.now += 0.01
-    assert backlog.wait() == QUIET_SECONDS and not backlog.due()  # more may come: wait for a pause
+        pending.add((0, 100 + n))
+    assert pending.wait() == QUIET_SECONDS and not pending.due()  # more may come: wait for a pause
     clock.now += DEFER_SECONDS  # ... but not forever
-    assert backlog.due() and backlog.wait() == 0.0
+    assert pending.due() and pending.wait() == 0.0
 
-    class Writer:
+    class Drain:
         def __init__(self) -> None:
-            self.sent: list = []
+            self.ends: list = []
 
-        def send(self, records, everything=False):
-            self.sent.append((records, everything))
+        def write_all(self, end):
+            self.ends.append(end)
 
-    writer = Writer()
-    backlog.write(writer, everything=True)  # type: ignore[arg-type]
-    ((records, everything),) = writer.sent
-    assert everything and [(r[0], r[1]) for r in records] == [(k, f"r{n}") for n in range(3) for k in ("run", "state")]
-    assert backlog.wait() is None and not backlog.frames
+    drain = Drain()
+    pending.write(drain)  # type: ignore[arg-type]
+    assert drain.ends == [(0, 102)] and pending.wait() is None
+
+
+def flat_records(encoder: Encoder, n: int) -> list:
+    return [item for record in encoder.encode([created(f"r{n}"), changed(f"r{n}", Completed(n))]) for item in record]
+
+
+def test_the_spool_gives_back_every_record_in_order_across_segments_once_each(tmp_path, monkeypatch):
+    """Records spooled are read back (and deleted) in order; what a writer committed is not read
+    again by the next; a frame cut off by a kill is left for later, never half read."""
+    monkeypatch.setattr(_spool, "SEGMENT_BYTES", 400)
+    spool = _spool.Spool("key", PROCESS, tmp_path)
+    encoder = Encoder(PROCESS.host, PROCESS.pid)
+    written: list = []
+    drain = _spool.Drain(tmp_path, spool.stem, written.extend)
+    assert drain.take_lock()
+    for n in range(12):
+        spool.append(flat_records(encoder, n))
+        if n == 3:
+            drain.write_all(spool.end)
+    assert len(list(tmp_path.glob("*.spool"))) > 1  # not all written yet: several segments
+    drain.write_all(spool.end)
+    assert [r[1] for r in written] == [f"r{n}" for n in range(12) for _ in ("run", "state")]
+    assert len(list(tmp_path.glob("*.spool"))) == 1  # the segments read to their end are gone
+    drain.release()
+
+    spool.append(flat_records(encoder, 12))
+    with open(next(tmp_path.glob("*.spool")), "ab") as f:
+        f.write(b"\x00\x00\x10\x00m half a frame")  # as a kill in the middle of a write would leave it
+    again: list = []
+    other = _spool.Drain(tmp_path, spool.stem, again.extend)
+    assert other.take_lock(wait=False)
+    assert not _spool.Drain(tmp_path, spool.stem, again.extend).take_lock(wait=False)  # one writer at a time
+    other.write_all()
+    assert [r[1] for r in again] == ["r12", "r12"]  # only what the first writer had not committed
+    other.remove()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_spool_is_replayed_only_into_its_store_and_only_once_its_process_is_gone(tmp_path):
+    encoder = Encoder(PROCESS.host, PROCESS.pid)
+    here = ProcessInfo.current()
+    dead = ProcessInfo(pid=2**22 + 7, host=here.host, started="1")
+    dead_too = ProcessInfo(pid=2**22 + 9, host=here.host, started="1")
+    for key, process in (("mine", dead), ("other", dead_too), ("mine", here)):
+        spool = _spool.Spool(key, process, tmp_path)
+        spool.append(flat_records(encoder, process.pid))
+        spool.close()
+    replayed: list = []
+    assert _spool.replay_orphans("mine", lambda process: replayed.extend, tmp_path) == 1
+    assert [r[1] for r in replayed] == [f"r{dead.pid}"] * 2
+    assert _spool.replay_orphans("mine", lambda process: replayed.extend, tmp_path) == 0  # idempotent: gone
+    left = sorted(p.name for p in tmp_path.glob("*.spool"))
+    assert len(left) == 2 and any(str(here.pid) in name for name in left)

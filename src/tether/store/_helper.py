@@ -2,25 +2,26 @@
 
 A flow's engine and the store's writer share one GIL: planning and writing
 thousands of rows a second in the flow's process slows the flow down. When the
-stream is heavy, the recorder starts this helper (a ``python`` running `main`)
-and sends it records, marshalled, over a pipe; the helper plans and writes them
-(`RowWriter`) and keeps the heartbeats. It ends when the pipe closes, after
-writing all it received, so a flow process killed with SIGKILL loses nothing it
-had handed over. Ctrl-C and SIGTERM are for the flow process, not for it.
+stream stays heavy, the recorder starts this helper (a ``python`` running `main`),
+which takes over this process's spool (`_spool`): the flow process keeps appending
+records to it and tells the helper, over a pipe, how far it has spooled; the helper
+reads them from the spool, plans and writes them (`RowWriter`), and keeps the
+heartbeats. It ends when the pipe closes, after writing everything in the spool,
+so a flow process killed with SIGKILL loses nothing it had spooled. Ctrl-C and
+SIGTERM are for the flow process, not for it.
 
-While records keep streaming in, the helper only keeps them (`Backlog`): it plans
-and writes them once the stream pauses for `QUIET_SECONDS`, at the latest
-`DEFER_SECONDS` after the oldest came, and at once when the flow process waits
-for them to be written. So on a machine with few cores it does not compete with
-a busy flow for the CPU, and writes the burst in one go after it.
+While records keep streaming in, the helper only notes how far they go: it writes
+them once the stream pauses for `QUIET_SECONDS`, at the latest `DEFER_SECONDS` after
+the oldest came, and at once when the flow process waits for them to be written.
+So on a machine with few cores it does not compete with a busy flow for the CPU,
+and it holds no records in memory: they wait in the spool.
 
-Frames to the helper: a 4-byte length, a byte that says what follows, then:
-    b"r": records: a flags byte (1: answer once written), a 4-byte ack id, and the
-          records laid flat (see `split_records`), marshalled (or pickled, for b"R");
-    b"m" or b"p": a tuple, marshalled or pickled:
-    ("hello", url, ProcessInfo, heartbeat_seconds)   first
-    ("adopt", open_flows, open_scopes)               what the flow process had opened before
-    ("beat", ack_id)                                 write the heartbeats now
+Frames to the helper: a 4-byte length, a byte that says how the rest is encoded
+(b"m": marshal, b"p": pickle), then a tuple:
+    ("hello", url, ProcessInfo, heartbeat_seconds, spool_dir, spool_stem)   first
+    ("adopt", open_flows, open_scopes)    take the spool over (the flow process let it go)
+    ("upto", segment, offset, ack_id)     spooled up to there; with an ack id, answer once written
+    ("beat", ack_id)                      write the heartbeats now
 Lines from the helper: "ready", "ack <id>", "fail <reason>".
 """
 
@@ -38,43 +39,25 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from tether.store._encode import split_records
 from tether.store._ledger import ProcessInfo
 from tether.store._migrate import open_engine
 from tether.store._plan import ResourceKey
 from tether.store._redact import redact_text
 from tether.store._sink import RowWriter
+from tether.store._spool import Drain, Position
 
 _LENGTH = struct.Struct("!I")
-_RECORDS_HEAD = struct.Struct("!BI")  # flags, ack id
-_MARSHAL, _PICKLE = b"m", b"p"  # the first byte of a control frame: how the rest is encoded
-_RECORDS, _RECORDS_PICKLED = b"r", b"R"
-_WRITTEN = 1  # flag: answer "ack <id>" once the records are written
+_MARSHAL, _PICKLE = b"m", b"p"  # the first byte of a frame: how the rest is encoded
 READY_SECONDS = 30.0
 #: The helper writes what it keeps once no record came for this long (longer than the
 #: flow process gathers a burst for: see `_writer.HELPER_WINDOW_SECONDS`)...
 QUIET_SECONDS = 0.25
-#: ... or once the oldest it keeps is this old, or they are this many bytes.
+#: ... or once the oldest it has not written is this old.
 DEFER_SECONDS = 1.0
-DEFER_BYTES = 64 << 20
 #: The pipe's size, where the system lets us set it: a busy flow's writer seldom waits on it.
 PIPE_BYTES = 1 << 20
 #: How often the flow process looks for a failure the helper reported, while it sends records.
 CHECK_SECONDS = 0.1
-
-
-def pack_records(items: list[Any]) -> tuple[bytes, bytes]:
-    """Records laid flat, as the helper receives them."""
-    try:  # records hold strings and numbers: marshal is about twice as quick as pickle
-        return _RECORDS, marshal.dumps(items)
-    except ValueError:
-        return _RECORDS_PICKLED, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def unpack_records(packed: tuple[bytes, bytes | memoryview]) -> list[Any]:
-    how, data = packed
-    items: list[Any] = marshal.loads(data) if how == _RECORDS else pickle.loads(data)
-    return items
 
 
 class HelperFailed(Exception):
@@ -84,7 +67,9 @@ class HelperFailed(Exception):
 class HelperClient:
     """The flow process's end of the pipe. Used by the recorder's writer thread only."""
 
-    def __init__(self, url: str, process: ProcessInfo, heartbeat_every: float) -> None:
+    def __init__(
+        self, url: str, process: ProcessInfo, heartbeat_every: float, spool_dir: Path, spool_stem: str
+    ) -> None:
         package_root = str(Path(__file__).resolve().parents[2])  # so the helper imports this very tether
         env = dict(os.environ)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -105,7 +90,7 @@ class HelperClient:
         self._next_ack = 0
         self._started = time.monotonic()
         self.ready = False
-        self._send(("hello", url, process, heartbeat_every))
+        self._send(("hello", url, process, heartbeat_every, str(spool_dir), spool_stem))
 
     @property
     def pid(self) -> int:
@@ -129,12 +114,11 @@ class HelperClient:
     def adopt(self, open_flows: dict[str, str], open_scopes: set[ResourceKey]) -> None:
         self._send(("adopt", open_flows, open_scopes))
 
-    def send(self, packed: tuple[bytes, bytes], everything: bool = False) -> None:
-        """Hand records (`pack_records`) to the helper; with ``everything``, wait until it wrote them all."""
-        ack = self._ack_id() if everything else None
-        how, data = packed
-        self._write(how + _RECORDS_HEAD.pack(_WRITTEN if everything else 0, ack or 0), data)
-        if ack is not None:
+    def upto(self, end: Position, written: bool = False) -> None:
+        """Tell the helper the records are spooled up to ``end``; with ``written``, wait until it wrote them."""
+        ack = self._ack_id() if written else 0
+        self._send(("upto", end[0], end[1], ack))
+        if ack:
             self._wait_for(ack)
         elif time.monotonic() - self._checked > CHECK_SECONDS:  # not at every frame: each look is a system call
             self._checked = time.monotonic()
@@ -236,37 +220,34 @@ class HelperClient:
 # -- the helper itself -------------------------------------------------------------------
 
 
-class Backlog:
-    """Records received and not written yet, kept as they came (marshalled) until written."""
+class Pending:
+    """How far the flow process has spooled past what is written, and since when."""
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         self.clock = clock
-        self.frames: list[tuple[bytes, memoryview]] = []
-        self.size = 0
+        self.end: Position | None = None
         self.since = 0.0
+        self.last = 0.0
 
-    def add(self, how: bytes, data: memoryview) -> None:
-        if not self.frames:
-            self.since = self.clock()
-        self.frames.append((how, data))
-        self.size += len(data)
+    def add(self, end: Position) -> None:
+        now = self.clock()
+        if self.end is None:
+            self.since = now
+        self.end, self.last = end, now
 
     def due(self) -> bool:
-        """Whether what is kept must be written now, though records still come."""
-        return bool(self.frames) and (self.size >= DEFER_BYTES or self.clock() - self.since >= DEFER_SECONDS)
+        """Whether what is spooled must be written now, though records still come."""
+        return self.end is not None and self.clock() - self.since >= DEFER_SECONDS
 
     def wait(self) -> float | None:
-        """How long to wait for more records before writing what is kept; None if nothing is kept."""
-        if not self.frames:
+        """How long to wait for more before writing what is spooled; None if nothing is."""
+        if self.end is None:
             return None
-        return max(min(QUIET_SECONDS, self.since + DEFER_SECONDS - self.clock()), 0.0)
+        return max(min(self.last + QUIET_SECONDS, self.since + DEFER_SECONDS) - self.clock(), 0.0)
 
-    def write(self, writer: RowWriter, everything: bool = False) -> None:
-        frames, self.frames, self.size = self.frames, [], 0
-        items: list[Any] = []
-        for frame in frames:
-            items.extend(unpack_records(frame))
-        writer.send(split_records(items), everything=everything)
+    def write(self, drain: Drain) -> None:
+        end, self.end = self.end, None
+        drain.write_all(end)
 
 
 def main() -> None:
@@ -275,11 +256,12 @@ def main() -> None:
     incoming = sys.stdin.fileno()
     answer = sys.stdout
     frame = _read(incoming)
-    hello = _decode(*frame) if frame is not None and frame[0] in (_MARSHAL, _PICKLE) else None
+    hello = _decode(*frame) if frame is not None else None
     if hello is None or hello[0] != "hello":
         return
-    _, url, process, heartbeat_every = hello
+    _, url, process, heartbeat_every, spool_directory, spool_stem = hello
     failed = False
+    drain: Drain | None = None
     try:
         _, engine = open_engine(url)
         writer = RowWriter(engine, process, heartbeat_every)
@@ -288,47 +270,50 @@ def main() -> None:
         failed = True
     else:
         _say(answer, "ready")
-    backlog = Backlog()
+    pending = Pending()
     while True:
         if not failed:
-            waits = [w for w in (writer.due_in(), backlog.wait()) if w is not None]
+            waits = [w for w in (writer.due_in(), pending.wait()) if w is not None]
             ready, _, _ = select.select([incoming], [], [], min(waits) if waits else None)
             if not ready:  # the stream paused, or something came due
                 try:
-                    if backlog.frames:
-                        backlog.write(writer)
+                    if drain is not None and pending.end is not None:
+                        pending.write(drain)
                     writer.tick()
                 except Exception as exc:  # noqa: BLE001
                     _say(answer, "fail " + _reason(exc))
                     failed = True
                 continue
         frame = _read(incoming)
-        if frame is None:  # the flow process closed the pipe or died: write what is left, end
-            if not failed:
+        if frame is None:  # the flow process closed the pipe or died: write what is spooled, end
+            if drain is not None:
                 try:
-                    backlog.write(writer, everything=True)
-                except Exception:  # noqa: BLE001, S110 - nobody is left to tell
+                    if not failed:
+                        drain.write_all()  # to the spool's end: records spooled after the last "upto" too
+                        drain.remove()
+                except Exception:  # noqa: BLE001, S110 - nobody is left to tell; the next store open replays it
                     pass
+                drain.release()
             return
-        how, data = frame
         ack = None
         try:
-            if how in (_RECORDS, _RECORDS_PICKLED):
-                flags, ack = _RECORDS_HEAD.unpack_from(data)
+            what, *rest = _decode(*frame)
+            if what == "upto":
+                seq, offset, ack = rest
+                if not failed and drain is not None:
+                    pending.add((seq, offset))
+                    if ack or pending.due():
+                        pending.write(drain)
+            elif what == "beat":
+                ack = rest[0]
                 if not failed:
-                    backlog.add(how, data[_RECORDS_HEAD.size :])
-                    if flags & _WRITTEN or backlog.due():
-                        backlog.write(writer, everything=bool(flags & _WRITTEN))
-            else:
-                what, *rest = _decode(how, data)
-                if what == "beat":
-                    ack = rest[0]
-                    if not failed:
-                        writer.next_heartbeat = 0.0
-                        writer.tick()
-                elif what == "adopt" and not failed:
-                    writer.open_flows.update(rest[0])
-                    writer.open_scopes.update(rest[1])
+                    writer.next_heartbeat = 0.0
+                    writer.tick()
+            elif what == "adopt" and not failed:
+                writer.open_flows.update(rest[0])
+                writer.open_scopes.update(rest[1])
+                drain = Drain(Path(spool_directory), spool_stem, lambda records: writer.send(records, everything=True))
+                drain.take_lock()  # the flow process let it go before it sent this
         except Exception as exc:  # noqa: BLE001
             _say(answer, "fail " + _reason(exc))
             failed = True

@@ -20,20 +20,23 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from tether._core import Event, ResourceEvent
 from tether.store._encode import Encoder, split_records
-from tether.store._helper import HelperClient, HelperFailed, pack_records, unpack_records
+from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS, HelperClient, HelperFailed
 from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
 from tether.store._redact import redact_text
 from tether.store._sink import RowWriter
+from tether.store._spool import Drain, Position, Spool, store_key
 
 log = logging.getLogger("tether.store")
 
@@ -50,6 +53,9 @@ ITEMS_PER_RECORD = 9
 #: steps never wait (see DURABLE_STEPS).
 HELPER_WINDOW_SECONDS = 0.1
 HELPER_BATCH = 20_000
+#: Rows written in this process are read from the spool this many bytes at a time (a few
+#: thousand records), so the records that keep coming are spooled in between.
+IN_PROCESS_READ_BYTES = 256 << 10
 #: How often an idle writer looks for a failure the helper reported (it writes after a pause).
 HELPER_CHECK_SECONDS = 1.0
 
@@ -65,14 +71,14 @@ class _Beat:
 
 
 class _Safe(threading.Event):
-    """A flush marker that is set once what was recorded before it is safe in the helper process."""
+    """A flush marker that is set once what was recorded before it is spooled (safe from this process's death)."""
 
 
 Until = Literal["written", "safe"]
 
 
 class StoreRecorder:
-    """A `Recorder` that writes every event to the store, in batches, away from the engine's threads."""
+    """A `Recorder` that spools every event and writes it to the store, away from the engine's threads."""
 
     def __init__(
         self, engine: sa.Engine, location: StoreLocation, batch_size: int = 1000, window_seconds: float = 0.005
@@ -89,6 +95,16 @@ class StoreRecorder:
         self._mode = helper_mode()
         self._helper: HelperClient | None = None
         self._using_helper = False
+        self._spool: Spool | None = None
+        self._drain: Drain | None = None
+        #: Spooled and not yet written: since when, and when the last of it was spooled.
+        self._unwritten_since: float | None = None
+        self._last_spooled = 0.0
+        #: Flush markers waiting for the rows up to their spool position to be written.
+        self._waiting: list[tuple[Position, threading.Event]] = []
+        self._lost_in_write = 0
+        #: About how many records were spooled and not yet confirmed written (for a failure's count).
+        self._unconfirmed = 0
         #: The records, item after item (see `split_records`). Only `record` appends (one
         #: record in one atomic ``extend``), only the writer takes, from the front.
         self._queue: list[Any] = []
@@ -132,9 +148,9 @@ class StoreRecorder:
     def flush(self, timeout: float | None = None, until: Until = "written") -> bool:
         """Wait until every event recorded so far is written (or dropped); False on timeout.
 
-        ``until="safe"`` returns once the events are safe from this process's death: in
-        the helper process, which writes all it received even if this one is killed,
-        or else written. A flow run's end waits for that much, not for the writing.
+        ``until="safe"`` returns once the events are safe from this process's death:
+        spooled (see `_spool`), from where the helper process or the next store open
+        writes them if this process is killed. A flow run's end waits for that much.
         """
         if threading.current_thread() is self._thread or not self._thread.is_alive():
             return not self._queue
@@ -161,6 +177,10 @@ class StoreRecorder:
         self._accepting = False
         if self._helper is not None:
             self._helper.abandon()
+        if self._drain is not None:
+            self._drain.abandon()
+        if self._spool is not None:
+            self._spool.abandon()
 
     @property
     def helper_pid(self) -> int | None:
@@ -179,11 +199,12 @@ class StoreRecorder:
             if self._helper is not None:
                 # A helper never switched to holds nothing of ours: do not wait for it to start.
                 self._helper.close(30.0 if self._using_helper else 0.0)
+            self._finish_spool()
 
     def _loop(self) -> None:
         queue, markers = self._queue, self._markers
         while True:
-            if not queue and not markers:
+            if not queue and not markers and not self._drain_due():
                 if self._stopping:
                     return
                 self._idle = True
@@ -194,7 +215,7 @@ class StoreRecorder:
                 if not queue and not markers:
                     self._tick()
                 continue
-            if not markers and len(queue) < self._batch_items and not self._stopping:
+            if queue and not markers and len(queue) < self._batch_items and not self._stopping:
                 self._wake.wait(self._window)  # let the burst gather into one batch
                 self._wake.clear()
             # The markers made so far, then the queue: what they stand for is all in it.
@@ -202,50 +223,139 @@ class StoreRecorder:
             taken = len(queue)
             items = queue[:taken]
             del queue[:taken]  # records queued meanwhile stay, after these
-            written = beat = False
-            for marker in due:
-                kind = type(marker)
-                if kind is _Beat:
-                    beat = True
-                elif kind is _Safe:
-                    written = written or not self._using_helper  # in this process, only written is safe
-                else:
-                    written = True
+            beat = any(type(marker) is _Beat for marker in due)
             if self.failure is None:
-                self._hand_on(items, everything=written or self._stopping, beat=beat)
+                self._spool_items(items)
             else:
                 self.dropped += _count(items)
             del items
+            end = self._spool.end if self._spool is not None else (0, 0)
             for marker in due:
-                if type(marker) is not _Beat:
+                if type(marker) is _Safe or (self.failure is not None and type(marker) is not _Beat):
                     marker.set()  # type: ignore[union-attr]
+                elif type(marker) is not _Beat:
+                    self._waiting.append((end, marker))  # type: ignore[arg-type]
+            if self.failure is None:
+                self._write_rows(beat)
+            self._release_written()
 
-    def _hand_on(self, items: list[Any], everything: bool, beat: bool) -> None:
-        """Write ``items`` or send them to the helper. Empties the list: a long list that lives
-        on (here while the pipe is written) makes every collection of the young
-        generation look through it."""
-        packed = None
+    def _spool_items(self, items: list[Any]) -> None:
+        """Append the records to this process's spool: from then on they outlive it."""
+        if not items:
+            return
         try:
-            if not self._using_helper:
-                records = split_records(items)
-                self._consider_helper(len(records))
-            if self._using_helper:
-                assert self._helper is not None
-                packed = pack_records(items)
-                items.clear()
-                self._helper.send(packed, everything)
-                if beat:
+            if self._spool is None:
+                self._open_spool()
+            assert self._spool is not None
+            self._spool.append(items)
+            self._unconfirmed += max(len(items) // ITEMS_PER_RECORD, 1)
+            self._consider_helper(len(items) // ITEMS_PER_RECORD)
+        except Exception as exc:  # noqa: BLE001 - whatever the failure, the flow goes on
+            self._give_up(exc, _count(items))
+            return
+        now = time.monotonic()
+        if self._unwritten_since is None:
+            self._unwritten_since = now
+        self._last_spooled = now
+
+    def _open_spool(self) -> None:
+        key = store_key(self.location.url)
+        try:
+            self._spool = Spool(key, self._process)
+        except OSError:  # TETHER_HOME is not writable (the store is a server's): spool where we can
+            self._spool = Spool(key, self._process, Path(tempfile.gettempdir()) / f"tether-spool-{os.getuid()}")
+        self._drain = Drain(self._spool.directory, self._spool.stem, self._write_records)
+        self._drain.take_lock()
+
+    def _write_records(self, records: list[Any]) -> None:
+        try:
+            self._rows.send(records, everything=True)
+        except Exception:
+            self._lost_in_write = len(records)  # for the count of those not recorded
+            raise
+
+    def _drain_due(self) -> bool:
+        """Whether rows spooled in this process are to be written now (with the helper: told to it)."""
+        if self.failure is not None:
+            return False
+        if self._waiting:
+            return True
+        if self._unwritten_since is None:
+            return False
+        if self._stopping:
+            return True
+        now = time.monotonic()
+        if self._using_helper:
+            return True  # the helper decides when it writes
+        return now - self._last_spooled >= QUIET_SECONDS or now - self._unwritten_since >= DEFER_SECONDS
+
+    def _write_rows(self, beat: bool) -> None:
+        """Write (or, with the helper, hand on) what is spooled, if it is due; a chunk at a time,
+        so records keep going to the spool while rows are written."""
+        waiting: list[threading.Event] = []
+        try:
+            if self._drain is not None and self._drain_due():
+                assert self._spool is not None
+                end = self._spool.end
+                if self._using_helper:
+                    assert self._helper is not None
+                    waiting = [marker for at, marker in self._waiting if at <= end]
+                    self._helper.upto(end, written=bool(waiting))
+                    if waiting:
+                        self._encoder.unconfirmed_flows.clear()  # the helper said they are written
+                        self._unconfirmed = 0
+                    self._unwritten_since = None
+                    self._waiting = [(at, m) for at, m in self._waiting if at > end]
+                elif self._drain.write_some(end, IN_PROCESS_READ_BYTES):
+                    self._wake.set()  # more to write: come back at once, after spooling what came meanwhile
+                else:
+                    self._unwritten_since = None
+                    self._encoder.unconfirmed_flows.clear()  # written
+                    self._unconfirmed = 0
+            if beat:
+                if self._using_helper:
+                    assert self._helper is not None
                     self._helper.beat()
-            else:
-                self._rows.send(records, everything)
-                if beat:
+                else:
                     self._rows.next_heartbeat = 0.0
                     self._rows.tick()
-            if everything or not self._using_helper:
-                self._encoder.unconfirmed_flows.clear()  # written, or the helper said so
         except Exception as exc:  # noqa: BLE001 - whatever the store's failure, the flow goes on
-            self._give_up(exc, _count(unpack_records(packed) if packed is not None else items))
-        items.clear()
+            self._give_up(exc, self._lost_in_write or self._unconfirmed)
+        for marker in waiting:  # written by the helper, and the heartbeats too
+            marker.set()
+
+    def _release_written(self) -> None:
+        if not self._waiting:
+            return
+        if self.failure is not None:
+            for _, marker in self._waiting:
+                marker.set()
+            self._waiting = []
+            return
+        if self._drain is None:  # nothing was ever spooled
+            for _, marker in self._waiting:
+                marker.set()
+            self._waiting = []
+            return
+        if self._using_helper:
+            return
+        done = self._drain.position
+        still = []
+        for at, marker in self._waiting:
+            if at <= done:
+                marker.set()
+            else:
+                still.append((at, marker))
+        self._waiting = still
+
+    def _finish_spool(self) -> None:
+        """At the end: the spool is written (by this process or the helper): delete it."""
+        if self._drain is None:
+            return
+        # Written (by this process or the helper), or declared not recorded by the failure's warning.
+        self._drain.remove()
+        if self._spool is not None:
+            self._spool.close()
 
     def _tick(self) -> None:
         if self.failure is not None:
@@ -259,33 +369,50 @@ class StoreRecorder:
                 if self._helper is not None:
                     self._consider_helper(0)
         except Exception as exc:  # noqa: BLE001
-            self._give_up(exc, 0)
+            self._give_up(exc, self._unconfirmed)
 
     def _due_in(self) -> float | None:
         if self.failure is not None:
             return None
+        waits = []
+        if self._unwritten_since is not None and not self._using_helper:
+            now = time.monotonic()
+            waits.append(max(min(self._last_spooled + QUIET_SECONDS, self._unwritten_since + DEFER_SECONDS) - now, 0))
         if self._helper is not None and not self._using_helper:
-            return 0.05  # waiting for the helper to be ready
+            waits.append(0.05)  # waiting for the helper to be ready
         if self._using_helper:
-            # The helper writes later what it was sent: look now and then for a failure it reported.
-            return HELPER_CHECK_SECONDS
-        return self._rows.due_in()
+            # The helper writes later what it was told of: look now and then for a failure it reported.
+            waits.append(HELPER_CHECK_SECONDS)
+        else:
+            due = self._rows.due_in()
+            if due is not None:
+                waits.append(due)
+        return min(waits) if waits else None
 
     def _consider_helper(self, burst: int) -> None:
-        """Start the helper on a heavy burst; switch to it once it is ready (this thread writes meanwhile)."""
+        """Start the helper once the stream has been heavy for a second; switch to it once it is
+        ready (this process writes meanwhile)."""
         if self._using_helper or self._mode == "never":
             return
         if self._helper is None:
-            # Heavy means HELPER_THRESHOLD events within a second, however they were batched.
+            # Heavy means HELPER_THRESHOLD events within a second, a second long: a short
+            # burst (a one-shot flow) is spooled, and written after it, in this process.
             now = time.monotonic()
-            if now - self._rate_since > 1.0:
-                self._rate_since, self._rate_count = now, 0
-            self._rate_count += burst
-            if self._mode == "auto" and self._rate_count < HELPER_THRESHOLD:
-                return
+            if self._mode == "auto":
+                if now - self._rate_since <= 1.0:
+                    self._rate_count += burst
+                    return
+                # A second has passed: heavy if it held that many records and they still come.
+                heavy = self._rate_count >= HELPER_THRESHOLD and now - self._rate_since < 1.25
+                self._rate_since, self._rate_count = now, burst
+                if not heavy:
+                    return
             try:
                 url = self.location.url.render_as_string(hide_password=False)
-                self._helper = HelperClient(url, self._process, self._rows.heartbeat_every)
+                assert self._spool is not None
+                self._helper = HelperClient(
+                    url, self._process, self._rows.heartbeat_every, self._spool.directory, self._spool.stem
+                )
             except OSError as exc:
                 log.debug("tether: cannot start the store's helper process (%s); writing in-process.", exc)
                 self._mode = "never"
@@ -299,8 +426,9 @@ class StoreRecorder:
             self._helper.close(5.0)
             self._helper, self._mode = None, "never"
             return
-        if ready:
-            self._rows.send([], everything=True)  # what this thread holds goes first: order is kept
+        if ready and self._drain is not None and self._spool is not None:
+            # The helper takes the spool over from what this thread last committed (it holds no rows back).
+            self._drain.release()
             self._helper.adopt(dict(self._rows.open_flows), set(self._rows.open_scopes))
             self._using_helper = True
             self._window, self._batch_items = HELPER_WINDOW_SECONDS, HELPER_BATCH * ITEMS_PER_RECORD
