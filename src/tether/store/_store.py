@@ -37,6 +37,7 @@ from tether.store._records import (
 from tether.store._redact import redact_text, redact_value
 from tether.store._schema import flow_runs, limits, logs, resource_uses, resources, state_changes, task_runs
 from tether.store._sink import heartbeat_seconds
+from tether.store._spool import replay_into
 from tether.store._writer import StoreRecorder, Until
 
 log = logging.getLogger("tether.store")
@@ -58,6 +59,10 @@ def open_store(url: str | sa.URL | None = None) -> Store:
     """
     location, engine = open_engine(url)
     store = Store(location, engine)
+    try:  # first the records a dead process of this host left in its spool, then what it left unfinished
+        replay_into(location, engine)
+    except (SQLAlchemyError, OSError, ValueError) as exc:
+        log.debug("tether: could not replay the spools of dead processes into %s: %s", location.shown, exc)
     try:
         store.crashed_at_open = store.record_crashed_runs(
             "a store open", deadline_seconds=OPEN_WRITE_SECONDS, created_after=time.time() - OPEN_LOOKBACK_SECONDS
