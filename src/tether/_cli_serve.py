@@ -33,8 +33,7 @@ from tether._flow import FlowFunction
 from tether._serve import Server, ServeSettings
 from tether._serve_display import ServeDisplay
 from tether.schedules import from_dict
-from tether.store import StoreError, open_store
-from tether.store._deployments import DeploymentNameTaken, DeploymentNotFound, DeploymentTable, StoredDeployment
+from tether.store import DeploymentNameTaken, DeploymentNotFound, DeploymentTable, StoreError, StoredDeployment, open_store
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 

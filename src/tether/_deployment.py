@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from tether._core._catchup import CATCHUP, OVERLAP
 from tether._errors import ParameterError, UsageError
 from tether.schedules import Cron, Interval, RRule, Schedule, ScheduleError
-from tether.store._deployments import DeploymentSpec
+from tether.store import DeploymentSpec
 
 
 class ServableFlow(Protocol):

@@ -36,9 +36,7 @@ from tether._clock import get_clock
 from tether._deployment import Deployment, DeploymentError
 from tether._faults import fault_point
 from tether._serve_child import run_claimed
-from tether.store import Store, open_store
-from tether.store._deployments import Claimed, DeploymentTable
-from tether.store._ledger import ProcessInfo
+from tether.store import Claimed, DeploymentTable, ProcessInfo, Store, open_store
 
 log = logging.getLogger("tether.serve")
 

@@ -28,9 +28,7 @@ from tether._core import Event, RunCreated
 from tether._deployment_context import DeploymentRun, set_deployment_run
 from tether._faults import fault_point
 from tether._task import tags as run_tags
-from tether.store import enable, flush, open_store
-from tether.store._deployments import DeploymentTable
-from tether.store._ledger import ProcessInfo
+from tether.store import DeploymentTable, ProcessInfo, enable, flush, open_store
 
 PR_SET_PDEATHSIG = 1
 
