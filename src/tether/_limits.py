@@ -80,7 +80,7 @@ class Limiter:
         for key in keys:
             if self._capacity_of(key) == 0:
                 raise LimitIsZeroError(
-                    f"{owner} needs a slot of {key!r}, whose concurrency limit is 0, so it "
+                    f"{_named(owner)} needs a slot of {key!r}, whose concurrency limit is 0, so it "
                     f"can never run. Raise the limit (tether limit set {key.removeprefix('tag:')} N, "
                     "or tether.limits.set(...)) or remove the tag."
                 )
@@ -174,3 +174,9 @@ class _Request:
 
 
 limiter = Limiter()
+
+
+def _named(owner: Any) -> str:
+    """A waiter as a message names it: a task run by its run name, anything else as it prints."""
+    record = getattr(owner, "record", None)
+    return f"Task run {record.name!r}" if record is not None else str(owner)
