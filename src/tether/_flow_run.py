@@ -47,6 +47,7 @@ from tether._loop import run_on_engine_loop
 from tether._remote import check_arguments, dispatch_remote, open_first_copy
 from tether._resources import ResourceScope, scope_of
 from tether._run_views import FlowRun as FlowRunView
+from tether._run_views import with_defaults
 from tether._settings import Settings
 from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 from tether.store import enable as enable_store
@@ -292,7 +293,7 @@ class FlowRun:
                 signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
             }
         if events.active:
-            events.emit(RunCreated(self.record.id, "flow", self.flow.name, self.record.id, self.record.parent_id, frozenset(), self.parameters, self.record.state.timestamp))
+            events.emit(RunCreated(self.record.id, "flow", self.flow.name, self.record.id, self.record.parent_id, frozenset(), with_defaults(self.flow.signature, self.parameters), self.record.state.timestamp))
         self.runner.start()
         self._reclaim_signal_handlers()
         if self.flow.timeout_seconds is not None:
@@ -398,7 +399,11 @@ class FlowRun:
             return
         self.cancel_reason = reason
         self.cancel_event.set()
-        logger.warning("Flow run %r is being cancelled (%s); cleaning up.", self.record.name, type(reason).__name__)
+        logger.warning(
+            "Flow run %r is being cancelled (%s): waiting up to %g s (TETHER_INTERRUPT_GRACE_SECONDS) for its "
+            "running task runs to stop, then cleaning up.",
+            self.record.name, _interruption(reason), self.settings.interrupt_grace_seconds,
+        )
         for scope in list(self.scopes):
             scope.fail(reason)
         with self._active_lock:
