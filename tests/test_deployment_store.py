@@ -66,7 +66,11 @@ def test_each_scheduled_time_is_one_row_however_many_plan_it(store):
     times = [r.scheduled_time for r in table.runs("d", limit=None)]
     assert times and len(times) == len(set(times))
     with pytest.raises(IntegrityError), store.engine.begin() as conn:  # the key itself refuses a second row
-        conn.execute(sa.insert(deployment_runs).values(deployment="d", scheduled_time=times[0], trigger="schedule", status="scheduled", created=0.0))
+        conn.execute(
+            sa.insert(deployment_runs).values(
+                deployment="d", scheduled_time=times[0], trigger="schedule", status="scheduled", created=0.0
+            )
+        )
 
 
 def test_concurrent_claimers_start_each_run_once(store):
@@ -106,7 +110,11 @@ def test_the_runs_of_a_serve_process_on_another_host_are_settled_when_its_lease_
     with store.engine.begin() as conn:
         conn.execute(sa.insert(flow_runs).values(id="f" * 32, name="f", state_type="RUNNING", state_name="Running",
                                                  run_count=1, created=1.0, host="other-host", pid=77))  # fmt: skip
-        conn.execute(sa.update(deployment_runs).where(deployment_runs.c.id == claimed_id).values(status="claimed", claimed_by=elsewhere.as_json(), lease=sa.literal(0.0)))
+        conn.execute(
+            sa.update(deployment_runs)
+            .where(deployment_runs.c.id == claimed_id)
+            .values(status="claimed", claimed_by=elsewhere.as_json(), lease=sa.literal(0.0))
+        )
         conn.execute(sa.update(deployment_runs).where(deployment_runs.c.id == running_id).values(
             status="running", claimed_by=elsewhere.as_json(), lease=sa.literal(0.0), child_pid=77, flow_run_id="f" * 32))  # fmt: skip
     now = table.now()

@@ -47,12 +47,14 @@ DST_TABLE = [
     ("Australia/Sydney", "30 2 * * *", "2026-04-05", ["04-04 15:30"]),  # 02:30 AEDT, the first
     ("Australia/Sydney", "30 2 * * *", "2026-10-04", ["10-03 16:00"]),  # 03:00 AEDT
     # A wildcard hour runs in both copies of the repeated hour, and not in the skipped one.
-    ("Europe/London", "0 * * * *", "2026-10-25", [f"10-24 23:00", *[f"10-25 {h:02d}:00" for h in range(0, 24)]]),
-    ("Europe/London", "0 * * * *", "2026-03-29", [f"03-29 {h:02d}:00" for h in range(0, 23)]),
+    ("Europe/London", "0 * * * *", "2026-10-25", ["10-24 23:00", *[f"10-25 {h:02d}:00" for h in range(24)]]),
+    ("Europe/London", "0 * * * *", "2026-03-29", [f"03-29 {h:02d}:00" for h in range(23)]),
 ]
 
 
-@pytest.mark.parametrize(("zone", "expr", "day", "expected"), DST_TABLE, ids=[f"{z}-{e}-{d}" for z, e, d, _ in DST_TABLE])
+@pytest.mark.parametrize(
+    ("zone", "expr", "day", "expected"), DST_TABLE, ids=[f"{z}-{e}-{d}" for z, e, d, _ in DST_TABLE]
+)
 def test_cron_times_across_daylight_saving_changes(zone, expr, day, expected):
     assert local_day(Cron(expr, timezone=zone), day) == expected
 

@@ -3,6 +3,7 @@ each step of a claim, stopped with SIGTERM; judged by the store's rows and a fil
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from tether.store._deployments import DeploymentTable
 
 TETHER = [sys.executable, "-m", "tether.cli"]
 
-FLOWS = '''
+FLOWS = """
 import json, os, pathlib, time
 from tether import flow
 from tether.runtime import deployment, flow_run
@@ -78,7 +79,7 @@ def work(conn):
 def held():
     with connection() as conn:
         work(conn)
-'''
+"""
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -201,11 +202,13 @@ def test_serve_processes_racing_and_restarted_run_each_scheduled_time_once(env, 
     seen = [line["scheduled"] for line in records(tmp_path)]
     assert len(seen) == len(set(seen)), "a scheduled time ran twice"
     assert {r.scheduled_time for r in ran if r.status == "completed"} <= set(seen) <= set(times)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps and max(gaps) <= 1.0 + 1e-6, f"a gap beyond one interval: {gaps}"
     skipped = [r for r in rows.runs("skipped") if times[0] < r.scheduled_time < times[-1]]
     assert skipped == []
-    assert len({r.flow_run_id for r in ran if r.status == "completed"}) == len([r for r in ran if r.status == "completed"])
+    assert len({r.flow_run_id for r in ran if r.status == "completed"}) == len(
+        [r for r in ran if r.status == "completed"]
+    )
     assert {line["deployment"] for line in records(tmp_path)} == {"ticker"}
 
 
@@ -235,7 +238,9 @@ def test_a_serve_killed_at_each_step_of_a_claim_leaves_the_run_once_or_crashed_n
     first.communicate(timeout=30)
     second = start_serve(env, tmp_path, "--cron", "0 0 1 1 *", HOLD="")
     try:
-        wait_until(lambda: only_run(rows, run_id).status not in ("scheduled", "claimed", "running"), "the run to be settled")
+        wait_until(
+            lambda: only_run(rows, run_id).status not in ("scheduled", "claimed", "running"), "the run to be settled"
+        )
         after = table.request_run("ticker", {"n": 8})  # the second serve goes on: a later request runs
         wait_until(lambda: only_run(rows, after).status == "completed", "the second request to run")
     finally:
@@ -282,7 +287,9 @@ def read_until(stream: Any, text: str) -> str:
 
 @pytest.mark.parametrize("env", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("finishes", [True, False], ids=["finishes-within-grace", "cancelled-after-grace"])
-def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_with_cleanup(env, rows, tmp_path, finishes):
+def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_with_cleanup(
+    env, rows, tmp_path, finishes
+):
     serve = start_held(env, tmp_path, grace="60" if finishes else "0.5")
     try:
         wait_serving(serve)
@@ -295,7 +302,7 @@ def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_wit
         later = table.request_run("ticker", {})  # asked for after the stop: not taken
         if finishes:
             (tmp_path / "release").touch()
-        out, err = serve.communicate(timeout=60)
+        _, err = serve.communicate(timeout=60)
     finally:
         if serve.poll() is None:
             serve.kill()
@@ -312,7 +319,7 @@ def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_wit
     assert table.get("ticker").paused is False  # stopping never pauses the schedule
 
 
-SCRIPT = '''
+SCRIPT = """
 import json, os, pathlib, sys
 from tether import flow, serve
 from tether.runtime import deployment, flow_run
@@ -328,16 +335,20 @@ def second():
 
 if __name__ == "__main__":
     sys.exit(serve(first.to_deployment(name="ticker", cron="0 0 1 1 *", parameters={"n": 5}), second.to_deployment(name="second")))
-'''
+"""
 
 
 @pytest.mark.parametrize("env", ["sqlite"], indirect=True)
 def test_serve_of_several_deployments_from_a_script_and_what_the_runs_see(env, rows, tmp_path):
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
-    serve = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    serve = subprocess.Popen(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
-        wait_until(lambda: rows.registered() and len(rows.table().deployments()) == 2, "both deployments", serving=serve)
+        wait_until(
+            lambda: rows.registered() and len(rows.table().deployments()) == 2, "both deployments", serving=serve
+        )
         table = rows.table()
         one = table.request_run("ticker", {})
         two = table.request_run("second", {})

@@ -102,10 +102,16 @@ def test_deployments_ls_pause_resume_and_run(flows, tmp_path):
     done = invoke("deployments", "run", "nightly", "-p", "table=orders")
     assert done.exit_code == 0, done.output
     runs = json.loads(invoke("deployments", "runs", "nightly", "--json").output)
-    assert [(r["trigger"], r["status"], r["parameters"]) for r in runs] == [("manual", "scheduled", {"table": "orders"})]
+    assert [(r["trigger"], r["status"], r["parameters"]) for r in runs] == [
+        ("manual", "scheduled", {"table": "orders"})
+    ]
 
     bad = invoke("deployments", "run", "nightly", "-p", "n=abc")
     assert bad.exit_code == 2 and "n: Input should be a valid integer" in bad.output
     missing = invoke("deployments", "pause", "nighty")
-    assert missing.exit_code == 2 and "No deployment named 'nighty'" in missing.output and "adhoc, nightly" in missing.output
+    assert (
+        missing.exit_code == 2
+        and "No deployment named 'nighty'" in missing.output
+        and "adhoc, nightly" in missing.output
+    )
     assert invoke("runs", "ls", "--deployment", "nightly").exit_code == 0

@@ -138,7 +138,9 @@ def test_changing_the_schedule_never_back_fills_and_drops_the_old_future_times(s
     at = table.now()
     assert table.register(changed.spec()) is True
     assert table.register(changed.spec()) is False  # the same schedule again: nothing changes
-    assert all(r.status == "skipped" and "schedule changed" in (r.reason or "") for r in table.runs("policy", limit=None))
+    assert all(
+        r.status == "skipped" and "schedule changed" in (r.reason or "") for r in table.runs("policy", limit=None)
+    )
     table.plan("policy", changed.times, lookahead=3600)
     new = [r for r in table.runs("policy", limit=None) if r.status == "scheduled"]
     assert new and all(r.scheduled_time > at for r in new)  # counted from the change on, nothing earlier
@@ -194,7 +196,9 @@ def dies(n: int = 1) -> int:
 
 def test_a_run_whose_process_dies_is_recorded_crashed_and_serve_goes_on(tmp_path, monkeypatch):
     monkeypatch.delenv("TETHER_STORE", raising=False)
-    server = Server([dies.to_deployment(name="dies")], ServeSettings(late_seconds=0.0, lookahead_seconds=0.0), store=open_store())
+    server = Server(
+        [dies.to_deployment(name="dies")], ServeSettings(late_seconds=0.0, lookahead_seconds=0.0), store=open_store()
+    )
     try:
         server.register()
         crashed = server.table.request_run("dies", {"n": 1})
@@ -221,7 +225,9 @@ def test_a_paused_deployment_skips_its_scheduled_times_but_runs_what_is_asked_fo
     settle(server)
     by_id = {r.id: r for r in server.table.runs("policy", limit=None)}
     scheduled = [r for r in by_id.values() if r.trigger == "schedule"]
-    assert len(scheduled) >= 3 and all(r.status == "skipped" and r.reason == "the deployment was paused" for r in scheduled)
+    assert len(scheduled) >= 3 and all(
+        r.status == "skipped" and r.reason == "the deployment was paused" for r in scheduled
+    )
     assert by_id[asked].status == "completed"
     server.table.set_paused("policy", False)
     server.tick()  # resumed: the times from now on run, the paused ones stay skipped

@@ -33,7 +33,14 @@ from tether._flow import FlowFunction
 from tether._serve import Server, ServeSettings
 from tether._serve_display import ServeDisplay
 from tether.schedules import from_dict
-from tether.store import DeploymentNameTaken, DeploymentNotFound, DeploymentTable, StoreError, StoredDeployment, open_store
+from tether.store import (
+    DeploymentNameTaken,
+    DeploymentNotFound,
+    DeploymentTable,
+    StoredDeployment,
+    StoreError,
+    open_store,
+)
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
@@ -44,7 +51,14 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
-PARAM = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A flow parameter; VALUE is JSON if it parses, else a string.")
+PARAM = click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A flow parameter; VALUE is JSON if it parses, else a string.",
+)
 
 
 @click.command("serve")
@@ -55,9 +69,23 @@ PARAM = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VAL
 @click.option("--rrule", default=None, help="An RRULE, e.g. 'FREQ=DAILY;BYHOUR=9'.")
 @click.option("--timezone", default=None, help="The schedule's time zone, e.g. Europe/Berlin (default UTC).")
 @PARAM
-@click.option("--catchup", type=click.Choice(CATCHUP), default="latest", show_default=True, help="Which missed times run after downtime.")
-@click.option("--overlap", type=click.Choice(OVERLAP), default="queue", show_default=True, help="What a due time does while a run is still going.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many runs at once in this process.")
+@click.option(
+    "--catchup",
+    type=click.Choice(CATCHUP),
+    default="latest",
+    show_default=True,
+    help="Which missed times run after downtime.",
+)
+@click.option(
+    "--overlap",
+    type=click.Choice(OVERLAP),
+    default="queue",
+    show_default=True,
+    help="What a due time does while a run is still going.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="At most this many runs at once in this process."
+)
 def serve_cmd(target: str, name: str, cron: str | None, interval: float | None, rrule: str | None, timezone: str | None,
               params: tuple[str, ...], catchup: str, overlap: str, limit: int | None) -> None:  # fmt: skip
     """Run FLOW from FILE.py on a schedule until SIGTERM or Ctrl-C (each scheduled time once)."""
@@ -81,7 +109,9 @@ def serve_cmd(target: str, name: str, cron: str | None, interval: float | None, 
         server.store.close()
         raise BadInput(str(exc)) from None
     nxt = deployment.next_time(server.table.now())
-    out.print(f"Serving deployment {name!r} ({', '.join(s.describe() for s in deployment.schedules) or 'no schedule'}); next run {_when(nxt)}. Ctrl-C or SIGTERM stops.")
+    out.print(
+        f"Serving deployment {name!r} ({', '.join(s.describe() for s in deployment.schedules) or 'no schedule'}); next run {_when(nxt)}. Ctrl-C or SIGTERM stops."
+    )
     try:
         code = server.serve()
     finally:
@@ -115,7 +145,9 @@ def deployments_ls(as_json: bool) -> None:
     with _table() as table:
         found = table.deployments()
         now = table.now()
-    rows = [{**d.as_dict(), "schedule": _schedule_text(d), "next_time": None if d.paused else _next(d, now)} for d in found]
+    rows = [
+        {**d.as_dict(), "schedule": _schedule_text(d), "next_time": None if d.paused else _next(d, now)} for d in found
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -185,7 +217,7 @@ def deployments_runs(name: str, limit: int, as_json: bool) -> None:
 
 def _check_run_parameters(deployment: StoredDeployment, parameters: dict[str, Any]) -> None:
     """Check the parameters against the flow's signature where its file can be imported here."""
-    file, _, attribute = deployment.entrypoint.rpartition(":")
+    file = deployment.entrypoint.rpartition(":")[0]
     if not Path(file).is_file():
         return  # served from another machine: its serve process checks them
     flow = load_flow(deployment.entrypoint)
@@ -199,12 +231,16 @@ def load_flow(target: str) -> FlowFunction[Any]:
     """Import FILE.py and find FLOW in it (by variable name, then by flow name)."""
     file, sep, name = target.rpartition(":")
     if not sep or not file or not name:
-        raise BadInput(f"{target!r} is not FILE.py:FLOW. Example: tether serve flows/etl.py:main_flow --name nightly --cron '0 2 * * *'")
+        raise BadInput(
+            f"{target!r} is not FILE.py:FLOW. Example: tether serve flows/etl.py:main_flow --name nightly --cron '0 2 * * *'"
+        )
     path = Path(file)
     if not path.is_file():
         raise BadInput(f"No such file: {file} (looked in {Path.cwd()}).")
     stem = path.stem
-    module_name = stem if stem.isidentifier() and stem not in sys.modules else f"tether_serve_{abs(hash(str(path.resolve())))}"
+    module_name = (
+        stem if stem.isidentifier() and stem not in sys.modules else f"tether_serve_{abs(hash(str(path.resolve())))}"
+    )
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise BadInput(f"Cannot import {path}: not a Python file.")

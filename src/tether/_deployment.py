@@ -40,6 +40,7 @@ class ServableFlow(Protocol):
         """``parameters`` bound, and validated from the type hints if the flow validates (raises ParameterError)."""
         ...
 
+
 __all__ = ["Deployment", "DeploymentError", "RunnerDeployment"]
 
 
@@ -79,9 +80,13 @@ class Deployment:
         owner = f"Deployment {name!r}"
         self.schedules: list[Schedule] = _schedules(owner, cron, interval, rrule, schedule, schedules, timezone)
         if catchup not in CATCHUP:
-            raise DeploymentError(f"{owner}: catchup={catchup!r} is not a catch-up policy: use one of {', '.join(CATCHUP)}. Example: catchup='latest'.")
+            raise DeploymentError(
+                f"{owner}: catchup={catchup!r} is not a catch-up policy: use one of {', '.join(CATCHUP)}. Example: catchup='latest'."
+            )
         if overlap not in OVERLAP:
-            raise DeploymentError(f"{owner}: overlap={overlap!r} is not an overlap policy: use one of {', '.join(OVERLAP)}. Example: overlap='skip'.")
+            raise DeploymentError(
+                f"{owner}: overlap={overlap!r} is not an overlap policy: use one of {', '.join(OVERLAP)}. Example: overlap='skip'."
+            )
         self.catchup = catchup
         self.overlap = overlap
         self.parameters = check_parameters(flow, owner, dict(parameters or {}))
@@ -125,7 +130,17 @@ def _schedules(
     schedules: Iterable[Schedule] | None,
     timezone: str | None,
 ) -> list[Schedule]:
-    given = [k for k, v in (("cron", cron), ("interval", interval), ("rrule", rrule), ("schedule", schedule), ("schedules", schedules)) if v is not None]
+    given = [
+        k
+        for k, v in (
+            ("cron", cron),
+            ("interval", interval),
+            ("rrule", rrule),
+            ("schedule", schedule),
+            ("schedules", schedules),
+        )
+        if v is not None
+    ]
     if len(given) > 1:
         raise DeploymentError(
             f"{owner}: {' and '.join(given)} were both given; give one way of scheduling. Example: cron='0 2 * * *', "
@@ -143,7 +158,9 @@ def _schedules(
         found = [schedule] if schedule is not None else list(schedules or ())
         for s in found:
             if not isinstance(s, (Cron, Interval, RRule)):
-                raise ScheduleError(f"{owner}: {s!r} is not a schedule. Example: schedule=Cron('0 2 * * *', timezone='Europe/Berlin').")
+                raise ScheduleError(
+                    f"{owner}: {s!r} is not a schedule. Example: schedule=Cron('0 2 * * *', timezone='Europe/Berlin')."
+                )
     return found
 
 

@@ -41,7 +41,6 @@ from tether.store import Claimed, DeploymentTable, ProcessInfo, Store, open_stor
 log = logging.getLogger("tether.serve")
 
 
-
 @dataclass(frozen=True)
 class ServeSettings:
     #: Seconds between two looks at the store.
@@ -62,7 +61,14 @@ class ServeSettings:
     @classmethod
     def from_env(cls, **given: Any) -> ServeSettings:
         values: dict[str, Any] = {}
-        for name in ("poll_seconds", "lookahead_seconds", "late_seconds", "lease_seconds", "grace_seconds", "cancel_seconds"):
+        for name in (
+            "poll_seconds",
+            "lookahead_seconds",
+            "late_seconds",
+            "lease_seconds",
+            "grace_seconds",
+            "cancel_seconds",
+        ):
             raw = os.environ.get(f"TETHER_SERVE_{name.removesuffix('_seconds').upper()}_SECONDS")
             if raw:
                 values[name] = float(raw)
@@ -79,11 +85,19 @@ class ChildRun:
 class Server:
     """One serve process: its deployments, its store, and the runs it started."""
 
-    def __init__(self, deployments: list[Deployment], settings: ServeSettings, store: Store | None = None, on_tick: Callable[[Server], None] | None = None) -> None:
+    def __init__(
+        self,
+        deployments: list[Deployment],
+        settings: ServeSettings,
+        store: Store | None = None,
+        on_tick: Callable[[Server], None] | None = None,
+    ) -> None:
         names = [d.name for d in deployments]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise DeploymentError(f"serve() got two deployments named {twice[0]!r}; each deployment needs a name of its own.")
+            raise DeploymentError(
+                f"serve() got two deployments named {twice[0]!r}; each deployment needs a name of its own."
+            )
         self.deployments = {d.name: d for d in deployments}
         self.settings = settings
         self.store = store if store is not None else open_store()
@@ -98,7 +112,10 @@ class Server:
     def register(self) -> None:
         for deployment in self.deployments.values():
             if self.table.register(deployment.spec()):
-                log.warning("Deployment %r: its schedule changed; times count from now (nothing is back-filled).", deployment.name)
+                log.warning(
+                    "Deployment %r: its schedule changed; times count from now (nothing is back-filled).",
+                    deployment.name,
+                )
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -111,7 +128,9 @@ class Server:
                 try:
                     self.tick()
                 except SQLAlchemyError as exc:  # the database is away for a moment: look again next time
-                    log.warning("tether serve: the run store did not answer (%s); trying again.", str(exc).splitlines()[0])
+                    log.warning(
+                        "tether serve: the run store did not answer (%s); trying again.", str(exc).splitlines()[0]
+                    )
                 get_clock().wait(self.stop_event, self.settings.poll_seconds)
             self.drain()
         finally:
@@ -128,7 +147,13 @@ class Server:
         """One look at the store: leases, gone processes, ended children, new times, due runs."""
         self.table.renew(self.me)
         for row in self.table.recover(self.settings.lease_seconds, self.seen_by):
-            log.warning("Deployment %r: the run scheduled at %s was settled as %s: %s", row.deployment, row.scheduled_time, row.status, row.reason)
+            log.warning(
+                "Deployment %r: the run scheduled at %s was settled as %s: %s",
+                row.deployment,
+                row.scheduled_time,
+                row.status,
+                row.reason,
+            )
         self.collect_children()
         for name, deployment in self.deployments.items():
             if deployment.schedules:
@@ -144,7 +169,7 @@ class Server:
         if self.on_tick is not None:
             try:
                 self.on_tick(self)
-            except Exception:  # noqa: BLE001 - showing must never stop serving
+            except Exception:
                 log.exception("tether serve: the display failed")
 
     def _has_room(self) -> bool:
@@ -165,10 +190,17 @@ class Server:
             "store_url": self.store.location.url.render_as_string(hide_password=False),
         }
         # Forked: the flow is already imported here, so a run starts at once (no new interpreter).
-        process = _FORK.Process(target=run_claimed, args=(job, deployment.flow, self.store.engine), name=f"tether-run-{claimed.id}")
+        process = _FORK.Process(
+            target=run_claimed, args=(job, deployment.flow, self.store.engine), name=f"tether-run-{claimed.id}"
+        )
         process.start()
         self.children[claimed.id] = ChildRun(claimed, process)
-        log.info("Deployment %r: started the run scheduled at %s (process %s).", claimed.deployment, claimed.scheduled_time, process.pid)
+        log.info(
+            "Deployment %r: started the run scheduled at %s (process %s).",
+            claimed.deployment,
+            claimed.scheduled_time,
+            process.pid,
+        )
 
     def collect_children(self) -> None:
         for run_id, child in list(self.children.items()):
@@ -178,12 +210,21 @@ class Server:
             del self.children[run_id]
             settled = self.table.settle_ended_child(run_id, self.seen_by)
             if settled is not None:
-                log.warning("Deployment %r: the run's process ended (exit %s) before recording it: recorded %s.", settled.deployment, child.process.exitcode, settled.status)
+                log.warning(
+                    "Deployment %r: the run's process ended (exit %s) before recording it: recorded %s.",
+                    settled.deployment,
+                    child.process.exitcode,
+                    settled.status,
+                )
 
     def drain(self) -> None:
         """After a stop: let the running runs finish within the grace period, then cancel them."""
         if self.children:
-            log.warning("tether serve: stopping; %d run(s) still going get %.0f s to finish.", len(self.children), self.settings.grace_seconds)
+            log.warning(
+                "tether serve: stopping; %d run(s) still going get %.0f s to finish.",
+                len(self.children),
+                self.settings.grace_seconds,
+            )
         self._wait_children(self.settings.grace_seconds)
         if self.children:
             for child in self.children.values():
@@ -228,10 +269,11 @@ def _signal(process: multiprocessing.process.BaseProcess, signum: int) -> None:
 
 
 def serve(*deployments: Deployment, limit: int | None = None, **settings: Any) -> int:
-    """Serve ``deployments`` until SIGTERM or Ctrl-C; returns the exit code (see `Server.serve`).
-    """
+    """Serve ``deployments`` until SIGTERM or Ctrl-C; returns the exit code (see `Server.serve`)."""
     for d in deployments:
         if not isinstance(d, Deployment):
-            raise DeploymentError(f"serve() takes deployments, got {d!r}. Example: serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *')).")
+            raise DeploymentError(
+                f"serve() takes deployments, got {d!r}. Example: serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *'))."
+            )
     server = Server(list(deployments), ServeSettings.from_env(limit=limit, **settings))
     return server.serve()

@@ -18,10 +18,10 @@ import os
 import signal
 import sys
 import traceback
-
-import sqlalchemy as sa
 from collections.abc import Callable
 from typing import Any
+
+import sqlalchemy as sa
 
 from tether._context import events
 from tether._core import Event, RunCreated
@@ -78,7 +78,11 @@ def _run(job: dict[str, Any], flow: Callable[..., Any], owner: ProcessInfo) -> i
     run_id = int(job["run_id"])
     if not table.begin_run(run_id, owner, me):
         return 3  # the serve process lost its claim (it was settled as gone): nothing ran here
-    set_deployment_run(DeploymentRun(job["deployment"], float(job["scheduled_time"]), run_id, dict(job["parameters"]), job.get("version")))
+    set_deployment_run(
+        DeploymentRun(
+            job["deployment"], float(job["scheduled_time"]), run_id, dict(job["parameters"]), job.get("version")
+        )
+    )
     watcher = _FlowRunId(table, run_id)
     events.subscribe(watcher)
     reason = None

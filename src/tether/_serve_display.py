@@ -29,7 +29,9 @@ class ServeDisplay:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.live: Live | None = Live(console=console, auto_refresh=False, transient=False) if console.is_terminal else None
+        self.live: Live | None = (
+            Live(console=console, auto_refresh=False, transient=False) if console.is_terminal else None
+        )
         self._running: dict[int, Any] = {}
         if self.live is not None:
             self.live.start()
@@ -40,7 +42,9 @@ class ServeDisplay:
         if self.live is None:
             for run_id, claimed in current.items():
                 if run_id not in self._running:
-                    self.console.print(f"Deployment {claimed.deployment!r}: run {run_id} (scheduled {_when(claimed.scheduled_time)}) started.")
+                    self.console.print(
+                        f"Deployment {claimed.deployment!r}: run {run_id} (scheduled {_when(claimed.scheduled_time)}) started."
+                    )
             ended = [run_id for run_id in self._running if run_id not in current]
             if ended:
                 by_id = {r.id: r for name in server.deployments for r in server.table.runs(name, limit=20)}
@@ -64,7 +68,13 @@ class ServeDisplay:
             running.add_column(column)
         for run_id, child in server.children.items():
             claimed = child.claimed
-            running.add_row(str(run_id), claimed.deployment, _when(claimed.scheduled_time), str(child.process.pid), f"{now - claimed.scheduled_time:.0f}s")
+            running.add_row(
+                str(run_id),
+                claimed.deployment,
+                _when(claimed.scheduled_time),
+                str(child.process.pid),
+                f"{now - claimed.scheduled_time:.0f}s",
+            )
         parts: list[Any] = [schedules, Text("")]
         parts.append(running if server.children else Text("No runs in progress.", style="dim"))
         return Group(*parts)

@@ -33,7 +33,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -42,7 +42,17 @@ from dateutil.rrule import rrulestr
 
 from tether._errors import UsageError
 
-__all__ = ["Cron", "CronSchedule", "Interval", "IntervalSchedule", "RRule", "RRuleSchedule", "Schedule", "ScheduleError", "from_dict"]
+__all__ = [
+    "Cron",
+    "CronSchedule",
+    "Interval",
+    "IntervalSchedule",
+    "RRule",
+    "RRuleSchedule",
+    "Schedule",
+    "ScheduleError",
+    "from_dict",
+]
 
 #: Where intervals and rules without a DTSTART start counting, in the schedule's time zone (Prefect's default too).
 DEFAULT_ANCHOR = dt.datetime(2020, 1, 1)
@@ -128,7 +138,9 @@ class Cron(Schedule):
     def __init__(self, cron: str, timezone: str | None = None, day_or: bool = True) -> None:
         owner = f"Cron({cron!r})"
         if not isinstance(cron, str) or not cron.strip():
-            raise ScheduleError(f"cron={cron!r} is not a cron expression. Example: cron='30 1 * * *' (every day at 01:30).")
+            raise ScheduleError(
+                f"cron={cron!r} is not a cron expression. Example: cron='30 1 * * *' (every day at 01:30)."
+            )
         expr = " ".join(cron.split())
         if day_or is not True:
             raise ScheduleError(
@@ -170,16 +182,25 @@ class Interval(Schedule):
     anchor_date: dt.datetime = field(default=DEFAULT_ANCHOR)
     timezone: str = "UTC"
 
-    def __init__(self, interval: float | dt.timedelta, anchor_date: dt.datetime | None = None, timezone: str | None = None) -> None:
+    def __init__(
+        self, interval: float | dt.timedelta, anchor_date: dt.datetime | None = None, timezone: str | None = None
+    ) -> None:
         seconds = interval.total_seconds() if isinstance(interval, dt.timedelta) else interval
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds <= 0
+        ):
             raise ScheduleError(
                 f"interval={interval!r} is not a positive number of seconds (or a positive timedelta): a schedule "
                 "needs time between runs. Example: interval=3600 (hourly) or interval=timedelta(minutes=5)."
             )
         owner = f"Interval({interval!r})"
         if anchor_date is not None and not isinstance(anchor_date, dt.datetime):
-            raise ScheduleError(f"{owner}: anchor_date={anchor_date!r} is not a datetime. Example: anchor_date=datetime(2024, 1, 1, 9, 0).")
+            raise ScheduleError(
+                f"{owner}: anchor_date={anchor_date!r} is not a datetime. Example: anchor_date=datetime(2024, 1, 1, 9, 0)."
+            )
         if timezone is None and anchor_date is not None and isinstance(anchor_date.tzinfo, ZoneInfo):
             timezone = anchor_date.tzinfo.key
         zone_name = check_timezone(owner, timezone)
@@ -220,7 +241,12 @@ class Interval(Schedule):
         return f"every {_seconds_text(self.interval)} from {self.anchor_date.isoformat(' ')} ({self.timezone})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "interval", "interval": self.interval, "anchor_date": self.anchor_date.isoformat(), "timezone": self.timezone}
+        return {
+            "kind": "interval",
+            "interval": self.interval,
+            "anchor_date": self.anchor_date.isoformat(),
+            "timezone": self.timezone,
+        }
 
 
 @dataclass(frozen=True, init=False)
@@ -245,7 +271,9 @@ class RRule(Schedule):
 
     def _rule(self) -> _dateutil_rrule.rrule | _dateutil_rrule.rruleset:
         text = self.rrule if ":" in self.rrule.split(";")[0] or "\n" in self.rrule else f"RRULE:{self.rrule}"
-        rule: _dateutil_rrule.rrule | _dateutil_rrule.rruleset = rrulestr(text, dtstart=DEFAULT_ANCHOR.replace(tzinfo=self.zone))
+        rule: _dateutil_rrule.rrule | _dateutil_rrule.rruleset = rrulestr(
+            text, dtstart=DEFAULT_ANCHOR.replace(tzinfo=self.zone)
+        )
         return rule
 
     def _iter_after(self, after: float) -> Iterator[float]:
@@ -286,12 +314,12 @@ _FINE = {_dateutil_rrule.HOURLY: 3600, _dateutil_rrule.MINUTELY: 60, _dateutil_r
 def _started_near(rule: Any, probe: dt.datetime) -> Any:
     """``rule`` with its DTSTART moved forward by whole periods to just before ``probe`` (the same times
     after ``probe``), when that is exact: one rule, no COUNT, a frequency finer than a day."""
-    if not isinstance(rule, _dateutil_rrule.rrule) or rule._count is not None or rule._freq not in _FINE:  # noqa: SLF001
+    if not isinstance(rule, _dateutil_rrule.rrule) or rule._count is not None or rule._freq not in _FINE:
         return rule
-    start = rule._dtstart  # noqa: SLF001
+    start = rule._dtstart
     if (start.tzinfo is None) != (probe.tzinfo is None):
         return rule
-    period = dt.timedelta(seconds=_FINE[rule._freq] * rule._interval)  # noqa: SLF001
+    period = dt.timedelta(seconds=_FINE[rule._freq] * rule._interval)
     wall = probe.replace(tzinfo=None) if probe.tzinfo is None else probe.astimezone(start.tzinfo).replace(tzinfo=None)
     steps = math.floor((wall - start.replace(tzinfo=None)) / period) - 2
     return rule.replace(dtstart=start + steps * period) if steps > 0 else rule
@@ -320,7 +348,7 @@ def _seconds_text(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-AnySchedule = Union[Cron, Interval, RRule]
+AnySchedule = Cron | Interval | RRule
 
 
 def from_dict(data: dict[str, Any]) -> AnySchedule:
@@ -329,7 +357,9 @@ def from_dict(data: dict[str, Any]) -> AnySchedule:
     if kind == "cron":
         return Cron(data["cron"], timezone=data.get("timezone"))
     if kind == "interval":
-        return Interval(data["interval"], anchor_date=dt.datetime.fromisoformat(data["anchor_date"]), timezone=data.get("timezone"))
+        return Interval(
+            data["interval"], anchor_date=dt.datetime.fromisoformat(data["anchor_date"]), timezone=data.get("timezone")
+        )
     if kind == "rrule":
         return RRule(data["rrule"], timezone=data.get("timezone"))
     raise ScheduleError(f"Unknown schedule kind {kind!r} in {data!r}: expected cron, interval or rrule.")

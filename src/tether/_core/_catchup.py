@@ -72,7 +72,9 @@ def decide(
             skipped.append((d, f"missed: due {late:.0f} s before a serve process could start it (catchup=none)"))
         elif d is not newest:
             assert newest is not None
-            skipped.append((d, f"missed: a later scheduled time, {when(newest.scheduled_time)}, was due too (catchup=latest)"))
+            skipped.append(
+                (d, f"missed: a later scheduled time, {when(newest.scheduled_time)}, was due too (catchup=latest)")
+            )
     gone = {d.id for d, _ in skipped}
     waiting = [d for d in ordered if d.id not in gone]
     if not waiting:

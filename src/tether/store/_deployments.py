@@ -164,10 +164,18 @@ class DeploymentTable:
 
         def work(conn: sa.Connection) -> bool:
             now = db_now(conn)
-            row = conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == spec.name), skip=False)).mappings().first()
+            row = (
+                conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == spec.name), skip=False))
+                .mappings()
+                .first()
+            )
             values = {k: v for k, v in asdict(spec).items() if k != "name"}
             if row is None:
-                conn.execute(sa.insert(deployments).values(name=spec.name, paused=False, planned_until=now, created=now, updated=now, **values))
+                conn.execute(
+                    sa.insert(deployments).values(
+                        name=spec.name, paused=False, planned_until=now, created=now, updated=now, **values
+                    )
+                )
                 return False
             if row["flow_name"] != spec.flow_name:
                 raise DeploymentNameTaken(
@@ -193,7 +201,9 @@ class DeploymentTable:
 
     def set_paused(self, name: str, paused: bool) -> None:
         def work(conn: sa.Connection) -> None:
-            done = conn.execute(sa.update(deployments).where(deployments.c.name == name).values(paused=paused, updated=db_now(conn)))
+            done = conn.execute(
+                sa.update(deployments).where(deployments.c.name == name).values(paused=paused, updated=db_now(conn))
+            )
             if done.rowcount != 1:
                 raise self._not_found(conn, name)
 
@@ -207,7 +217,9 @@ class DeploymentTable:
                 raise self._not_found(conn, name)
             now = db_now(conn)
             at = now
-            while conn.execute(sa.select(runs.c.id).where(runs.c.deployment == name, runs.c.scheduled_time == at)).first():
+            while conn.execute(
+                sa.select(runs.c.id).where(runs.c.deployment == name, runs.c.scheduled_time == at)
+            ).first():
                 at += 0.001  # a scheduled time at this very instant: the key stays unique
             done = conn.execute(
                 sa.insert(runs).values(
@@ -224,7 +236,9 @@ class DeploymentTable:
     def _not_found(self, conn: sa.Connection, name: str) -> DeploymentNotFound:
         names = sorted(conn.execute(sa.select(deployments.c.name)).scalars())
         known = ", ".join(names) if names else "none yet (tether serve creates them)"
-        return DeploymentNotFound(f"No deployment named {name!r} in the run store. Deployments: {known}. See: tether deployments ls")
+        return DeploymentNotFound(
+            f"No deployment named {name!r} in the run store. Deployments: {known}. See: tether deployments ls"
+        )
 
     def deployments(self) -> list[StoredDeployment]:
         def work(conn: sa.Connection) -> list[StoredDeployment]:
@@ -248,7 +262,9 @@ class DeploymentTable:
 
         return read(self.engine, work)
 
-    def runs(self, name: str | None = None, limit: int | None = 50, statuses: Sequence[str] | None = None) -> list[ScheduledRun]:
+    def runs(
+        self, name: str | None = None, limit: int | None = 50, statuses: Sequence[str] | None = None
+    ) -> list[ScheduledRun]:
         """Rows of ``deployment_runs``, newest scheduled time first."""
         query = sa.select(runs).order_by(runs.c.scheduled_time.desc(), runs.c.id.desc())
         if name is not None:
@@ -267,7 +283,9 @@ class DeploymentTable:
         )  # fmt: skip
         if state:
             wanted = state.upper()
-            query = query.where(sa.or_(sa.func.upper(flow_runs.c.state_type) == wanted, sa.func.upper(flow_runs.c.state_name) == wanted))
+            query = query.where(
+                sa.or_(sa.func.upper(flow_runs.c.state_type) == wanted, sa.func.upper(flow_runs.c.state_name) == wanted)
+            )
         if limit is not None:
             query = query.limit(limit)
 
@@ -289,7 +307,11 @@ class DeploymentTable:
         ``times(after, until)`` gives the schedule's times in ``(after, until]``."""
 
         def work(conn: sa.Connection) -> int:
-            row = conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == name), skip=True)).mappings().first()
+            row = (
+                conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == name), skip=True))
+                .mappings()
+                .first()
+            )
             if row is None:
                 return 0  # another process is planning or claiming it now
             now = db_now(conn)
@@ -302,7 +324,11 @@ class DeploymentTable:
                 existing = set(conn.execute(
                     sa.select(runs.c.scheduled_time).where(runs.c.deployment == name, runs.c.scheduled_time.in_(wanted))
                 ).scalars())  # fmt: skip
-            new = [{"deployment": name, "scheduled_time": t, "trigger": "schedule", "status": "scheduled", "created": now} for t in wanted if t not in existing]
+            new = [
+                {"deployment": name, "scheduled_time": t, "trigger": "schedule", "status": "scheduled", "created": now}
+                for t in wanted
+                if t not in existing
+            ]
             if new:
                 conn.execute(sa.insert(runs), new)
             conn.execute(sa.update(deployments).where(deployments.c.name == name).values(planned_until=until))
@@ -315,7 +341,11 @@ class DeploymentTable:
         skip on the way; None if nothing is to start now (or another process is claiming)."""
 
         def work(conn: sa.Connection) -> Claimed | None:
-            dep = conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == name), skip=True)).mappings().first()
+            dep = (
+                conn.execute(_locked(conn, sa.select(deployments).where(deployments.c.name == name), skip=True))
+                .mappings()
+                .first()
+            )
             if dep is None:
                 return None
             now = db_now(conn)
@@ -358,7 +388,9 @@ class DeploymentTable:
 
         def work(conn: sa.Connection) -> int:
             done = conn.execute(
-                sa.update(runs).where(runs.c.claimed_by == owner.as_json(), runs.c.status.in_(ACTIVE)).values(lease=db_now(conn))
+                sa.update(runs)
+                .where(runs.c.claimed_by == owner.as_json(), runs.c.status.in_(ACTIVE))
+                .values(lease=db_now(conn))
             )
             return int(done.rowcount)
 
@@ -379,7 +411,10 @@ class DeploymentTable:
         return write(self.engine, work)
 
     def set_flow_run(self, run_id: int, flow_run_id: str) -> None:
-        write(self.engine, lambda conn: conn.execute(sa.update(runs).where(runs.c.id == run_id).values(flow_run_id=flow_run_id)))
+        write(
+            self.engine,
+            lambda conn: conn.execute(sa.update(runs).where(runs.c.id == run_id).values(flow_run_id=flow_run_id)),
+        )
 
     def finish(self, run_id: int, state_type: str, state_name: str, child_pid: int, reason: str | None = None) -> bool:
         """Record how the run ended (by its child process); False if someone settled it first."""
@@ -403,7 +438,9 @@ class DeploymentTable:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
             if row is None or row["status"] not in ACTIVE:
                 return None
-            return _settle_gone(conn, row, db_now(conn), f"its process {row['child_pid']} ended before recording the run", seen_by)
+            return _settle_gone(
+                conn, row, db_now(conn), f"its process {row['child_pid']} ended before recording the run", seen_by
+            )
 
         return write(self.engine, work)
 
@@ -448,7 +485,11 @@ def _once_more_on_conflict(engine: sa.Engine, work: Callable[[sa.Connection], T]
 
 def _settle_many(conn: sa.Connection, verdicts: Sequence[tuple[DueTime, str]], status: str, now: float) -> None:
     for due, reason in verdicts:
-        conn.execute(sa.update(runs).where(runs.c.id == due.id, runs.c.status == "scheduled").values(status=status, reason=reason, ended=now))
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == due.id, runs.c.status == "scheduled")
+            .values(status=status, reason=reason, ended=now)
+        )
 
 
 def _settle_gone(conn: sa.Connection, row: Any, now: float, why: str, seen_by: str) -> ScheduledRun | None:
@@ -468,7 +509,11 @@ def _settle_gone(conn: sa.Connection, row: Any, now: float, why: str, seen_by: s
     else:
         if flow is not None and (flow["state_type"] is None or flow["state_type"] in UNFINISHED):
             _record(conn, flow, why, seen_by, now)
-        values = {"status": "crashed", "state_name": "Crashed", "reason": f"{why} during the run; recorded by {seen_by}; it is not run again"}
+        values = {
+            "status": "crashed",
+            "state_name": "Crashed",
+            "reason": f"{why} during the run; recorded by {seen_by}; it is not run again",
+        }
     conn.execute(sa.update(runs).where(where).values(ended=now, **values))
     return _run(conn.execute(sa.select(runs).where(runs.c.id == row["id"])).mappings().one())
 
