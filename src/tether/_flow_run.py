@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from tether._annotations import allow_failure, quote
+from tether._annotations import allow_failure, opaque, quote
 from tether._arguments import resolve, rewrite, strip_quotes, walk
 from tether._context import RunContext, current_run, current_tags, events, open_blocks
 from tether._core import (
@@ -49,6 +49,9 @@ from tether._resources import ResourceScope, scope_of
 from tether._run_views import FlowRun as FlowRunView
 from tether._run_views import with_defaults
 from tether._settings import Settings
+from tether._shield import active as shield_active
+from tether._shield import defer as defer_interrupt
+from tether._shield import shielded
 from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 from tether.store import enable as enable_store
 from tether.store import flush as flush_store
@@ -164,8 +167,10 @@ class FlowRun:
                         annotated.append(run)
                     annotated.append(None)
                     return True
-                if kind is quote:
+                if kind is quote or kind is opaque:
                     annotated.append(None)
+                    if kind is opaque and type(node.value) is TaskFuture:
+                        visit(node.value)  # an upstream, whose value is then passed unwalked
                     return True  # passed as it is: nothing inside is looked at
                 return False
             if scope not in scopes:
@@ -178,6 +183,10 @@ class FlowRun:
         walk(value, visit)
 
     def submit_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
+        # Shielded: Ctrl-C half-way through would leave a run joined to its scopes, never started.
+        return shielded(self._submit, task, args, kwargs, wait_for)
+
+    def _submit(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
         if not self.runner.shares_memory:
             check_arguments(self.runner, task, args, kwargs)
         run = self._create(task, args, kwargs, wait_for)
@@ -187,22 +196,26 @@ class FlowRun:
     def call_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:
         if task.is_async and _in_event_loop():
             return self._call_task_async(task, args, kwargs, wait_for, return_state)
+        run, ready = shielded(self._start_called, task, args, kwargs, wait_for)
+        if not run.is_done():
+            if not ready.acquire(blocking=False):  # usually released already, in start()
+                wait_interruptibly(ready)  # for a concurrency slot: interruptible, the run is booked
+            if task.is_async:
+                run_on_engine_loop(run_async(run)).result()
+            else:
+                shielded(run_sync, run)  # the engine's steps around the body; the body is not shielded
+        run.wait()
+        state = run.record.state
+        return state if return_state else state.result()
+
+    def _start_called(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> tuple[TaskRun, Any]:
         run = self._create(task, args, kwargs, wait_for)
         run.observed = True
         ready = threading.Lock()  # released once the run may start; cheaper than an Event
         ready.acquire()
         run.on_ready = ready.release
         run.start()
-        if not run.is_done():
-            if not ready.acquire(blocking=False):  # usually released already, in start()
-                wait_interruptibly(ready)
-            if task.is_async:
-                run_on_engine_loop(run_async(run)).result()
-            else:
-                run_sync(run)
-        run.wait()
-        state = run.record.state
-        return state if return_state else state.result()
+        return run, ready
 
     async def _call_task_async(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:
         run = self._create(task, args, kwargs, wait_for)
@@ -323,9 +336,13 @@ class FlowRun:
                 clear_in_thread(self._thread_id)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        """Ctrl-C or SIGTERM: raise in the body; once the body is over, cancel without raising."""
+        """Ctrl-C or SIGTERM: raise in the body (after the engine step it interrupted, if it
+        interrupted one: see `_shield`); once the body is over, cancel without raising."""
         reason: BaseException = KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
         if self._in_body and not self.cancelling:
+            if shield_active():
+                defer_interrupt(reason)
+                return
             raise reason
         # Ending: a signal handler must not take the locks the interrupted code may hold,
         # and must not cut the wait for task runs and cleanups short.

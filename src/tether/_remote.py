@@ -43,6 +43,7 @@ from tether._core import Cancelled, Crashed, Failed, TimedOut
 from tether._errors import TaskRunCancelled, TaskRunTimeout, UnpicklableArgumentError
 from tether._futures import TaskFuture
 from tether._interrupt import wait_interruptibly, watchdog
+from tether._shield import unshielded
 from tether._logging import logger
 from tether._resources import ResourceScope, scope_of
 from tether._wire import Call, CallResult, ResourceRef, WorkerLost, load_error
@@ -226,7 +227,7 @@ def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> tuple[bool, Any]
     future = runner.submit(open_copy, ref)
     future.add_done_callback(lambda _: opened.set())
     try:
-        wait_interruptibly(opened)
+        unshielded(wait_interruptibly, opened)  # a wait inside the shielded 'with': Ctrl-C may end it
     except BaseException as exc:  # Ctrl-C, SIGTERM, a timeout: the setup runs on over there
         grace = flow_run.settings.interrupt_grace_seconds
         logger.warning(

@@ -46,6 +46,7 @@ from tether._logging import logger
 from tether._mailbox import done_expecting as done_expecting_jobs
 from tether._mailbox import expect as expect_jobs
 from tether._mailbox import post as post_job
+from tether._shield import shielded, unshielded
 from tether._stand_in import StandIn, local_arguments
 from tether._values import ValueRegistry, distinct
 
@@ -179,6 +180,16 @@ class ResourceScope:
     # -- setup -------------------------------------------------------------------------
 
     def __enter__(self) -> Any:
+        # Shielded: Ctrl-C mid-way must not leave a scope half open. A Ctrl-C kept until the
+        # scope is open is raised here, where Python will not call __exit__: close the block.
+        try:
+            return shielded(self._enter)
+        except BaseException as exc:
+            if self._block_token is not None:
+                self._exit(exc)
+            raise
+
+    def _enter(self) -> Any:
         ctx = current_run.get()
         if ctx is None and building_graph.get() is not None:
             return building_graph.get().open_resource(self)  # type: ignore[union-attr]
@@ -216,7 +227,7 @@ class ResourceScope:
         """Run setup in this process and record it; on failure, leave the parents."""
         self._emit("setup-started")
         try:
-            value = self._setup()
+            value = unshielded(self._setup)  # the user's setup: interruptible
         except BaseException as exc:
             self._emit("setup-failed", error=f"{type(exc).__name__}: {exc}")
             if opening:  # else the scope is open already, and stays so
@@ -307,6 +318,9 @@ class ResourceScope:
     # -- the block and its members ---------------------------------------------------------
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
+        return shielded(self._exit, exc)  # Ctrl-C mid-way must not leave the block never closed
+
+    def _exit(self, exc: BaseException | None) -> Literal[False]:
         if current_run.get() is None and building_graph.get() is not None:
             building_graph.get().close_resource(self)  # type: ignore[union-attr]
             return False
@@ -315,6 +329,7 @@ class ResourceScope:
             return False
         self.close_block(exc)
         open_blocks.reset(self._block_token)
+        self._block_token = None
         return False
 
     def close_block(self, error: BaseException | None) -> None:

@@ -52,6 +52,7 @@ from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptib
 from tether._logging import log_for_run, logger
 from tether._run_views import TaskRun as TaskRunView
 from tether._run_views import TaskRunContext
+from tether._shield import unshielded
 from tether._stand_in import local_arguments
 
 if TYPE_CHECKING:
@@ -422,12 +423,12 @@ def run_sync(run: TaskRun) -> None:
                     args, kwargs = run.args, run.kwargs
                     if run.scopes:
                         args, kwargs = local_arguments(args, kwargs)
-                    value = run.task.fn(*args, **kwargs)
+                    value = unshielded(run.task.fn, *args, **kwargs)  # a called task's body: interruptible
                 finally:
                     run.end_body()
             except BaseException as exc:
                 delay = run.failed(exc)
-                if delay is None or not run.wait_before_retry(delay):
+                if delay is None or not unshielded(run.wait_before_retry, delay):  # interruptible, like the body
                     return
             else:
                 run.succeeded(value)
