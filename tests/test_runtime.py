@@ -220,3 +220,31 @@ def test_runtime_answers_in_task_bodies_on_a_process_pool():
     assert (name, has_flow_id, has_root, has_start) == ("sq-2", True, True, True)
     # What the stand-ins do not carry yet (parameters, tags) is empty, not an error.
     assert isinstance(task_parameters, dict) and isinstance(flow_parameters, dict) and isinstance(tags, list)
+
+
+def test_opaque_resolves_the_future_and_passes_its_value_unwalked(runner):
+    from dataclasses import dataclass
+
+    from tether.utilities.annotations import opaque
+
+    @dataclass
+    class Pipeline:
+        rate: object
+
+    made = []
+
+    @task
+    def build():
+        pipeline = Pipeline(rate=None)
+        made.append(pipeline)
+        return pipeline
+
+    @task
+    def run(pipeline, plain):
+        return pipeline is made[0], plain
+
+    @flow(task_runner=runner)
+    def pipeline_flow():
+        return run.submit(opaque(build.submit()), opaque(3)).result()
+
+    assert pipeline_flow() == (True, 3)

@@ -6,6 +6,8 @@
   complete. It also counts as looking at that failure, so it does not fail the flow.
 - ``quote(value)`` passes ``value`` as it is: tether does not look inside it for
   futures (a large list of plain data is not walked).
+- ``opaque(future)`` resolves the future (an upstream, as usual) but passes its value as
+  it is, without looking inside it; around a value that is not a future, it is `quote`.
 
 They are wrappers the argument walkers recognise; they hold a value and do nothing.
 """
@@ -50,6 +52,21 @@ class quote(Generic[T]):
         return f"quote({self.value!r})"
 
 
+class opaque(Generic[T]):
+    """Resolve this future, but do not look inside its value; see the module docstring."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def unwrap(self) -> T:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"opaque({self.value!r})"
+
+
 def unwrap_annotation(value: Any) -> Any:
-    """The value inside an `allow_failure` or `quote`, else ``value``."""
-    return value.value if type(value) in (allow_failure, quote) else value
+    """The value inside an `allow_failure`, `quote` or `opaque`, else ``value``."""
+    return value.value if type(value) in (allow_failure, quote, opaque) else value

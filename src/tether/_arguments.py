@@ -7,9 +7,10 @@ dataclasses and pydantic models, at any depth. Every walk goes through `members`
 a container before its members, so a container that is itself a resource's value
 (a resource may yield a dict) is found as such, not taken apart.
 
-`allow_failure` and `quote` wrappers (see `_annotations`) are resolved here: a quoted
-value is passed as it is, unwalked; an ``allow_failure`` one resolves its futures to their
-values or, for those that did not complete, to their exceptions.
+`allow_failure`, `quote` and `opaque` wrappers (see `_annotations`) are resolved here: a
+quoted value is passed as it is, unwalked; an ``opaque`` future becomes its value, unwalked;
+an ``allow_failure`` one resolves its futures to their values or, for those that did not
+complete, to their exceptions.
 
 This module knows nothing of resources or runs: the visitors are the callers'.
 """
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tether._annotations import allow_failure, quote
+from tether._annotations import allow_failure, opaque, quote
 from tether._core import StateType
 from tether._futures import TaskFuture
 
@@ -122,7 +123,7 @@ def strip_quotes(value: Any) -> Any:
 
     def unwrap(node: Any) -> Any:
         kind = type(node)
-        if kind is quote:
+        if kind is quote or (kind is opaque and type(node.value) is not TaskFuture):
             return node.value
         if kind is allow_failure and not _holds_future(node.value):
             return node.value
@@ -159,6 +160,8 @@ def _result_of(value: Any) -> Any:
         return state.data if state.type is StateType.COMPLETED else state.error()
     if kind is quote:
         return value.value
+    if kind is opaque:
+        return _result_of(value.value)  # the future's value, not walked into
     if kind is allow_failure:
         return resolve(value.value)
     return value
