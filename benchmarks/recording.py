@@ -156,7 +156,9 @@ def child_kill() -> None:
 
 
 def run_child(args: list[str], env: dict[str, str], timeout: float = 900) -> dict:
-    out = subprocess.run([sys.executable, HERE, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, HERE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -202,7 +204,7 @@ def task_counts(env: dict[str, str]) -> dict[str, dict[str, int]]:
         "print(json.dumps({r.id: r.task_counts for r in st.flow_runs(limit=None)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env={**env, "TETHER_STORE": "on"}, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+                         text=True, timeout=600, check=False)  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -216,7 +218,7 @@ def completed_ids(env: dict[str, str]) -> dict[str, str]:
         "    print(json.dumps(dict(c.exec_driver_sql('SELECT id, state_type FROM task_runs').all())))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env={**env, "TETHER_STORE": "on"}, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+                         text=True, timeout=600, check=False)  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -244,15 +246,19 @@ def one_shot(n: int, rounds: int) -> None:
     print(f"one-shot, {n} submitted no-ops, first flow of a fresh process ({rounds} rounds, medians): "
           f"bare {med['bare']:.3f} s, store off {med['off']:.3f} s, store on {med['on']:.3f} s "
           f"(then {statistics.median(exits):.3f} s to write at exit)")  # fmt: skip
-    print(f"  store on / bare {med['on'] / med['bare']:.2f}x (goal <= 2.5x); store on / off "
-          f"{med['on'] / med['off']:.2f}x (goal <= 1.3x); off / bare {med['off'] / med['bare']:.2f}x")
+    print(
+        f"  store on / bare {med['on'] / med['bare']:.2f}x (goal <= 2.5x); store on / off "
+        f"{med['on'] / med['off']:.2f}x (goal <= 1.3x); off / bare {med['off'] / med['bare']:.2f}x"
+    )
 
 
 def called(n: int, rounds: int) -> None:
     env = fresh_env()
     figures = [run_child(["--child", "called", str(n)], env)["us"] for _ in range(rounds)]
-    print(f"called {n} no-op tasks, store on: {statistics.median(figures):.1f} us per call over a plain call "
-          f"(median of {rounds} processes, each the best of 5; goal <= 15 us)")
+    print(
+        f"called {n} no-op tasks, store on: {statistics.median(figures):.1f} us per call over a plain call "
+        f"(median of {rounds} processes, each the best of 5; goal <= 15 us)"
+    )
 
 
 def memory(n: int, chunk: int, goal_mb: int) -> None:
@@ -260,9 +266,11 @@ def memory(n: int, chunk: int, goal_mb: int) -> None:
     answer, peak = tree_peak_rss(["--child", "memory", str(n), str(chunk)], env)
     counts = task_counts(env)
     completed = sum(c.get("COMPLETED", 0) for c in counts.values())
-    print(f"{n} submitted no-ops in one flow, store on: {answer['took']:.1f} s, all written after "
-          f"{answer['written']:.1f} s, peak RSS of the process tree {peak:.0f} MB (goal <= {goal_mb} MB); "
-          f"{completed} of {n} task runs Completed in the store")
+    print(
+        f"{n} submitted no-ops in one flow, store on: {answer['took']:.1f} s, all written after "
+        f"{answer['written']:.1f} s, peak RSS of the process tree {peak:.0f} MB (goal <= {goal_mb} MB); "
+        f"{completed} of {n} task runs Completed in the store"
+    )
 
 
 def kill(kills: int, postgres: str | None) -> None:
@@ -300,8 +308,10 @@ def kill(kills: int, postgres: str | None) -> None:
             lost = [rid for rid in due if states.get(rid) != "COMPLETED"]
             lost_runs += bool(lost)
             details.append(f"{len(due) - len(lost)}/{len(due)}")
-        print(f"SIGKILL, {name}: {kills - lost_runs} of {kills} runs kept every task run done 0.2 s before the "
-              f"kill (kept/due: {', '.join(details)})")
+        print(
+            f"SIGKILL, {name}: {kills - lost_runs} of {kills} runs kept every task run done 0.2 s before the "
+            f"kill (kept/due: {', '.join(details)})"
+        )
 
 
 def _fresh_schema(env: dict[str, str]) -> dict[str, str]:

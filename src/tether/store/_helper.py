@@ -269,7 +269,10 @@ def main() -> None:
         _say(answer, "fail " + _reason(exc))
         failed = True
     else:
-        _say(answer, "ready")
+        try:
+            _say(answer, "ready")
+        except OSError:  # the flow process is gone before it could use us: the spool is left for a store open
+            return
     pending = Pending()
     while True:
         if not failed:

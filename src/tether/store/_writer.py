@@ -204,6 +204,8 @@ class StoreRecorder:
     def _loop(self) -> None:
         queue, markers = self._queue, self._markers
         while True:
+            if self._stopping and self._mode == "always" and self._helper is not None and not self._using_helper:
+                self._await_helper()
             if not queue and not markers and not self._drain_due():
                 if self._stopping:
                     return
@@ -278,6 +280,8 @@ class StoreRecorder:
         """Whether rows spooled in this process are to be written now (with the helper: told to it)."""
         if self.failure is not None:
             return False
+        if self._mode == "always" and self._helper is not None and not self._using_helper:
+            return False  # the helper is starting (records go on to the spool meanwhile): it writes them
         if self._waiting:
             return True
         if self._unwritten_since is None:
@@ -288,6 +292,15 @@ class StoreRecorder:
         if self._using_helper:
             return True  # the helper decides when it writes
         return now - self._last_spooled >= QUIET_SECONDS or now - self._unwritten_since >= DEFER_SECONDS
+
+    def _await_helper(self) -> None:
+        """At the end, with ``TETHER_STORE_HELPER=always``: the helper writes; wait until it is ready."""
+        assert self._helper is not None
+        try:
+            self._helper.wait_ready()
+        except HelperFailed:
+            pass  # said and handled by the look that follows
+        self._consider_helper(0)
 
     def _write_rows(self, beat: bool) -> None:
         """Write (or, with the helper, hand on) what is spooled, if it is due; a chunk at a time,
@@ -352,10 +365,16 @@ class StoreRecorder:
         """At the end: the spool is written (by this process or the helper): delete it."""
         if self._drain is None:
             return
-        # Written (by this process or the helper), or declared not recorded by the failure's warning.
-        self._drain.remove()
+        if self.failure is not None or self._using_helper or not self._drain.pending(self._spool_end()):
+            # Written (by this process, or the helper, which deleted it), or declared not recorded by the warning.
+            self._drain.remove()
+        else:  # not written (the writer stopped on a timeout): the next store open writes it
+            self._drain.release()
         if self._spool is not None:
             self._spool.close()
+
+    def _spool_end(self) -> Position | None:
+        return self._spool.end if self._spool is not None else None
 
     def _tick(self) -> None:
         if self.failure is not None:
@@ -418,8 +437,6 @@ class StoreRecorder:
                 self._mode = "never"
                 return
         try:
-            if self._mode == "always":
-                self._helper.wait_ready()
             ready = self._helper.poll_ready()
         except HelperFailed as exc:
             log.debug("tether: the store's helper process did not start (%s); writing in-process.", exc)
