@@ -248,3 +248,23 @@ def test_opaque_resolves_the_future_and_passes_its_value_unwalked(runner):
         return run.submit(opaque(build.submit()), opaque(3)).result()
 
     assert pipeline_flow() == (True, 3)
+
+
+def test_resolve_futures_to_states_and_results(runner):
+    from tether.futures import resolve_futures_to_results, resolve_futures_to_states
+
+    @task
+    def double(x):
+        if x < 0:
+            raise ValueError(x)
+        return 2 * x
+
+    @flow(task_runner=runner)
+    def pipeline():
+        futures = {"a": double.submit(1), "b": [double.submit(2), double.submit(-1)]}
+        states = resolve_futures_to_states(futures)
+        good = resolve_futures_to_results({"a": futures["a"], "b": futures["b"][0]})
+        return states["a"].name, [s.name for s in states["b"]], good
+
+    # The failed run was looked at through its state: the flow completes.
+    assert pipeline() == ("Completed", ["Completed", "Failed"], {"a": 2, "b": 4})
