@@ -18,7 +18,13 @@ process that dies are free the moment the kernel or the server notices.
   has its socket closed by its kernel and its backend exits. A paused process
   keeps its TCP session, so its locks stay held. What no lock can promise: a
   holder cut off from the server long enough for TCP keepalive to end its session
-  loses its slots while its tasks may still run; that is logged when noticed.
+  loses its slots while its tasks may still run; that is logged when noticed. (And
+  the server's keepalive also decides how soon the slots of a machine that vanished
+  come back.)
+
+A SQLite store has a limit of its own: a process paused inside a write transaction
+stops every other process's writes (SQLite has one writer), slot rows included,
+until it resumes. Nothing is overbooked, but nothing moves meanwhile.
 
 Each process names itself in the rows it writes by a random token, and holds a
 lock of its own on that token (its *process lock*) once it lists itself as
