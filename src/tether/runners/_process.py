@@ -133,6 +133,7 @@ class _WorkerProcess:
         self.send_lock = threading.Lock()
         self.call: _Request | None = None
         self.controls: dict[int, _Request] = {}
+        self.answered = False  # it answered for a stuck call: it takes no more, and was replaced
         self.send(("init", list(sys.path)))
 
     def send(self, message: Any) -> None:
@@ -315,15 +316,19 @@ class _ProcessPool:
                 return
             self._by_future.pop(request.future, None)
             worker.controls.pop(request_id, None)
-            # "last": the worker answers for a call stuck past its timeout, and exits; it is
-            # given nothing more, and replaced when it is gone.
+            # "last": the worker answers for a call stuck past its timeout; it is given nothing
+            # more, serves the closing of its copies, then exits. It is replaced now.
             was_call = worker.call is request and kind == "done"
+            replace = kind == "last" and not worker.answered and not self._closing
+            worker.answered = worker.answered or kind == "last"
         if ok:
             request.future.set_result(cloudpickle.loads(blob))
         else:
             request.future.set_exception(load_error(blob, f"on worker process {worker.pid}"))
         if was_call:
             self._worker_free(worker)
+        if replace:
+            self._add_worker()
 
     def _lost(self, worker: _WorkerProcess) -> None:
         with self._lock:
@@ -340,7 +345,7 @@ class _ProcessPool:
         for request in lost:
             if not request.future.done():
                 request.future.set_exception(WorkerLost(f"worker process {worker.pid} died (exit status {code})"))
-        if not closing:
+        if not closing and not worker.answered:  # one that answered was replaced already
             self._add_worker()
 
 
