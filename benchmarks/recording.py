@@ -104,7 +104,7 @@ def child_called(n: int) -> None:
 
 
 def child_memory(n: int, chunk: int) -> None:
-    os.environ["TETHER_STORE"] = "on"
+    os.environ["TETHER_STORE"] = os.environ.get("TETHER_STORE_BENCH", "on")
     from tether import flow, task
     from tether.runners import ThreadPoolRunner
 

@@ -6,9 +6,10 @@ import json
 import os
 
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
-from tether.store._encode import RECORD_LENGTHS, Encoder, split_records
 from tether.store import _spool
-from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS, Pending
+from tether.store._encode import RECORD_LENGTHS, Encoder, split_records
+from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS
+from tether.store._helper import Pending as Unwritten
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
 from tether.store._redact import REDACTED, redact_parameters, redact_text
@@ -240,7 +241,7 @@ def test_records_hold_no_live_objects_so_they_can_go_to_the_helper_process():
 
 def test_the_helper_waits_while_records_stream_in_and_writes_them_when_the_stream_pauses():
     clock = FakeClock()
-    pending = Pending(clock)
+    pending = Unwritten(clock)
     assert pending.wait() is None and not pending.due()
     for n in range(3):
         clock.now += 0.01
@@ -253,8 +254,9 @@ def test_the_helper_waits_while_records_stream_in_and_writes_them_when_the_strea
         def __init__(self) -> None:
             self.ends: list = []
 
-        def write_all(self, end):
+        def write_some(self, end, limit):
             self.ends.append(end)
+            return False
 
     drain = Drain()
     pending.write(drain)  # type: ignore[arg-type]

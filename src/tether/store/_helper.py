@@ -60,6 +60,21 @@ PIPE_BYTES = 1 << 20
 CHECK_SECONDS = 0.1
 
 
+#: The helper's program: it imports the store's writing modules, not tether's engine (whose
+#: package ``__init__`` would import everything, about 5 MB and a second of a loaded core more).
+_START = """
+import sys, types, os
+for name in ("tether", "tether.store"):
+    package = types.ModuleType(name)
+    package.__path__ = [os.path.join(os.environ["TETHER_PACKAGE_ROOT"], *name.split("."))]
+    sys.modules[name] = package
+from tether.store._helper import main
+main()
+"""
+#: At most this many bytes of records are read from the spool, planned and written at once.
+READ_BYTES = 1 << 20
+
+
 class HelperFailed(Exception):
     """The helper stopped writing; the message says why."""
 
@@ -73,8 +88,9 @@ class HelperClient:
         package_root = str(Path(__file__).resolve().parents[2])  # so the helper imports this very tether
         env = dict(os.environ)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["TETHER_PACKAGE_ROOT"] = package_root
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from tether.store._helper import main; main()"],
+            [sys.executable, "-c", _START],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -247,7 +263,8 @@ class Pending:
 
     def write(self, drain: Drain) -> None:
         end, self.end = self.end, None
-        drain.write_all(end)
+        while drain.write_some(end, READ_BYTES):
+            pass
 
 
 def main() -> None:
@@ -292,7 +309,10 @@ def main() -> None:
             if drain is not None:
                 try:
                     if not failed:
-                        drain.write_all()  # to the spool's end: records spooled after the last "upto" too
+                        while drain.write_some(
+                            None, READ_BYTES
+                        ):  # to the end: records spooled after the last "upto" too
+                            pass
                         drain.remove()
                 except Exception:  # noqa: BLE001, S110 - nobody is left to tell; the next store open replays it
                     pass

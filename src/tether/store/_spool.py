@@ -56,7 +56,7 @@ _OFFSET_AT = len(MAGIC)
 #: A segment this long is followed by a new one (the old one is deleted once written).
 SEGMENT_BYTES = 32 << 20
 #: At most this many bytes of records are read (and planned) at once.
-READ_BYTES = 4 << 20
+READ_BYTES = 1 << 20
 _NAME = re.compile(r"^(?P<stem>.+-(?P<pid>\d+)-(?P<started>[^-]*))-(?P<seq>\d{6})\.spool$")
 
 Position = tuple[int, int]  # segment, offset in it
