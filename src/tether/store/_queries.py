@@ -334,7 +334,7 @@ def limit_views(store: Store) -> list[LimitView]:
     table = SlotTable(store.engine)
     capacities = table.capacities()
     holders = table.holders()
-    waiters = table.live(read(store.engine, lambda conn: SlotTable._rows_of_waiters(conn, None)))
+    waiters = table.live_waiters()
     return [
         LimitView(tag, capacity, [h for h in holders if h.tag == tag], [w for w in waiters if w.tag == tag])
         for tag, capacity in sorted(capacities.items())
