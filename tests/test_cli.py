@@ -100,8 +100,9 @@ def test_run_records_the_flow_and_runs_show_puts_tasks_and_resources_on_one_time
     shown = tether(env, "runs", "show", run["id"][-6:]).stdout  # the end of the id will do
     assert run["id"] in shown and "Completed" in shown
     lines = shown.splitlines()
-    assert sum(1 for line in lines if line.split()[:2] == ["task", "add"]) == 4
-    assert any(line.split()[:2] == ["resource", "connection"] for line in lines)
+    # Each task run by its own name; the resource copy by its ledger row, as tether resources names it.
+    assert sorted(line.split()[0] for line in lines if line.startswith("add-")) == ["add-0", "add-1", "add-2", "add-3"]
+    assert any(line.split()[:1] == ["connection"] and line.split()[1].startswith("#") for line in lines)
     assert "adding 0 and 4" in shown and "s3cret" not in shown
 
     detail = tether_json(env, "runs", "show", run["id"])

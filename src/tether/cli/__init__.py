@@ -20,14 +20,13 @@ The package only parses, calls `tether.store`'s public face and renders; it keep
 
 from tether._cli_serve import deployments_group, serve_cmd
 from tether._cli_ui import ui as ui_command
-from tether.cli import _limits, _resources, _run, _runs
+from tether.cli._limits import limit_group
 from tether.cli._main import main
+from tether.cli._resources import reap_cmd, resources_cmd
+from tether.cli._run import run_cmd
+from tether.cli._runs import runs
 
-main.add_command(serve_cmd)
-main.add_command(deployments_group)
-main.add_command(ui_command)
-
-# The command modules register themselves on `main` when imported.
-_COMMAND_MODULES = (_limits, _resources, _run, _runs)
+for _command in (run_cmd, runs, resources_cmd, reap_cmd, limit_group, serve_cmd, deployments_group, ui_command):
+    main.add_command(_command)
 
 __all__ = ["main"]

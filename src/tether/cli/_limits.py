@@ -6,22 +6,45 @@ Sets and reads the store's limits and slots; the waiting for a slot is the engin
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import click
 from rich.table import Table
 
-from tether.cli._main import Failure, main, out, print_json, store_or_exit
+from tether.cli._main import Failure, out, print_json, store_or_exit
+from tether.cli._render import short_id
 from tether.store import SlotTable
 
 
-@main.group("limit")
+@click.group("limit")
 def limit_group() -> None:
     """Concurrency limits on task tags, kept in the store for every process."""
 
 
-@limit_group.command("set")
+class Capacity(click.ParamType):
+    """A limit's capacity: a whole number >= 0 (0 holds every task run with the tag)."""
+
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            capacity = int(value)
+        except (TypeError, ValueError):
+            capacity = -1
+        if capacity < 0:
+            self.fail(
+                f"{value!r} is not a limit: a limit is a whole number >= 0, how many task runs with the tag "
+                "may run at once (0 holds them all). Example: tether limit set mysql 3",
+                param,
+                ctx,
+            )
+        return capacity
+
+
+# ignore_unknown_options: "-1" is the capacity the user meant (and is refused as one), not an unknown option.
+@limit_group.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("tag")
-@click.argument("capacity", type=click.IntRange(min=0))
+@click.argument("capacity", type=Capacity())
 def limit_set(tag: str, capacity: int) -> None:
     """At most CAPACITY task runs tagged TAG run at once."""
     with store_or_exit() as store:
@@ -54,10 +77,11 @@ def limit_ls(as_json: bool) -> None:
         table.add_row(tag, str(capacity), str(sum(1 for h in holders if h.tag == tag)), str(waiting.get(tag, 0)))
     out.print(table)
     if holders:
-        held = Table("TAG", "RUN", "TASK", "HOST", "PID", "SINCE", box=None, header_style="bold")
+        # A holder is a task run: named and identified as tether runs show shows it.
+        held = Table("TAG", "TASK RUN", "ID", "PROCESS", "SINCE", box=None, header_style="bold")
         for h in holders:
             since = datetime.datetime.fromtimestamp(h.acquired).strftime("%H:%M:%S")
-            held.add_row(h.tag, h.run_id or "", h.task or "", h.host, str(h.pid), since)
+            held.add_row(h.tag, h.task or "-", short_id(h.run_id) if h.run_id else "-", f"{h.pid}@{h.host}", since)
         out.print(held)
 
 

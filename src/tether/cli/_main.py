@@ -1,6 +1,6 @@
 """The ``tether`` group and what its commands share: the consoles, the errors, the store.
 
-Every command module registers itself on `main`; this module defines no command.
+The command modules define the commands; the package adds them to `main`. This module defines none.
 """
 
 from __future__ import annotations

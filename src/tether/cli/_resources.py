@@ -12,12 +12,12 @@ from rich.table import Table
 from rich.text import Text
 
 from tether._reaping import reaping_process
-from tether.cli._main import Failure, main, out, print_json, store_or_exit
+from tether.cli._main import Failure, out, print_json, store_or_exit
 from tether.cli._render import crashed_text, handle_text, ledger_status, when
 from tether.store import reap_orphans
 
 
-@main.command("resources")
+@click.command("resources")
 @click.option("--orphans", is_flag=True, help="Only resources whose process died before their cleanup.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="How many rows, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -48,7 +48,7 @@ def resources_cmd(orphans: bool, limit: int, as_json: bool) -> None:
     out.print(table)
 
 
-@main.command("reap")
+@click.command("reap")
 @click.option("--dry-run", is_flag=True, help="Show what would be reaped; change nothing.")
 @click.option(
     "--mark-closed", "mark", type=int, multiple=True, metavar="ID", help="Record that you closed ledger row ID by hand."

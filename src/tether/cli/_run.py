@@ -16,18 +16,22 @@ import click
 from rich.text import Text
 
 import tether.runners
-from tether._errors import ParameterError
+from tether._errors import ParameterError, Terminated
 from tether._flow import FlowFunction
 from tether._progress import run_with_progress
-from tether.cli._main import BadInput, err, main, out
+from tether.cli._main import BadInput, Failure, err, out
 from tether.cli._render import short_value
 from tether.store import enable, redact_text
 from tether.store import flush as flush_store
 
 RUNNERS = {"threads": "ThreadPoolRunner", "processes": "ProcessPoolRunner", "dask": "DaskRunner", "ray": "RayRunner"}
+#: What a runner needs beyond tether itself: the module it imports, named for the message, and the extra.
+EXTRAS = {"dask": ("distributed", "Dask's distributed scheduler"), "ray": ("ray", "Ray")}
+#: The exit status of a run ended by a signal, as the shell gives a script it killed (API.md 5).
+SIGNAL_EXIT = {KeyboardInterrupt: 130, Terminated: 143}
 
 
-@main.command("run")
+@click.command("run")
 @click.argument("target", metavar="FILE.py:FLOW")
 @click.option(
     "-p",
@@ -35,22 +39,29 @@ RUNNERS = {"threads": "ThreadPoolRunner", "processes": "ProcessPoolRunner", "das
     "params",
     multiple=True,
     metavar="NAME=VALUE",
-    help="A flow parameter; VALUE is JSON if it parses, else a string.",
+    help="A flow parameter; VALUE is JSON if it parses, else a string; coerced to the parameter's type hint.",
 )
 @click.option("--runner", type=click.Choice(sorted(RUNNERS)), default=None, help="Where task bodies run.")
 def run_cmd(target: str, params: tuple[str, ...], runner: str | None) -> None:
-    """Run the flow FLOW defined in FILE.py, with a live view of its task runs."""
+    """Run the flow FLOW defined in FILE.py, with a live view of its task runs.
+
+    Exits 0 if it completed, 1 if not, 2 for bad input, 130 after Ctrl-C and 143 after SIGTERM.
+    """
+    try:
+        _run(target, params, runner)
+    except KeyboardInterrupt:  # before the flow run took the signal, or an async flow's loop
+        sys.exit(130)
+
+
+def _run(target: str, params: tuple[str, ...], runner: str | None) -> None:
     flow = load_flow(target)
     values = parse_params(params)
     try:
-        flow.bind((), values)
+        flow.validate_parameters(values)  # the call validates again: here only to say it before anything runs
     except ParameterError as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(f"-p: {exc}") from None
     if runner is not None:
-        runner_class = getattr(tether.runners, RUNNERS[runner], None)
-        if runner_class is None:
-            raise BadInput(f"--runner {runner}: this version of tether has no {RUNNERS[runner]}.")
-        flow = flow.with_options(task_runner=runner_class())
+        flow = flow.with_options(task_runner=runner_named(runner))
     enable()
     state, flow_run_id = run_with_progress(lambda: flow(**values, return_state=True), out, err)
     flush_store()
@@ -59,7 +70,24 @@ def run_cmd(target: str, params: tuple[str, ...], runner: str | None) -> None:
         out.print(Text.assemble(summary + " ", ("Completed", "green"), f". Result: {short_value(state.data)}"))
         return
     err.print(Text.assemble(summary + " ended ", (state.name, "red"), f": {redact_text(state.message or '')}"))
-    sys.exit(1)
+    reason = state.data if state.is_cancelled() else None
+    sys.exit(next((code for kind, code in SIGNAL_EXIT.items() if isinstance(reason, kind)), 1))
+
+
+def runner_named(name: str) -> Any:
+    """A new runner of the kind ``--runner`` names; one that needs a package not installed says which."""
+    class_name = RUNNERS[name]
+    runner_class = getattr(tether.runners, class_name, None)
+    if runner_class is None:
+        raise BadInput(f"--runner {name}: this version of tether has no {class_name}.")
+    if name in EXTRAS:
+        module, what = EXTRAS[name]
+        if importlib.util.find_spec(module) is None:
+            raise Failure(
+                f"--runner {name}: {class_name} needs {what}, which is not installed. "
+                f'Install it from the tether checkout with: pip install -e ".[{name}]"'
+            )
+    return runner_class()
 
 
 def load_flow(target: str) -> FlowFunction[Any]:

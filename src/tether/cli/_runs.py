@@ -8,12 +8,33 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from tether.cli._main import Failure, main, out, print_json, store_or_exit
-from tether.cli._render import process_gone, render_run, seconds, state_text, when
+from tether.cli._main import BadInput, Failure, out, print_json, store_or_exit
+from tether.cli._render import process_gone, seconds, state_text, when
+from tether.cli._timeline import render_run
+from tether.states import (
+    AwaitingConcurrencySlot,
+    AwaitingRetry,
+    Cached,
+    Cancelling,
+    Late,
+    Paused,
+    Retrying,
+    Scheduled,
+    StateType,
+    Suspended,
+    TimedOut,
+)
 from tether.store import DeploymentTable
 
+#: The state types, then the names tether gives states of those types (a run's own names are matched too).
+KNOWN_STATES = tuple(t.value.lower() for t in StateType) + tuple(
+    make().name
+    for make in (AwaitingConcurrencySlot, AwaitingRetry, Cached, Cancelling, Late, Paused, Retrying, Scheduled,
+                 Suspended, TimedOut)
+)
 
-@main.group()
+
+@click.group()
 def runs() -> None:
     """Flow runs recorded in the store."""
 
@@ -30,6 +51,12 @@ def runs_ls(limit: int, state: str | None, deployment: str | None, as_json: bool
             found = store.flow_runs(limit=limit, state=state)
         else:
             found = DeploymentTable(store.engine).flow_runs(deployment, limit=limit, state=state)
+    if state and not found and state.upper() not in {s.upper() for s in KNOWN_STATES}:
+        # Nothing matched and tether gives no state that name: a typo, not an empty list.
+        raise BadInput(
+            f"--state {state}: no run is in that state, and tether has no state of that name. "
+            f"States: {', '.join(KNOWN_STATES)} (any case). Example: tether runs ls --state failed"
+        )
     if as_json:
         print_json([r.as_dict() for r in found])
         return
