@@ -1,7 +1,8 @@
 """The recording pipeline (issue 17's figures), each against its baseline in the same run.
 
     python benchmarks/recording.py [--tasks 5000] [--rounds 5] [--big 100000] [--huge 1000000]
-                                   [--kills 3] [--postgres URL] [--only one-shot,called,memory,kill]
+                                   [--kills 3] [--postgres URL] [--only one-shot,called,memory,processes,kill]
+                                   [--before OTHER/src]
 
 Every engine runs in a fresh process of its own, and the rounds alternate between them
 (this machine is shared and noisy: ratios of medians, not single times).
@@ -16,7 +17,8 @@ Every engine runs in a fresh process of its own, and the rounds alternate betwee
    whole process tree (the flow process plus any writer), every row checked in the store
    (<= 250 MB for 100,000; <= 1 GB for 1,000,000). The --huge flow waits for its tasks in
    chunks of 10,000, so the figure is the recording's, not a million futures'.
-4. kill: a busy flow is SIGKILLed; every task run that finished at least 0.2 s before the
+4. processes: 4 processes x N submitted no-ops into one SQLite store: nothing lost.
+5. kill: a busy flow is SIGKILLed; every task run that finished at least 0.2 s before the
    kill must be Completed in the store once it is opened again, on SQLite (both writers)
    and, with --postgres, on PostgreSQL.
 """
@@ -170,7 +172,7 @@ def tree_peak_rss(args: list[str], env: dict[str, str], timeout: float = 1800) -
 
     proc = subprocess.Popen([sys.executable, HERE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
-    peak = 0
+    peak = flow_peak = 0
     parent = psutil.Process(proc.pid)
     done = threading.Event()
     out: dict[str, str] = {}
@@ -184,6 +186,7 @@ def tree_peak_rss(args: list[str], env: dict[str, str], timeout: float = 1800) -
     while not done.wait(0.05):
         try:
             total = parent.memory_info().rss
+            flow_peak = max(flow_peak, total)
             for c in parent.children(recursive=True):
                 try:
                     total += c.memory_info().rss
@@ -194,7 +197,9 @@ def tree_peak_rss(args: list[str], env: dict[str, str], timeout: float = 1800) -
         peak = max(peak, total)
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out['stderr'][-3000:]}")
-    return json.loads(out["stdout"].strip().splitlines()[-1]), peak / (1 << 20)
+    answer = json.loads(out["stdout"].strip().splitlines()[-1])
+    answer["flow_peak_mb"] = flow_peak / (1 << 20)
+    return answer, peak / (1 << 20)
 
 
 def task_counts(env: dict[str, str]) -> dict[str, dict[str, int]]:
@@ -231,17 +236,23 @@ def fresh_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def one_shot(n: int, rounds: int) -> None:
+def one_shot(n: int, rounds: int, before: str | None) -> None:
     env = fresh_env()
     run_child(["--child", "one-shot", "on", str(n)], env)  # the store's file and schema exist: opening is the cost
-    times: dict[str, list[float]] = {"bare": [], "off": [], "on": []}
+    times: dict[str, list[float]] = {"bare": [], "off": [], "on": [], "before": []}
     exits: list[float] = []
+    before_exits: list[float] = []
+    engines = ("bare", "off", "on", "before") if before else ("bare", "off", "on")
     for _ in range(rounds):
-        for engine in ("bare", "off", "on"):
-            answer = run_child(["--child", "one-shot", engine, str(n)], env)
+        for engine in engines:
+            child_env = {**env, "PYTHONPATH": before} if engine == "before" and before else env
+            mode = "on" if engine == "before" else engine
+            answer = run_child(["--child", "one-shot", mode, str(n)], child_env)
             times[engine].append(answer["took"])
             if engine == "on":
                 exits.append(answer["exit"])
+            elif engine == "before":
+                before_exits.append(answer["exit"])
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"one-shot, {n} submitted no-ops, first flow of a fresh process ({rounds} rounds, medians): "
           f"bare {med['bare']:.3f} s, store off {med['off']:.3f} s, store on {med['on']:.3f} s "
@@ -250,14 +261,25 @@ def one_shot(n: int, rounds: int) -> None:
         f"  store on / bare {med['on'] / med['bare']:.2f}x (goal <= 2.5x); store on / off "
         f"{med['on'] / med['off']:.2f}x (goal <= 1.3x); off / bare {med['off'] / med['bare']:.2f}x"
     )
+    if before:
+        print(
+            f"  the code in {before}, store on: {statistics.median(times['before']):.3f} s (then "
+            f"{statistics.median(before_exits):.3f} s at exit): on / bare {statistics.median(times['before']) / med['bare']:.2f}x, "
+            f"on / off {statistics.median(times['before']) / med['off']:.2f}x"
+        )
 
 
-def called(n: int, rounds: int) -> None:
+def called(n: int, rounds: int, before: str | None) -> None:
     env = fresh_env()
-    figures = [run_child(["--child", "called", str(n)], env)["us"] for _ in range(rounds)]
+    figures: dict[str, list[float]] = {"on": [], "before": []}
+    for _ in range(rounds):
+        figures["on"].append(run_child(["--child", "called", str(n)], env)["us"])
+        if before:
+            figures["before"].append(run_child(["--child", "called", str(n)], {**env, "PYTHONPATH": before})["us"])
     print(
-        f"called {n} no-op tasks, store on: {statistics.median(figures):.1f} us per call over a plain call "
+        f"called {n} no-op tasks, store on: {statistics.median(figures['on']):.1f} us per call over a plain call "
         f"(median of {rounds} processes, each the best of 5; goal <= 15 us)"
+        + (f"; the code in {before}: {statistics.median(figures['before']):.1f} us" if before else "")
     )
 
 
@@ -268,8 +290,26 @@ def memory(n: int, chunk: int, goal_mb: int) -> None:
     completed = sum(c.get("COMPLETED", 0) for c in counts.values())
     print(
         f"{n} submitted no-ops in one flow, store on: {answer['took']:.1f} s, all written after "
-        f"{answer['written']:.1f} s, peak RSS of the process tree {peak:.0f} MB (goal <= {goal_mb} MB); "
+        f"{answer['written']:.1f} s, peak RSS of the process tree {peak:.0f} MB (goal <= {goal_mb} MB; "
+        f"the flow process alone {answer['flow_peak_mb']:.0f} MB); "
         f"{completed} of {n} task runs Completed in the store"
+    )
+
+
+def processes(count: int, n: int) -> None:
+    env = fresh_env()
+    start = time.perf_counter()
+    children = [
+        subprocess.Popen([sys.executable, HERE, "--child", "memory", str(n), str(n)], env=env, stdout=subprocess.PIPE)
+        for _ in range(count)
+    ]
+    codes = [child.wait() for child in children]
+    took = time.perf_counter() - start
+    counts = task_counts(env)
+    completed = sorted(c.get("COMPLETED", 0) for c in counts.values())
+    print(
+        f"{count} processes x {n} submitted no-ops into one SQLite store: {took:.1f} s, exit codes {codes}, "
+        f"{len(counts)} flow runs with {completed} task runs Completed (goal: {count} x {n}, nothing lost)"
     )
 
 
@@ -347,17 +387,20 @@ def main() -> None:
     parser.add_argument("--huge", type=int, default=1_000_000)
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--postgres", help="a PostgreSQL URL for the kill test (a schema is made in it)")
-    parser.add_argument("--only", default="one-shot,called,memory,kill")
+    parser.add_argument("--only", default="one-shot,called,memory,processes,kill")
+    parser.add_argument("--before", help="a src directory of another tether, measured alongside (PYTHONPATH)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     if "one-shot" in only:
-        one_shot(args.tasks, args.rounds)
+        one_shot(args.tasks, args.rounds, args.before)
     if "called" in only:
-        called(args.tasks, args.rounds)
+        called(args.tasks, args.rounds, args.before)
     if "memory" in only:
         memory(args.big, args.big, 250)
         if args.huge:
             memory(args.huge, 10_000, 1024)
+    if "processes" in only:
+        processes(4, args.tasks)
     if "kill" in only:
         kill(args.kills, args.postgres)
 

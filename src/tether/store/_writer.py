@@ -36,7 +36,7 @@ from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
 from tether.store._redact import redact_text
 from tether.store._sink import RowWriter
-from tether.store._spool import Drain, Position, Spool, store_key
+from tether.store._spool import READ_BYTES, Drain, Position, Spool, store_key
 
 log = logging.getLogger("tether.store")
 
@@ -47,12 +47,10 @@ DURABLE_TIMEOUT = 10.0
 HELPER_THRESHOLD = 2000
 #: Records are about this many items long on average: the flat queue's batch size is in items.
 ITEMS_PER_RECORD = 9
-#: With the helper, a burst gathers for longer, into bigger batches: each send costs the
-#: flow's threads the GIL and the helper a wake-up on a core they would use. Records
-#: still in this process when it is killed are lost, so not much longer; the ledger's
-#: steps never wait (see DURABLE_STEPS).
-HELPER_WINDOW_SECONDS = 0.1
-HELPER_BATCH = 20_000
+#: With the helper, the flow process tells it how far the spool goes at most this often
+#: (each message costs the flow's threads the GIL and the helper a wake-up on a core they
+#: would use); records are spooled as often as without it.
+HELPER_TELL_SECONDS = 0.1
 #: Rows written in this process are read from the spool this many bytes at a time (a few
 #: thousand records), so the records that keep coming are spooled in between.
 IN_PROCESS_READ_BYTES = 256 << 10
@@ -100,6 +98,7 @@ class StoreRecorder:
         #: Spooled and not yet written: since when, and when the last of it was spooled.
         self._unwritten_since: float | None = None
         self._last_spooled = 0.0
+        self._told = 0.0
         #: Flush markers waiting for the rows up to their spool position to be written.
         self._waiting: list[tuple[Position, threading.Event]] = []
         self._lost_in_write = 0
@@ -289,8 +288,8 @@ class StoreRecorder:
         if self._stopping:
             return True
         now = time.monotonic()
-        if self._using_helper:
-            return True  # the helper decides when it writes
+        if self._using_helper:  # the helper decides when it writes
+            return now - self._told >= HELPER_TELL_SECONDS
         return now - self._last_spooled >= QUIET_SECONDS or now - self._unwritten_since >= DEFER_SECONDS
 
     def _await_helper(self) -> None:
@@ -314,12 +313,13 @@ class StoreRecorder:
                     assert self._helper is not None
                     waiting = [marker for at, marker in self._waiting if at <= end]
                     self._helper.upto(end, written=bool(waiting))
+                    self._told = time.monotonic()
                     if waiting:
                         self._encoder.unconfirmed_flows.clear()  # the helper said they are written
                         self._unconfirmed = 0
                     self._unwritten_since = None
                     self._waiting = [(at, m) for at, m in self._waiting if at > end]
-                elif self._drain.write_some(end, IN_PROCESS_READ_BYTES):
+                elif self._drain.write_some(end, READ_BYTES if self._stopping else IN_PROCESS_READ_BYTES):
                     self._wake.set()  # more to write: come back at once, after spooling what came meanwhile
                 else:
                     self._unwritten_since = None
@@ -402,6 +402,8 @@ class StoreRecorder:
         if self._using_helper:
             # The helper writes later what it was told of: look now and then for a failure it reported.
             waits.append(HELPER_CHECK_SECONDS)
+            if self._unwritten_since is not None:
+                waits.append(max(self._told + HELPER_TELL_SECONDS - time.monotonic(), 0.0))
         else:
             due = self._rows.due_in()
             if due is not None:
@@ -448,7 +450,6 @@ class StoreRecorder:
             self._drain.release()
             self._helper.adopt(dict(self._rows.open_flows), set(self._rows.open_scopes))
             self._using_helper = True
-            self._window, self._batch_items = HELPER_WINDOW_SECONDS, HELPER_BATCH * ITEMS_PER_RECORD
 
     def _release_waiters(self) -> None:
         self._stopping = True
