@@ -14,7 +14,8 @@ cannot be used; 2 bad input (a missing file or flow, a bad ``-p`` value); 130 an
 143 when ``tether run`` is interrupted by Ctrl-C or SIGTERM.
 
 One module per command group (`_run`, `_runs`, `_resources`, `_limits`), the group
-itself and its shared pieces in `_main`, the tables and timeline in `_render`.
+itself and its shared pieces in `_main`, ``runs show``'s timeline in `_timeline`, the shared
+renderings (states, ids, times) in `_render`; this module adds the commands to `main`.
 The package only parses, calls `tether.store`'s public face and renders; it keeps no state.
 """
 
