@@ -48,7 +48,7 @@ from tether._wire import Call, WorkerLost
 from tether._worker import identify, identity, interrupt_many, run_call, set_stuck_handler, stuck_result
 from tether.runners._remote import RemoteRunner
 
-_INSTALL = 'DaskRunner needs Dask\'s distributed scheduler, which is not installed. Install it with: pip install "tether[dask]"'
+_INSTALL = 'DaskRunner needs Dask\'s distributed scheduler, which is not installed. Install it from the tether checkout with: pip install -e ".[dask]"'
 
 
 def _import_distributed() -> Any:

@@ -43,7 +43,7 @@ from tether._wire import Call, CallResult, WorkerLost
 from tether._worker import identify, identity, interrupt, run_call, set_stuck_handler, stuck_result
 from tether.runners._remote import RemoteRunner
 
-_INSTALL = 'RayRunner needs Ray, which is not installed. Install it with: pip install "tether[ray]"'
+_INSTALL = 'RayRunner needs Ray, which is not installed. Install it from the tether checkout with: pip install -e ".[ray]"'
 
 
 def _import_ray() -> Any:
