@@ -142,6 +142,33 @@ def test_runner_ray_without_ray_says_how_to_install_it_in_one_line(tmp_path, env
     assert tether(env, "runs", "ls", "--json").stdout.strip() == "[]"  # nothing started
 
 
+RAY_FLOW = textwrap.dedent(
+    """
+    from tether import flow, task
+    from tether.runners import RayRunner
+
+    @task
+    def one() -> int:
+        return 1
+
+    @flow(task_runner=RayRunner())
+    def on_ray():
+        return one.submit().result()
+    """
+)
+
+
+def test_a_flow_that_names_ray_itself_without_ray_ends_in_one_line_too(tmp_path, env):
+    (tmp_path / "on_ray.py").write_text(RAY_FLOW)
+    hide = tmp_path / "no_ray"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['ray'] = None  # as if Ray were not installed\n")
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(hide), env.get("PYTHONPATH", "")])}
+    done = tether(env, "run", "on_ray.py:on_ray", cwd=tmp_path, expect=1)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'pip install -e ".[ray]"' in lines[0] and "'on_ray'" in lines[0], done.stderr
+
+
 ZERO = textwrap.dedent(
     """
     from tether import flow, task

@@ -63,7 +63,10 @@ def _run(target: str, params: tuple[str, ...], runner: str | None) -> None:
     if runner is not None:
         flow = flow.with_options(task_runner=runner_named(runner))
     enable()
-    state, flow_run_id = run_with_progress(lambda: flow(**values, return_state=True), out, err)
+    try:
+        state, flow_run_id = run_with_progress(lambda: flow(**values, return_state=True), out, err)
+    except ImportError as exc:  # the runner's package is missing: raised as the run starts it (the body's are states)
+        raise Failure(f"Flow {flow.name!r} could not start its task runner: {exc}") from None
     flush_store()
     summary = f"Flow run {flow.name!r}" + (f" ({flow_run_id})" if flow_run_id else "")
     if state.is_completed():
