@@ -2,8 +2,8 @@
 
 An event holds live objects (a run's return value, its exception, a resource
 handle); a record is a tuple of plain data (strings, numbers, a dict of them) that
-can be planned into rows here or marshalled to the helper process that writes (see
-`_helper`). Encoding takes what only this process can take: parameters that are not
+is marshalled into this process's spool (`_spool`) and planned into rows by whoever
+writes it: this process, the helper process (`_helper`), or a later store open. Encoding takes what only this process can take: parameters that are not
 plain values as JSON (secrets redacted), a failure's traceback as it was when the
 run failed, the file a reaper was defined in. All the rest (turning plain parameters
 into JSON, folding into rows, redacting, writing) happens after.

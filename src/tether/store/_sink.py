@@ -1,8 +1,9 @@
 """`RowWriter`: plans records into rows and writes them, keeping heartbeats; used in one thread.
 
-The recorder's writer thread uses it directly while a flow's stream of events is
-light, and the helper process (`_helper`) uses it when the stream is heavy. It
-raises whatever the database raises; deciding what a failure means is the caller's.
+Whoever writes a spool's rows (`_spool.Drain`) uses it: the recorder's writer thread,
+the helper process (`_helper`) when the stream is heavy, or a store open replaying
+the spool of a dead process. It raises whatever the database raises; deciding what
+a failure means is the caller's.
 """
 
 from __future__ import annotations

@@ -4,12 +4,18 @@ On the engine's hot path `record` encodes the event (`_encode`: the little work 
 needs the live objects) and extends a flat queue with the record's items: strings and
 numbers, which the garbage collector does not track, where queued tuples would make
 it collect more often while a busy flow runs. A writer thread waits a few
-milliseconds for a burst to gather, takes the whole queue in one slice and hands it
-on: to a `RowWriter` in this thread while the stream is light, or, once a burst is
-heavy, as it is to the helper process (`_helper`), every tenth of a second, so that
-planning and writing rows stop competing with the flow for the GIL. Resource steps
-(``setup-started``, ``handle``, cleanup) are committed before `record` returns: the
-ledger holds the intent before setup acts.
+milliseconds for a burst to gather, takes the whole queue in one slice and appends
+it to this process's spool (`_spool`): from then on the records outlive a SIGKILL of
+this process, and a flow run's end waits for no more than that. The rows are written
+from the spool later, while the flow does not need the CPU: once the stream pauses
+(`QUIET_SECONDS`), at the latest `DEFER_SECONDS` after the oldest was spooled, at
+once when someone waits for them (`flush`), a few thousand records at a time so that
+spooling goes on in between. A one-shot flow's records are so written after it
+ended. A stream that stays heavy for a second is handed to the helper process
+(`_helper`), which takes the spool over, so that planning and writing rows stop
+competing with the flow for the GIL. Resource steps (``setup-started``, ``handle``,
+cleanup) are committed to the store before `record` returns: the ledger holds the
+intent before setup acts.
 
 If the store fails (disk full, server gone), the recorder says so once, loudly,
 naming what is not recorded, and drops events from then on: a flow never fails
