@@ -72,7 +72,7 @@ from tether.store._helper import main
 main()
 """
 #: At most this many bytes of records are read from the spool, planned and written at once.
-READ_BYTES = 1 << 20
+READ_BYTES = 256 << 10
 
 
 class HelperFailed(Exception):

@@ -390,12 +390,23 @@ def insert_rows(
     if conn.dialect.name != "sqlite":
         conn.exec_driver_sql(_insert_sql(conn, table, columns, 1, ignore), [tuple(r) for r in rows])
         return
-    step = SQLITE_ROWS_PER_INSERT
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
+    start = 0
+    while start < len(rows):
+        count = _rows_per_statement(len(rows) - start)
+        chunk = rows[start : start + count]
         conn.exec_driver_sql(
-            _insert_sql(conn, table, columns, len(chunk), ignore), tuple(itertools.chain.from_iterable(chunk))
+            _insert_sql(conn, table, columns, count, ignore), tuple(itertools.chain.from_iterable(chunk))
         )
+        start += count
+
+
+def _rows_per_statement(left: int) -> int:
+    """`SQLITE_ROWS_PER_INSERT`, or the largest power of two up to ``left``: so there are few
+    different statements. Each is prepared once and kept by the connection (a statement of
+    500 rows is a few hundred kB): one for every row count would keep tens of MB."""
+    if left >= SQLITE_ROWS_PER_INSERT:
+        return SQLITE_ROWS_PER_INSERT
+    return 1 << (left.bit_length() - 1)
 
 
 def _insert_sql(conn: sa.Connection, table: str, columns: tuple[str, ...], count: int, ignore: bool = False) -> str:
