@@ -91,6 +91,7 @@ class FlowRun:
         self._body_lock = threading.Lock()
         self._timer: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._waking: Any = None  # a called task run on the main thread whose timeout sent SIGINT
         self._context_token: Any = None
         self._ending = False  # the body is over for good: `wait_and_decide` runs
         #: A signal (or the timeout) that came once the work was over, during cleanup: noted, changes nothing.
@@ -338,6 +339,11 @@ class FlowRun:
     def _on_signal(self, signum: int, frame: Any) -> None:
         """Ctrl-C or SIGTERM: raise in the body (after the engine step it interrupted, if it
         interrupted one: see `_shield`); once the body is over, cancel without raising."""
+        waking, self._waking = self._waking, None
+        if waking is not None and signum == signal.SIGINT:  # not Ctrl-C: a called task's timeout
+            if waking.in_body:
+                raise KeyboardInterrupt  # into its body; TaskRun.failed sees the timeout it was for
+            return
         reason: BaseException = KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
         if self._in_body and not self.cancelling:
             if shield_active():
@@ -380,6 +386,17 @@ class FlowRun:
     def retry(self) -> None:
         self._body_error = None
         self._enter_body(Retrying())
+
+    def wake_for_timeout(self, run: TaskRun) -> bool:
+        """Interrupt ``run``, a called task whose body runs on the main thread, at its timeout:
+        through SIGINT, which wakes a sleep or a lock wait there (an exception sent to the
+        thread lands only when the sleep returns). False if this flow's handler is not the
+        one to receive it (an async flow; a flow not on the main thread)."""
+        if signal.SIGINT not in self._previous_handlers:
+            return False
+        self._waking = run
+        interrupt_main_thread()
+        return True
 
     def _on_timeout(self) -> None:
         with self._body_lock:

@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 _completion_lock = threading.Lock()
 
 
+_MAIN_THREAD = threading.main_thread().ident
+
+
 class TaskRun:
     __slots__ = (
         "_callbacks",
@@ -353,7 +356,13 @@ class TaskRun:
             if not self.in_body or self.record.run_count != attempt or self.thread_id is None:
                 return
             self.interrupt = exc_type
-            raise_in_thread(self.thread_id, exc_type)
+            on_main = self.thread_id == _MAIN_THREAD and exc_type is TaskRunTimeout
+            if not (on_main and self.flow_run.wake_for_timeout(self)):
+                raise_in_thread(self.thread_id, exc_type)
+        if self.on_ready is not None:
+            # A called task: its caller is the thread that runs it, so nothing goes on if it is
+            # given up on; it ends TimedOut when it does stop, and its state says so then.
+            return
         grace = self.flow_run.settings.interrupt_grace_seconds
         watchdog.schedule(grace, lambda: self._abandon(attempt, exc_type))
 
