@@ -71,6 +71,9 @@ class RayRunner(RemoteRunner):
         self._actor_class: Any = None
         self._lock = threading.Lock()
         self._actors: dict[str, _Actor] = {}
+        #: Threads starting an actor in place of a lost one: joined before Ray is shut down (a
+        #: call into Ray after its shutdown ends the whole process).
+        self._replacing: list[threading.Thread] = []
         self._turns = itertools.count()
         self._session = ""
         self._owner = uuid.uuid4().hex  # the stuck answers an actor gives this runner are for its calls
@@ -107,6 +110,9 @@ class RayRunner(RemoteRunner):
 
     def close_workers(self) -> None:
         ray = self._ray
+        for thread in list(self._replacing):
+            thread.join(60.0)
+        self._replacing.clear()
         with self._lock:
             actors, self._actors = list(self._actors.values()), {}
         if self._initialised_here:
@@ -193,7 +199,9 @@ class RayRunner(RemoteRunner):
             return
         except ray.exceptions.RayActorError as exc:
             _set_exception(future, WorkerLost(f"Ray actor {actor.name} died: {exc}"))
-            threading.Thread(target=self._replace, args=(actor,), name="tether-ray-replace", daemon=True).start()
+            replacing = threading.Thread(target=self._replace, args=(actor,), name="tether-ray-replace", daemon=True)
+            self._replacing.append(replacing)
+            replacing.start()
             return
         except ray.exceptions.RayTaskError as exc:
             _set_exception(future, exc.as_instanceof_cause())
