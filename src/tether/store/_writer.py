@@ -291,8 +291,8 @@ class StoreRecorder:
             return True
         if self._unwritten_since is None:
             return False
-        if self._stopping:
-            return True
+        if self._stopping or not self._encoder.open_flows:
+            return True  # no flow runs in this process now: nothing to keep the CPU for
         now = time.monotonic()
         if self._using_helper:  # the helper decides when it writes
             return now - self._told >= HELPER_TELL_SECONDS
