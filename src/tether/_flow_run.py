@@ -52,6 +52,7 @@ from tether._settings import Settings
 from tether._shield import active as shield_active
 from tether._shield import defer as defer_interrupt
 from tether._shield import shielded
+from tether._state_helpers import is_state, is_state_iterable, return_value_to_state
 from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 from tether.store import enable as enable_store
 from tether.store import flush as flush_store
@@ -495,10 +496,13 @@ class FlowRun:
             self._context_token = None
 
     def _resolve_return_value(self, value: Any) -> Any:
+        """Futures in the returned value become their values; a State (or a list of states)
+        returned is the flow's own verdict, and a state inside other data stays a state, as in Prefect."""
+        if is_state(value) or is_state_iterable(value):
+            return value
+
         def resolve_future(leaf: Any) -> Any:
             if isinstance(leaf, TaskFuture):
-                return leaf.result()
-            if isinstance(leaf, State):
                 return leaf.result()
             return leaf
 
@@ -521,7 +525,8 @@ class FlowRun:
         if self._body_error is not None:
             error = self._body_error
             return Failed(error, message=f"Flow run {name!r} failed: {type(error).__name__}: {error}")
-        unresolved = [r for r in self._failures if not r.observed]
+        returned = is_state(value) or is_state_iterable(value)  # the flow looked at failures itself
+        unresolved = [] if returned else [r for r in self._failures if not r.observed]
         if unresolved:
             root = next((r for r in unresolved if r.record.state.name != "Failed" or not r.upstreams), unresolved[0])
             original = root.record.state.error()
@@ -536,7 +541,7 @@ class FlowRun:
             error = CleanupError(f"Flow run {name!r} failed because a resource's cleanup failed: {self.cleanup_errors[0]}")
             error.__cause__ = self.cleanup_errors[0]
             return Failed(error, message=str(error))
-        return Completed(value)
+        return return_value_to_state(value)
 
     def _run_hooks(self, state: State, hooks: tuple[Callable[..., Any], ...] | None = None) -> None:
         flow = self.flow

@@ -1,8 +1,8 @@
 """Futures: handles on submitted task runs, and `wait` / `as_completed` over them.
 
-A `TaskFuture` is a thin view of a `TaskRun`; the run owns its completion. Resolving
-a future (``result()``) marks the run as looked at, so a failure there is not
-"silent" when the flow ends.
+A `TaskFuture` is a thin view of a `TaskRun`; the run owns its completion. Looking at
+a future (``result()``, ``state``, ``wait()``, or `wait` / `as_completed` over it)
+marks the run as looked at, so a failure there is not "silent" when the flow ends.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class TaskFuture:
 
     @property
     def state(self) -> State:
+        self._run.observed = True  # the caller sees the failure, if it is one
         return self._run.record.state
 
     def get_state(self) -> State:
@@ -48,6 +49,7 @@ class TaskFuture:
 
         Returns the final state, or None if the run is not final yet (Prefect 2's
         ``wait()`` returned the state; Prefect 3's returns None, which nothing reads)."""
+        self._run.observed = True
         return self._run.record.state if self._run.wait(timeout) else None
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
@@ -68,7 +70,7 @@ class TaskFuture:
         self._run.add_done_callback(lambda _run: fn(self))
 
     def __repr__(self) -> str:
-        return f"<TaskFuture {self._run.record.name!r} {self.state.name}>"
+        return f"<TaskFuture {self._run.record.name!r} {self._run.record.state.name}>"
 
 
 class TaskFutureList(list):  # type: ignore[type-arg]
@@ -90,7 +92,9 @@ class DoneAndNotDoneFutures(NamedTuple):
 
 
 def wait(futures: Iterable[TaskFuture], timeout: float | None = None) -> DoneAndNotDoneFutures:
-    """Wait until every future is done or ``timeout`` passes; returns (done, not_done)."""
+    """Wait until every future is done or ``timeout`` passes; returns (done, not_done).
+
+    The caller then has the futures in hand to check, so their failures count as looked at."""
     futures = list(futures)
     finished = threading.Event()
     remaining = [len(futures)]
@@ -104,6 +108,7 @@ def wait(futures: Iterable[TaskFuture], timeout: float | None = None) -> DoneAnd
 
     if futures:
         for f in futures:
+            f._run.observed = True
             f._run.add_done_callback(one_done)
         wait_interruptibly(finished, timeout)
     done = {f for f in futures if f.done()}
@@ -115,6 +120,7 @@ def as_completed(futures: Iterable[TaskFuture], timeout: float | None = None) ->
     futures = list(futures)
     finished: queue.SimpleQueue[TaskFuture] = queue.SimpleQueue()
     for f in futures:
+        f._run.observed = True  # each is handed to the caller to check
         f.add_done_callback(finished.put)
     deadline = None if timeout is None else time.monotonic() + timeout
     for _ in range(len(futures)):

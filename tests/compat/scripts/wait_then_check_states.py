@@ -1,6 +1,4 @@
 # Source: https://docs.prefect.io/v3/how-to-guides/workflows/run-work-concurrently (PrefectHQ/prefect docs/v3/how-to-guides/workflows/run-work-concurrently.mdx, "check each future's state")
-# Pending: looking at a failure through wait() and .state does not count as handled yet
-# (issue #15, item 4), so the flow fails with UnresolvedFailureError.
 # Adapted: the call at the end.
 # Expect exit: 0
 # Expect stdout:

@@ -1,6 +1,4 @@
 # Source: https://docs.prefect.io/v3/how-to-guides/workflows/state-change-hooks (PrefectHQ/prefect docs/v3/how-to-guides/workflows/state-change-hooks.mdx, "pass kwargs to hooks")
-# Pending: a flow returning a tuple holding a Failed state fails here (tether resolves the
-# states in a returned value); the page returns it to avoid raising (issue #15, item 4).
 # Expect exit: 0
 
 from functools import partial

@@ -1,0 +1,90 @@
+"""Prefect semantics tether keeps (issue #15 items 4 and 5): which failures count as looked
+at, states returned by flows and tasks, `.map(return_state=True)`, flows and tasks on methods,
+`State[int]`, a task called outside a flow, Prefect 1 operators on graph nodes, `State.timestamp`."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from tether import Flow, flow, task, wait, as_completed
+from tether.states import Completed, Failed, State
+
+
+@task
+def fails(x: int = 0) -> int:
+    raise ValueError(f"bad {x}")
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+# -- item 4: what counts as looking at a failure ------------------------------------------
+
+
+def test_a_flow_returning_a_state_decides_its_own_state() -> None:
+    @flow
+    def f() -> State:
+        fails.submit()
+        return Completed(message="fine")
+
+    state = f(return_state=True)
+    assert state.is_completed() and state.message == "fine"
+
+
+def test_wait_then_state_counts_as_looked_at() -> None:
+    @flow
+    def f() -> list[str]:
+        futures = [fails.submit(1), double.submit(2)]
+        done, _ = wait(futures)
+        return [fut.state.name for fut in futures]
+
+    assert sorted(f()) == ["Completed", "Failed"]
+
+
+def test_state_alone_counts_as_looked_at() -> None:
+    @flow
+    def f() -> str:
+        future = fails.submit()
+        future.wait()
+        return future.state.name
+
+    assert f() == "Failed"
+
+
+def test_as_completed_counts_as_looked_at() -> None:
+    @flow
+    def f() -> int:
+        return sum(1 for _ in as_completed([fails.submit(1), fails.submit(2)]))
+
+    assert f() == 2
+
+
+def test_an_unlooked_at_failure_still_fails_the_flow() -> None:
+    @flow
+    def f() -> int:
+        fails.submit()
+        return 1
+
+    assert f(return_state=True).is_failed()
+
+
+def test_a_flow_returning_states_fails_if_one_failed() -> None:
+    @flow
+    def f() -> list[State]:
+        return [fails(return_state=True), double(1, return_state=True)]
+
+    state = f(return_state=True)
+    assert state.is_failed() and "1/2" in (state.message or "")
+
+
+def test_a_state_inside_returned_data_stays_a_state() -> None:
+    @flow
+    def f() -> tuple[str, State]:
+        return "bar", fails(return_state=True)
+
+    value, inner = f()
+    assert value == "bar" and inner.is_failed()
