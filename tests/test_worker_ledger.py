@@ -168,7 +168,8 @@ def test_workers_record_their_cleanups_when_the_flow_process_is_killed(tmp_path)
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_a_copy_of_a_task_abandoned_on_cancel_is_closed_or_left_an_orphan(tmp_path, runner):
     """SIGTERM to the flow while both tasks are blocked in C: they are abandoned after the
-    grace period. A process worker is ended, so its copy is an orphan; a Dask or Ray
+    grace period. A process worker is ended, so its copy is an orphan (unless the task's
+    timeout came first and the worker answered for it: then its copy is closed); a Dask or Ray
     worker lives on, and is asked to close its copy, including the one the abandoned
     call opened and never reported."""
     cell = Cell(tmp_path, runner, "stuck")
@@ -182,7 +183,9 @@ def test_a_copy_of_a_task_abandoned_on_cancel_is_closed_or_left_an_orphan(tmp_pa
     )
     cell.release_stuck_bodies()
     cell.finish()
-    _closed_or_orphaned(cell, setups, expect_closed=runner != "processes")
+    # A process worker is ended, unless its task's own timeout came first: then the worker
+    # answered for its stuck call and its copy was closed. Either is right, per copy.
+    _closed_or_orphaned(cell, setups, expect_closed=None if runner == "processes" else True)
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -204,13 +207,14 @@ def test_a_copy_of_a_task_abandoned_on_timeout_is_closed_or_left_an_orphan(tmp_p
     _closed_or_orphaned(cell, setups, expect_closed=True)
 
 
-def _closed_or_orphaned(cell: Cell, setups: list[int], expect_closed: bool) -> None:
+def _closed_or_orphaned(cell: Cell, setups: list[int], expect_closed: bool | None) -> None:
+    """Each copy closed once (``expect_closed``), or an orphan not closed; None: either one."""
     rows = cell.ledger()
     assert sorted(rows) == sorted(setups)
     orphans = {o["pid"] for o in cell.cli("resources", "--orphans")}
     cleanups = cell.pids("cleanup")
     for pid, row in rows.items():
-        if expect_closed:
+        if expect_closed or (expect_closed is None and pid in cleanups):
             assert cleanups.count(pid) == 1 and row.cleanup_outcome == "succeeded" and row.scope_outcome == "failed", (
                 row
             )
