@@ -335,9 +335,13 @@ def kill(kills: int, postgres: str | None) -> None:
             deadline = time.monotonic() + 3.0
             while time.monotonic() < deadline:
                 finished.extend(json.loads(proc.stdout.readline()))
+            import psutil
+
+            writers = psutil.Process(proc.pid).children(recursive=True)  # the helper process, if any
             os.kill(proc.pid, signal.SIGKILL)
             killed_at = time.time()
             proc.wait()
+            psutil.wait_procs(writers, timeout=300)  # it writes what is spooled, then ends
             for line in proc.stdout:
                 try:
                     finished.extend(json.loads(line))

@@ -49,8 +49,8 @@ from tether.store._spool import Drain, Position
 _LENGTH = struct.Struct("!I")
 _MARSHAL, _PICKLE = b"m", b"p"  # the first byte of a frame: how the rest is encoded
 READY_SECONDS = 30.0
-#: The helper writes what it keeps once no record came for this long (longer than the
-#: flow process gathers a burst for: see `_writer.HELPER_WINDOW_SECONDS`)...
+#: The helper writes what is spooled once no record came for this long (longer than the
+#: flow process waits between its notices: see `_writer.HELPER_TELL_SECONDS`)...
 QUIET_SECONDS = 0.25
 #: ... or once the oldest it has not written is this old.
 DEFER_SECONDS = 1.0
