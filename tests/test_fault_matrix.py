@@ -24,6 +24,7 @@ killed on the thread runner, whose workers are the flow process) are not generat
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 from dataclasses import dataclass
 
@@ -40,7 +41,9 @@ if importlib.util.find_spec("ray") is None:
 CELLS = [
     Cell(fault, runner) for runner in RUNNERS for fault in FAULTS if not (fault == "worker_killed" and runner == "threads")
 ]
-CAPACITY = 4  # concurrent weight: a thread or process cell weighs 1, a Dask or Ray cell 2
+#: Cells at once, by weight: a thread or process cell weighs 1, a Dask or Ray cell 2. Most of
+#: a cell is waiting (processes and clusters starting, timeouts, grace periods), not CPU.
+CAPACITY = int(os.environ.get("TETHER_FAULT_MATRIX_CAPACITY", "6"))
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 SIGINT_EXIT = (130, -signal.SIGINT)  # Python ends on an uncaught KeyboardInterrupt by SIGINT: a shell says 130
 
