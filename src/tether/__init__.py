@@ -12,6 +12,7 @@ from typing import Any as _Any
 from tether import (
     cache_policies,
     client,
+    concurrency,
     context,
     deployments,
     exceptions,

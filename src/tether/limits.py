@@ -15,7 +15,10 @@ from tether._leases import use_store
 from tether._limits import limiter
 from tether.store import enable as enable_store
 
-__all__ = ["LimitInfo", "get", "ls", "remove", "set"]
+__all__ = ["LimitInfo", "decay_of", "get", "ls", "remove", "set"]
+
+#: slot_decay_per_second by tag, for `tether.concurrency` rate_limit (kept in this process).
+_decay: dict[str, float] = {}
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,20 @@ def _check(tag: str, capacity: int | None = None) -> None:
         raise UsageError(f"The limit for tag {tag!r} must be a whole number >= 0, not {capacity!r}.")
 
 
-def set(tag: str, capacity: int) -> None:
-    """At most ``capacity`` task runs carrying ``tag`` run at once (0: none may run)."""
+def set(tag: str, capacity: int, slot_decay_per_second: float | None = None) -> None:
+    """At most ``capacity`` task runs carrying ``tag`` run at once (0: none may run).
+
+    ``slot_decay_per_second``: `tether.concurrency.sync.rate_limit` lets that many calls
+    through per second (kept in this process).
+    """
     _check(tag, capacity)
+    if slot_decay_per_second is not None:
+        if isinstance(slot_decay_per_second, bool) or not isinstance(slot_decay_per_second, (int, float)) \
+                or slot_decay_per_second <= 0:
+            raise UsageError(f"The limit for tag {tag!r} needs slot_decay_per_second > 0, not {slot_decay_per_second!r}.")
+        _decay[tag] = float(slot_decay_per_second)
+    else:
+        _decay.pop(tag, None)
     store = enable_store()
     if store is None:
         limiter.set_limit(f"tag:{tag}", capacity)
@@ -52,9 +66,15 @@ def get(tag: str) -> int | None:
     return store.limits().get(tag)
 
 
+def decay_of(tag: str) -> float | None:
+    """The ``slot_decay_per_second`` set for ``tag`` in this process, or None."""
+    return _decay.get(tag)
+
+
 def remove(tag: str) -> bool:
     """Remove the limit on ``tag`` and free every slot held under it."""
     _check(tag)
+    _decay.pop(tag, None)
     store = enable_store()
     if store is None:
         existed = limiter.limit(f"tag:{tag}") is not None
