@@ -79,3 +79,17 @@ def test_async_concurrency():
         return "ok"
 
     assert asyncio.run(main()) == "ok"
+
+
+def test_block_slot_is_held_in_the_run_store(monkeypatch):
+    monkeypatch.delenv("TETHER_STORE")
+    tether.limits.set("cc-store", 1)
+    try:
+        with concurrency("cc-store"):
+            assert [(i.tag, i.held) for i in tether.limits.ls()] == [("cc-store", 1)]
+            with pytest.raises(TimeoutError, match="cc-store"):
+                with concurrency("cc-store", timeout_seconds=0.05):
+                    pass
+        assert [(i.tag, i.held) for i in tether.limits.ls()] == [("cc-store", 0)]
+    finally:
+        tether.limits.remove("cc-store")
