@@ -64,7 +64,7 @@ def test_prefect_name_is_an_alias():
 
 def test_a_missing_dask_says_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
-    with pytest.raises(ImportError, match=r'pip install "tether\[dask\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[dask\]"'):
         DaskRunner().start()
 
 

@@ -21,7 +21,7 @@ from tether.runners import RayRunner, RayTaskRunner
 
 psutil = pytest.importorskip("psutil")
 if importlib.util.find_spec("ray") is None:
-    pytest.skip("Ray is not installed (pip install \"tether[ray]\")", allow_module_level=True)
+    pytest.skip("Ray is not installed (pip install -e \".[ray]\")", allow_module_level=True)
 
 CPUS = 2
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -122,7 +122,7 @@ def test_prefect_name_is_an_alias():
 
 def test_a_missing_ray_says_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ImportError, match=r'pip install "tether\[ray\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[ray\]"'):
         RayRunner().start()
 
 
