@@ -300,7 +300,8 @@ def run_cell(cell: Cell, base: Path, stopping: threading.Event) -> Evidence:
                 proc.kill()
         evidence.exit_code = proc.wait()
         evidence.seconds = time.monotonic() - started
-        drained = time.monotonic() + DRAIN_SECONDS
+        # Ray's own agents notice that their raylet is gone by polling it: give them longer.
+        drained = time.monotonic() + DRAIN_SECONDS * (2 if cell.runner == "ray" else 1)
         while (left := marked_processes(mark)) and time.monotonic() < drained:
             time.sleep(0.1)
         evidence.left_running = [describe(pid) for pid in left]
