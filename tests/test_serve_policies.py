@@ -21,6 +21,7 @@ from tether._serve import Server, ServeSettings
 from tether._serve_display import ServeDisplay
 from tether.cli import main
 from tether.runtime import deployment, flow_run
+from tether.store import flush as flush_store
 from tether.store import open_store
 from tether.store._schema import deployments as deployments_table
 
@@ -190,6 +191,7 @@ def test_the_live_display_shows_the_next_times_and_the_runs_in_progress(server_f
 @flow
 def dies(n: int = 1) -> int:
     if n == 1:
+        flush_store()  # the flow run is in the store (records of the last few ms may die with it)
         os.kill(os.getpid(), signal.SIGKILL)  # the run's process dies under it
     return n
 
