@@ -88,3 +88,21 @@ def test_a_state_inside_returned_data_stays_a_state() -> None:
 
     value, inner = f()
     assert value == "bar" and inner.is_failed()
+
+
+# -- item 5: semantics ----------------------------------------------------------------------
+
+
+def test_a_custom_failed_returned_by_a_task_or_flow_is_kept_as_given() -> None:
+    @task
+    def gives_up() -> State:
+        return Failed(message="custom")
+
+    @flow
+    def f() -> State:
+        inner = gives_up(return_state=True)
+        assert inner.is_failed() and inner.message == "custom"
+        return Failed(message="flow custom")
+
+    state = f(return_state=True)
+    assert state.is_failed() and state.message == "flow custom"

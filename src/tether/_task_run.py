@@ -290,6 +290,9 @@ class TaskRun:
             self.timer = None
 
     def succeeded(self, value: Any) -> None:
+        if type(value) is State and value.is_final():  # the task returned its own state: kept as given, as in Prefect
+            self.finish(value)
+            return
         if self.cache_key is not None:
             results.put(self.cache_key, value, self.task.cache_expiration)
         self.finish(Completed(value))
