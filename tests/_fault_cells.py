@@ -49,6 +49,11 @@ GRACE_SECONDS = "2"  # TETHER_INTERRUPT_GRACE_SECONDS in every cell: abandoned c
 START_SECONDS = 120.0
 AFTER_READY = {"threads": 45.0, "processes": 45.0, "dask": 60.0, "ray": 60.0}
 DRAIN_SECONDS = 15.0  # how long the processes a cell started may outlive its flow process
+# Ray's GCS and raylet die with a SIGKILLed driver (the kernel's parent-death signal), but the raylet's
+# dashboard and runtime-env agents notice only by polling it, and since its log does not say it was
+# stopped gracefully they first report its death to the GCS, which is gone too, with a fixed 60 s
+# timeout (ray._private.utils.publish_error_to_driver); then they exit on their own.
+RAY_DRAIN_SECONDS = 80.0
 #: Faults that start by waiting for the tasks to run, then send something.
 SENT = {"sigint", "sigint_twice", "sigterm", "sigint_group", "sigterm_group", "sigkill_reap", "worker_killed"}
 
@@ -300,8 +305,7 @@ def run_cell(cell: Cell, base: Path, stopping: threading.Event) -> Evidence:
                 proc.kill()
         evidence.exit_code = proc.wait()
         evidence.seconds = time.monotonic() - started
-        # Ray's own agents notice that their raylet is gone by polling it: give them longer.
-        drained = time.monotonic() + DRAIN_SECONDS * (2 if cell.runner == "ray" else 1)
+        drained = time.monotonic() + (RAY_DRAIN_SECONDS if cell.runner == "ray" else DRAIN_SECONDS)
         while (left := marked_processes(mark)) and time.monotonic() < drained:
             time.sleep(0.1)
         evidence.left_running = [describe(pid) for pid in left]
