@@ -40,7 +40,7 @@ import tether.store
 from tether import flow, resource, task
 from tether._context import current_run
 from tether._errors import FlowRunTimeout, Terminated
-from tether._flow_run import FlowRun
+from tether._engine._flow_run import FlowRun
 
 # The cells start together (see `cells`): under load, a Ray or Dask cell alone may take
 # longer to come up than the suite's default timeout per test.

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from tether._core import EventStream
 
 if TYPE_CHECKING:
-    from tether._flow_run import FlowRun
-    from tether._task_run import TaskRun
+    from tether._engine._flow_run import FlowRun
+    from tether._engine._task_run import TaskRun
 
 
 class RunContext:

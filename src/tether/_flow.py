@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 from tether._clock import get_clock
 from tether._context import RunContext, current_run
 from tether._deployment import Deployment
-from tether._flow_run import FlowRun
+from tether._engine._flow_run import FlowRun
 from tether._options import (
     Hooks,
     ParameterBinder,

@@ -17,7 +17,7 @@ from tether._core import State
 from tether._interrupt import wait_interruptibly
 
 if TYPE_CHECKING:
-    from tether._task_run import TaskRun
+    from tether._engine._task_run import TaskRun
 
 
 class TaskFuture:

@@ -33,11 +33,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from tether import _stand_in as stand_ins
 from tether._context import RunContext, building_graph, current_run, events, open_blocks
-from tether._copies import close_copies
 from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
 from tether._errors import CleanupError, ResourceClosedError, UsageError
 from tether._interrupt import wait_interruptibly
@@ -50,8 +49,35 @@ from tether._shield import shielded, unshielded
 from tether._stand_in import StandIn, local_arguments
 from tether._values import ValueRegistry, distinct
 
-if TYPE_CHECKING:
-    from tether._flow_run import FlowRun
+
+
+class ScopeOwner(Protocol):
+    """What a scope needs of the flow run it is opened in (`FlowRun` implements it).
+
+    The owner decides where copies live and closes the copies workers opened; the scope
+    only counts its members and runs its own setup and cleanup.
+    """
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def shares_memory(self) -> bool:
+        """Whether task bodies run in this process (else each worker opens its own copy)."""
+
+    @property
+    def grace_seconds(self) -> float:
+        """How long an interrupted body may take to end before it is abandoned."""
+
+    def add_scope(self, scope: ResourceScope) -> None: ...
+
+    def add_cleanup_error(self, error: BaseException) -> None: ...
+
+    def open_first_copy(self, scope: ResourceScope) -> tuple[bool, Any]:
+        """Set ``scope`` up on one worker; ``(True, value)`` if the value is plain enough to hold here."""
+
+    def close_copies(self, scope: ResourceScope, error: BaseException | None) -> None:
+        """Close every worker's copy of ``scope`` with its outcome; never raises."""
 
 values: ValueRegistry[ResourceScope] = ValueRegistry()
 _setting_up: contextvars.ContextVar[ResourceScope | None] = contextvars.ContextVar("tether_setting_up", default=None)
@@ -157,7 +183,7 @@ class ResourceScope:
         self.name = resource.name
         self.value: Any = None
         self.handle: Any = None
-        self.flow_run: FlowRun | None = None
+        self.flow_run: ScopeOwner | None = None
         self.limit_key: str | None = None
         self.book = ScopeBook(resource.name)
         self.users: list[str] = []
@@ -201,12 +227,12 @@ class ResourceScope:
         self._block_token = open_blocks.set(open_blocks.get() + (self,))
         return value
 
-    def open_in(self, flow_run: FlowRun) -> Any:
+    def open_in(self, flow_run: ScopeOwner) -> Any:
         """Set the resource up as part of ``flow_run``; its block stays open until `close_block`."""
         self._plain = False
         self.flow_run = flow_run
         self._join_parents()
-        if flow_run.runner.shares_memory:
+        if flow_run.shares_memory:
             value = self._open_here(opening=True)
         else:
             value = self._open_on_a_worker(flow_run)
@@ -220,7 +246,7 @@ class ResourceScope:
         if limit is not None:
             self.limit_key = f"resource:{self.name}:{self.id[:8]}"
             limiter.set_limit(self.limit_key, limit)
-        self.flow_run.scopes.append(self)
+        self.flow_run.add_scope(self)
         return value
 
     def _open_here(self, opening: bool) -> Any:
@@ -243,7 +269,7 @@ class ResourceScope:
         self._emit("setup")
         return value
 
-    def _open_on_a_worker(self, flow_run: FlowRun) -> Any:
+    def _open_on_a_worker(self, flow_run: ScopeOwner) -> Any:
         """Tasks run in other processes: one worker sets up its copy now (a failure raises
         here, at the ``with``), and this process hands out a stand-in; or, for a plain
         value (None, a number, a str), that worker's value itself."""
@@ -400,7 +426,7 @@ class ResourceScope:
                 self._close_on_its_thread(error)
         except BaseException as exc:
             if self.cleanup_fails_flow:
-                self.flow_run.cleanup_errors.append(exc)
+                self.flow_run.add_cleanup_error(exc)
             self.cleanup_error = exc
             logger.error("Cleanup of resource %r failed: %s: %s", self.name, type(exc).__name__, exc, exc_info=exc)
             self._emit("cleanup-failed", error=f"{type(exc).__name__}: {exc}", outcome=_outcome(error), seconds=time.monotonic() - started)
@@ -408,7 +434,7 @@ class ResourceScope:
             if self._here:
                 self._emit("cleanup", outcome=_outcome(error), seconds=time.monotonic() - started)
         finally:
-            close_copies(self, error)  # each worker's copy, after the flow's own; never raises
+            self.flow_run.close_copies(self, error)  # each worker's copy, after the flow's own; never raises
             if self.limit_key is not None:
                 limiter.remove_limit(self.limit_key)
             self._cleaned.set()
@@ -478,7 +504,7 @@ class ResourceScope:
                 step=step,
                 scope_id=self.id,
                 name=self.name,
-                flow_run_id=flow_run.record.id if flow_run else None,
+                flow_run_id=flow_run.run_id if flow_run else None,
                 timestamp=time.time(),
                 task_run_id=details.pop("task_run_id", None),
                 error=details.pop("error", None),

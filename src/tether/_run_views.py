@@ -22,9 +22,9 @@ from tether._errors import MissingContextError
 
 if TYPE_CHECKING:
     from tether._flow import FlowFunction
-    from tether._flow_run import FlowRun as EngineFlowRun
+    from tether._engine._flow_run import FlowRun as EngineFlowRun
     from tether._task import Task
-    from tether._task_run import TaskRun as EngineTaskRun
+    from tether._engine._task_run import TaskRun as EngineTaskRun
 
 
 def with_defaults(signature: inspect.Signature | None, parameters: dict[str, Any]) -> dict[str, Any]:

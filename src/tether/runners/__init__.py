@@ -3,12 +3,11 @@
 `DaskRunner` and `RayRunner` import Dask and Ray only when they start.
 """
 
-from tether.runners._base import TaskRunner
+from tether.runners._base import RemoteRunner, TaskRunner
 from tether.runners._dask import DaskRunner
 from tether.runners._local import InlineRunner, ThreadPoolRunner
 from tether.runners._process import ProcessPoolRunner
 from tether.runners._ray import RayRunner
-from tether.runners._remote import RemoteRunner
 
 DaskTaskRunner = DaskRunner
 ProcessPoolTaskRunner = ProcessPoolRunner

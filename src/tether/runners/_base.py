@@ -6,6 +6,22 @@ everything else (states, retries, slots, resources) before and after.
 
 ``shares_memory`` tells the engine whether ``fn`` runs in this process: if not,
 arguments must be picklable and resource values travel as per-worker copies.
+
+Runners whose workers are other processes, maybe on other machines, are
+`RemoteRunner`s. On top of `submit`, they can:
+
+- ``submit_to(worker, fn, *args)``: run ``fn`` on one named worker (the one that holds
+  a copy of a resource, to close it there); fails with `WorkerLost` if it is gone;
+- ``interrupt(future, call_id, exc_type)``: cancel a call that has not started, and
+  raise ``exc_type`` in the one that runs (timeouts, cancellation);
+- ``abandon(future)``: give up on a call that did not stop within the grace period
+  (a process runner terminates its process);
+- ``worker_names()``: the names of its live workers (to close the copies that abandoned
+  calls may have opened, wherever they ran).
+
+A worker's name is whatever the runner's workers report through `_worker.identify`.
+The engine closes the copies a runner's workers hold before it stops the runner; this
+module does no engine work.
 """
 
 from __future__ import annotations
@@ -44,3 +60,24 @@ class TaskRunner:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class RemoteRunner(TaskRunner):
+    """Base class of runners that run task bodies in other processes."""
+
+    shares_memory = False
+
+    def submit_to(self, worker: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on ``worker`` (not on another one); `WorkerLost` if it is gone."""
+        raise NotImplementedError
+
+    def interrupt(self, future: Future[Any], call_id: str, exc_type: type[BaseException]) -> None:
+        """Cancel ``future``'s call if it has not started; raise ``exc_type`` in it if it runs."""
+        raise NotImplementedError
+
+    def abandon(self, future: Future[Any]) -> None:
+        """The call did not stop when interrupted. By default its worker thread runs on."""
+
+    def worker_names(self) -> list[str]:
+        """The names of the live workers, as they report them (see `_worker.identify`)."""
+        raise NotImplementedError

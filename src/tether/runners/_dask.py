@@ -44,9 +44,9 @@ import cloudpickle
 
 from tether._errors import TaskRunTimeout
 from tether._interrupt import survive_stop_signals
-from tether._wire import Call, WorkerLost
-from tether._worker import identify, identity, interrupt_many, run_call, set_stuck_handler, stuck_result
-from tether.runners._remote import RemoteRunner
+from tether.runners._wire import Call, WorkerLost
+from tether.runners._worker import identify, identity, interrupt_many, run_call, set_stuck_handler, stuck_result
+from tether.runners._base import RemoteRunner
 
 _INSTALL = 'DaskRunner needs Dask\'s distributed scheduler, which is not installed. Install it from the tether checkout with: pip install -e ".[dask]"'
 
@@ -115,7 +115,7 @@ class DaskRunner(RemoteRunner):
         for thread in self._threads:
             thread.start()
 
-    def close_workers(self) -> None:
+    def stop(self) -> None:
         self._finished.put(None)
         self._interrupts.put(None)
         for thread in self._threads:

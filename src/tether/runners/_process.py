@@ -36,8 +36,8 @@ import cloudpickle
 
 from tether._errors import TaskRunTimeout
 from tether._interrupt import raise_in_thread, survive_stop_signals
-from tether._wire import Call, WorkerLost, dump_error, load_error
-from tether._worker import (
+from tether.runners._wire import Call, WorkerLost, dump_error, load_error
+from tether.runners._worker import (
     close_all_copies,
     holds_copies,
     identify,
@@ -47,7 +47,7 @@ from tether._worker import (
     set_stuck_handler,
     stuck_result,
 )
-from tether.runners._remote import RemoteRunner
+from tether.runners._base import RemoteRunner
 
 _CHILD = "from tether.runners._process import child_main; child_main()"
 
@@ -67,7 +67,7 @@ class ProcessPoolRunner(RemoteRunner):
     def start(self) -> None:
         self._pool = _ProcessPool(self.max_workers)
 
-    def close_workers(self) -> None:
+    def stop(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None

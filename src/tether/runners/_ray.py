@@ -39,9 +39,9 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from tether._errors import TaskRunTimeout
-from tether._wire import Call, CallResult, WorkerLost
-from tether._worker import identify, identity, interrupt, run_call, set_stuck_handler, stuck_result
-from tether.runners._remote import RemoteRunner
+from tether.runners._wire import Call, CallResult, WorkerLost
+from tether.runners._worker import identify, identity, interrupt, run_call, set_stuck_handler, stuck_result
+from tether.runners._base import RemoteRunner
 
 _INSTALL = 'RayRunner needs Ray, which is not installed. Install it from the tether checkout with: pip install -e ".[ray]"'
 
@@ -108,7 +108,7 @@ class RayRunner(RemoteRunner):
         for actor in actors:
             self._wait_for_stuck_calls(actor)
 
-    def close_workers(self) -> None:
+    def stop(self) -> None:
         ray = self._ray
         for thread in list(self._replacing):
             thread.join(60.0)

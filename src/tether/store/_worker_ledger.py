@@ -1,7 +1,7 @@
 """A resource copy's ledger row, written by the worker process that holds the copy.
 
 A task that receives a resource value and runs on another process makes that worker
-open its own copy (see `tether._worker`). The copy's row must be in the store before
+open its own copy (see `tether.runners._worker`). The copy's row must be in the store before
 its setup runs, wherever the worker is, and its cleanup must be recorded even if the
 flow process is gone by then (SIGKILLed, say): so the worker writes its copy's steps
 itself, each one committed before the worker goes on. A `LedgerTarget`, made in the

@@ -54,7 +54,7 @@ from tether._errors import ResourceClosedError, TaskRunTimeout, UsageError
 from tether._interrupt import clear_in_thread, raise_in_thread
 from tether._logging import enable_log_prints, logger
 from tether._resources import ResourceScope, unshareable_connection
-from tether._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error, load_error
+from tether.runners._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error, load_error
 from tether.store._worker_ledger import record_copy_step
 
 # -- who this worker is ----------------------------------------------------------------

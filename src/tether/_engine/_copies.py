@@ -30,13 +30,14 @@ from tether._core import ResourceEvent
 from tether._errors import CleanupError
 from tether._logging import logger
 from tether._settings import Settings
-from tether._wire import CleanupReport, WorkerLost, dump_error
+from tether.runners._wire import CleanupReport, WorkerLost, dump_error
+from tether.runners._worker import cleanup_copy
 from tether.store._worker_ledger import LedgerTarget
 from tether.store._worker_ledger import ledger_target as _target_of_flow
 
 if TYPE_CHECKING:
     from tether._resources import ResourceScope
-    from tether.runners._remote import RemoteRunner
+    from tether.runners._base import RemoteRunner
 
 
 class RemoteCopy:
@@ -71,7 +72,7 @@ def ledger_target(scope: ResourceScope) -> LedgerTarget | None:
         return _targets[scope]
     except KeyError:
         pass
-    target = _target_of_flow(scope.flow_run.record.id if scope.flow_run is not None else None, _reaper_name(scope))
+    target = _target_of_flow(scope.flow_run.run_id if scope.flow_run is not None else None, _reaper_name(scope))
     _targets[scope] = target
     return target
 
@@ -172,7 +173,7 @@ def _error_of(scope: ResourceScope) -> BaseException | None:
 def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException | None) -> None:
     try:
         packed = dump_error(error) if error is not None else None
-        drain = (scope.flow_run.settings if scope.flow_run is not None else Settings.from_env()).interrupt_grace_seconds
+        drain = scope.flow_run.grace_seconds if scope.flow_run is not None else Settings.from_env().interrupt_grace_seconds
     except BaseException as exc:  # noqa: BLE001 - reported as this scope's cleanup failure below
         packed, drain = None, 10.0
         logger.error("Could not pack the outcome of resource %r for its workers: %r", scope.name, exc)
@@ -180,7 +181,7 @@ def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException 
     pending = []
     for copy in copies:
         try:
-            pending.append((copy, copy.runner.close_copy(copy.worker, scope.id, packed, drain)))
+            pending.append((copy, copy.runner.submit_to(copy.worker, cleanup_copy, scope.id, packed, drain)))
         except BaseException as exc:  # noqa: BLE001
             if copy.reported:
                 _failed(scope, copy.host, copy.pid, copy.worker, outcome, exc, 0.0, False)
@@ -216,7 +217,7 @@ def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException 
 
 def _failed(scope: ResourceScope, host: str, pid: int, worker: str, outcome: str, exc: BaseException, seconds: float, recorded: bool) -> None:
     if scope.flow_run is not None and getattr(scope, "cleanup_fails_flow", True):
-        scope.flow_run.cleanup_errors.append(exc)
+        scope.flow_run.add_cleanup_error(exc)
     logger.error("Cleanup of resource %r on worker %s (pid %d) failed: %s: %s", scope.name, worker, pid, type(exc).__name__, exc)
     _emit(scope, "cleanup-failed", host, pid, worker, time.time(), recorded, error=f"{type(exc).__name__}: {exc}", outcome=outcome, seconds=seconds)
 
@@ -234,7 +235,7 @@ def _emit(scope: ResourceScope, step: str, host: str, pid: int, worker: str, tim
             step=step,
             scope_id=scope.id,
             name=str(scope.name),
-            flow_run_id=scope.flow_run.record.id if scope.flow_run is not None else None,
+            flow_run_id=scope.flow_run.run_id if scope.flow_run is not None else None,
             timestamp=timestamp,
             error=extra.pop("error", None),
             outcome=extra.pop("outcome", None),

@@ -38,7 +38,7 @@ import cloudpickle
 
 from tether._arguments import rewrite
 from tether._context import RunContext
-from tether._copies import close_copies, copies_unreported, copy_reported, ledger_target
+from tether._engine._copies import close_copies, copies_unreported, copy_reported, ledger_target
 from tether._core import Cancelled, Crashed, Failed, TimedOut
 from tether._errors import TaskRunCancelled, TaskRunTimeout, UnpicklableArgumentError
 from tether._futures import TaskFuture
@@ -46,15 +46,15 @@ from tether._interrupt import wait_interruptibly, watchdog
 from tether._shield import unshielded
 from tether._logging import logger
 from tether._resources import ResourceScope, scope_of
-from tether._wire import Call, CallResult, ResourceRef, WorkerLost, load_error
-from tether._worker import open_copy, run_call
+from tether.runners._wire import Call, CallResult, ResourceRef, WorkerLost, load_error
+from tether.runners._worker import open_copy, run_call
 
 if TYPE_CHECKING:
-    from tether._flow_run import FlowRun
+    from tether._engine._flow_run import FlowRun
     from tether._task import Task
-    from tether._task_run import TaskRun
+    from tether._engine._task_run import TaskRun
     from tether.runners._base import TaskRunner
-    from tether.runners._remote import RemoteRunner
+    from tether.runners._base import RemoteRunner
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 _functions: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()

@@ -56,7 +56,7 @@ from tether._shield import unshielded
 from tether._stand_in import local_arguments
 
 if TYPE_CHECKING:
-    from tether._flow_run import FlowRun
+    from tether._engine._flow_run import FlowRun
     from tether._task import Task
 
 _completion_lock = threading.Lock()

@@ -44,7 +44,9 @@ from tether._leases import use_store
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
-from tether._remote import check_arguments, dispatch_remote, open_first_copy
+from tether._engine._copies import close_copies, close_copies_held_by
+from tether._engine._remote import check_arguments, dispatch_remote, open_first_copy
+from tether.runners._base import RemoteRunner
 from tether._resources import ResourceScope, scope_of
 from tether._run_views import FlowRun as FlowRunView
 from tether._run_views import with_defaults
@@ -53,7 +55,7 @@ from tether._shield import active as shield_active
 from tether._shield import defer as defer_interrupt
 from tether._shield import shielded
 from tether._state_helpers import is_state, is_state_iterable, return_value_to_state
-from tether._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
+from tether._engine._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 from tether.store import enable as enable_store
 from tether.store import flush as flush_store
 
@@ -248,10 +250,33 @@ class FlowRun:
         except Exception as exc:
             crash_if_unfinished(run, exc)
 
+    # -- what a resource scope needs of its flow run (`_resources.ScopeOwner`) ------------
+
+    @property
+    def run_id(self) -> str:
+        return self.record.id
+
+    @property
+    def shares_memory(self) -> bool:
+        return self.runner.shares_memory
+
+    @property
+    def grace_seconds(self) -> float:
+        return self.settings.interrupt_grace_seconds
+
+    def add_scope(self, scope: ResourceScope) -> None:
+        self.scopes.append(scope)
+
+    def add_cleanup_error(self, error: BaseException) -> None:
+        self.cleanup_errors.append(error)
+
     def open_first_copy(self, scope: ResourceScope) -> tuple[bool, Any]:
         """Set ``scope`` up on one of the runner's workers (it does not share this memory);
         ``(True, value)`` if its value is plain enough to hold here as it is."""
         return open_first_copy(self, scope)
+
+    def close_copies(self, scope: ResourceScope, error: BaseException | None) -> None:
+        close_copies(scope, error)
 
     def resolve_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return tuple(resolve(a) for a in args), {k: resolve(v) for k, v in kwargs.items()}
@@ -479,6 +504,8 @@ class FlowRun:
         finally:
             if self._timer is not None:
                 watchdog.cancel(self._timer)
+            if isinstance(self.runner, RemoteRunner):
+                close_copies_held_by(self.runner)  # scopes of an outer flow run its workers still hold
             self.runner.stop()
         state = self._final_state(value)
         events.emit(transition(self.record, state))
