@@ -1,19 +1,34 @@
-"""The exceptions tether raises.
+"""The exceptions tether raises, all of them, drawn as a tree.
 
     TetherError
     ├── UsageError (also a TypeError)        misuse of the API: fix the call
     │   ├── ParameterError                   arguments do not fit the function's signature
     │   ├── MissingContextError              run-only API (get_run_logger) used outside a run
-    │   └── UnpicklableArgumentError         a value that cannot travel to a remote worker
+    │   ├── UnpicklableArgumentError         a value that cannot travel to a remote worker
+    │   ├── LimitIsZeroError                 a task's tag has a concurrency limit of 0: it can never run
+    │   ├── SettingError (also ValueError)   a TETHER_* environment variable that does not parse
+    │   ├── ScheduleError (also ValueError)  a schedule that cannot be built (cron, interval, rrule)
+    │   └── DeploymentError (also ValueError) a deployment that cannot be served as given
     ├── UpstreamFailedError                  a task's upstream did not complete
     ├── ResourceClosedError                  a resource's value used after its cleanup
     ├── CleanupError                         a resource's cleanup raised
     ├── UnresolvedFailureError               a submitted task failed and nobody looked
-    └── TaskRunTimeout / FlowRunTimeout (also TimeoutError)
+    ├── TaskRunTimeout / FlowRunTimeout (also TimeoutError)
+    ├── WorkerLost                           the worker process that ran a call died or left
+    ├── ReaperNotFound                       the reaper named in the resource ledger cannot be imported
+    └── StoreError                           the run store cannot be opened or used
+        ├── StoreSchemaError                 its schema is newer than this tether, or not tether's
+        ├── RunNotFound (also LookupError)   no flow run (or more than one) matches the id given
+        ├── DeploymentNameTaken              a deployment of that name serves another flow
+        └── DeploymentNotFound (also LookupError)
 
     RunInterrupted (a BaseException, like KeyboardInterrupt)
     ├── TaskRunCancelled                     thrown into a running task when its flow is cancelled
     └── Terminated (also SystemExit)         SIGTERM turned into cancellation
+
+    tether._core's own, raised by the run-state kernel, which imports nothing of tether:
+    UnfinishedRun                            State.result() of a run that is not final yet
+    InvalidTransition (a RuntimeError)       a state change the state machine forbids (a bug)
 """
 
 from __future__ import annotations
@@ -39,6 +54,22 @@ class UnpicklableArgumentError(UsageError):
     """A value that cannot be sent to a worker on another process or machine."""
 
 
+class LimitIsZeroError(UsageError):
+    """A task carries a tag whose limit is 0, so it can never run."""
+
+
+class SettingError(UsageError, ValueError):
+    """A ``TETHER_*`` environment variable has a value tether cannot use; the message says what it accepts."""
+
+
+class ScheduleError(UsageError, ValueError):
+    """A schedule that cannot be built as given (a bad cron string, interval, rrule or time zone)."""
+
+
+class DeploymentError(UsageError, ValueError):
+    """A deployment that cannot be served as given (its name, schedules or parameters)."""
+
+
 class UpstreamFailedError(TetherError):
     """A task did not run because a task it depends on did not complete."""
 
@@ -61,6 +92,34 @@ class TaskRunTimeout(TetherError, TimeoutError):
 
 class FlowRunTimeout(TetherError, TimeoutError):
     """A flow run went past its ``timeout_seconds``."""
+
+
+class WorkerLost(TetherError):
+    """The worker process that ran (or was to run) a call died, or left the cluster."""
+
+
+class ReaperNotFound(TetherError):
+    """The reaper named in the resource ledger cannot be imported."""
+
+
+class StoreError(TetherError):
+    """The run store cannot be opened or used. The message names the store and says how to fix it."""
+
+
+class StoreSchemaError(StoreError):
+    """The store's schema is one this version of tether cannot use."""
+
+
+class RunNotFound(StoreError, LookupError):
+    """No flow run (or more than one) matches the id given."""
+
+
+class DeploymentNameTaken(StoreError):
+    """A deployment of this name already serves another flow."""
+
+
+class DeploymentNotFound(StoreError, LookupError):
+    """No deployment has this name."""
 
 
 class RunInterrupted(BaseException):

@@ -14,11 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from tether._errors import UsageError
-
-
-class LimitIsZeroError(UsageError):
-    """A task carries a tag whose limit is 0, so it can never run."""
+from tether._errors import LimitIsZeroError, UsageError
 
 
 class Limiter:
