@@ -20,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from tether._clock import get_clock
+from tether import _settings as settings
 from tether._resources import scope_of
 
 _MISSING = object()
@@ -28,7 +29,7 @@ _log = logging.getLogger("tether")
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("TETHER_HOME", Path.home() / ".tether")) / "cache"
+    return settings.home() / "cache"
 
 
 class ResultCache:
