@@ -21,8 +21,8 @@ from tether import flow, get_run_logger, resource, task
 from tether._core import ResourceEvent
 from tether._resources import remember
 from tether.store import StoreError, StoreSchemaError, open_store, reap_orphans
+from tether.store._db import make_engine, write
 from tether.store._encode import Encoder
-from tether.store._engine import make_engine, write
 from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
 from tether.store._migrate import run_migrations

@@ -25,7 +25,7 @@ from tether import flow
 from tether._reaping import FlowCalledWhileReaping, reaping, reaping_process
 from tether.store import open_store, reap_orphans
 from tether.store._crashed import OPEN_LOOKBACK_SECONDS
-from tether.store._engine import write
+from tether.store._db import write
 from tether.store._ledger import ProcessInfo, process_started_at
 from tether.store._plan import Planner
 from tether.store._redact import REDACTED, is_secret_name, redact_text, redact_value

@@ -41,12 +41,12 @@ from tether.store._queries import (
     task_run_view,
 )
 from tether.store._reap import ReaperNotFound, ReapResult, load_reaper, reap_orphans
+from tether.store._recorder import StoreRecorder
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_parameters, redact_text, redact_value
-from tether.store._sink import heartbeat_seconds
+from tether.store._rows import heartbeat_seconds
 from tether.store._slots import SlotTable
 from tether.store._store import RunNotFound, Store, open_store
-from tether.store._writer import StoreRecorder
 
 __all__ = [
     "Claimed",

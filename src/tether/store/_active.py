@@ -18,8 +18,8 @@ import threading
 from tether._context import events
 from tether.store._errors import StoreError
 from tether.store._location import configured_url
+from tether.store._recorder import Until
 from tether.store._store import Store, open_store
-from tether.store._writer import Until
 
 log = logging.getLogger("tether.store")
 

@@ -11,7 +11,7 @@ says why and who saw it, and so is every task run of it that had not finished.
 
 The updates are conditional: a run that reached a final state meanwhile keeps it,
 and two processes that see the same dead run record it once. A dead flow process's
-helper (`_helper`) may still write task runs it held for a moment after the run was
+writer process (`_writer_process_main`) may still write task runs it held for a moment after the run was
 recorded Crashed; for `LATE_WRITE_SECONDS` the search also ends those. This module writes
 only those rows; it decides nothing about resources (that is `_reap`).
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tether.store._engine import read, write
+from tether.store._db import read, write
 from tether.store._ledger import flow_process_gone
 from tether.store._schema import flow_runs, state_changes, task_runs
 

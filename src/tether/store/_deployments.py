@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tether._core._catchup import DueTime, decide, when
 from tether.store._crashed import UNFINISHED, _record
-from tether.store._engine import read, write
+from tether.store._db import read, write
 from tether.store._errors import StoreError
 from tether.store._ledger import ProcessInfo, process_alive
 from tether.store._records import StoredFlowRun

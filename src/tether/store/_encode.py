@@ -3,13 +3,13 @@
 An event holds live objects (a run's return value, its exception, a resource
 handle); a record is a tuple of plain data (strings, numbers, a dict of them) that
 is marshalled into this process's spool (`_spool`) and planned into rows by whoever
-writes it: this process, the helper process (`_helper`), or a later store open. Encoding takes what only this process can take: parameters that are not
-plain values as JSON (secrets redacted), a failure's traceback as it was when the
+writes it: this process, the writer process (`_writer_process_main`), or a later store
+open. Encoding takes what only this process can take: parameters that are not plain values as JSON (secrets redacted), a failure's traceback as it was when the
 run failed, the file a reaper was defined in. All the rest (turning plain parameters
 into JSON, folding into rows, redacting, writing) happens after.
 
 The store's recorder encodes each event as it is recorded, on the engine's thread,
-so the event object dies at once, and queues the record's items flat (`_writer`).
+so the event object dies at once, and queues the record's items flat (`_recorder`).
 
 Records (the first item says which, and so how many items follow; see `RECORD_LENGTHS`):
     ("run", run_id, kind, name, flow_run_id, parent_id, parameters, tags_json, timestamp)
@@ -39,7 +39,7 @@ Record = tuple[Any, ...]
 _PLAIN = frozenset({int, float, str, bool, type(None)})
 
 #: How many items a record of each kind has, its kind included. The recorder queues records
-#: flat, item after item (see `_writer`), and `split_records` cuts them apart again.
+#: flat, item after item (see `_recorder`), and `split_records` cuts them apart again.
 RECORD_LENGTHS = {"run": 9, "state": 10, "log": 6, "resource": 15}
 
 _FAILURES = frozenset(t.value for t in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED))

@@ -43,14 +43,14 @@ from tether.store._ledger import ProcessInfo
 from tether.store._migrate import open_engine
 from tether.store._plan import ResourceKey
 from tether.store._redact import redact_text
-from tether.store._sink import RowWriter
+from tether.store._rows import RowWriter
 from tether.store._spool import Drain, Position
 
 _LENGTH = struct.Struct("!I")
 _MARSHAL, _PICKLE = b"m", b"p"  # the first byte of a frame: how the rest is encoded
 READY_SECONDS = 30.0
 #: The helper writes what is spooled once no record came for this long (longer than the
-#: flow process waits between its notices: see `_writer.HELPER_TELL_SECONDS`)...
+#: flow process waits between its notices: see `_recorder.HELPER_TELL_SECONDS`)...
 QUIET_SECONDS = 0.25
 #: ... or once the oldest it has not written is this old.
 DEFER_SECONDS = 1.0

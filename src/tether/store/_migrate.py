@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DatabaseError, OperationalError
 
-from tether.store._engine import make_engine, write
+from tether.store._db import make_engine, write
 from tether.store._errors import StoreError, StoreSchemaError
 from tether.store._location import StoreLocation
 from tether.store._redact import redact_text

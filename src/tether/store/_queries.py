@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tether.store._db import read
 from tether.store._deployments import DeploymentTable, ScheduledRun, StoredDeployment, _run
-from tether.store._engine import read
 from tether.store._records import LedgerEntry, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_text
 from tether.store._schema import (

@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tether._reaping import FlowCalledWhileReaping, reaping
 from tether.store._records import LedgerEntry
 from tether.store._redact import redact_text
-from tether.store._sink import heartbeat_seconds
+from tether.store._rows import heartbeat_seconds
 from tether.store._store import Store
 
 log = logging.getLogger("tether.store")

@@ -56,7 +56,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tether.store._engine import read
+from tether.store._db import read
 from tether.store._errors import StoreError
 
 log = logging.getLogger("tether")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from tether.store._engine import read, write
+from tether.store._db import read, write
 from tether.store._errors import StoreError
 from tether.store._schema import limit_slots, limit_waiters, limits
 from tether.store._slot_locks import AdvisoryLocks, SlotLocks, blind_in_children, locks_for

@@ -4,7 +4,7 @@ The recorder's writer thread appends each batch of records it takes (`_encode`'s
 records laid flat, marshalled) to this process's spool with plain ``os.write`` calls:
 once written, the bytes are the kernel's, so a SIGKILL of the process loses none
 of them (no fsync is needed for that; a power loss may). Whoever writes the rows
-(`Drain`: the recorder's thread, or the helper process) reads the spool from where
+(`Drain`: the recorder's thread, or the writer process) reads the spool from where
 it last committed, writes the rows, and then records in the file's header how far
 it got. So a flow process that is killed leaves behind what was not written yet,
 and the next store open on its host (or `tether reap`) replays it (`replay_orphans`)
@@ -45,7 +45,7 @@ import sqlalchemy as sa
 
 from tether.store._encode import split_records
 from tether.store._ledger import ProcessInfo, process_alive
-from tether.store._location import StoreLocation, tether_home
+from tether.store._location import tether_home
 
 log = logging.getLogger("tether.store")
 
@@ -356,7 +356,7 @@ def replay_orphans(
         _, host, pid, started = header
         drain = Drain(directory, stem, make_writer(ProcessInfo(pid, host, started)))
         if not drain.take_lock(wait=False):
-            continue  # its helper process still writes it
+            continue  # its writer process still writes it
         try:
             drain.write_all()
             drain.remove()
@@ -364,14 +364,3 @@ def replay_orphans(
         finally:
             drain.release()
     return replayed
-
-
-def replay_into(location: StoreLocation, engine: sa.Engine) -> int:
-    """`replay_orphans` into this store (as its open does): the rows of spools whose process died."""
-    from tether.store._sink import RowWriter  # here: the sink's imports are not needed to spool
-
-    def make_writer(process: ProcessInfo) -> Callable[[list[Any]], None]:
-        rows = RowWriter(engine, process)
-        return lambda records: rows.send(records, everything=True)
-
-    return replay_orphans(store_key(location.url), make_writer)

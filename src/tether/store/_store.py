@@ -21,11 +21,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tether._context import events
 from tether.store._crashed import OPEN_LOOKBACK_SECONDS, CrashedRun, record_crashed_runs
-from tether.store._engine import read, write
+from tether.store._db import read, write
 from tether.store._errors import StoreError
 from tether.store._ledger import ProcessInfo, heartbeat_stale, orphan_reason
 from tether.store._location import StoreLocation
 from tether.store._migrate import open_engine
+from tether.store._recorder import StoreRecorder, Until
 from tether.store._records import (
     LedgerEntry,
     RunDetail,
@@ -35,10 +36,8 @@ from tether.store._records import (
     StoredTaskRun,
 )
 from tether.store._redact import redact_text, redact_value
+from tether.store._rows import heartbeat_seconds, replay_into
 from tether.store._schema import flow_runs, limits, logs, resource_uses, resources, state_changes, task_runs
-from tether.store._sink import heartbeat_seconds
-from tether.store._spool import replay_into
-from tether.store._writer import StoreRecorder, Until
 
 log = logging.getLogger("tether.store")
 

@@ -38,7 +38,7 @@ from tether.store._encode import reaper_file
 from tether.store._ledger import ProcessInfo
 from tether.store._migrate import open_engine
 from tether.store._redact import redact_text, to_json
-from tether.store._sink import RowWriter
+from tether.store._rows import RowWriter
 
 log = logging.getLogger("tether.store")
 

@@ -41,7 +41,7 @@ from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS, HelperClient, Hel
 from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
 from tether.store._redact import redact_text
-from tether.store._sink import RowWriter
+from tether.store._rows import RowWriter
 from tether.store._spool import READ_BYTES, Drain, Position, Spool, store_key
 
 log = logging.getLogger("tether.store")

@@ -1,23 +1,27 @@
 """`RowWriter`: plans records into rows and writes them, keeping heartbeats; used in one thread.
 
 Whoever writes a spool's rows (`_spool.Drain`) uses it: the recorder's writer thread,
-the helper process (`_helper`) when the stream is heavy, or a store open replaying
-the spool of a dead process. It raises whatever the database raises; deciding what
-a failure means is the caller's.
+the writer process (`_writer_process_main`) when the stream is heavy, or a store open
+replaying the spools of dead processes (`replay_into`). It raises whatever the database
+raises; deciding what a failure means is the caller's.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
+from tether.store._db import write
 from tether.store._encode import Record
-from tether.store._engine import write
 from tether.store._ledger import ProcessInfo
+from tether.store._location import StoreLocation
 from tether.store._plan import Batch, Planner, ResourceKey
 from tether.store._schema import flow_runs, resources
+from tether.store._spool import replay_orphans, store_key
 
 
 def heartbeat_seconds() -> float:
@@ -100,3 +104,13 @@ class RowWriter:
                 conn.execute(statement, scopes)
 
         write(self.engine, beat)
+
+
+def replay_into(location: StoreLocation, engine: sa.Engine) -> int:
+    """`replay_orphans` into this store (as its open does): the rows of spools whose process died."""
+
+    def make_writer(process: ProcessInfo) -> Callable[[list[Any]], None]:
+        rows = RowWriter(engine, process)
+        return lambda records: rows.send(records, everything=True)
+
+    return replay_orphans(store_key(location.url), make_writer)
