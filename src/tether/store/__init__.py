@@ -9,6 +9,7 @@ This package records and reads; it does not run flows or decide their states.
 """
 
 from tether.store._active import active_store, disable, enable, flush, recording_disabled
+from tether.store._cancel import CancelSent, CannotCancel, cancel_flow_run
 from tether.store._crashed import CrashedRun
 from tether.store._deployments import (
     Claimed,
@@ -49,6 +50,8 @@ from tether.store._slots import SlotTable
 from tether.store._store import RunNotFound, Store, open_store
 
 __all__ = [
+    "CancelSent",
+    "CannotCancel",
     "Claimed",
     "CrashedRun",
     "DeploymentNameTaken",
@@ -80,6 +83,7 @@ __all__ = [
     "TaskLane",
     "TaskRunView",
     "active_store",
+    "cancel_flow_run",
     "change_token",
     "configured_url",
     "deployment_views",
