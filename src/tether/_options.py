@@ -1,10 +1,14 @@
-"""Checking decorator options, shared by `@flow` and `@task`.
+"""Checking decorator options, shared by `@flow` and `@task`, and the records of them.
 
-Bad options fail when the function is decorated, not when it first runs.
+Bad options fail when the function is decorated, not when it first runs. What passed the
+checks is kept in a frozen `FlowOptions` / `TaskOptions`, made once at decoration: the
+engine reads a run's options from there and never names `FlowFunction` or `Task`. This
+module runs nothing and knows no run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import inspect
 import math
@@ -146,7 +150,11 @@ class Hooks(tuple):  # type: ignore[type-arg]
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         check_hooks(repr(self._owner), self._name, [fn])
-        setattr(self._owner, self._name, Hooks((*self, fn), self._owner, self._name))
+        hooks = Hooks((*self, fn), self._owner, self._name)
+        setattr(self._owner, self._name, hooks)
+        options = getattr(self._owner, "options", None)
+        if isinstance(options, (FlowOptions, TaskOptions)):  # the record the engine reads follows
+            self._owner.options = dataclasses.replace(options, **{self._name: hooks})  # type: ignore[arg-type]
         return fn
 
 
@@ -200,3 +208,78 @@ class ParameterBinder:
                 f"{self.signature}: {exc}."
             ) from None
         return bound.arguments
+
+
+# -- the records the engine reads ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TaskOptions:
+    """A task's checked options, as the engine reads them (``Task.options``).
+
+    Registering a hook later (``@my_task.on_failure``) replaces the record with one that
+    has it. ``cache_policy`` is the policy in force, already decided from ``cache_key_fn``,
+    ``cache_policy``, ``result_storage_key`` and ``persist_result``."""
+
+    name: str
+    owner: str  # how messages name the task: "Task 'load'"
+    fn: Callable[..., Any]
+    is_async: bool
+    signature: inspect.Signature
+    binder: ParameterBinder
+    tags: frozenset[str]
+    retries: int
+    retry_delays: tuple[float, ...]
+    retry_jitter_factor: float | None
+    retry_condition_fn: Callable[..., bool] | None
+    timeout_seconds: float | None
+    cache_policy: Any  # a tether.cache_policies policy, or None: no caching
+    inherits_persistence: bool  # no caching option at all: the flow's persist_result decides
+    refresh_cache: bool
+    cache_expiration: datetime.timedelta | None
+    log_prints: bool | None
+    task_run_name: Any
+    on_completion: tuple[Callable[..., Any], ...]
+    on_failure: tuple[Callable[..., Any], ...]
+    on_running: tuple[Callable[..., Any], ...]
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self.binder.bind(args, kwargs)
+
+    def retry_delay(self, retries_done: int) -> float:
+        """The delay before retry number ``retries_done + 1``, with ``retry_jitter_factor``'s
+        randomness: up to that fraction more, averaging the delay itself (Prefect's clamped
+        Poisson interval)."""
+        delays = self.retry_delays
+        delay = delays[min(retries_done, len(delays) - 1)]
+        if self.retry_jitter_factor and delay > 0:
+            delay = clamped_poisson_interval(delay, self.retry_jitter_factor)
+        return delay
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FlowOptions:
+    """A flow's checked options, as the engine reads them (``FlowFunction.options``)."""
+
+    name: str
+    owner: str  # how messages name the flow: "Flow 'etl'"
+    fn: Callable[..., Any]
+    is_async: bool
+    signature: inspect.Signature
+    binder: ParameterBinder
+    validator: Any  # a ParameterValidator, or None when the flow does not validate
+    retries: int
+    retry_delays: tuple[float, ...]
+    timeout_seconds: float | None
+    task_runner: Any  # the runner given; each flow run runs on a duplicate of it
+    log_prints: bool
+    persist_result: bool | None
+    flow_run_name: Any
+    on_completion: tuple[Callable[..., Any], ...]
+    on_failure: tuple[Callable[..., Any], ...]
+    on_cancellation: tuple[Callable[..., Any], ...]
+    on_crashed: tuple[Callable[..., Any], ...]
+    on_running: tuple[Callable[..., Any], ...]
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self.binder.bind(args, kwargs)

@@ -23,6 +23,7 @@ from tether._logging import logger
 from tether._options import (
     Hooks,
     ParameterBinder,
+    TaskOptions,
     check_callable,
     check_expiration,
     check_flag,
@@ -151,6 +152,13 @@ class Task(Generic[R]):
         self._binder = ParameterBinder(owner, self.signature)
         self._owner = owner
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        #: What the engine reads (it never names `Task`): set last, so nothing of ``fn`` covers it.
+        self.options = TaskOptions(
+            self.name, owner, fn, self.is_async, self.signature, self._binder, self.tags, self.retries,
+            self.retry_delays, self.retry_jitter_factor, self.retry_condition_fn, self.timeout_seconds,
+            self.cache_policy, self.inherits_persistence, self.refresh_cache, self.cache_expiration,
+            self.log_prints, self.task_run_name, self.on_completion, self.on_failure, self.on_running,
+        )
 
     def with_options(self, **options: Any) -> Task[R]:
         """A copy of this task with some options changed (the others as they were)."""
