@@ -242,3 +242,64 @@ def test_seed_prefect1_example_against_mariadb(mariadb_database):
     assert state.result[loaded].result == 3
     conn.close()
     assert mariadb_sessions(mariadb_database) == 0
+
+
+# -- Prefect 1's task operators --------------------------------------------------------
+
+
+@task
+def number(x):
+    return x
+
+
+@task
+def no_number(x):
+    raise RuntimeError("no number today")
+
+
+def test_operators_on_nodes_add_nodes_that_apply_them():
+    with Flow("operators") as flow:
+        n = Parameter("n", default=3)
+        a = number(n)
+        total = a * 2 + 1  # 7
+        reflected = 10 - a  # 7
+        ratio = a / 2
+        floor = 7 // a
+        power = a ** 2
+        remainder = 10 % a
+        bigger = total > 5
+        smaller_or_same = a <= 2
+        item = number([10, 20, 30])[1]
+        same = a.is_equal(3)
+        different = a.is_not_equal(3)
+        negated = same.not_()
+        both = bigger & same
+        either = smaller_or_same | same
+    state = flow.run(parameters={"n": 3})
+    assert state.is_successful()
+    got = {node: state.result[node].result for node in
+           (total, reflected, ratio, floor, power, remainder, bigger, smaller_or_same, item, same, different, negated, both, either)}
+    assert list(got.values()) == [7, 7, 1.5, 2, 9, 1, True, False, 20, True, False, False, True, True]
+    # Named as in Prefect 1, so a reader of the results sees which operator each node is.
+    assert [node.name for node in (total, reflected, item, bigger, same)] == ["Add", "Sub", "GetItem", "GreaterThan", "Equal"]
+    # `==` stays identity: a node is the key of its result.
+    assert (a == a) is True and (a == total) is False
+    assert state.result[a].result == 3
+
+
+def test_an_operator_node_after_a_failed_node_does_not_run():
+    with Flow("operators-fail") as flow:
+        bad = no_number(1)
+        plus = bad + 1
+    state = flow.run()
+    assert state.is_failed()
+    assert state.result[bad].is_failed()
+    assert not state.result[plus].is_successful()
+
+
+def test_an_operator_outside_its_flow_block_says_where_to_use_it():
+    with Flow("built") as flow:
+        a = number(1)
+    with pytest.raises(UsageError, match=r"Add of node 'number' was used outside the 'with Flow\('built'\)' block"):
+        a + 1
+    assert len(flow.nodes) == 1

@@ -16,7 +16,8 @@ fail the flow. The flow's state is decided by its terminal nodes.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tether._arguments import map_leaves
@@ -54,6 +55,129 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} ({self.kind})>"
+
+    # -- Prefect 1's task operators: each one adds a node that applies it --------------
+    # `==` and `!=` stay identity, as in Prefect 1 (a node is a dict key of the flow's
+    # results): use `is_equal` and `is_not_equal` for the node that compares values.
+
+    def _apply(self, name: str, fn: Callable[..., Any], *args: Any) -> Node:
+        graph = building_graph.get()
+        if graph is not self.graph:
+            raise UsageError(
+                f"{name} of node {self.name!r} was used outside the 'with Flow({self.graph.name!r})' block that "
+                "built it, so there is no graph to add its node to. Use the operator inside that block."
+            )
+        return graph.add_call(_OPERATORS[name, fn], args, {}, None)
+
+    def __add__(self, other: Any) -> Node:
+        return self._apply("Add", operator.add, self, other)
+
+    def __radd__(self, other: Any) -> Node:
+        return self._apply("Add", operator.add, other, self)
+
+    def __sub__(self, other: Any) -> Node:
+        return self._apply("Sub", operator.sub, self, other)
+
+    def __rsub__(self, other: Any) -> Node:
+        return self._apply("Sub", operator.sub, other, self)
+
+    def __mul__(self, other: Any) -> Node:
+        return self._apply("Mul", operator.mul, self, other)
+
+    def __rmul__(self, other: Any) -> Node:
+        return self._apply("Mul", operator.mul, other, self)
+
+    def __truediv__(self, other: Any) -> Node:
+        return self._apply("Div", operator.truediv, self, other)
+
+    def __rtruediv__(self, other: Any) -> Node:
+        return self._apply("Div", operator.truediv, other, self)
+
+    def __floordiv__(self, other: Any) -> Node:
+        return self._apply("FloorDiv", operator.floordiv, self, other)
+
+    def __rfloordiv__(self, other: Any) -> Node:
+        return self._apply("FloorDiv", operator.floordiv, other, self)
+
+    def __mod__(self, other: Any) -> Node:
+        return self._apply("Mod", operator.mod, self, other)
+
+    def __rmod__(self, other: Any) -> Node:
+        return self._apply("Mod", operator.mod, other, self)
+
+    def __pow__(self, other: Any) -> Node:
+        return self._apply("Pow", operator.pow, self, other)
+
+    def __rpow__(self, other: Any) -> Node:
+        return self._apply("Pow", operator.pow, other, self)
+
+    def __and__(self, other: Any) -> Node:
+        return self._apply("And", _and, self, other)
+
+    def __rand__(self, other: Any) -> Node:
+        return self._apply("And", _and, other, self)
+
+    def __or__(self, other: Any) -> Node:
+        return self._apply("Or", _or, self, other)
+
+    def __ror__(self, other: Any) -> Node:
+        return self._apply("Or", _or, other, self)
+
+    def __gt__(self, other: Any) -> Node:
+        return self._apply("GreaterThan", operator.gt, self, other)
+
+    def __ge__(self, other: Any) -> Node:
+        return self._apply("GreaterThanOrEqual", operator.ge, self, other)
+
+    def __lt__(self, other: Any) -> Node:
+        return self._apply("LessThan", operator.lt, self, other)
+
+    def __le__(self, other: Any) -> Node:
+        return self._apply("LessThanOrEqual", operator.le, self, other)
+
+    def __getitem__(self, key: Any) -> Node:
+        return self._apply("GetItem", operator.getitem, self, key)
+
+    def is_equal(self, other: Any) -> Node:
+        return self._apply("Equal", operator.eq, self, other)
+
+    def is_not_equal(self, other: Any) -> Node:
+        return self._apply("NotEqual", operator.ne, self, other)
+
+    def not_(self) -> Node:
+        return self._apply("Not", operator.not_, self)
+
+    def and_(self, other: Any) -> Node:
+        return self._apply("And", _and, self, other)
+
+    def or_(self, other: Any) -> Node:
+        return self._apply("Or", _or, self, other)
+
+
+def _and(x: Any, y: Any) -> Any:
+    return x and y  # Prefect 1's And: the values' truth, not a bitwise and
+
+
+def _or(x: Any, y: Any) -> Any:
+    return x or y
+
+
+#: One task per operator, made once: each use adds a node of it (named as in Prefect 1).
+_OPERATORS: dict[tuple[str, Callable[..., Any]], Task[Any]] = {}
+
+
+def _operator_task(name: str, fn: Callable[..., Any]) -> Task[Any]:
+    return Task(fn, name=name)
+
+
+for _name, _fn in (
+    ("Add", operator.add), ("Sub", operator.sub), ("Mul", operator.mul), ("Div", operator.truediv),
+    ("FloorDiv", operator.floordiv), ("Mod", operator.mod), ("Pow", operator.pow), ("And", _and), ("Or", _or),
+    ("GreaterThan", operator.gt), ("GreaterThanOrEqual", operator.ge), ("LessThan", operator.lt),
+    ("LessThanOrEqual", operator.le), ("GetItem", operator.getitem), ("Equal", operator.eq),
+    ("NotEqual", operator.ne), ("Not", operator.not_),
+):
+    _OPERATORS[_name, _fn] = _operator_task(_name, _fn)
 
 
 class Parameter:
