@@ -104,7 +104,9 @@ def cancel_flow_run(
         raise CannotCancel(
             f"{shown} is {state}, but the store recorded no process for it (no host or pid), so there is "
             "nothing to signal. If it is still running, stop it where it runs (Ctrl-C in its terminal); "
-            "if not, `tether reap` records it Crashed.", rid, "no-process",
+            "if not, `tether reap` records it Crashed.",
+            rid,
+            "no-process",
         )
     if run_host != host:
         beat = run["heartbeat"]
@@ -113,39 +115,51 @@ def cancel_flow_run(
             f"{shown} runs on host {run_host!r} (process {pid}), not on this host ({host!r}): tether cancels a "
             f"run by signalling its process, which it can do only on the same machine.{age} Run this command "
             f"on {run_host}: tether runs cancel {rid} (if that host is gone, `tether reap` records the run Crashed "
-            "once its heartbeat is stale, and reaps its resources).", rid, "other-host",
+            "once its heartbeat is stale, and reaps its resources).",
+            rid,
+            "other-host",
         )
     if not process_alive(pid, None):
         raise CannotCancel(
             f"{shown} is recorded {state}, but its process {pid} on this host is gone (killed, or the machine "
             "restarted) and never recorded the run's end. Nothing is left to cancel: run `tether reap` to record "
-            "it Crashed and clean up the resources it left open.", rid, "gone",
+            "it Crashed and clean up the resources it left open.",
+            rid,
+            "gone",
         )
     reused = _reused(pid, run["created"], started_ticks)
     if reused is not None:
         raise CannotCancel(
             f"{shown} is recorded {state}, but pid {pid} is now another process ({reused}): the run's own "
             "process is gone, so tether sends no signal to it. Run `tether reap` to record the run Crashed and "
-            "clean up the resources it left open.", rid, "reused",
+            "clean up the resources it left open.",
+            rid,
+            "reused",
         )
     if catches_signal(pid, signal.SIGTERM) is False:
         raise CannotCancel(
             f"{shown} runs in process {pid}, which does not handle SIGTERM (an async flow, or a flow run "
             "started outside its process's main thread, gets no SIGTERM handler from tether): the signal would "
             f"kill it with nothing cleaned up, so it was not sent. Stop it with Ctrl-C in its terminal, or "
-            f"`kill -INT {pid}`, which an async flow turns into cancellation.", rid, "no-handler",
+            f"`kill -INT {pid}`, which an async flow turns into cancellation.",
+            rid,
+            "no-handler",
         )
     try:
         send(pid, signal.SIGTERM)
     except ProcessLookupError:
         raise CannotCancel(
             f"{shown}: its process {pid} ended just now, before the signal was sent. See how the run ended with: "
-            f"tether runs show {rid}", rid, "gone",
+            f"tether runs show {rid}",
+            rid,
+            "gone",
         ) from None
     except PermissionError:
         raise CannotCancel(
             f"{shown} runs in process {pid}, which belongs to another user, so this user may not signal it. "
-            f"Run the command as that user: tether runs cancel {rid}", rid, "not-permitted",
+            f"Run the command as that user: tether runs cancel {rid}",
+            rid,
+            "not-permitted",
         ) from None
     return CancelSent(rid, name, run_host, pid, state, time.time() if now is None else now)
 
