@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: Every schema revision this code knows, oldest first. Add one per migration.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
 #: The revision this code writes and reads.
 HEAD = REVISIONS[-1]
 
@@ -211,4 +211,45 @@ deployment_runs = sa.Table(
     sa.Column("started", sa.Double, nullable=True),
     sa.Column("ended", sa.Double, nullable=True),
     sa.UniqueConstraint("deployment", "scheduled_time", name="uq_deployment_runs_time"),
+)
+
+#: Prefect's variables: named JSON values (``tether.variables.Variable``), shared by every run of the store.
+variables = sa.Table(
+    "variables",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),  # JSON
+    sa.Column("tags", sa.Text, nullable=True),  # JSON list
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("updated", sa.Double, nullable=False),
+)
+
+#: Saved blocks (``tether.blocks``: ``Secret``), one per block type and name. ``data`` is the block's
+#: JSON encrypted with the key under ``$TETHER_HOME`` (`tether.store._secrets`): never readable here.
+blocks = sa.Table(
+    "blocks",
+    metadata,
+    sa.Column("block_type", NAME, primary_key=True),
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("id", ID, nullable=False, unique=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=False),  # which key encrypted it (for the error when it is another)
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("updated", sa.Double, nullable=False),
+)
+
+#: Artifacts (``tether.artifacts``): markdown, tables, links, progress, images, linked to the run that
+#: made them. Artifacts sharing a key are its versions; ``data`` is the formatted payload, as JSON.
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("key", NAME, nullable=True, index=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("data", sa.Text, nullable=True),
+    sa.Column("flow_run_id", ID, nullable=True, index=True),
+    sa.Column("task_run_id", ID, nullable=True),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("updated", sa.Double, nullable=False),
 )
