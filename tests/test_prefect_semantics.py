@@ -5,6 +5,7 @@ at, states returned by flows and tasks, `.map(return_state=True)`, flows and tas
 from __future__ import annotations
 
 import datetime
+import typing
 
 import pytest
 
@@ -106,3 +107,18 @@ def test_a_custom_failed_returned_by_a_task_or_flow_is_kept_as_given() -> None:
 
     state = f(return_state=True)
     assert state.is_failed() and state.message == "flow custom"
+
+
+def test_state_is_generic_in_annotations_as_in_prefect() -> None:
+    @task
+    def one() -> int:
+        return 1
+
+    @flow
+    def annotated() -> State[int]:
+        return one(return_state=True)
+
+    assert typing.get_type_hints(annotated.fn)["return"] == State[int]
+    assert State[int].__origin__ is State
+    state = annotated(return_state=True)
+    assert isinstance(state, State) and state.is_completed()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
+import types
 from typing import Any
 
 
@@ -54,6 +55,10 @@ class State:
         self.message = message
         self.data = data
         self.timestamp = time.time() if timestamp is None else timestamp
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        """``State[int]`` in annotations, as Prefect's generic ``State[R]`` allows."""
+        return types.GenericAlias(cls, item)
 
     def is_pending(self) -> bool:
         return self.type is StateType.PENDING
