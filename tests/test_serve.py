@@ -216,23 +216,70 @@ def only_run(rows: Rows, run_id: int) -> Any:
     return next(r for r in rows.runs() if r.id == run_id)
 
 
+# A real `tether serve` whose store calls stop and wait at one step of a claim, so that the test
+# SIGKILLs it there: the test's own stand-in for DeploymentTable's methods (inherited by the forked
+# run's process), nothing in tether itself. argv: POINT MARKER, then tether's arguments.
+STALLED_SERVE = """
+import os, sys, threading
+from tether.cli import main
+from tether.store import DeploymentTable
+
+point, marker = sys.argv[1], sys.argv[2]
+claim, finish = DeploymentTable.claim, DeploymentTable.finish
+
+
+def reached():
+    with open(marker + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(marker + ".tmp", marker)  # the test sees the marker whole or not at all
+    threading.Event().wait()
+
+
+def stalling_claim(self, name, owner, late_seconds):
+    if point == "before-claim":
+        now = self.now()
+        if any(r.scheduled_time <= now for r in self.runs(name, limit=None, statuses=("scheduled",))):
+            reached()  # a run is due: this serve process dies before it claims it
+    claimed = claim(self, name, owner, late_seconds)
+    if claimed is not None and point == "after-claim":
+        reached()  # claimed, and its process not started
+    return claimed
+
+
+def stalling_finish(self, *args, **kwargs):
+    if point == "after-run":
+        reached()  # in the run's process: the flow run ended and is written, the row not yet
+    return finish(self, *args, **kwargs)
+
+
+DeploymentTable.claim = stalling_claim
+DeploymentTable.finish = stalling_finish
+main(sys.argv[3:], prog_name="tether")
+"""
+
+
 @pytest.mark.parametrize("point", ["before-claim", "after-claim", "mid-run", "after-run"])
 def test_a_serve_killed_at_each_step_of_a_claim_leaves_the_run_once_or_crashed_never_twice(env, rows, tmp_path, point):
     marker = tmp_path / "reached"
+    yearly = ("--name", "ticker", "--cron", "0 0 1 1 *")  # a yearly schedule: only requested runs
     if point == "mid-run":
-        extra = {"HOLD": str(tmp_path / "never")}
+        first = start_serve(env, tmp_path, *yearly[2:], HOLD=str(tmp_path / "never"))
     else:
-        extra = {"TETHER_SERVE_FAULT": f"{point}:{marker}"}
-    first = start_serve(env, tmp_path, "--cron", "0 0 1 1 *", **extra)  # a yearly schedule: only requested runs
+        script = tmp_path / "stalled_serve.py"
+        script.write_text(STALLED_SERVE)
+        first = subprocess.Popen(
+            [sys.executable, str(script), point, str(marker), "serve", f"{tmp_path / 'flows.py'}:tick", *yearly],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
     wait_serving(first)
     table = rows.table()
     assert table is not None
     run_id = table.request_run("ticker", {"n": 7})
     if point == "mid-run":
-        wait_until(lambda: len(records(tmp_path)) == 1, "the run's body to start")
+        wait_until(lambda: len(records(tmp_path)) == 1, "the run's body to start", serving=first)
         assert only_run(rows, run_id).status == "running"
     else:
-        wait_until(marker.exists, f"the serve process to reach {point}")
+        wait_until(marker.exists, f"the serve process to reach {point}", serving=first)
     status_when_killed = only_run(rows, run_id).status
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)

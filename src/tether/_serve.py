@@ -34,7 +34,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tether._clock import get_clock
 from tether._deployment import Deployment, DeploymentError
-from tether._faults import fault_point
 from tether._serve_child import run_claimed
 from tether.store import Claimed, DeploymentTable, ProcessInfo, Store, open_store
 
@@ -160,11 +159,9 @@ class Server:
                 self.table.plan(name, deployment.times, self.settings.lookahead_seconds)
         for name in self.deployments:
             while not self.stop_event.is_set() and self._has_room():
-                fault_point("before-claim")
                 claimed = self.table.claim(name, self.me, self.settings.late_seconds)
                 if claimed is None:
                     break
-                fault_point("after-claim")
                 self.start_child(claimed)
         if self.on_tick is not None:
             try:

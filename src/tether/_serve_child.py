@@ -26,7 +26,6 @@ import sqlalchemy as sa
 from tether._context import events
 from tether._core import Event, RunCreated
 from tether._deployment_context import DeploymentRun, set_deployment_run
-from tether._faults import fault_point
 from tether._task import tags as run_tags
 from tether.store import DeploymentTable, ProcessInfo, enable, flush, open_store
 
@@ -96,6 +95,5 @@ def _run(job: dict[str, Any], flow: Callable[..., Any], owner: ProcessInfo) -> i
     finally:
         events.unsubscribe(watcher)
     flush(until="written")
-    fault_point("after-run")
     table.finish(run_id, state_type, state_name, me.pid, reason)
     return 0 if state_type == "COMPLETED" else 1
