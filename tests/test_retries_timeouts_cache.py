@@ -1,8 +1,11 @@
 """Retries, timeouts and caching: the time-based behaviour of tasks and flows.
 
 Retry delays and cache expiry are tested on a fake clock that records every wait and
-moves time forward at once, so nothing here sleeps. Timeouts use real (short)
-deadlines on bodies that would otherwise never end.
+moves time forward at once, so nothing here sleeps. Task and flow timeouts and the grace
+period after them are kept by the watchdog, on the same clock: the tests of them on the
+fake clock move time past each deadline by hand and see what fired. A few keep real
+(short) deadlines, to check the system clock's path end to end, and asyncio's own
+timeouts for async tasks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 
 from tether import FlowRunTimeout, TaskRunTimeout, flow, task, task_input_hash
 from tether._clock import set_clock
+from tether._interrupt import Watchdog
 from tether._core import InMemoryRecorder, RunCreated
 from tether.runners import ThreadPoolRunner
 from tether.testing import FakeClock
@@ -414,6 +418,154 @@ def test_an_async_task_awaited_in_an_async_flow_times_out():
     state = seen["state"]
     assert state.name == "TimedOut"
     assert isinstance(state.data, TaskRunTimeout)
+
+
+# -- deadlines on the fake clock ------------------------------------------------------------
+
+
+def test_a_watchdog_on_a_fake_clock_fires_what_came_due_when_time_moves():
+    clock = FakeClock()
+    watchdog = Watchdog(clock)
+    fired: list[object] = []
+    watchdog.schedule(5, lambda: fired.append(("at 5", threading.current_thread().name)))
+    dropped = watchdog.schedule(3, lambda: fired.append("cancelled"))
+    watchdog.schedule(7, lambda: watchdog.schedule(0, lambda: fired.append("scheduled by a callback, due at once")))
+    watchdog.cancel(dropped)
+    clock.advance(4.5)
+    assert fired == []
+    clock.advance(0.5)  # returns once the callback has run, on the watchdog's thread
+    assert fired == [("at 5", "tether-watchdog")]
+    clock.advance(2)
+    assert fired[1:] == ["scheduled by a callback, due at once"]
+
+
+def test_the_process_watchdog_follows_the_installed_clock():
+    from tether._interrupt import watchdog
+
+    fired = threading.Event()
+    with FakeClock() as clock:
+        watchdog.schedule(3600, fired.set)
+        clock.advance(3599)
+        assert not fired.is_set()
+        clock.advance(1)
+        assert fired.is_set()
+    back = threading.Event()
+    watchdog.schedule(0.01, back.set)  # the system clock again: real time fires it
+    assert back.wait(10)
+
+
+def test_a_task_timeout_fires_when_the_fake_clock_passes_it(clock, recorder):
+    started = threading.Event()
+    seen = {}
+
+    @task(timeout_seconds=30)
+    def busy():
+        started.set()
+        while not _stop.is_set():
+            pass
+
+    @flow(task_runner=ThreadPoolRunner(1))
+    def pipeline():
+        future = busy.submit()
+        assert started.wait(10)
+        clock.advance(29)
+        seen["at 29 s"] = future.state.name
+        clock.advance(1)
+        future.wait()
+        seen["state"] = future.state
+
+    begun = time.monotonic()
+    pipeline()
+    assert time.monotonic() - begun < 10, "the 30 s timeout took real time"
+    assert seen["at 29 s"] == "Running"
+    state = seen["state"]
+    assert state.name == "TimedOut"
+    assert isinstance(state.data, TaskRunTimeout)
+    assert "'busy'" in state.message and "30 s" in state.message
+    assert recorder.states_of(run_id_of(recorder, "task", "busy")) == ["Running", "TimedOut"]
+
+
+def test_a_timed_out_task_is_retried_on_the_fake_clock(clock, recorder):
+    started = [threading.Event(), threading.Event()]
+
+    @task(timeout_seconds=60, retries=1, retry_delay_seconds=120)
+    def slow_then_fast():
+        attempt = sum(event.is_set() for event in started)
+        started[attempt].set()
+        while attempt == 0 and not _stop.is_set():
+            pass
+        return "fast"
+
+    @flow(task_runner=ThreadPoolRunner(1))
+    def pipeline():
+        future = slow_then_fast.submit()
+        assert started[0].wait(10)
+        clock.advance(60)  # the timeout; the retry's 120 s pass at once on the fake clock
+        return future.result()
+
+    assert pipeline() == "fast"
+    assert clock.waits == [120.0]
+    run_id = run_id_of(recorder, "task", "slow_then_fast")
+    assert recorder.states_of(run_id) == ["Running", "AwaitingRetry", "Retrying", "Completed"]
+
+
+def test_a_task_blocked_past_its_timeout_is_abandoned_when_the_grace_period_passes(clock, monkeypatch):
+    # Blocked in a lock wait, the body cannot see the interrupt; the default grace period
+    # (10 s) passes on the fake clock, and the flow goes on without it.
+    monkeypatch.delenv("TETHER_INTERRUPT_GRACE_SECONDS", raising=False)
+    started, gate = threading.Event(), threading.Event()
+    seen = {}
+
+    @task(timeout_seconds=5)
+    def blocked():
+        started.set()
+        gate.wait()
+
+    @flow(task_runner=ThreadPoolRunner(1))
+    def pipeline():
+        future = blocked.submit()
+        assert started.wait(10)
+        clock.advance(5)
+        seen["interrupted"] = future.state.name
+        clock.advance(9.5)
+        seen["in its grace period"] = future.state.name
+        clock.advance(0.5)
+        future.wait()
+        seen["state"] = future.state
+        return "not held"
+
+    try:
+        assert pipeline() == "not held"
+    finally:
+        gate.set()  # let the abandoned thread go
+    assert seen["interrupted"] == seen["in its grace period"] == "Running"
+    state = seen["state"]
+    assert state.name == "TimedOut"
+    assert isinstance(state.data, TaskRunTimeout)
+    assert "did not stop within 10 s, so it was abandoned" in state.message
+
+
+@pytest.mark.timeout(60)
+def test_a_flow_timeout_fires_when_the_fake_clock_passes_it(clock, recorder):
+    never = threading.Event()
+
+    @task
+    def let_an_hour_pass():
+        clock.advance(3600)
+
+    @flow(task_runner=ThreadPoolRunner(1), timeout_seconds=3600)
+    def pipeline():
+        let_an_hour_pass.submit()
+        never.wait(30)  # the timeout wakes it (30 real seconds only if it never fires)
+        return "should not get here"
+
+    begun = time.monotonic()
+    state = pipeline(return_state=True)
+    assert time.monotonic() - begun < 20, "the flow's timeout did not fire on the fake clock"
+    assert state.is_cancelled()
+    assert state.name == "TimedOut"
+    assert isinstance(state.data, FlowRunTimeout)
+    assert "3600 s" in state.message
 
 
 # -- flow timeouts ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tether._clock import Clock, get_clock
 from tether._mailbox import SLICE_SECONDS, is_expecting, run_posted
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
@@ -98,52 +99,92 @@ def _left_to_the_flow_process(signum: int, frame: Any) -> None:
 
 
 class Watchdog:
-    """One daemon thread that calls callbacks at deadlines (on the monotonic clock).
+    """One daemon thread that calls callbacks at deadlines on a `Clock`.
 
     ``schedule`` returns a handle; ``cancel(handle)`` drops it if it has not fired.
     Callbacks run on the watchdog thread and must be quick.
+
+    The clock is the one given, or else the process's (`_clock.get_clock()`, looked up at
+    each ``schedule``: a test that installs a `FakeClock` moves the process's watchdog onto
+    it, and deadlines already pending keep the time they had left). On the system clock the
+    thread waits for the next deadline; on a clock that `drives` its alarms, such as
+    `tether.testing.FakeClock`, it waits to be told that time moved, and the clock's
+    ``advance`` returns once the callbacks that came due have run.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._given = clock
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._cancelled: set[int] = set()
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._firing = False  # a callback runs now (a clock that moved waits for it)
+        self._clock: Clock = clock or get_clock()
+        self._driven = self._clock.drives(self)
 
     def schedule(self, delay: float, callback: Callable[[], None]) -> int:
         handle = next(self._counter)
         with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + delay, handle, callback))
+            clock = self._follow()
+            heapq.heappush(self._heap, (clock.monotonic() + delay, handle, callback))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="tether-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            self._cond.notify_all()
         return handle
 
     def cancel(self, handle: int) -> None:
         with self._cond:
             self._cancelled.add(handle)
 
+    def clock_moved(self, clock: Clock) -> None:
+        """``clock`` moved (a fake clock's ``advance``): fire what came due, then return."""
+        with self._cond:
+            if clock is not self._clock or self._thread is None:
+                return
+            self._cond.notify_all()
+            if threading.current_thread() is self._thread:
+                return  # a callback moved the clock: the loop fires the rest once it returns
+            self._cond.wait_for(lambda: not self._firing and self._next_due() != 0)
+
+    def _follow(self) -> Clock:
+        """Under the lock: the clock to keep time on now; pending deadlines keep what they had left."""
+        clock = self._given or get_clock()
+        if clock is not self._clock:
+            then, now = self._clock.monotonic(), clock.monotonic()
+            self._heap = [(due - then + now, handle, callback) for due, handle, callback in self._heap]
+            heapq.heapify(self._heap)
+            self._clock = clock
+            self._driven = clock.drives(self)
+        return clock
+
+    def _next_due(self) -> float | None:
+        """Under the lock: how long until the next deadline (0 if it has come), None if there is none."""
+        while self._heap and self._heap[0][1] in self._cancelled:
+            self._cancelled.discard(heapq.heappop(self._heap)[1])
+        if not self._heap:
+            return None
+        return max(0.0, self._heap[0][0] - self._clock.monotonic())
+
     def _loop(self) -> None:
         while True:
             with self._cond:
+                self._firing = False
+                self._cond.notify_all()  # a clock that moved may be waiting for this callback
                 while True:
-                    while self._heap and self._heap[0][1] in self._cancelled:
-                        self._cancelled.discard(heapq.heappop(self._heap)[1])
-                    if not self._heap:
-                        self._cond.wait()
-                        continue
-                    due, handle, callback = self._heap[0]
-                    remaining = due - time.monotonic()
-                    if remaining <= 0:
-                        heapq.heappop(self._heap)
+                    remaining = self._next_due()
+                    if remaining == 0:
+                        callback = heapq.heappop(self._heap)[2]
+                        self._firing = True
                         break
-                    self._cond.wait(remaining)
+                    # On a driven clock, time moves only when the clock says so.
+                    self._cond.wait(None if self._driven else remaining)
             try:
                 callback()
             except Exception:  # a failing callback must not kill the watchdog
                 logging.getLogger("tether").exception("A watchdog callback failed: %r", callback)
+            del callback
 
 
 watchdog = Watchdog()

@@ -2,7 +2,8 @@
 
 - `CountingResource`: a resource that records its setups, cleanups, outcomes and
   their order.
-- `FakeClock`: time that moves only when told, for retries, expiries and leases.
+- `FakeClock`: time that moves only when told, for retries, expiries, leases, timeouts
+  and grace periods.
 - `RecordingStore`: an event recorder to subscribe for the length of a test.
 - `InlineRunner`: runs each task body at once in the submitting thread.
 """
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether._clock import set_clock
+from tether._clock import Alarms, set_clock
 from tether._context import events
 from tether._core import Event, InMemoryRecorder, LogEmitted, ResourceEvent, RunCreated, StateChanged
 from tether._resources import Resource, resource
@@ -112,13 +113,19 @@ class CountedValue:
 
 
 class FakeClock:
-    """A clock that moves only by `advance` (or instantly, when something waits on it)."""
+    """A clock that moves only by `advance` (or instantly, when something waits on it).
+
+    Deadlines kept on it by a watchdog (task and flow timeouts, grace periods, remote
+    retries) fire when time moves past them: `advance` returns once their callbacks have
+    run, so a test can step through a timeout with no real time passing.
+    """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
         self._mono = 0.0
         self.waits: list[float] = []
         self._lock = threading.Lock()
+        self._alarms: list[Alarms] = []
 
     def time(self) -> float:
         return self._now
@@ -127,9 +134,13 @@ class FakeClock:
         return self._mono
 
     def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``; returns once the deadlines that came due have fired."""
         with self._lock:
             self._now += seconds
             self._mono += seconds
+            alarms = list(self._alarms)
+        for each in alarms:  # outside the lock: a callback may read the time
+            each.clock_moved(self)
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         """Records the wait and returns at once, time moved forward by ``seconds``."""
@@ -139,6 +150,12 @@ class FakeClock:
             self.waits.append(seconds)
         self.advance(seconds)
         return event.is_set()
+
+    def drives(self, alarms: Alarms) -> bool:
+        with self._lock:
+            if all(each is not alarms for each in self._alarms):
+                self._alarms.append(alarms)
+        return True
 
     def __enter__(self) -> FakeClock:
         self._previous = set_clock(self)
