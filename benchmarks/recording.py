@@ -315,7 +315,7 @@ def processes(count: int, n: int) -> None:
 
 def kill(kills: int, postgres: str | None) -> None:
     cases = [("SQLite, in-process writer", fresh_env, {"TETHER_STORE_HELPER": "never"}),
-             ("SQLite, helper process", fresh_env, {"TETHER_STORE_HELPER": "always"}),
+             ("SQLite, writer process", fresh_env, {"TETHER_STORE_HELPER": "always"}),
              ("SQLite, default", fresh_env, {})]  # fmt: skip
     if postgres:
         cases.append(("PostgreSQL, default", fresh_env, {"TETHER_DATABASE_URL": postgres}))
@@ -337,7 +337,7 @@ def kill(kills: int, postgres: str | None) -> None:
                 finished.extend(json.loads(proc.stdout.readline()))
             import psutil
 
-            writers = psutil.Process(proc.pid).children(recursive=True)  # the helper process, if any
+            writers = psutil.Process(proc.pid).children(recursive=True)  # the writer process, if any
             os.kill(proc.pid, signal.SIGKILL)
             killed_at = time.time()
             proc.wait()

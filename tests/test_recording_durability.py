@@ -4,7 +4,7 @@ A flow process finishes task runs, says which, and is killed with a real SIGKILL
 later, while its flow still runs. Every one of those task runs must then be
 ``Completed`` in the store, on SQLite and PostgreSQL, whether its rows were to be
 written by the flow's own process (the spool is replayed by the next store open) or
-by the helper process (which writes the spool once the flow process is gone).
+by the writer process (which writes the spool once the flow process is gone).
 """
 
 from __future__ import annotations
@@ -77,14 +77,14 @@ def test_task_runs_finished_before_a_sigkill_are_completed_in_the_store(tmp_path
         finished = proc.stdout.readline().split()
         assert len(finished) == 300, "the flow process ended before its task runs did"
         time.sleep(0.2)  # the rule under test: done 0.2 s before the kill
-        writers = psutil.Process(proc.pid).children(recursive=True)  # the helper process, if any
+        writers = psutil.Process(proc.pid).children(recursive=True)  # the writer process, if any
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     assert bool(writers) == (helper == "always")
-    _, alive = psutil.wait_procs(writers, timeout=60)  # a helper writes what is spooled, then ends
+    _, alive = psutil.wait_procs(writers, timeout=60)  # a writer process writes what is spooled, then ends
     assert not alive
 
     monkeypatch.setenv("TETHER_HOME", str(home))  # where the spool is

@@ -51,9 +51,9 @@ def store_url(request, tmp_path):
         admin.dispose()
 
 
-@pytest.fixture(params=["in-process", "helper"])
+@pytest.fixture(params=["in-process", "writer-process"])
 def writer_mode(request, monkeypatch):
-    """Where rows are planned and written: in the flow's process, or in the helper process."""
+    """Where rows are planned and written: in the flow's process, or in the writer process."""
     monkeypatch.setenv("TETHER_STORE_HELPER", "never" if request.param == "in-process" else "always")
     return request.param
 
@@ -66,12 +66,12 @@ def recording(store_url, writer_mode, monkeypatch):
     store = tether.store.enable()
     assert store is not None
     yield store
-    helper = store.recorder.helper_pid if store.recorder is not None else None
-    assert (helper is not None) == (writer_mode == "helper")
+    writer = store.recorder.writer_process_pid if store.recorder is not None else None
+    assert (writer is not None) == (writer_mode == "writer-process")
     tether.store.disable()
-    if helper is not None:  # the helper ends with the store
+    if writer is not None:  # the writer process ends with the store
         with pytest.raises(ProcessLookupError):
-            os.kill(helper, 0)
+            os.kill(writer, 0)
 
 
 @pytest.fixture
@@ -171,9 +171,9 @@ def test_a_flow_run_is_recorded_end_to_end(recording):
     assert recording.flow_run(sub.id).task_runs[0].name == "add"
 
 
-@pytest.mark.parametrize("writer_mode", ["helper"], indirect=True)
-def test_records_safe_in_the_helper_are_written_once_the_stream_pauses(recording):
-    """A flow run's end waits until its records are safe in the helper, which keeps them while
+@pytest.mark.parametrize("writer_mode", ["writer-process"], indirect=True)
+def test_records_safe_in_the_writer_process_are_written_once_the_stream_pauses(recording):
+    """A flow run's end waits until its records are safe in the writer process, which keeps them while
     records stream in and writes them once the stream pauses, without being asked to."""
 
     @flow
@@ -184,7 +184,7 @@ def test_records_safe_in_the_helper_are_written_once_the_stream_pauses(recording
     wait_until(
         lambda: [r for r in recording.flow_runs() if r.name == "burst" and r.task_counts == {"COMPLETED": 50}],
         timeout=30,
-        what="the helper process to write the flow's records",
+        what="the writer process to write the flow's records",
     )
 
 
@@ -337,9 +337,9 @@ def test_a_store_that_breaks_mid_run_says_once_what_is_not_recorded(recording, s
     assert recording.recorder.failure == text and recording.recorder.dropped > 0
 
 
-@pytest.mark.parametrize("writer_mode", ["helper"], indirect=True)
-def test_a_failure_of_the_helper_after_the_flow_ended_is_said_without_a_flush(recording, store_log):
-    """The helper writes a flow's records after the flow ended; if that fails, the flow's
+@pytest.mark.parametrize("writer_mode", ["writer-process"], indirect=True)
+def test_a_failure_of_the_writer_process_after_the_flow_ended_is_said_without_a_flush(recording, store_log):
+    """The writer process writes a flow's records after the flow ended; if that fails, the flow's
     process says so by itself, though nothing waits for the records to be written."""
 
     @flow
@@ -347,7 +347,7 @@ def test_a_failure_of_the_helper_after_the_flow_ended_is_said_without_a_flush(re
         return sum(add.submit(i, 1).result() for i in range(n))
 
     assert ends_before_its_records_are_written(1) == 1
-    assert tether.store.flush() and recording.recorder.helper_pid is not None  # the helper writes from now on
+    assert tether.store.flush() and recording.recorder.writer_process_pid is not None  # the writer process writes from now on
     with recording.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE task_runs")
     assert ends_before_its_records_are_written(3) == 6
@@ -491,19 +491,19 @@ def test_the_writer_keeps_the_heartbeat_of_open_resources(recording, store_url):
 
 
 @pytest.mark.parametrize("writer_mode", ["in-process"], indirect=True)
-def test_a_helper_that_was_never_used_does_not_hold_up_the_process_exit(recording):
-    """A heavy burst starts the helper; if the process ends before the helper is ready, the
-    helper holds nothing of the flow's (this process wrote it all): it is killed, not awaited."""
+def test_a_writer_process_that_was_never_used_does_not_hold_up_the_process_exit(recording):
+    """A heavy burst starts the writer process; if the process ends before it is ready, the
+    writer process holds nothing of the flow's (this process wrote it all): it is killed, not awaited."""
     recorder = recording.recorder
     closed = []
 
-    class Starting:  # a helper process still starting
+    class Starting:  # a writer process still starting
         pid = 1
 
         def close(self, timeout):
             closed.append(timeout)
 
-    recorder._helper = Starting()
+    recorder._writer_process = Starting()
     tether.store.disable()
     assert closed == [0.0]
 

@@ -8,11 +8,10 @@ import os
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
 from tether.store import _spool
 from tether.store._encode import RECORD_LENGTHS, Encoder, split_records
-from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS
-from tether.store._helper import Pending as Unwritten
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
 from tether.store._redact import REDACTED, redact_parameters, redact_text
+from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS, Backlog
 
 PROCESS = ProcessInfo(pid=4242, host="here", started="1")
 
@@ -27,6 +26,9 @@ class FakeClock:
         self.now = 100.0
 
     def __call__(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
         return self.now
 
 
@@ -207,7 +209,7 @@ def test_orphan_rule_on_this_host_asks_the_process_and_elsewhere_the_heartbeat()
     )
 
 
-def test_records_hold_no_live_objects_so_they_can_go_to_the_helper_process():
+def test_records_hold_no_live_objects_so_they_can_go_to_the_writer_process():
     import pickle
 
     class Unpicklable:
@@ -239,9 +241,9 @@ def test_records_hold_no_live_objects_so_they_can_go_to_the_helper_process():
     assert split_records(marshal.loads(marshal.dumps(flat))) == records
 
 
-def test_the_helper_waits_while_records_stream_in_and_writes_them_when_the_stream_pauses():
+def test_the_writer_process_waits_while_records_stream_in_and_writes_them_when_the_stream_pauses():
     clock = FakeClock()
-    pending = Unwritten(clock)
+    pending = Backlog(clock)
     assert pending.wait() is None and not pending.due()
     for n in range(3):
         clock.now += 0.01

@@ -40,7 +40,7 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("helper", ["never", "always"])
 def test_four_processes_with_a_thousand_tasks_each_lose_nothing(tmp_path, helper):
-    """Each process writes in-process, or through a helper process of its own: eight writers then."""
+    """Each process writes in-process, or through a writer process of its own: eight writers then."""
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tasks=TASKS))
     env = {

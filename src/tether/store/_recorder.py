@@ -11,8 +11,8 @@ from the spool later, while the flow does not need the CPU: once the stream paus
 (`QUIET_SECONDS`), at the latest `DEFER_SECONDS` after the oldest was spooled, at
 once when someone waits for them (`flush`), a few thousand records at a time so that
 spooling goes on in between. A one-shot flow's records are so written after it
-ended. A stream that stays heavy for a second is handed to the helper process
-(`_helper`), which takes the spool over, so that planning and writing rows stop
+ended. A stream that stays heavy for a second is handed to the writer process
+(`_writer_process`), which takes the spool over, so that planning and writing rows stop
 competing with the flow for the GIL. Resource steps (``setup-started``, ``handle``,
 cleanup) are committed to the store before `record` returns: the ledger holds the
 intent before setup acts.
@@ -36,38 +36,34 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from tether._core import Event, ResourceEvent
+from tether._settings import store_writer_process
 from tether.store._encode import Encoder, split_records
-from tether.store._helper import DEFER_SECONDS, QUIET_SECONDS, HelperClient, HelperFailed
 from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
 from tether.store._redact import redact_text
 from tether.store._rows import RowWriter
 from tether.store._spool import READ_BYTES, Drain, Position, Spool, store_key
+from tether.store._writer_process import WriterProcess, WriterProcessFailed
+from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS
 
 log = logging.getLogger("tether.store")
 
 #: Resource steps committed before `record` returns: the ledger must not lag behind the act.
 DURABLE_STEPS = frozenset({"setup-started", "handle", "cleanup", "cleanup-failed"})
 DURABLE_TIMEOUT = 10.0
-#: This many events within a second means the stream is heavy: hand the writing to the helper process.
-HELPER_THRESHOLD = 2000
+#: This many events within a second means the stream is heavy: hand the writing to the writer process.
+WRITER_PROCESS_THRESHOLD = 2000
 #: Records are about this many items long on average: the flat queue's batch size is in items.
 ITEMS_PER_RECORD = 9
-#: With the helper, the flow process tells it how far the spool goes at most this often
-#: (each message costs the flow's threads the GIL and the helper a wake-up on a core they
+#: With the writer process, the flow process tells it how far the spool goes at most this often
+#: (each message costs the flow's threads the GIL and the writer process a wake-up on a core they
 #: would use); records are spooled as often as without it.
-HELPER_TELL_SECONDS = 0.1
+WRITER_PROCESS_TELL_SECONDS = 0.1
 #: Rows written in this process are read from the spool this many bytes at a time (a few
 #: thousand records), so the records that keep coming are spooled in between.
 IN_PROCESS_READ_BYTES = 256 << 10
-#: How often an idle writer looks for a failure the helper reported (it writes after a pause).
-HELPER_CHECK_SECONDS = 1.0
-
-
-def helper_mode() -> str:
-    """``TETHER_STORE_HELPER``: ``auto`` (the default: for heavy streams), ``always`` or ``never``."""
-    mode = os.environ.get("TETHER_STORE_HELPER", "auto").strip().lower()
-    return mode if mode in ("auto", "always", "never") else "auto"
+#: How often an idle writer looks for a failure the writer process reported (it writes after a pause).
+WRITER_PROCESS_CHECK_SECONDS = 1.0
 
 
 class _Beat:
@@ -96,9 +92,9 @@ class StoreRecorder:
         self._process = ProcessInfo.current()
         self._encoder = Encoder(self._process.host, self._process.pid)
         self._rows = RowWriter(engine, self._process)
-        self._mode = helper_mode()
-        self._helper: HelperClient | None = None
-        self._using_helper = False
+        self._mode = store_writer_process()  # TETHER_STORE_HELPER: auto, always or never
+        self._writer_process: WriterProcess | None = None
+        self._using_writer_process = False
         self._spool: Spool | None = None
         self._drain: Drain | None = None
         #: Spooled and not yet written: since when, and when the last of it was spooled.
@@ -154,7 +150,7 @@ class StoreRecorder:
         """Wait until every event recorded so far is written (or dropped); False on timeout.
 
         ``until="safe"`` returns once the events are safe from this process's death:
-        spooled (see `_spool`), from where the helper process or the next store open
+        spooled (see `_spool`), from where the writer process or the next store open
         writes them if this process is killed. A flow run's end waits for that much.
         """
         if threading.current_thread() is self._thread or not self._thread.is_alive():
@@ -170,7 +166,7 @@ class StoreRecorder:
         return self.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Write what is queued, then stop the writer (and the helper). Later events are dropped."""
+        """Write what is queued, then stop the writer (and the writer process). Later events are dropped."""
         self._stopping = True
         self.flush(timeout)
         self._accepting = False
@@ -180,17 +176,17 @@ class StoreRecorder:
     def abandon(self) -> None:
         """In a forked child: stop using what the parent process owns."""
         self._accepting = False
-        if self._helper is not None:
-            self._helper.abandon()
+        if self._writer_process is not None:
+            self._writer_process.abandon()
         if self._drain is not None:
             self._drain.abandon()
         if self._spool is not None:
             self._spool.abandon()
 
     @property
-    def helper_pid(self) -> int | None:
-        """The helper process writing for this one, if any."""
-        return self._helper.pid if self._helper is not None and self._using_helper else None
+    def writer_process_pid(self) -> int | None:
+        """The writer process writing for this one, if any."""
+        return self._writer_process.pid if self._writer_process is not None and self._using_writer_process else None
 
     # -- the writer thread -------------------------------------------------------------
 
@@ -201,16 +197,21 @@ class StoreRecorder:
             self._give_up(exc, _count(self._queue))
             self._release_waiters()
         finally:
-            if self._helper is not None:
-                # A helper never switched to holds nothing of ours: do not wait for it to start.
-                self._helper.close(30.0 if self._using_helper else 0.0)
+            if self._writer_process is not None:
+                # A writer process never switched to holds nothing of ours: do not wait for it to start.
+                self._writer_process.close(30.0 if self._using_writer_process else 0.0)
             self._finish_spool()
 
     def _loop(self) -> None:
         queue, markers = self._queue, self._markers
         while True:
-            if self._stopping and self._mode == "always" and self._helper is not None and not self._using_helper:
-                self._await_helper()
+            if (
+                self._stopping
+                and self._mode == "always"
+                and self._writer_process is not None
+                and not self._using_writer_process
+            ):
+                self._await_writer_process()
             if not queue and not markers and not self._drain_due():
                 if self._stopping:
                     return
@@ -256,7 +257,7 @@ class StoreRecorder:
             assert self._spool is not None
             self._spool.append(items)
             self._unconfirmed += max(len(items) // ITEMS_PER_RECORD, 1)
-            self._consider_helper(len(items) // ITEMS_PER_RECORD)
+            self._consider_writer_process(len(items) // ITEMS_PER_RECORD)
         except Exception as exc:  # noqa: BLE001 - whatever the failure, the flow goes on
             self._give_up(exc, _count(items))
             return
@@ -282,11 +283,11 @@ class StoreRecorder:
             raise
 
     def _drain_due(self) -> bool:
-        """Whether rows spooled in this process are to be written now (with the helper: told to it)."""
+        """Whether rows spooled in this process are to be written now (with the writer process: told to it)."""
         if self.failure is not None:
             return False
-        if self._mode == "always" and self._helper is not None and not self._using_helper:
-            return False  # the helper is starting (records go on to the spool meanwhile): it writes them
+        if self._mode == "always" and self._writer_process is not None and not self._using_writer_process:
+            return False  # the writer process is starting (records go on to the spool meanwhile): it writes them
         if self._waiting:
             return True
         if self._unwritten_since is None:
@@ -294,34 +295,34 @@ class StoreRecorder:
         if self._stopping or not self._encoder.open_flows:
             return True  # no flow runs in this process now: nothing to keep the CPU for
         now = time.monotonic()
-        if self._using_helper:  # the helper decides when it writes
-            return now - self._told >= HELPER_TELL_SECONDS
+        if self._using_writer_process:  # the writer process decides when it writes
+            return now - self._told >= WRITER_PROCESS_TELL_SECONDS
         return now - self._last_spooled >= QUIET_SECONDS or now - self._unwritten_since >= DEFER_SECONDS
 
-    def _await_helper(self) -> None:
-        """At the end, with ``TETHER_STORE_HELPER=always``: the helper writes; wait until it is ready."""
-        assert self._helper is not None
+    def _await_writer_process(self) -> None:
+        """At the end, with ``TETHER_STORE_HELPER=always``: the writer process writes; wait until it is ready."""
+        assert self._writer_process is not None
         try:
-            self._helper.wait_ready()
-        except HelperFailed:
+            self._writer_process.wait_ready()
+        except WriterProcessFailed:
             pass  # said and handled by the look that follows
-        self._consider_helper(0)
+        self._consider_writer_process(0)
 
     def _write_rows(self, beat: bool) -> None:
-        """Write (or, with the helper, hand on) what is spooled, if it is due; a chunk at a time,
+        """Write (or, with the writer process, hand on) what is spooled, if it is due; a chunk at a time,
         so records keep going to the spool while rows are written."""
         waiting: list[threading.Event] = []
         try:
             if self._drain is not None and self._drain_due():
                 assert self._spool is not None
                 end = self._spool.end
-                if self._using_helper:
-                    assert self._helper is not None
+                if self._using_writer_process:
+                    assert self._writer_process is not None
                     waiting = [marker for at, marker in self._waiting if at <= end]
-                    self._helper.upto(end, written=bool(waiting))
+                    self._writer_process.upto(end, written=bool(waiting))
                     self._told = time.monotonic()
                     if waiting:
-                        self._encoder.unconfirmed_flows.clear()  # the helper said they are written
+                        self._encoder.unconfirmed_flows.clear()  # the writer process said they are written
                         self._unconfirmed = 0
                     self._unwritten_since = None
                     self._waiting = [(at, m) for at, m in self._waiting if at > end]
@@ -332,15 +333,15 @@ class StoreRecorder:
                     self._encoder.unconfirmed_flows.clear()  # written
                     self._unconfirmed = 0
             if beat:
-                if self._using_helper:
-                    assert self._helper is not None
-                    self._helper.beat()
+                if self._using_writer_process:
+                    assert self._writer_process is not None
+                    self._writer_process.beat()
                 else:
                     self._rows.next_heartbeat = 0.0
                     self._rows.tick()
         except Exception as exc:  # noqa: BLE001 - whatever the store's failure, the flow goes on
             self._give_up(exc, self._lost_in_write or self._unconfirmed)
-        for marker in waiting:  # written by the helper, and the heartbeats too
+        for marker in waiting:  # written by the writer process, and the heartbeats too
             marker.set()
 
     def _release_written(self) -> None:
@@ -356,7 +357,7 @@ class StoreRecorder:
                 marker.set()
             self._waiting = []
             return
-        if self._using_helper:
+        if self._using_writer_process:
             return
         done = self._drain.position
         still = []
@@ -368,11 +369,11 @@ class StoreRecorder:
         self._waiting = still
 
     def _finish_spool(self) -> None:
-        """At the end: the spool is written (by this process or the helper): delete it."""
+        """At the end: the spool is written (by this process or the writer process): delete it."""
         if self._drain is None:
             return
-        if self.failure is not None or self._using_helper or not self._drain.pending(self._spool_end()):
-            # Written (by this process, or the helper, which deleted it), or declared not recorded by the warning.
+        if self.failure is not None or self._using_writer_process or not self._drain.pending(self._spool_end()):
+            # Written (by this process, or the writer process, which deleted it), or declared not recorded by the warning.
             self._drain.remove()
         else:  # not written (the writer stopped on a timeout): the next store open writes it
             self._drain.release()
@@ -386,13 +387,13 @@ class StoreRecorder:
         if self.failure is not None:
             return
         try:
-            if self._using_helper:
-                assert self._helper is not None
-                self._helper.check()
+            if self._using_writer_process:
+                assert self._writer_process is not None
+                self._writer_process.check()
             else:
                 self._rows.tick()
-                if self._helper is not None:
-                    self._consider_helper(0)
+                if self._writer_process is not None:
+                    self._consider_writer_process(0)
         except Exception as exc:  # noqa: BLE001
             self._give_up(exc, self._unconfirmed)
 
@@ -400,29 +401,29 @@ class StoreRecorder:
         if self.failure is not None:
             return None
         waits = []
-        if self._unwritten_since is not None and not self._using_helper:
+        if self._unwritten_since is not None and not self._using_writer_process:
             now = time.monotonic()
             waits.append(max(min(self._last_spooled + QUIET_SECONDS, self._unwritten_since + DEFER_SECONDS) - now, 0))
-        if self._helper is not None and not self._using_helper:
-            waits.append(0.05)  # waiting for the helper to be ready
-        if self._using_helper:
-            # The helper writes later what it was told of: look now and then for a failure it reported.
-            waits.append(HELPER_CHECK_SECONDS)
+        if self._writer_process is not None and not self._using_writer_process:
+            waits.append(0.05)  # waiting for the writer process to be ready
+        if self._using_writer_process:
+            # The writer process writes later what it was told of: look now and then for a failure it reported.
+            waits.append(WRITER_PROCESS_CHECK_SECONDS)
             if self._unwritten_since is not None:
-                waits.append(max(self._told + HELPER_TELL_SECONDS - time.monotonic(), 0.0))
+                waits.append(max(self._told + WRITER_PROCESS_TELL_SECONDS - time.monotonic(), 0.0))
         else:
             due = self._rows.due_in()
             if due is not None:
                 waits.append(due)
         return min(waits) if waits else None
 
-    def _consider_helper(self, burst: int) -> None:
-        """Start the helper once the stream has been heavy for a second; switch to it once it is
+    def _consider_writer_process(self, burst: int) -> None:
+        """Start the writer process once the stream has been heavy for a second; switch to it once it is
         ready (this process writes meanwhile)."""
-        if self._using_helper or self._mode == "never":
+        if self._using_writer_process or self._mode == "never":
             return
-        if self._helper is None:
-            # Heavy means HELPER_THRESHOLD events within a second, a second long: a short
+        if self._writer_process is None:
+            # Heavy means WRITER_PROCESS_THRESHOLD events within a second, a second long: a short
             # burst (a one-shot flow) is spooled, and written after it, in this process.
             now = time.monotonic()
             if self._mode == "auto":
@@ -430,32 +431,32 @@ class StoreRecorder:
                     self._rate_count += burst
                     return
                 # A second has passed: heavy if it held that many records and they still come.
-                heavy = self._rate_count >= HELPER_THRESHOLD and now - self._rate_since < 1.25
+                heavy = self._rate_count >= WRITER_PROCESS_THRESHOLD and now - self._rate_since < 1.25
                 self._rate_since, self._rate_count = now, burst
                 if not heavy:
                     return
             try:
                 url = self.location.url.render_as_string(hide_password=False)
                 assert self._spool is not None
-                self._helper = HelperClient(
+                self._writer_process = WriterProcess(
                     url, self._process, self._rows.heartbeat_every, self._spool.directory, self._spool.stem
                 )
             except OSError as exc:
-                log.debug("tether: cannot start the store's helper process (%s); writing in-process.", exc)
+                log.debug("tether: cannot start the store's writer process (%s); writing in-process.", exc)
                 self._mode = "never"
                 return
         try:
-            ready = self._helper.poll_ready()
-        except HelperFailed as exc:
-            log.debug("tether: the store's helper process did not start (%s); writing in-process.", exc)
-            self._helper.close(5.0)
-            self._helper, self._mode = None, "never"
+            ready = self._writer_process.poll_ready()
+        except WriterProcessFailed as exc:
+            log.debug("tether: the store's writer process did not start (%s); writing in-process.", exc)
+            self._writer_process.close(5.0)
+            self._writer_process, self._mode = None, "never"
             return
         if ready and self._drain is not None and self._spool is not None:
-            # The helper takes the spool over from what this thread last committed (it holds no rows back).
+            # The writer process takes the spool over from what this thread last committed (it holds no rows back).
             self._drain.release()
-            self._helper.adopt(dict(self._rows.open_flows), set(self._rows.open_scopes))
-            self._using_helper = True
+            self._writer_process.adopt(dict(self._rows.open_flows), set(self._rows.open_scopes))
+            self._using_writer_process = True
 
     def _release_waiters(self) -> None:
         self._stopping = True
@@ -478,7 +479,9 @@ class StoreRecorder:
         else:
             what = "every run in this process from now on"
         reason = (
-            str(exc) if isinstance(exc, HelperFailed) else f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"
+            str(exc)
+            if isinstance(exc, WriterProcessFailed)
+            else f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"
         )
         reason = redact_text(reason.splitlines()[0] if reason else type(exc).__name__)
         where = self.location.shown

@@ -8,13 +8,13 @@ raises; deciding what a failure means is the caller's.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
+from tether._settings import heartbeat_seconds
 from tether.store._db import write
 from tether.store._encode import Record
 from tether.store._ledger import ProcessInfo
@@ -22,15 +22,6 @@ from tether.store._location import StoreLocation
 from tether.store._plan import Batch, Planner, ResourceKey
 from tether.store._schema import flow_runs, resources
 from tether.store._spool import replay_orphans, store_key
-
-
-def heartbeat_seconds() -> float:
-    """How often open resources and running flow runs refresh their heartbeat (``TETHER_HEARTBEAT_SECONDS``)."""
-    raw = os.environ.get("TETHER_HEARTBEAT_SECONDS", "")
-    try:
-        return max(float(raw), 0.05) if raw else 10.0
-    except ValueError:
-        return 10.0
 
 
 class RowWriter:
