@@ -1,4 +1,5 @@
-"""The run store: flow runs, task runs, every state change, logs, the resource ledger and limits.
+"""The run store: flow runs, task runs, every state change, logs, the resource ledger, limits,
+variables, saved blocks (secrets, encrypted) and artifacts.
 
 SQLite at ``$TETHER_HOME/tether.db`` (``TETHER_HOME`` defaults to ``~/.tether``), or
 any SQLAlchemy URL in ``TETHER_DATABASE_URL`` (PostgreSQL). The engine calls
@@ -9,6 +10,7 @@ This package records and reads; it does not run flows or decide their states.
 """
 
 from tether.store._active import active_store, disable, enable, flush, recording_disabled
+from tether.store._artifacts import ARTIFACT_TYPES, ArtifactTable, StoredArtifact, run_artifacts, table_rows
 from tether.store._cancel import CancelSent, CannotCancel, cancel_flow_run
 from tether.store._crashed import CrashedRun
 from tether.store._deployments import (
@@ -46,10 +48,17 @@ from tether.store._recorder import StoreRecorder
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_parameters, redact_text, redact_value
 from tether.store._rows import heartbeat_seconds
+from tether.store._secrets import BlockExists, BlockNotFound, BlockTable, SavedBlock, SecretKeyError, SecretsKey, secrets_key
 from tether.store._slots import SlotTable
 from tether.store._store import RunNotFound, Store, open_store
+from tether.store._variables import StoredVariable, StoreOff, VariableExists, VariableTable, values_engine
 
 __all__ = [
+    "ARTIFACT_TYPES",
+    "ArtifactTable",
+    "BlockExists",
+    "BlockNotFound",
+    "BlockTable",
     "CancelSent",
     "CannotCancel",
     "Claimed",
@@ -68,20 +77,28 @@ __all__ = [
     "RunNotFound",
     "RunSummary",
     "RunView",
+    "SavedBlock",
     "ScheduledRun",
+    "SecretKeyError",
+    "SecretsKey",
     "SlotTable",
     "Store",
     "StoreError",
     "StoreLocation",
+    "StoreOff",
     "StoreRecorder",
     "StoreSchemaError",
+    "StoredArtifact",
     "StoredDeployment",
     "StoredFlowRun",
     "StoredLog",
     "StoredStateChange",
     "StoredTaskRun",
+    "StoredVariable",
     "TaskLane",
     "TaskRunView",
+    "VariableExists",
+    "VariableTable",
     "active_store",
     "cancel_flow_run",
     "change_token",
@@ -101,11 +118,15 @@ __all__ = [
     "redact_parameters",
     "redact_text",
     "redact_value",
+    "run_artifacts",
     "run_log_lines",
     "run_view",
     "runs_page",
+    "secrets_key",
     "set_deployment_paused",
+    "table_rows",
     "task_run_view",
     "tether_home",
     "unusable",
+    "values_engine",
 ]
