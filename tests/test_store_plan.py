@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
 from tether.store import _spool
-from tether.store._encode import RECORD_LENGTHS, Encoder, split_records
+from tether.store._encode import LAYOUTS, LOG, RECORD_LENGTHS, RESOURCE, RUN, STATE, Encoder, split_records
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
 from tether.store._redact import REDACTED, redact_parameters, redact_text
 from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS, Backlog
+from tether.testing import FakeClock
 
 PROCESS = ProcessInfo(pid=4242, host="here", started="1")
 
@@ -19,17 +22,6 @@ PROCESS = ProcessInfo(pid=4242, host="here", started="1")
 def plan(planner: Planner, events: list) -> None:
     """What the recorder does with a burst: encode it (in the flow's process), then plan it."""
     planner.add(Encoder(PROCESS.host, PROCESS.pid).encode(events))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 def created(run_id: str, kind: str = "task", parameters: dict | None = None) -> RunCreated:
@@ -62,7 +54,7 @@ def test_an_unfinished_task_run_is_held_then_written_then_updated():
     planner = Planner(PROCESS, hold_seconds=1.0, clock=clock)
     plan(planner, [created("r1"), changed("r1", Running())])
     assert planner.take().task_inserts == []  # young: held back
-    clock.now += 1.5
+    clock.advance(1.5)
     aged = planner.take()
     assert [row(r)["state_name"] for r in aged.task_inserts] == ["Running"]
     plan(planner, [changed("r1", Completed())])
@@ -241,15 +233,52 @@ def test_records_hold_no_live_objects_so_they_can_go_to_the_writer_process():
     assert split_records(marshal.loads(marshal.dumps(flat))) == records
 
 
+def test_each_record_is_laid_out_as_its_layout_names_it():
+    """The encoder writes each item where its layout says (the planner reads it from there),
+    and the lengths that cut the flat queue apart are the layouts'."""
+    encoder = Encoder(PROCESS.host, PROCESS.pid)
+    failed = Failed(message="boom")
+    run, state, log, resource = encoder.encode([
+        RunCreated("r1", "task", "t", "flow1", "parent1", frozenset({"b", "a"}), {"n": 1}, 2.0),
+        StateChanged("r1", "task", "t", "flow1", "flow1", Pending(), failed, 2),
+        LogEmitted("r1", "flow1", 30, "careful", 4.0),
+        ResourceEvent(step="cleanup", timestamp=5.0, scope_id="s1", name="db", flow_run_id="flow1", task_run_id="r1",
+                      error="gone", outcome="rollback", worker="w1", pid=7, details={"seconds": 0.5}),
+    ])  # fmt: skip
+    assert RUN.named(run) == {
+        "record": "run", "run_id": "r1", "kind": "task", "name": "t", "flow_run_id": "flow1",
+        "parent_id": "parent1", "parameters": {"n": 1}, "tags": '["a", "b"]', "timestamp": 2.0,
+    }  # fmt: skip
+    named = STATE.named(state)
+    assert (named["run_id"], named["kind"], named["flow_run_id"], named["type"], named["name"]) == (
+        "r1", "task", "flow1", "FAILED", "Failed"
+    )
+    assert (named["message"], named["timestamp"], named["run_count"], named["error"]) == ("boom", failed.timestamp, 2, "boom")
+    assert LOG.named(log) == {
+        "record": "log", "run_id": "r1", "flow_run_id": "flow1", "level": 30, "message": "careful", "timestamp": 4.0
+    }
+    named = RESOURCE.named(resource)
+    assert {k: named[k] for k in ("step", "scope_id", "name", "task_run_id", "error", "outcome", "host", "pid")} == {
+        "step": "cleanup", "scope_id": "s1", "name": "db", "task_run_id": "r1", "error": "gone",
+        "outcome": "rollback", "host": "w1", "pid": 7,
+    }  # fmt: skip
+    assert (named["timestamp"], named["seconds"], named["handle"]) == (5.0, 0.5, None)
+    assert RECORD_LENGTHS == {kind: len(layout.names) for kind, layout in LAYOUTS.items()}
+    with pytest.raises(ValueError, match="'log' records have no item 'step'"):
+        LOG.at("step")
+    with pytest.raises(ValueError, match="not a 'log' record"):
+        LOG.named(run)
+
+
 def test_the_writer_process_waits_while_records_stream_in_and_writes_them_when_the_stream_pauses():
     clock = FakeClock()
     pending = Backlog(clock)
     assert pending.wait() is None and not pending.due()
     for n in range(3):
-        clock.now += 0.01
+        clock.advance(0.01)
         pending.add((0, 100 + n))
-    assert pending.wait() == QUIET_SECONDS and not pending.due()  # more may come: wait for a pause
-    clock.now += DEFER_SECONDS  # ... but not forever
+    assert pending.wait() == pytest.approx(QUIET_SECONDS) and not pending.due()  # more may come: wait for a pause
+    clock.advance(DEFER_SECONDS)  # ... but not forever
     assert pending.due() and pending.wait() == 0.0
 
     class Drain:

@@ -3,21 +3,18 @@
 An event holds live objects (a run's return value, its exception, a resource
 handle); a record is a tuple of plain data (strings, numbers, a dict of them) that
 is marshalled into this process's spool (`_spool`) and planned into rows by whoever
-writes it: this process, the writer process (`_writer_process_main`), or a later store
-open. Encoding takes what only this process can take: parameters that are not plain values as JSON (secrets redacted), a failure's traceback as it was when the
+writes it: this process, the writer process (`_writer_process_main`), or a later
+store open. Encoding takes what only this process can take: parameters that are not
+plain values as JSON (secrets redacted), a failure's traceback as it was when the
 run failed, the file a reaper was defined in. All the rest (turning plain parameters
 into JSON, folding into rows, redacting, writing) happens after.
 
 The store's recorder encodes each event as it is recorded, on the engine's thread,
 so the event object dies at once, and queues the record's items flat (`_recorder`).
 
-Records (the first item says which, and so how many items follow; see `RECORD_LENGTHS`):
-    ("run", run_id, kind, name, flow_run_id, parent_id, parameters, tags_json, timestamp)
-        parameters: JSON, or a dict of plain values to turn into JSON later (`parameters_json`)
-    ("state", run_id, kind, flow_run_id, type, name, message, timestamp, run_count, error)
-    ("log", run_id, flow_run_id, level, message, timestamp)
-    ("resource", step, scope_id, name, flow_run_id, timestamp, task_run_id, error, outcome,
-     host, pid, handle_json, reaper, reaper_file, seconds)
+The four records' layouts (`RUN`, `STATE`, `LOG`, `RESOURCE`) are declared here, once,
+with a name for each item; `RECORD_LENGTHS` and the planner's indices (`_plan`) are
+derived from them. This module does not decide what a record becomes in the store.
 """
 
 from __future__ import annotations
@@ -38,9 +35,51 @@ Record = tuple[Any, ...]
 #: Parameter values that travel as they are (marshal takes them, and they cannot change).
 _PLAIN = frozenset({int, float, str, bool, type(None)})
 
+
+class Layout:
+    """One kind of record: the names of its items, in order; the first item is the kind."""
+
+    def __init__(self, kind: str, *names: str) -> None:
+        self.kind = kind
+        self.names = ("record", *names)
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"{kind!r} records name an item twice: {self.names}")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def at(self, name: str) -> int:
+        """Where the item ``name`` is in a record of this kind (a `ValueError` names a mistyped one)."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ValueError(f"{self.kind!r} records have no item {name!r}; they have {', '.join(self.names)}") from None
+
+    def named(self, record: Record) -> dict[str, Any]:
+        """The record's items by name (for tests and messages; the planner reads by index)."""
+        if len(record) != len(self.names) or record[0] != self.kind:
+            raise ValueError(f"not a {self.kind!r} record of {len(self.names)} items: {record!r}")
+        return dict(zip(self.names, record))
+
+
+#: A run was created. parameters: JSON, or a dict of plain values to turn into JSON later (`parameters_json`).
+RUN = Layout("run", "run_id", "kind", "name", "flow_run_id", "parent_id", "parameters", "tags", "timestamp")
+#: A run changed state; error: the traceback (or message) of a failure.
+STATE = Layout(
+    "state", "run_id", "kind", "flow_run_id", "type", "name", "message", "timestamp", "run_count", "error"
+)
+#: A log line of a run.
+LOG = Layout("log", "run_id", "flow_run_id", "level", "message", "timestamp")
+#: A step of a resource copy's life (see `_core.ResourceEvent`).
+RESOURCE = Layout(
+    "resource", "step", "scope_id", "name", "flow_run_id", "timestamp", "task_run_id", "error", "outcome",
+    "host", "pid", "handle", "reaper", "reaper_file", "seconds",
+)  # fmt: skip
+LAYOUTS = {layout.kind: layout for layout in (RUN, STATE, LOG, RESOURCE)}
+
 #: How many items a record of each kind has, its kind included. The recorder queues records
 #: flat, item after item (see `_recorder`), and `split_records` cuts them apart again.
-RECORD_LENGTHS = {"run": 9, "state": 10, "log": 6, "resource": 15}
+RECORD_LENGTHS = {kind: len(layout) for kind, layout in LAYOUTS.items()}
 
 _FAILURES = frozenset(t.value for t in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED))
 
@@ -72,6 +111,8 @@ class Encoder:
                 self.unconfirmed_flows[event.run_id] = event.name
                 if state.type in FINAL_TYPES:
                     self.open_flows.pop(event.run_id, None)
+            # Plain tuples in the layouts' order, not NamedTuples: marshal takes only plain ones,
+            # and making one costs several times as much on the engine's thread.
             return ("state", event.run_id, event.kind, event.flow_run_id, value, state.name,
                     state.message, state.timestamp, event.run_count, error)  # fmt: skip
         if kind is RunCreated:

@@ -15,15 +15,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tether._clock import Clock, SystemClock
 from tether._core import FINAL_TYPES
-from tether.store._encode import Record, parameters_json
+from tether.store._encode import LOG, RESOURCE, RUN, STATE, Record, parameters_json
 from tether.store._ledger import ProcessInfo
 from tether.store._redact import redact_text
 from tether.store._schema import flow_runs, resources
@@ -41,10 +42,33 @@ TASK_COLUMNS = (
 STATE_COLUMNS = ("run_id", "flow_run_id", "kind", "type", "name", "message", "timestamp", "run_count")
 LOG_COLUMNS = ("run_id", "flow_run_id", "level", "message", "timestamp")
 USE_COLUMNS = ("scope_id", "task_run_id", "timestamp")
-# A task row is a list in TASK_COLUMNS order; these are the indexes the planner changes.
-_TYPE, _NAME, _MESSAGE, _ERROR, _COUNT, _START, _END, _UPDATED = 5, 6, 7, 8, 9, 11, 12, 13
+# A task row is a list in TASK_COLUMNS order; where the items the planner changes are.
+_TYPE, _NAME, _MESSAGE, _ERROR, _COUNT, _START, _END, _UPDATED = (
+    TASK_COLUMNS.index(c)
+    for c in ("state_type", "state_name", "state_message", "error", "run_count", "start_time", "end_time", "updated")
+)
 # An update of a task row already written: these values, then the start time, then the id.
 _UPDATE_SET = ("state_type", "state_name", "state_message", "error", "run_count", "updated", "end_time")
+_UPDATE_START = len(_UPDATE_SET)
+
+# Where the items of each record are (the layouts are `_encode`'s). Read by index, not
+# unpacked by position: a layout changes in one place.
+_RUN_ID, _RUN_KIND, _RUN_NAME, _RUN_FLOW, _RUN_PARENT, _RUN_PARAMETERS, _RUN_TAGS, _RUN_TIME = (
+    RUN.at(n) for n in ("run_id", "kind", "name", "flow_run_id", "parent_id", "parameters", "tags", "timestamp")
+)
+_S_ID, _S_KIND, _S_FLOW, _S_TYPE, _S_NAME, _S_MESSAGE, _S_TIME, _S_COUNT, _S_ERROR = (
+    STATE.at(n)
+    for n in ("run_id", "kind", "flow_run_id", "type", "name", "message", "timestamp", "run_count", "error")
+)
+_LOG_ID, _LOG_FLOW, _LOG_LEVEL, _LOG_MESSAGE, _LOG_TIME = (
+    LOG.at(n) for n in ("run_id", "flow_run_id", "level", "message", "timestamp")
+)
+_R_STEP, _R_SCOPE, _R_NAME, _R_FLOW, _R_TIME, _R_TASK, _R_ERROR, _R_OUTCOME = (
+    RESOURCE.at(n) for n in ("step", "scope_id", "name", "flow_run_id", "timestamp", "task_run_id", "error", "outcome")
+)
+_R_HOST, _R_PID, _R_HANDLE, _R_REAPER, _R_REAPER_FILE, _R_SECONDS = (
+    RESOURCE.at(n) for n in ("host", "pid", "handle", "reaper", "reaper_file", "seconds")
+)
 _FINAL = frozenset(t.value for t in FINAL_TYPES)
 # An update applies unless it would take a run out of a final state: a process that saw the
 # run's process die may have recorded it Crashed (`_crashed`) before a late write of its records.
@@ -136,14 +160,14 @@ class Batch:
 class Planner:
     """Folds records into the rows of the next `Batch`; keeps young unfinished task runs back."""
 
-    def __init__(
-        self, process: ProcessInfo, hold_seconds: float = HOLD_SECONDS, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, process: ProcessInfo, hold_seconds: float = HOLD_SECONDS, clock: Clock | None = None) -> None:
         self.process = process
         self.hold_seconds = hold_seconds
-        self.clock = clock
+        clock = clock or SystemClock()
+        # Asked once per task run created: the real clock's function itself, not a method around it.
+        self._now = time.monotonic if type(clock) is SystemClock else clock.monotonic
         self._batch = Batch()
-        #: Task rows not written yet, oldest first, with when they were created (by `clock`).
+        #: Task rows not written yet, oldest first, with when they were created (by the clock's monotonic time).
         self._held: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
         #: Task runs written before they ended: their changes are updates, folded per batch.
         self._written: set[str] = set()
@@ -158,21 +182,20 @@ class Planner:
         for record in records:
             what = record[0]
             if what == "state":
-                if record[2] == "task":
+                if record[_S_KIND] == "task":
                     self._task_state(record)
                 else:
                     self._flow_state(record)
             elif what == "run":
-                if record[2] == "task":
+                if record[_RUN_KIND] == "task":
                     self._task_created(record)
                 else:
                     self._flow_created(record)
             elif what == "log":
-                _, run_id, flow_run_id, level, message, timestamp = record
-                message = redact_text(message)  # quick when the line names no secret
+                message = redact_text(record[_LOG_MESSAGE])  # quick when the line names no secret
                 if len(message) > MAX_LOG:
                     message = _clip(message, MAX_LOG)
-                batch.logs.append((run_id, flow_run_id, level, message, timestamp))
+                batch.logs.append((record[_LOG_ID], record[_LOG_FLOW], record[_LOG_LEVEL], message, record[_LOG_TIME]))
             elif what == "resource":
                 self._resource(record)
 
@@ -181,7 +204,7 @@ class Planner:
         batch, self._batch = self._batch, Batch()
         held = self._held
         if held:
-            limit = float("inf") if everything else self.clock() - self.hold_seconds
+            limit = float("inf") if everything else self._now() - self.hold_seconds
             while held:
                 run_id, (created, row) = next(iter(held.items()))
                 if created > limit:
@@ -197,32 +220,22 @@ class Planner:
     # -- task runs -------------------------------------------------------------------
 
     def _task_created(self, record: Record) -> None:
-        _, run_id, _, name, flow_run_id, _, parameters, tags, created = record
+        run_id, created = record[_RUN_ID], record[_RUN_TIME]
         if run_id in self._held or run_id in self._written:
             return
+        # In TASK_COLUMNS order.
         row = [
-            run_id,
-            flow_run_id,
-            name,
-            parameters_json(parameters),
-            tags,
-            "PENDING",
-            "Pending",
-            None,
-            None,
-            0,
-            created,
-            None,
-            None,
-            created,
-        ]
-        self._held[run_id] = (self.clock(), row)
+            run_id, record[_RUN_FLOW], record[_RUN_NAME], parameters_json(record[_RUN_PARAMETERS]), record[_RUN_TAGS],
+            "PENDING", "Pending", None, None, 0, created, None, None, created,
+        ]  # fmt: skip
+        self._held[run_id] = (self._now(), row)
 
     def _task_state(self, record: Record) -> None:
-        _, run_id, _, flow_run_id, type_, name, message, timestamp, run_count, error = record
+        run_id, type_, name, message = record[_S_ID], record[_S_TYPE], record[_S_NAME], record[_S_MESSAGE]
+        timestamp, run_count, error = record[_S_TIME], record[_S_COUNT], record[_S_ERROR]
         if message is not None:
             message = _message(message)
-        self._batch.states.append((run_id, flow_run_id, "task", type_, name, message, timestamp, run_count))
+        self._batch.states.append((run_id, record[_S_FLOW], "task", type_, name, message, timestamp, run_count))
         final = type_ in _FINAL
         if error is not None:
             error = _message(error)
@@ -245,8 +258,8 @@ class Planner:
             return
         start = timestamp if type_ == "RUNNING" else None
         update = self._updates.get(run_id)
-        if update is not None and update[7] is not None:
-            start = update[7]
+        if update is not None and update[_UPDATE_START] is not None:
+            start = update[_UPDATE_START]
         end = timestamp if final else None
         self._updates[run_id] = [type_, name, message, error, run_count, timestamp, end, start, run_id]
         if final:
@@ -255,13 +268,13 @@ class Planner:
     # -- flow runs -------------------------------------------------------------------
 
     def _flow_created(self, record: Record) -> None:
-        _, run_id, _, name, _, parent_id, parameters, tags, created = record
+        run_id, name, created = record[_RUN_ID], record[_RUN_NAME], record[_RUN_TIME]
         self._batch.flow_inserts[run_id] = {
             "id": run_id,
             "name": name,
-            "parent_id": parent_id,
-            "parameters": parameters_json(parameters),
-            "tags": tags,
+            "parent_id": record[_RUN_PARENT],
+            "parameters": parameters_json(record[_RUN_PARAMETERS]),
+            "tags": record[_RUN_TAGS],
             "state_type": "PENDING",
             "state_name": "Pending",
             "state_message": None,
@@ -278,10 +291,11 @@ class Planner:
         self._batch.flows_opened[run_id] = name
 
     def _flow_state(self, record: Record) -> None:
-        _, run_id, kind, flow_run_id, type_, name, message, timestamp, run_count, error = record
+        run_id, type_, timestamp, error = record[_S_ID], record[_S_TYPE], record[_S_TIME], record[_S_ERROR]
+        name, message, run_count = record[_S_NAME], record[_S_MESSAGE], record[_S_COUNT]
         batch = self._batch
         message = _message(message) if message else None
-        batch.states.append((run_id, flow_run_id, kind, type_, name, message, timestamp, run_count))
+        batch.states.append((run_id, record[_S_FLOW], record[_S_KIND], type_, name, message, timestamp, run_count))
         row = batch.flow_inserts.get(run_id)
         if row is None:
             row = batch.flow_updates.setdefault(run_id, {"start_time": None})
@@ -303,8 +317,8 @@ class Planner:
     # -- the ledger ------------------------------------------------------------------
 
     def _resource(self, record: Record) -> None:
-        (_, step, scope_id, name, flow_run_id, timestamp, task_run_id, error, outcome,
-         host, pid, handle, reaper, reaper_file, seconds) = record  # fmt: skip
+        step, scope_id, timestamp, task_run_id = record[_R_STEP], record[_R_SCOPE], record[_R_TIME], record[_R_TASK]
+        host, pid, handle, error = record[_R_HOST], record[_R_PID], record[_R_HANDLE], record[_R_ERROR]
         batch = self._batch
         key: ResourceKey = (scope_id, host, pid)
         if step == "used":
@@ -314,8 +328,8 @@ class Planner:
         if step == "setup-started":
             batch.resource_inserts[key] = {
                 "scope_id": scope_id,
-                "name": name,
-                "flow_run_id": flow_run_id,
+                "name": record[_R_NAME],
+                "flow_run_id": record[_R_FLOW],
                 "host": host,
                 "pid": pid,
                 "pid_started": self.process.started if pid == self.process.pid and host == self.process.host else None,
@@ -325,8 +339,8 @@ class Planner:
                 "setup_at": None,
                 # Not redacted: the reaper needs the handle as setup remembered it (the CLI hides passwords).
                 "handle": handle,
-                "reaper": reaper,
-                "reaper_file": reaper_file,
+                "reaper": record[_R_REAPER],
+                "reaper_file": record[_R_REAPER_FILE],
                 "scope_outcome": None,
                 "cleanup_outcome": None,
                 "cleanup_error": None,
@@ -348,10 +362,10 @@ class Planner:
             batch.scopes_ended.add(key)
         elif step in ("cleanup", "cleanup-failed"):
             changes = {
-                "scope_outcome": outcome,
+                "scope_outcome": record[_R_OUTCOME],
                 "cleanup_outcome": "succeeded" if step == "cleanup" else "failed",
                 "cleanup_error": _message(error) if error else None,
-                "cleanup_seconds": seconds,
+                "cleanup_seconds": record[_R_SECONDS],
                 "cleaned_at": timestamp,
             }
             batch.scopes_ended.add(key)

@@ -8,12 +8,12 @@ raises; deciding what a failure means is the caller's.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
+from tether._clock import Clock, SystemClock
 from tether._settings import heartbeat_seconds
 from tether.store._db import write
 from tether.store._encode import Record
@@ -25,15 +25,18 @@ from tether.store._spool import replay_orphans, store_key
 
 
 class RowWriter:
-    def __init__(self, engine: sa.Engine, process: ProcessInfo, heartbeat_every: float | None = None) -> None:
+    def __init__(
+        self, engine: sa.Engine, process: ProcessInfo, heartbeat_every: float | None = None, clock: Clock | None = None
+    ) -> None:
         self.engine = engine
         self.process = process
-        self.planner = Planner(process)
+        self._clock = clock or SystemClock()
+        self.planner = Planner(process, clock=self._clock)
         #: Flow runs of this process not ended yet (id -> name): their heartbeat, and failure messages.
         self.open_flows: dict[str, str] = {}
         self.open_scopes: set[ResourceKey] = set()
         self.heartbeat_every = heartbeat_every if heartbeat_every is not None else heartbeat_seconds()
-        self.next_heartbeat = time.monotonic() + self.heartbeat_every
+        self.next_heartbeat = self._clock.monotonic() + self.heartbeat_every
 
     def send(self, records: list[Record], everything: bool = False) -> None:
         """Plan ``records`` and write what is due (with ``everything``, all of it)."""
@@ -45,8 +48,9 @@ class RowWriter:
         """Write held rows that came due, and the heartbeat if it is time."""
         if self.planner.held:
             self._write(self.planner.take())
-        if time.monotonic() >= self.next_heartbeat:
-            self.next_heartbeat = time.monotonic() + self.heartbeat_every
+        now = self._clock.monotonic()
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.heartbeat_every
             self._heartbeat()
 
     def due_in(self) -> float | None:
@@ -55,7 +59,7 @@ class RowWriter:
         if self.planner.held:
             waits.append(self.planner.hold_seconds)
         if self.open_flows or self.open_scopes:
-            waits.append(max(self.next_heartbeat - time.monotonic(), 0.0))
+            waits.append(max(self.next_heartbeat - self._clock.monotonic(), 0.0))
         return min(waits) if waits else None
 
     def _write(self, batch: Batch) -> None:
@@ -72,7 +76,7 @@ class RowWriter:
     def _heartbeat(self) -> None:
         if not self.open_flows and not self.open_scopes:
             return
-        now = time.time()
+        now = self._clock.time()
         flows = [{"b_id": run_id, "b_now": now} for run_id in self.open_flows]
         scopes = [{"b_scope_id": s, "b_host": h, "b_pid": p, "b_now": now} for s, h, p in self.open_scopes]
 
