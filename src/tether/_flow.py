@@ -1,23 +1,23 @@
-"""`@flow`: the decorator, the `FlowFunction` it makes, and the shells that run a flow body.
+"""`@flow`: the decorator, and the `FlowFunction` it makes.
 
-`run_flow_sync` and `run_flow_async` are thin: every decision (retry, cancel,
+A `FlowFunction` checks its options once, at decoration, into a `FlowOptions` record
+(``.options``), the only thing of it the engine reads. Calling it runs a flow run
+through the engine's shells (`_engine._flow_shells`); every decision (retry, cancel,
 final state) is `FlowRun`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
-from tether._clock import get_clock
-from tether._context import RunContext, current_run
+from tether._context import RunContext
 from tether._deployment import Deployment
-from tether._engine._flow_run import FlowRun
+from tether._engine._flow_shells import run_flow_async, run_flow_sync
 from tether._options import (
+    FlowOptions,
     Hooks,
     ParameterBinder,
     check_callable,
@@ -116,6 +116,13 @@ class FlowFunction(Generic[R]):
         self._validator = validator if self.should_validate_parameters and validator.needed else None
         self._owner = owner
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        #: What the engine reads (it never names `FlowFunction`): set last, so nothing of ``fn`` covers it.
+        self.options = FlowOptions(
+            self.name, owner, fn, self.is_async, self.signature, self._binder, self._validator, self.retries,
+            self.retry_delays, self.timeout_seconds, self.task_runner, self.log_prints, self.persist_result,
+            self.flow_run_name, self.on_completion, self.on_failure, self.on_cancellation, self.on_crashed,
+            self.on_running,
+        )
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._binder.bind(args, kwargs)
@@ -176,75 +183,6 @@ class FlowFunction(Generic[R]):
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
-
-
-def _new_flow_run(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[FlowRun, tuple[Any, ...], dict[str, Any]]:
-    """The flow run, and the arguments to call its body with (coerced, if validated)."""
-    parameters = flow.bind(args, kwargs)
-    if flow._validator is not None:
-        validated = flow._validator.validate(parameters)
-        if validated is not parameters:
-            parameters = validated
-            bound = inspect.BoundArguments(flow.signature, parameters)  # type: ignore[arg-type]
-            args, kwargs = bound.args, bound.kwargs
-    ctx = current_run.get()
-    return FlowRun(flow, parameters, ctx.flow_run if ctx is not None else None), args, kwargs
-
-
-def run_flow_sync(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
-    flow_run, args, kwargs = _new_flow_run(flow, args, kwargs)
-    flow_run.begin()
-    try:
-        while True:
-            try:
-                value = flow.fn(*args, **kwargs)
-            except BaseException as exc:
-                delay = flow_run.body_failed(exc)
-                if delay is None:
-                    break
-                if delay > 0 and get_clock().wait(flow_run.cancel_event, delay):
-                    break  # cancelled while awaiting the retry
-                flow_run.retry()
-            else:
-                flow_run.body_returned(value)
-                break
-    except BaseException as exc:  # a signal landed in the engine's own steps around the body
-        flow_run.cancel(exc)
-    finally:
-        state = flow_run.end()
-    return flow_run.outcome(state, return_state)
-
-
-async def run_flow_async(flow: FlowFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
-    flow_run, args, kwargs = _new_flow_run(flow, args, kwargs)
-    flow_run.begin()
-    try:
-        while True:
-            try:
-                value = await flow.fn(*args, **kwargs)
-            except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    exc = KeyboardInterrupt() if flow_run.timed_out else exc
-                delay = flow_run.body_failed(exc)
-                if delay is None:
-                    break
-                if delay > 0 and await _wait_on_clock(flow_run.cancel_event, delay):
-                    break
-                flow_run.retry()
-            else:
-                flow_run.body_returned(value)
-                break
-    finally:
-        try:
-            state = await asyncio.get_running_loop().run_in_executor(None, flow_run.wait_and_decide)
-        finally:
-            flow_run.restore()
-    return flow_run.outcome(state, return_state)
-
-
-async def _wait_on_clock(event: threading.Event, seconds: float) -> bool:
-    """`Clock.wait` without blocking the event loop; True if ``event`` was set."""
-    return await asyncio.get_running_loop().run_in_executor(None, get_clock().wait, event, seconds)
 
 
 @overload

@@ -24,18 +24,30 @@ class Failure(enum.Enum):
     TIMED_OUT = "timed out"  # its timeout interrupted it: retried like a failure, then TimedOut
     CANCELLED = "cancelled"  # its flow is being cancelled: never retried
     CRASHED = "crashed"  # a BaseException that is not an interrupt (SystemExit...): never retried
+    LOST = "lost"  # the runner lost the call with its worker: retried while retries are left, then Crashed
     FAILED = "failed"  # the body raised an Exception: retried while retries are left
 
 
-def classify_failure(*, timed_out: bool, interrupted: bool, cancelling: bool, is_exception: bool) -> Failure:
-    """The kind of a failed attempt, from the facts the engine knows."""
+_RETRIED = frozenset((Failure.TIMED_OUT, Failure.LOST, Failure.FAILED))
+
+
+def classify_failure(*, timed_out: bool, interrupted: bool, cancelling: bool, is_exception: bool, lost: bool = False) -> Failure:
+    """The kind of a failed attempt, from the facts the engine knows (``lost``: its worker died)."""
     if timed_out:
         return Failure.TIMED_OUT
     if interrupted or cancelling:
         return Failure.CANCELLED
+    if lost:
+        return Failure.LOST
     if not is_exception:
         return Failure.CRASHED
     return Failure.FAILED
+
+
+def retries_left(failure: Failure, *, retries_done: int, retries: int) -> bool:
+    """Whether an attempt that ended so may be retried at all (``retry_condition_fn`` aside):
+    the engine asks the condition, and draws the jittered delay, only then."""
+    return failure in _RETRIED and retries_done < retries
 
 
 @dataclass(frozen=True)
@@ -54,22 +66,25 @@ def after_failed_attempt(
     retries: int,
     retry_delays: Sequence[float],
     may_retry: bool = True,
+    run_name: str = "",
 ) -> Verdict:
     """Retry (AwaitingRetry, after the delay for this attempt) or end the run.
 
-    ``may_retry`` is what the task's ``retry_condition_fn`` said, if it has one."""
+    ``may_retry`` is what the task's ``retry_condition_fn`` said, if it has one; ``run_name``
+    names the run in the state of a run lost with its worker."""
     if failure is Failure.CANCELLED:
         return Verdict(Cancelled(error, message=f"Cancelled while running: {type(error).__name__}"))
     if failure is Failure.CRASHED:
         return Verdict(Crashed(error, message=f"The task run was interrupted by {type(error).__name__}."))
-    if failure is Failure.TIMED_OUT:
-        final = TimedOut(error, message=str(error))
-    else:
-        final = Failed(error, message=f"{type(error).__name__}: {error}")
-    if retries_done < retries and may_retry:
+    said = str(error) if failure is Failure.TIMED_OUT else f"{type(error).__name__}: {error}"
+    if retries_left(failure, retries_done=retries_done, retries=retries) and may_retry:
         delay = float(retry_delays[min(retries_done, len(retry_delays) - 1)]) if retry_delays else 0.0
-        return Verdict(AwaitingRetry(f"attempt {retries_done + 1} failed: {final.message}; retrying in {delay:g} s"), delay)
-    return Verdict(final)
+        return Verdict(AwaitingRetry(f"attempt {retries_done + 1} failed: {said}; retrying in {delay:g} s"), delay)
+    if failure is Failure.TIMED_OUT:
+        return Verdict(TimedOut(error, message=said))
+    if failure is Failure.LOST:
+        return Verdict(Crashed(error, message=f"Task run {run_name!r} was lost with its worker: {error}"))
+    return Verdict(Failed(error, message=said))
 
 
 def timeout_message(run_name: str, timeout_seconds: float) -> str:

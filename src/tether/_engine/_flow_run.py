@@ -1,9 +1,11 @@
 """One flow run: creates its task runs, tracks them, and ends only when they and
 its resources have.
 
-`FlowRun` holds what the run's task runs share (runner, limiter, cancellation)
-and decides the flow's final state. The sync and async shells that execute the
-flow body are in `_flow`.
+`FlowRun` holds what the run's task runs share (runner, limiter, cancellation): it is
+their `TaskRunHost`, and its resource scopes' `ScopeOwner`. It decides the flow's final
+state. It reads the flow's and tasks' options from their records (`FlowOptions`,
+`TaskOptions`) and hands the objects themselves only to hooks and views. The shells that
+execute the flow body are in `_flow_shells`, those that run task attempts in `_shells`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import asyncio
 import signal
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tether._annotations import allow_failure, opaque, quote
-from tether._arguments import resolve, rewrite, strip_quotes, walk
+from tether._arguments import rewrite, strip_quotes, walk
 from tether._context import RunContext, current_run, current_tags, events, open_blocks
 from tether._core import (
     AwaitingRetry,
@@ -46,8 +48,12 @@ from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
 from tether._engine._copies import close_copies, close_copies_held_by
 from tether._engine._remote import check_arguments, dispatch_remote, open_first_copy
+from tether._engine._shells import crash_if_unfinished, run_async, run_guarded, run_sync
+from tether._engine._task_run import TaskDefinition, TaskRun
+from tether._options import FlowOptions, TaskOptions
 from tether.runners._base import RemoteRunner
 from tether._resources import ResourceScope, scope_of
+from tether._run_names import render_run_name
 from tether._run_views import FlowRun as FlowRunView
 from tether._run_views import with_defaults
 from tether._settings import Settings
@@ -55,25 +61,21 @@ from tether._shield import active as shield_active
 from tether._shield import defer as defer_interrupt
 from tether._shield import shielded
 from tether._state_helpers import is_state, is_state_iterable, return_value_to_state
-from tether._engine._task_run import TaskRun, crash_if_unfinished, run_async, run_guarded, run_sync
 from tether.store import enable as enable_store
 from tether.store import flush as flush_store
-
-if TYPE_CHECKING:
-    from tether._flow import FlowFunction
-    from tether._task import Task
 
 
 class FlowRun:
     record: RunRecord
 
-    def __init__(self, flow: FlowFunction[Any], parameters: dict[str, Any], parent: FlowRun | None) -> None:
-        self.flow = flow
+    def __init__(self, options: FlowOptions, flow: object, parameters: dict[str, Any], parent: FlowRun | None) -> None:
+        self.options = options
+        self.flow = flow  # the user's object: handed to hooks and to views, never read here
         self.parameters = parameters
         self.parent = parent
-        self.record = RunRecord("flow", flow.name, parent_id=parent.record.id if parent else None)
+        self.record = RunRecord("flow", options.name, parent_id=parent.record.id if parent else None)
         self.record.flow_run_id = self.record.id
-        self.runner = flow.task_runner.duplicate()
+        self.runner = options.task_runner.duplicate()
         self.limiter = limiter
         self.settings = Settings.from_env()
         self.cancel_event = threading.Event()
@@ -99,40 +101,43 @@ class FlowRun:
         self._ending = False  # the body is over for good: `wait_and_decide` runs
         #: A signal (or the timeout) that came once the work was over, during cleanup: noted, changes nothing.
         self.late_interrupt: BaseException | None = None
-        if flow.flow_run_name is not None:
-            self.record.name = flow.name_run(RunContext(self), parameters)
+        if options.flow_run_name is not None:
+            context = with_defaults(options.signature, parameters)
+            self.record.name = render_run_name(options.owner, "flow_run_name", options.flow_run_name, context, RunContext(self))
 
     # -- task runs --------------------------------------------------------------------
 
-    def _create(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskRun:
-        parameters = task.bind(args, kwargs)
+    def _create(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskRun:
+        options = task.options
+        parameters = options.bind(args, kwargs)
         upstreams: list[TaskRun] = []
         scopes: list[ResourceScope] = list(open_blocks.get())
         limited: list[str] = []
         annotated: list[TaskRun | None] = []  # upstreams inside allow_failure(...); a None per allow_failure or quote seen
         for value in args:
-            self._scan(task, value, upstreams, scopes, limited, annotated)
+            self._scan(options, value, upstreams, scopes, limited, annotated)
         for value in kwargs.values():
-            self._scan(task, value, upstreams, scopes, limited, annotated)
+            self._scan(options, value, upstreams, scopes, limited, annotated)
         if wait_for is not None:
             for value in wait_for:
-                self._scan(task, value, upstreams, [], [], annotated)
+                self._scan(options, value, upstreams, [], [], annotated)
         if annotated:
             args, kwargs = strip_quotes(args), strip_quotes(kwargs)
-            parameters = task.bind(args, kwargs)
+            parameters = options.bind(args, kwargs)
         extra_tags = current_tags.get()
-        tags = task.tags | extra_tags if extra_tags else task.tags
-        record = RunRecord("task", task.name, self.record.id, self.record.id, tags)
-        run = TaskRun(task, self, record, args, kwargs, parameters, upstreams, scopes)
+        tags = options.tags | extra_tags if extra_tags else options.tags
+        record = RunRecord("task", options.name, self.record.id, self.record.id, tags)
+        run = TaskRun(task, options, self, record, args, kwargs, parameters, upstreams, scopes)
         run.slot_keys = limited
         if annotated:
             run.allowed_failures = tuple(r for r in annotated if r is not None)
-        if task.task_run_name is not None:
-            record.name = task.name_run(RunContext(self, run), parameters)
+        if options.task_run_name is not None:
+            context = with_defaults(options.signature, parameters)
+            record.name = render_run_name(options.owner, "task_run_name", options.task_run_name, context, RunContext(self, run))
         joined: list[ResourceScope] = []
         try:
             for scope in scopes:
-                scope.join_task_run(task.name, record.id)
+                scope.join_task_run(options.name, record.id)
                 joined.append(scope)
         except BaseException:
             for scope in joined:
@@ -142,10 +147,10 @@ class FlowRun:
             self._active.add(run)
         if events.active:
             recorded = _without_resource_values(parameters) if scopes else parameters
-            events.emit(RunCreated(record.id, "task", task.name, self.record.id, self.record.id, tags, recorded, record.state.timestamp))
+            events.emit(RunCreated(record.id, "task", options.name, self.record.id, self.record.id, tags, recorded, record.state.timestamp))
         return run
 
-    def _scan(self, task: Task[Any], value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str], annotated: list[Any]) -> None:
+    def _scan(self, task: TaskOptions, value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str], annotated: list[Any]) -> None:
         """Find the futures (upstreams) and resource values (scopes) in one argument, and
         the upstreams whose failure `allow_failure` lets the task run after."""
 
@@ -155,7 +160,7 @@ class FlowRun:
                 if run.flow_run is not self:
                     raise UsageError(
                         f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
-                        f"flow run ({run.flow_run.flow.name!r}). Futures cannot cross flow runs: pass "
+                        f"flow run ({run.flow_run.options.name!r}). Futures cannot cross flow runs: pass "
                         "the result instead (future.result())."
                     )
                 upstreams.append(run)
@@ -186,25 +191,26 @@ class FlowRun:
 
         walk(value, visit)
 
-    def submit_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
+    def submit_task(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
         # Shielded: Ctrl-C half-way through would leave a run joined to its scopes, never started.
         return shielded(self._submit, task, args, kwargs, wait_for)
 
-    def _submit(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
+    def _submit(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
         if not self.runner.shares_memory:
-            check_arguments(self.runner, task, args, kwargs)
+            check_arguments(self.runner, task.options, args, kwargs)
         run = self._create(task, args, kwargs, wait_for)
         run.start()
         return TaskFuture(run)
 
-    def call_task(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:
-        if task.is_async and _in_event_loop():
+    def call_task(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:
+        is_async = task.options.is_async
+        if is_async and _in_event_loop():
             return self._call_task_async(task, args, kwargs, wait_for, return_state)
         run, ready = shielded(self._start_called, task, args, kwargs, wait_for)
         if not run.is_done():
             if not ready.acquire(blocking=False):  # usually released already, in start()
                 wait_interruptibly(ready)  # for a concurrency slot: interruptible, the run is booked
-            if task.is_async:
+            if is_async:
                 run_on_engine_loop(run_async(run)).result()
             else:
                 shielded(run_sync, run)  # the engine's steps around the body; the body is not shielded
@@ -212,7 +218,7 @@ class FlowRun:
         state = run.record.state
         return state if return_state else state.result()
 
-    def _start_called(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> tuple[TaskRun, Any]:
+    def _start_called(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> tuple[TaskRun, Any]:
         run = self._create(task, args, kwargs, wait_for)
         run.observed = True
         ready = threading.Lock()  # released once the run may start; cheaper than an Event
@@ -221,7 +227,7 @@ class FlowRun:
         run.start()
         return run, ready
 
-    async def _call_task_async(self, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:
+    async def _call_task_async(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:
         run = self._create(task, args, kwargs, wait_for)
         run.observed = True
         loop = asyncio.get_running_loop()
@@ -239,10 +245,10 @@ class FlowRun:
             run.on_ready()
             return
         if not self.runner.shares_memory:
-            dispatch_remote(self, run)
+            dispatch_remote(self.runner, run)
             return
         try:
-            if run.task.is_async:
+            if run.options.is_async:
                 future = run_on_engine_loop(run_async(run))
                 future.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None else crash_if_unfinished(run, f.exception()))
             else:
@@ -273,25 +279,10 @@ class FlowRun:
     def open_first_copy(self, scope: ResourceScope) -> tuple[bool, Any]:
         """Set ``scope`` up on one of the runner's workers (it does not share this memory);
         ``(True, value)`` if its value is plain enough to hold here as it is."""
-        return open_first_copy(self, scope)
+        return open_first_copy(self.runner, scope, self.grace_seconds)  # type: ignore[arg-type]
 
     def close_copies(self, scope: ResourceScope, error: BaseException | None) -> None:
         close_copies(scope, error)
-
-    def resolve_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return tuple(resolve(a) for a in args), {k: resolve(v) for k, v in kwargs.items()}
-
-    def slot_keys(self, run: TaskRun) -> list[str]:
-        """Every limited key the run needs: its resources' (found at creation) and its tags'."""
-        keys = run.slot_keys
-        if run.record.tags:
-            keys = keys + self.limiter.limited_keys(frozenset(f"tag:{t}" for t in run.record.tags))
-        return sorted(keys) if len(keys) > 1 else keys
-
-    def cacheable_parameters(self, run: TaskRun) -> dict[str, Any]:
-        """The run's parameters, resolved, with resource values left out."""
-        resolved = {k: resolve(v) for k, v in run.parameters.items()}
-        return {k: rewrite(v, lambda node: "<resource>" if scope_of(node) is not None else node) for k, v in resolved.items()}
 
     def task_run_ended(self, run: TaskRun) -> None:
         state = run.record.state
@@ -324,23 +315,23 @@ class FlowRun:
             store = enable_store()
             if store is not None:
                 use_store(store, self.limiter)
-        if self.flow.log_prints:
+        if self.options.log_prints:
             enable_log_prints()
         self._context_token = current_run.set(RunContext(self))
         # An async flow's loop (asyncio.run) turns Ctrl-C into cancellation of its own.
-        if threading.current_thread() is threading.main_thread() and not self.flow.is_async:
+        if threading.current_thread() is threading.main_thread() and not self.options.is_async:
             self._previous_handlers = {
                 signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
             }
         if events.active:
-            events.emit(RunCreated(self.record.id, "flow", self.flow.name, self.record.id, self.record.parent_id, frozenset(), with_defaults(self.flow.signature, self.parameters), self.record.state.timestamp))
+            events.emit(RunCreated(self.record.id, "flow", self.options.name, self.record.id, self.record.parent_id, frozenset(), with_defaults(self.options.signature, self.parameters), self.record.state.timestamp))
         self.runner.start()
         self._reclaim_signal_handlers()
-        if self.flow.timeout_seconds is not None:
-            self._timer = watchdog.schedule(self.flow.timeout_seconds, self._on_timeout)
+        if self.options.timeout_seconds is not None:
+            self._timer = watchdog.schedule(self.options.timeout_seconds, self._on_timeout)
         self._enter_body(Running())
-        if self.flow.on_running:
-            self._run_hooks(self.record.state, self.flow.on_running)
+        if self.options.on_running:
+            self._run_hooks(self.record.state, self.options.on_running)
 
     def _reclaim_signal_handlers(self) -> None:
         """Put tether's handlers back where starting the runner, or a library the body called,
@@ -394,14 +385,14 @@ class FlowRun:
         """Decide what the body's error leads to; returns a retry delay or None."""
         self._leave_body()
         if self.timed_out and isinstance(exc, (KeyboardInterrupt, FlowRunTimeout)):
-            exc = FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.flow.timeout_seconds:g} s.")
+            exc = FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.options.timeout_seconds:g} s.")
         if not isinstance(exc, Exception) or isinstance(exc, FlowRunTimeout):
             self.cancel(exc)
             return None
         self._body_error = exc
-        if self.record.run_count - 1 < self.flow.retries and not self.cancelling:
+        if self.record.run_count - 1 < self.options.retries and not self.cancelling:
             self.wait_for_task_runs()
-            delays = self.flow.retry_delays
+            delays = self.options.retry_delays
             delay = delays[min(self.record.run_count - 1, len(delays) - 1)]
             events.emit(transition(self.record, AwaitingRetry(f"{type(exc).__name__}: {exc}")))
             logger.info("Flow run %r failed (%s); retrying in %g s.", self.record.name, exc, delay)
@@ -434,7 +425,7 @@ class FlowRun:
                 else:
                     raise_in_thread(self._thread_id, FlowRunTimeout)
         if not in_body:
-            self.cancel(FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.flow.timeout_seconds:g} s."))
+            self.cancel(FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.options.timeout_seconds:g} s."))
 
     def cancel(self, reason: BaseException) -> None:
         """Cancel every task run not started, interrupt the running ones, fail the scopes.
@@ -571,17 +562,17 @@ class FlowRun:
         return return_value_to_state(value)
 
     def _run_hooks(self, state: State, hooks: tuple[Callable[..., Any], ...] | None = None) -> None:
-        flow = self.flow
+        options = self.options
         if hooks is None:
             hooks = {
-                StateType.COMPLETED: flow.on_completion,
-                StateType.FAILED: flow.on_failure,
-                StateType.CANCELLED: flow.on_cancellation,
-                StateType.CRASHED: flow.on_crashed,
+                StateType.COMPLETED: options.on_completion,
+                StateType.FAILED: options.on_failure,
+                StateType.CANCELLED: options.on_cancellation,
+                StateType.CRASHED: options.on_crashed,
             }[state.type]
         for hook in hooks:
             try:
-                hook(flow, FlowRunView(self), state)
+                hook(self.flow, FlowRunView(self), state)
             except Exception:
                 logger.exception("Hook %r of flow run %r raised; the run's state is unchanged.", hook, self.record.name)
 

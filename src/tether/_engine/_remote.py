@@ -10,6 +10,10 @@ thread here:
       -> done callback -> copies reported, logs replayed -> succeeded / failed
       -> on a retry: the watchdog calls back after the delay -> begin_attempt ...
 
+`RemoteAttempt` is the run's `Attempt`: the run cancels it (`cancel`) and, once the grace
+period is over, gives up on it (`abandon`); every verdict (retry, lost worker, abandoned)
+is the run's and the kernel's, applied here only.
+
 A task's timeout is counted on the worker, from the start of its body (time spent
 queued for a worker does not count), and interrupts the body there. Cancellation
 reaches the worker through the runner (`RemoteRunner.interrupt`): a call that has not
@@ -39,22 +43,20 @@ import cloudpickle
 from tether._arguments import rewrite
 from tether._context import RunContext
 from tether._engine._copies import close_copies, copies_unreported, copy_reported, ledger_target
-from tether._core import Cancelled, Crashed, Failed, TimedOut
+from tether._core import Crashed, Failed
+from tether._engine._task_run import TaskRun
 from tether._errors import TaskRunCancelled, TaskRunTimeout, UnpicklableArgumentError
 from tether._futures import TaskFuture
 from tether._interrupt import wait_interruptibly, watchdog
 from tether._shield import unshielded
 from tether._logging import logger
+from tether._options import TaskOptions
 from tether._resources import ResourceScope, scope_of
 from tether.runners._wire import Call, CallResult, ResourceRef, WorkerLost, load_error
 from tether.runners._worker import open_copy, run_call
 
 if TYPE_CHECKING:
-    from tether._engine._flow_run import FlowRun
-    from tether._task import Task
-    from tether._engine._task_run import TaskRun
-    from tether.runners._base import TaskRunner
-    from tether.runners._base import RemoteRunner
+    from tether.runners._base import RemoteRunner, TaskRunner
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 _functions: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
@@ -138,7 +140,7 @@ def _replace_resources(value: Any, replace: Callable[[ResourceScope], Any]) -> A
     return rewrite(value, swap)
 
 
-def _function_blob(task: Task[Any], runner: RemoteRunner) -> bytes:
+def _function_blob(task: TaskOptions, runner: RemoteRunner) -> bytes:
     with _cache_lock:
         blob = _functions.get(task)
     if blob is None:
@@ -155,7 +157,7 @@ def _function_blob(task: Task[Any], runner: RemoteRunner) -> bytes:
     return blob
 
 
-def check_arguments(flow_runner: TaskRunner, task: Task[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def check_arguments(flow_runner: TaskRunner, task: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Fail at submit, naming the argument, if a value other than a resource's cannot travel."""
     runner = cast("RemoteRunner", flow_runner)
     _function_blob(task, runner)
@@ -176,7 +178,7 @@ def check_arguments(flow_runner: TaskRunner, task: Task[Any], args: tuple[Any, .
             raise _unpicklable(runner, task, name, value, exc) from exc
 
 
-def _unpicklable(runner: RemoteRunner, task: Task[Any], name: str, value: Any, exc: Exception) -> UnpicklableArgumentError:
+def _unpicklable(runner: RemoteRunner, task: TaskOptions, name: str, value: Any, exc: Exception) -> UnpicklableArgumentError:
     where, leaf = _find_unpicklable(name, value, runner)
     kind = f"{type(leaf).__module__}.{type(leaf).__qualname__}".removeprefix("builtins.")
     holds = f"its argument {name!r} is" if where == name else f"its argument {name!r} holds, at {where},"
@@ -214,13 +216,12 @@ def _runner_name(runner: Any) -> str:
 # -- the first copy, at the `with` statement ------------------------------------------
 
 
-def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> tuple[bool, Any]:
+def open_first_copy(runner: RemoteRunner, scope: ResourceScope, grace: float) -> tuple[bool, Any]:
     """Set ``scope``'s resource up on one worker now, so that its setup failure raises
     at the ``with`` statement; that worker keeps the copy for the scope's tasks there.
 
     Returns ``(True, value)`` when the value is plain (None, a number, a str, bytes),
     which the flow body can hold as it is, else ``(False, None)``."""
-    runner = cast("RemoteRunner", flow_run.runner)
     ref = _reference(scope, runner)  # raises if a worker could not open it
     known = _scope_and_parents(scope)
     opened = threading.Event()
@@ -229,7 +230,6 @@ def open_first_copy(flow_run: FlowRun, scope: ResourceScope) -> tuple[bool, Any]
     try:
         unshielded(wait_interruptibly, opened)  # a wait inside the shielded 'with': Ctrl-C may end it
     except BaseException as exc:  # Ctrl-C, SIGTERM, a timeout: the setup runs on over there
-        grace = flow_run.settings.interrupt_grace_seconds
         logger.warning(
             "Interrupted (%s) while resource %r was being set up on a worker; waiting up to %g s for "
             "that setup to end, so that its copy is cleaned up.", type(exc).__name__, scope.name, grace,
@@ -279,40 +279,30 @@ def _report_copies(reports: list[dict[str, Any]], known: dict[str, ResourceScope
 # -- driving a run's attempts ----------------------------------------------------------
 
 
-def dispatch_remote(flow_run: FlowRun, run: TaskRun) -> None:
-    """Run ``run``'s attempts on the flow's remote runner (its slots are already held)."""
-    RemoteAttempt(flow_run, run).begin()
+def dispatch_remote(runner: TaskRunner, run: TaskRun) -> None:
+    """Run ``run``'s attempts on ``runner``, its flow's remote runner (its slots are already held)."""
+    RemoteAttempt(run, cast("RemoteRunner", runner)).begin()
 
 
 class RemoteAttempt:
-    """Drives one task run's attempts on a remote runner, by callbacks.
+    """Drives one task run's attempts on a remote runner, by callbacks; the run's `Attempt`.
 
-    It is also the run's ``async_task``: the engine cancels a run that has one by
-    calling ``get_loop().call_soon_threadsafe(cancel)``, and does not start a thread
-    timer for it, which would interrupt a thread of the flow process.
-    """
+    The flow process starts no timer for a remote body's timeout (the worker counts it)."""
 
-    def __init__(self, flow_run: FlowRun, run: TaskRun) -> None:
-        self.flow_run = flow_run
+    def __init__(self, run: TaskRun, runner: RemoteRunner) -> None:
         self.run = run
-        self.runner = cast("RemoteRunner", flow_run.runner)  # type: ignore[has-type]
+        self.host = run.flow_run
+        self.runner = runner
         self.scopes = {scope.id: scope for scope in run.scopes}
         self.call: Call | None = None
         self.future: Future[Any] | None = None
         self.attempt = 0
         self.interrupted: type[BaseException] | None = None
-        self.timers: list[int] = []
         self.retry_timer: int | None = None
         self.lock = threading.Lock()
-        run.async_task = self
+        run.attempt = self
 
-    # -- what TaskRun.interrupt_with expects of an async task --
-
-    def get_loop(self) -> RemoteAttempt:
-        return self
-
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
-        callback()
+    # -- the run's `Attempt` --
 
     def cancel(self) -> None:
         """The flow is cancelled: stop waiting for a retry, or interrupt the call in flight."""
@@ -320,9 +310,26 @@ class RemoteAttempt:
             retry_timer, self.retry_timer = self.retry_timer, None
         if retry_timer is not None:
             watchdog.cancel(retry_timer)
-            self.run.finish(Cancelled(message="The flow run was cancelled while this task run awaited a retry."))
+            self.run.cancelled_awaiting_retry()
             return
         self._interrupt(self.attempt, TaskRunCancelled)
+
+    def abandon(self) -> bool:
+        """The interrupted call did not stop (blocked in C): end its worker, and have the copies
+        it may have opened closed by the scopes' ends. False if its result is coming."""
+        with self.lock:
+            future = self.future
+        if future is None or future.done():
+            return False
+        try:
+            self.runner.abandon(future)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("Could not stop the worker of task run %r: %r", self.run.record.name, exc)
+        # Its result, with the copies it opened, may never come: the scopes' ends ask every worker.
+        for scope in self.scopes.values():
+            for each in _scope_and_parents(scope).values():
+                copies_unreported(each, self.runner)
+        return True
 
     # -- attempts --
 
@@ -349,7 +356,7 @@ class RemoteAttempt:
         with self.lock:
             self.future = future
             pending = self.interrupted
-        if pending is not None or self.flow_run.cancelling:  # cancelled between begin_attempt and submit
+        if pending is not None or self.host.cancelling:  # cancelled between begin_attempt and submit
             self._interrupt(attempt, pending or TaskRunCancelled, again=True)
         future.add_done_callback(lambda f: self._done(attempt, f))
 
@@ -375,15 +382,15 @@ class RemoteAttempt:
             raise error from exc
         return Call(
             uuid.uuid4().hex,
-            _function_blob(run.task, self.runner),
+            _function_blob(run.options, self.runner),
             arguments,
             has_resources,
-            self.flow_run.record.id,
+            self.host.run_id,
             run.record.id,
             run.record.name,
-            RunContext(self.flow_run, run).log_prints,
-            run.task.timeout_seconds,
-            self.flow_run.settings.interrupt_grace_seconds,
+            RunContext(self.host, run).log_prints,  # type: ignore[arg-type]
+            run.options.timeout_seconds,
+            self.host.grace_seconds,
         )
 
     def _done(self, attempt: int, future: Future[Any]) -> None:
@@ -392,9 +399,6 @@ class RemoteAttempt:
             if attempt != self.attempt:
                 return
             interrupted = self.interrupted
-            timers, self.timers = self.timers, []
-        for timer in timers:
-            watchdog.cancel(timer)
         try:
             result: CallResult = future.result()
         except CancelledError:
@@ -405,7 +409,8 @@ class RemoteAttempt:
         except BaseException as exc:  # noqa: BLE001 - the runner lost the call (a worker died)
             if not run.record.state.is_final():
                 run.end_body()
-                self._worker_failed(exc)
+                error = exc if isinstance(exc, WorkerLost) else WorkerLost(f"{type(exc).__name__}: {exc}")
+                self._decided(run.failed(error, lost=True))  # retried while retries are left, else Crashed
             return
         where = f"on worker {result.worker} (pid {result.pid})"
         _report_copies(result.copies, self.scopes, self.runner)  # even for an abandoned run: its copies must be closed
@@ -429,15 +434,6 @@ class RemoteAttempt:
             error = timeout
         self._decided(run.failed(error))
 
-    def _worker_failed(self, exc: BaseException) -> None:
-        """The runner lost the call (its worker died): retry if retries are left, else Crashed."""
-        run = self.run
-        error = exc if isinstance(exc, WorkerLost) else WorkerLost(f"{type(exc).__name__}: {exc}")
-        if self.flow_run.cancelling or run.record.run_count - 1 < run.task.retries:
-            self._decided(run.failed(error))
-            return
-        run.finish(Crashed(error, message=f"Task run {run.record.name!r} was lost with its worker: {error}"))
-
     def _decided(self, delay: float | None) -> None:
         if delay is None:
             return
@@ -455,14 +451,9 @@ class RemoteAttempt:
             self.retry_timer = None
         self.begin()
 
-    # -- timeouts and cancellation --
-
-    def _schedule(self, delay: float, callback: Callable[[], None]) -> None:
-        with self.lock:
-            self.timers.append(watchdog.schedule(delay, callback))
-
     def _interrupt(self, attempt: int, exc_type: type[BaseException], again: bool = False) -> None:
-        """Make the call of ``attempt`` stop: cancelled if it has not started, interrupted if it runs."""
+        """Make the call of ``attempt`` stop: cancelled if it has not started, interrupted if it
+        runs (the run gives up on it after the grace period: `abandon`)."""
         with self.lock:
             if attempt != self.attempt or (self.interrupted is not None and not again):
                 return
@@ -472,34 +463,8 @@ class RemoteAttempt:
             return  # not submitted yet: begin() interrupts it once it is
         try:
             self.runner.interrupt(future, call.call_id, exc_type)
-        except Exception as exc:  # noqa: BLE001 - the grace period below still ends the run
+        except Exception as exc:  # noqa: BLE001 - the grace period still ends the run
             logger.warning("Could not interrupt task run %r on its worker: %r", self.run.record.name, exc)
-        grace = self.flow_run.settings.interrupt_grace_seconds
-        self._schedule(grace, lambda: self._abandon(attempt, exc_type, grace))
-
-    def _abandon(self, attempt: int, exc_type: type[BaseException], grace: float) -> None:
-        """The interrupted call did not stop (blocked in C): give up on it."""
-        run = self.run
-        with self.lock:
-            if attempt != self.attempt:
-                return
-            future = self.future
-        if run.record.state.is_final() or future is None or future.done():
-            return
-        try:
-            self.runner.abandon(future)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("Could not stop the worker of task run %r: %r", run.record.name, exc)
-        # Its result, with the copies it opened, may never come: the scopes' ends ask every worker.
-        for scope in self.scopes.values():
-            for each in _scope_and_parents(scope).values():
-                copies_unreported(each, self.runner)
-        run.end_body()
-        if exc_type is TaskRunTimeout:
-            error = TaskRunTimeout(f"{run._timeout_message()} It did not stop within {grace:g} s, so it was abandoned.")
-            run.finish(TimedOut(error, message=str(error)))
-        else:
-            run.finish(Crashed(message=f"Task run {run.record.name!r} did not stop within {grace:g} s of its flow's cancellation, so it was abandoned."))
 
 
 def _replay_logs(records: list[dict[str, Any]]) -> None:

@@ -7,8 +7,12 @@ is handed to the runner; runs its attempts (Running, then AwaitingRetry/Retrying
 as needed); ends in a final state, which releases its slots, tells its resource
 scopes and wakes whoever waits.
 
-`run_sync` and `run_async` are the two thin shells that execute attempts; all
-decisions are in `TaskRun`'s methods, shared by both.
+`TaskRun` applies the kernel's verdicts (`tether._core._decide`) and carries them out;
+it runs no body. The drivers that run attempts are `_shells` (in a thread, on an event
+loop) and `_remote` (on a worker process); the two that run off the calling thread's
+stack implement `Attempt`. What a task run needs of its flow run is `TaskRunHost`, and
+of its task only the checked options (`TaskOptions`): this module names neither
+`FlowRun` nor `Task`.
 """
 
 from __future__ import annotations
@@ -17,18 +21,17 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from tether._arguments import resolve, rewrite
 from tether._cache import MISSING, results
 from tether._cache_policies import DEFAULT, CachePolicy, run_cache_key
 from tether._clock import get_clock
-from tether._context import RunContext, current_run, events
+from tether._context import events
 from tether._core import (
     AwaitingConcurrencySlot,
-    Failure,
     Cached,
     Completed,
-    Crashed,
     Failed,
     Retrying,
     Running,
@@ -43,21 +46,66 @@ from tether._core import (
     timeout_message,
     transition,
 )
+from tether._core._decide import retries_left
 from tether._errors import (
     RunInterrupted,
     TaskRunTimeout,
     UpstreamFailedError,
 )
 from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
+from tether._limits import Limiter
 from tether._logging import log_for_run, logger
+from tether._options import FlowOptions, TaskOptions
+from tether._resources import scope_of
 from tether._run_views import TaskRun as TaskRunView
 from tether._run_views import TaskRunContext
-from tether._shield import unshielded
-from tether._stand_in import local_arguments
 
-if TYPE_CHECKING:
-    from tether._engine._flow_run import FlowRun
-    from tether._task import Task
+
+class TaskDefinition(Protocol):
+    """A task as the engine takes it (`Task` is the one): its checked options."""
+
+    @property
+    def options(self) -> TaskOptions: ...
+
+
+class TaskRunHost(Protocol):
+    """What a task run needs of its flow run (`FlowRun` is the one)."""
+
+    record: RunRecord
+    options: FlowOptions  # persist_result, and the flow's name in messages
+    parameters: dict[str, Any]  # the flow's, for cache keys
+    limiter: Limiter
+    cancel_event: threading.Event  # set once the flow is cancelled: ends a wait for a retry
+    cancelling: bool
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def grace_seconds(self) -> float: ...
+
+    def dispatch(self, run: TaskRun) -> None:
+        """Hand a run whose upstreams, cache and slots are settled to its runner."""
+
+    def task_run_ended(self, run: TaskRun) -> None:
+        """``run`` reached its final state."""
+
+    def wake_for_timeout(self, run: TaskRun) -> bool:
+        """Interrupt a called task on the main thread at its timeout, if the flow can."""
+
+
+class Attempt(Protocol):
+    """A driver running a task run's attempts off the stack of the thread that cancels it
+    (the asyncio shell; `RemoteAttempt`). A driver in a thread of this process has none:
+    `TaskRun` raises in that thread itself."""
+
+    def cancel(self) -> None:
+        """The flow is cancelled: stop the attempt in flight (or the wait for a retry)."""
+
+    def abandon(self) -> bool:
+        """The attempt did not stop within the grace period: let go of it (a remote runner
+        ends its worker). False if it is ending after all: its own end decides the state."""
+
 
 _completion_lock = threading.Lock()
 
@@ -72,7 +120,7 @@ class TaskRun:
         "_done",
         "_waiters",
         "args",
-        "async_task",
+        "attempt",
         "cache_key",
         "flow_run",
         "holds_slots",
@@ -82,6 +130,7 @@ class TaskRun:
         "lock",
         "observed",
         "on_ready",
+        "options",
         "parameters",
         "record",
         "scopes",
@@ -95,8 +144,9 @@ class TaskRun:
 
     def __init__(
         self,
-        task: Task[Any],
-        flow_run: FlowRun,
+        task: object,
+        options: TaskOptions,
+        flow_run: TaskRunHost,
         record: RunRecord,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -105,7 +155,8 @@ class TaskRun:
         scopes: list[Any],
     ) -> None:
         self.record = record
-        self.task = task
+        self.task = task  # the user's object: handed to hooks and to views, never read here
+        self.options = options
         self.flow_run = flow_run
         self.args = args
         self.kwargs = kwargs
@@ -123,7 +174,7 @@ class TaskRun:
         self.lock = threading.Lock()
         self.timer: int | None = None
         self.cache_key: str | None = None
-        self.async_task: Any = None
+        self.attempt: Attempt | None = None
         self.on_ready: Callable[[], None] | None = None
         self._callbacks: list[Callable[[TaskRun], None]] | None = None
         self._waiters: list[threading.Event] | None = None
@@ -204,13 +255,18 @@ class TaskRun:
             self.finish(cancelled_before_start())
             return
         if self.upstreams:
-            self.args, self.kwargs = self.flow_run.resolve_arguments(self.args, self.kwargs)
-        policy = self.task.cache_policy
-        if policy is None and self.task.inherits_persistence and self.flow_run.flow.persist_result:
+            self.args = tuple(resolve(a) for a in self.args)
+            self.kwargs = {k: resolve(v) for k, v in self.kwargs.items()}
+        options = self.options
+        policy = options.cache_policy
+        if policy is None and options.inherits_persistence and self.flow_run.options.persist_result:
             policy = DEFAULT  # the flow keeps its results, so its tasks cache as Prefect's do
         if policy is not None and self._cache_hit(policy):
             return
-        self.slot_keys = self.flow_run.slot_keys(self)
+        if self.record.tags:  # every limited key the run needs: its resources' (found at creation) and its tags'
+            self.slot_keys = self.slot_keys + self.flow_run.limiter.limited_keys(frozenset(f"tag:{t}" for t in self.record.tags))
+        if len(self.slot_keys) > 1:
+            self.slot_keys = sorted(self.slot_keys)
         if not self.slot_keys:
             self.flow_run.dispatch(self)
             return
@@ -237,19 +293,24 @@ class TaskRun:
         self.flow_run.dispatch(self)
 
     def _cache_hit(self, policy: CachePolicy) -> bool:
-        inputs = self.flow_run.cacheable_parameters(self)  # tether's walk: an error here is not the user's
+        inputs = self._cacheable_parameters()  # tether's walk: an error here is not the user's
         try:
             self.cache_key = run_cache_key(policy, TaskRunContext(self, inputs), inputs, self.flow_run.parameters)
         except Exception as exc:
-            self.finish(Failed(exc, message=f"The cache key (cache_key_fn / cache_policy {policy!r}) of task {self.task.name!r} raised: {exc!r}"))
+            self.finish(Failed(exc, message=f"The cache key (cache_key_fn / cache_policy {policy!r}) of task {self.options.name!r} raised: {exc!r}"))
             return True
-        if self.cache_key is None or self.task.refresh_cache:  # refresh_cache: run, then store anew
+        if self.cache_key is None or self.options.refresh_cache:  # refresh_cache: run, then store anew
             return False
         value = results.get(self.cache_key)
         if value is MISSING:
             return False
         self.finish(Cached(value, message=f"result found in cache (key {self.cache_key[:16]})"))
         return True
+
+    def _cacheable_parameters(self) -> dict[str, Any]:
+        """The run's parameters, resolved, with resource values left out."""
+        resolved = {k: resolve(v) for k, v in self.parameters.items()}
+        return {k: rewrite(v, lambda node: "<resource>" if scope_of(node) is not None else node) for k, v in resolved.items()}
 
     # -- attempts ------------------------------------------------------------------
 
@@ -271,10 +332,10 @@ class TaskRun:
             self.finish(cancelled_before_start())
             return False
         events.emit(event)
-        if self.task.on_running:
-            self._run_hooks(new, self.task.on_running)
-        timeout = self.task.timeout_seconds
-        if timeout is not None and self.async_task is None:
+        if self.options.on_running:
+            self._run_hooks(new, self.options.on_running)
+        timeout = self.options.timeout_seconds
+        if timeout is not None and self.attempt is None:  # a driver counts its own timeout
             attempt = self.record.run_count
             self.timer = watchdog.schedule(timeout, lambda: self._on_deadline(attempt, TaskRunTimeout))
         return True
@@ -294,11 +355,12 @@ class TaskRun:
             self.finish(value)
             return
         if self.cache_key is not None:
-            results.put(self.cache_key, value, self.task.cache_expiration)
+            results.put(self.cache_key, value, self.options.cache_expiration)
         self.finish(Completed(value))
 
-    def failed(self, exc: BaseException) -> float | None:
-        """Apply the kernel's verdict on a failed attempt; returns the retry delay, or None if final."""
+    def failed(self, exc: BaseException, lost: bool = False) -> float | None:
+        """Apply the kernel's verdict on a failed attempt (``lost``: the runner lost it with its
+        worker); returns the retry delay, or None if the run is final."""
         interrupt, self.interrupt = self.interrupt, None
         timed_out = isinstance(exc, TaskRunTimeout) or interrupt is TaskRunTimeout
         failure = classify_failure(
@@ -306,39 +368,56 @@ class TaskRun:
             interrupted=isinstance(exc, (RunInterrupted, KeyboardInterrupt, asyncio.CancelledError)),
             cancelling=self.flow_run.cancelling,
             is_exception=isinstance(exc, Exception),
+            lost=lost,
         )
         error = exc
         if timed_out and not (isinstance(exc, TaskRunTimeout) and exc.args):
             error = TaskRunTimeout(self._timeout_message())
+        options = self.options
         retries_done = self.record.run_count - 1
-        retrying = retries_done < self.task.retries and failure in (Failure.FAILED, Failure.TIMED_OUT)
+        retrying = retries_left(failure, retries_done=retries_done, retries=options.retries)
         verdict = after_failed_attempt(
-            failure, error, retries_done=retries_done, retries=self.task.retries,
+            failure, error, retries_done=retries_done, retries=options.retries,
             # This attempt's delay, jittered once here so the message says the delay waited.
-            retry_delays=(self.task.retry_delay(retries_done),) if retrying else self.task.retry_delays,
-            may_retry=not retrying or self.task.may_retry(TaskRunView(self), error),
+            retry_delays=(options.retry_delay(retries_done),) if retrying else options.retry_delays,
+            may_retry=not retrying or self._may_retry(error), run_name=self.record.name,
         )
         if verdict.retry_delay is not None:
             self._move(verdict.state)
-            log_for_run(self.record, self.flow_run.record.id, logging.WARNING, f"{verdict.state.message} (retry {self.record.run_count} of {self.task.retries})")
+            log_for_run(self.record, self.flow_run.run_id, logging.WARNING, f"{verdict.state.message} (retry {self.record.run_count} of {options.retries})")
         else:
             self.finish(verdict.state)
         return verdict.retry_delay
 
+    def _may_retry(self, error: BaseException) -> bool:
+        """What ``retry_condition_fn(task, task_run, state)`` says of an attempt that failed with
+        ``error`` (yes, without one); ``state`` is that failure's Failed state. A condition that
+        raises means no retry, as in Prefect."""
+        condition = self.options.retry_condition_fn
+        if condition is None:
+            return True
+        state = Failed(error, message=f"Task run encountered an exception: {error!r}")
+        try:
+            return bool(condition(self.task, TaskRunView(self), state))
+        except Exception:  # noqa: BLE001 - the user's condition failed: no retry, as in Prefect
+            logger.exception("retry_condition_fn of %s raised, so the run is not retried.", self.options.owner)
+            return False
+
     def wait_before_retry(self, delay: float) -> bool:
         """Wait out a retry delay; False (and Cancelled) if the flow is cancelled meanwhile."""
         if delay > 0 and get_clock().wait(self.flow_run.cancel_event, delay):
-            self.finish(cancelled_awaiting_retry())
+            self.cancelled_awaiting_retry()
             return False
         return not self.record.state.is_final()
 
     def _timeout_message(self) -> str:
-        return timeout_message(self.record.name, self.task.timeout_seconds or 0)
+        return timeout_message(self.record.name, self.options.timeout_seconds or 0)
 
     # -- interruption ----------------------------------------------------------------
 
     def interrupt_with(self, exc_type: type[BaseException]) -> None:
-        """Cancel the run: not started -> Cancelled; running -> an exception in its thread."""
+        """Cancel the run: not started -> Cancelled; running -> an exception in its thread, or
+        its driver's `Attempt.cancel`; abandoned if it has not stopped within the grace period."""
         with self.lock:
             state = self.record.state
             if state.is_final():
@@ -349,10 +428,14 @@ class TaskRun:
                 self.flow_run.limiter.withdraw(self.slot_request)
             self.finish(cancelled_before_start())
             return
-        if self.async_task is not None:
-            self.async_task.get_loop().call_soon_threadsafe(self.async_task.cancel)
-        else:
+        attempt = self.attempt
+        if attempt is None:
             self._on_deadline(self.record.run_count, exc_type)
+            return
+        number = self.record.run_count
+        attempt.cancel()
+        if running and self.on_ready is None:  # a called task is never given up on (see `_on_deadline`)
+            watchdog.schedule(self.flow_run.grace_seconds, lambda: self._abandon(number, exc_type))
 
     def _on_deadline(self, attempt: int, exc_type: type[BaseException]) -> None:
         with self.lock:
@@ -366,21 +449,35 @@ class TaskRun:
             # A called task: its caller is the thread that runs it, so nothing goes on if it is
             # given up on; it ends TimedOut when it does stop, and its state says so then.
             return
-        grace = self.flow_run.settings.interrupt_grace_seconds
-        watchdog.schedule(grace, lambda: self._abandon(attempt, exc_type))
+        watchdog.schedule(self.flow_run.grace_seconds, lambda: self._abandon(attempt, exc_type))
 
     def _abandon(self, attempt: int, exc_type: type[BaseException]) -> None:
-        """The interrupted body did not stop (blocked in C): give up on it."""
+        """The interrupted attempt did not stop (blocked in C): give up on it."""
+        with self.lock:
+            if not self.in_body or self.record.run_count != attempt:
+                return
+            driver = self.attempt
+        if driver is not None and not driver.abandon():
+            return
+        self.abandoned(attempt, exc_type)
+
+    def abandoned(self, attempt: int, exc_type: type[BaseException]) -> None:
+        """End the run without attempt number ``attempt``, given up on after the grace period
+        (``exc_type``: what interrupted it). The texts of that end are the kernel's."""
         with self.lock:
             if not self.in_body or self.record.run_count != attempt:
                 return
             self.in_body = False
         self.finish(
             after_abandon(
-                timed_out=exc_type is TaskRunTimeout, run_name=self.record.name, timeout_seconds=self.task.timeout_seconds,
-                grace_seconds=self.flow_run.settings.interrupt_grace_seconds, error_type=TaskRunTimeout,
+                timed_out=exc_type is TaskRunTimeout, run_name=self.record.name, timeout_seconds=self.options.timeout_seconds,
+                grace_seconds=self.flow_run.grace_seconds, error_type=TaskRunTimeout,
             )
         )
+
+    def cancelled_awaiting_retry(self) -> None:
+        """The flow was cancelled while this run waited for its next attempt."""
+        self.finish(cancelled_awaiting_retry())
 
     # -- the end ---------------------------------------------------------------------
 
@@ -403,11 +500,11 @@ class TaskRun:
             self.timer = None
         events.emit(event)
         if state.type is StateType.FAILED or state.type is StateType.CRASHED:
-            log_for_run(self.record, self.flow_run.record.id, logging.ERROR, f"Finished in state {state.name}: {state.message}")
+            log_for_run(self.record, self.flow_run.run_id, logging.ERROR, f"Finished in state {state.name}: {state.message}")
         if self.holds_slots:
             self.holds_slots = False
             self.flow_run.limiter.release(self.slot_keys, self)
-        if self.task.on_completion or self.task.on_failure:
+        if self.options.on_completion or self.options.on_failure:
             self._run_hooks(state)
         self.args = self.kwargs = self.parameters = None  # type: ignore[assignment]
         self.upstreams = []
@@ -417,82 +514,10 @@ class TaskRun:
 
     def _run_hooks(self, state: State, hooks: tuple[Callable[..., Any], ...] | None = None) -> None:
         if hooks is None:
-            hooks = self.task.on_completion if state.is_completed() else self.task.on_failure if state.type in (StateType.FAILED, StateType.CRASHED) else ()
+            options = self.options
+            hooks = options.on_completion if state.is_completed() else options.on_failure if state.type in (StateType.FAILED, StateType.CRASHED) else ()
         for hook in hooks:
             try:
                 hook(self.task, TaskRunView(self), state)
             except Exception:
                 logger.exception("Hook %r of task run %r raised; the run's state is unchanged.", hook, self.record.name)
-
-
-def run_sync(run: TaskRun) -> None:
-    """Run a task's attempts in this thread."""
-    token = current_run.set(RunContext(run.flow_run, run))
-    try:
-        while run.begin_attempt():
-            try:
-                try:
-                    args, kwargs = run.args, run.kwargs
-                    if run.scopes:
-                        args, kwargs = local_arguments(args, kwargs)
-                    value = unshielded(run.task.fn, *args, **kwargs)  # a called task's body: interruptible
-                finally:
-                    run.end_body()
-            except BaseException as exc:
-                delay = run.failed(exc)
-                if delay is None or not unshielded(run.wait_before_retry, delay):  # interruptible, like the body
-                    return
-            else:
-                run.succeeded(value)
-                return
-    finally:
-        current_run.reset(token)
-
-
-def run_guarded(run: TaskRun) -> None:
-    """`run_sync` for runners that give no future: an engine failure crashes the run."""
-    try:
-        run_sync(run)
-    except BaseException as exc:  # the run must end, whatever broke
-        crash_if_unfinished(run, exc)
-
-
-async def run_async(run: TaskRun) -> None:
-    """Run an async task's attempts on the current event loop."""
-    token = current_run.set(RunContext(run.flow_run, run))
-    run.async_task = asyncio.current_task()
-    try:
-        while run.begin_attempt():
-            try:
-                try:
-                    args, kwargs = run.args, run.kwargs
-                    if run.scopes:
-                        args, kwargs = local_arguments(args, kwargs)
-                    coro = run.task.fn(*args, **kwargs)
-                    timeout = run.task.timeout_seconds
-                    value = await (asyncio.wait_for(coro, timeout) if timeout else coro)
-                finally:
-                    run.end_body()
-            except asyncio.TimeoutError:
-                delay = run.failed(TaskRunTimeout(run._timeout_message()))
-            except BaseException as exc:
-                delay = run.failed(exc)
-            else:
-                run.succeeded(value)
-                return
-            if delay is None:
-                return
-            if delay > 0:
-                loop = asyncio.get_running_loop()
-                if await loop.run_in_executor(None, get_clock().wait, run.flow_run.cancel_event, delay):
-                    run.finish(cancelled_awaiting_retry())
-                    return
-    finally:
-        current_run.reset(token)
-
-
-def crash_if_unfinished(run: TaskRun, error: BaseException | None) -> None:
-    """The runner's future ended: if the run is not final, the engine failed it."""
-    if not run.record.state.is_final():
-        run.finish(Crashed(error, message=f"The runner lost task run {run.record.name!r}: {error!r}"))
-

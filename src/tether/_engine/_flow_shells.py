@@ -1,0 +1,103 @@
+"""The shells that run a flow body: `run_flow_sync` in the calling thread, `run_flow_async`
+on the caller's event loop.
+
+They are thin: they make the `FlowRun`, call the body, and ask the flow run what every
+outcome leads to (retry, cancel, the final state). Both treat an interrupt that lands in
+the engine's own steps around the body (not in the body) alike: the flow run is cancelled
+with it and still ends. The decorator that calls them is `tether._flow`; the shells of
+task attempts are `_shells`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from typing import Any, Protocol
+
+from tether._clock import get_clock
+from tether._context import current_run
+from tether._engine._flow_run import FlowRun
+from tether._options import FlowOptions
+
+
+class FlowDefinition(Protocol):
+    """A flow as the engine takes it (`FlowFunction` is the one): its checked options."""
+
+    @property
+    def options(self) -> FlowOptions: ...
+
+
+def _new_flow_run(flow: FlowDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[FlowRun, tuple[Any, ...], dict[str, Any]]:
+    """The flow run, and the arguments to call its body with (coerced, if validated)."""
+    options = flow.options
+    parameters = options.bind(args, kwargs)
+    if options.validator is not None:
+        validated = options.validator.validate(parameters)
+        if validated is not parameters:
+            parameters = validated
+            bound = inspect.BoundArguments(options.signature, parameters)  # type: ignore[arg-type]
+            args, kwargs = bound.args, bound.kwargs
+    ctx = current_run.get()
+    parent = ctx.flow_run if ctx is not None else None
+    return FlowRun(options, flow, parameters, parent), args, kwargs  # type: ignore[arg-type]
+
+
+def run_flow_sync(flow: FlowDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+    flow_run, args, kwargs = _new_flow_run(flow, args, kwargs)
+    fn = flow_run.options.fn
+    flow_run.begin()
+    try:
+        while True:
+            try:
+                value = fn(*args, **kwargs)
+            except BaseException as exc:
+                delay = flow_run.body_failed(exc)
+                if delay is None:
+                    break
+                if delay > 0 and get_clock().wait(flow_run.cancel_event, delay):
+                    break  # cancelled while awaiting the retry
+                flow_run.retry()
+            else:
+                flow_run.body_returned(value)
+                break
+    except BaseException as exc:  # a signal landed in the engine's own steps around the body
+        flow_run.cancel(exc)
+    finally:
+        state = flow_run.end()
+    return flow_run.outcome(state, return_state)
+
+
+async def run_flow_async(flow: FlowDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+    flow_run, args, kwargs = _new_flow_run(flow, args, kwargs)
+    fn = flow_run.options.fn
+    flow_run.begin()
+    try:
+        while True:
+            try:
+                value = await fn(*args, **kwargs)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    exc = KeyboardInterrupt() if flow_run.timed_out else exc
+                delay = flow_run.body_failed(exc)
+                if delay is None:
+                    break
+                if delay > 0 and await _wait_on_clock(flow_run.cancel_event, delay):
+                    break  # cancelled while awaiting the retry
+                flow_run.retry()
+            else:
+                flow_run.body_returned(value)
+                break
+    except BaseException as exc:  # an interrupt (a cancellation of this task) in the engine's own steps
+        flow_run.cancel(exc)
+    finally:
+        try:
+            state = await asyncio.get_running_loop().run_in_executor(None, flow_run.wait_and_decide)
+        finally:
+            flow_run.restore()
+    return flow_run.outcome(state, return_state)
+
+
+async def _wait_on_clock(event: threading.Event, seconds: float) -> bool:
+    """`Clock.wait` without blocking the event loop; True if ``event`` was set."""
+    return await asyncio.get_running_loop().run_in_executor(None, get_clock().wait, event, seconds)
