@@ -1,8 +1,10 @@
 """Futures: handles on submitted task runs, and `wait` / `as_completed` over them.
 
-A `TaskFuture` is a thin view of a `TaskRun`; the run owns its completion. Looking at
-a future (``result()``, ``state``, ``wait()``, or `wait` / `as_completed` over it)
-marks the run as looked at, so a failure there is not "silent" when the flow ends.
+A `TaskFuture` is a thin view of a task run (the engine's `TaskRun`, which this module
+knows only as a `RunHandle`); the run owns its completion. Looking at a future
+(``result()``, ``state``, ``wait()``, or `wait` / `as_completed` over it) marks the run
+as looked at, so a failure there is not "silent" when the flow ends. A future's type
+names its task's return type (``TaskFuture[int]``), for type checkers only.
 """
 
 from __future__ import annotations
@@ -10,22 +12,39 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from tether._core import State
+from tether._core import RunRecord, State
 from tether._interrupt import wait_interruptibly
 
-if TYPE_CHECKING:
-    from tether._engine._task_run import TaskRun
+R = TypeVar("R")
 
 
-class TaskFuture:
+class RunHandle(Protocol):
+    """What a future needs of its task run (the engine's `TaskRun` is one)."""
+
+    @property
+    def record(self) -> RunRecord: ...
+
+    #: Set once someone looked at the run's outcome, so its failure is not silent.
+    observed: bool
+
+    def is_done(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run is final (True) or ``timeout`` seconds have passed (False)."""
+
+    def add_done_callback(self, fn: Callable[[RunHandle], None]) -> None:
+        """Call ``fn(run)`` once the run is final (at once if it already is)."""
+
+
+class TaskFuture(Generic[R]):
     """The future of one submitted task run. Compare Prefect's `PrefectFuture`."""
 
     __slots__ = ("_run",)
 
-    def __init__(self, run: TaskRun) -> None:
+    def __init__(self, run: RunHandle) -> None:
         self._run = run
 
     @property
@@ -52,7 +71,7 @@ class TaskFuture:
         self._run.observed = True
         return self._run.record.state if self._run.wait(timeout) else None
 
-    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The run's return value; raises its error if it did not complete.
 
         Raises `TimeoutError` if the run is not final within ``timeout`` seconds.
@@ -63,9 +82,9 @@ class TaskFuture:
                 f"Task run {self._run.record.name!r} did not finish within {timeout} s "
                 f"(it is {self._run.record.state.name})."
             )
-        return self._run.record.state.result(raise_on_failure=raise_on_failure)
+        return self._run.record.state.result(raise_on_failure=raise_on_failure)  # type: ignore[no-any-return]
 
-    def add_done_callback(self, fn: Any) -> None:
+    def add_done_callback(self, fn: Callable[[TaskFuture[R]], None]) -> None:
         """Call ``fn(future)`` once the run is final (at once if it already is)."""
         self._run.add_done_callback(lambda _run: fn(self))
 
@@ -73,13 +92,13 @@ class TaskFuture:
         return f"<TaskFuture {self._run.record.name!r} {self._run.record.state.name}>"
 
 
-class TaskFutureList(list):  # type: ignore[type-arg]
+class TaskFutureList(list[TaskFuture[R]], Generic[R]):
     """The futures returned by ``task.map``: a list with ``wait()`` and ``result()``."""
 
     def wait(self, timeout: float | None = None) -> None:
         wait(self, timeout=timeout)
 
-    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[Any]:
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
         done = wait(self, timeout=timeout)
         if done.not_done:
             raise TimeoutError(f"{len(done.not_done)} of {len(self)} task runs did not finish within {timeout} s.")
@@ -87,11 +106,11 @@ class TaskFutureList(list):  # type: ignore[type-arg]
 
 
 class DoneAndNotDoneFutures(NamedTuple):
-    done: set[TaskFuture]
-    not_done: set[TaskFuture]
+    done: set[TaskFuture[Any]]
+    not_done: set[TaskFuture[Any]]
 
 
-def wait(futures: Iterable[TaskFuture], timeout: float | None = None) -> DoneAndNotDoneFutures:
+def wait(futures: Iterable[TaskFuture[Any]], timeout: float | None = None) -> DoneAndNotDoneFutures:
     """Wait until every future is done or ``timeout`` passes; returns (done, not_done).
 
     The caller then has the futures in hand to check, so their failures count as looked at."""
@@ -115,10 +134,10 @@ def wait(futures: Iterable[TaskFuture], timeout: float | None = None) -> DoneAnd
     return DoneAndNotDoneFutures(done, set(futures) - done)
 
 
-def as_completed(futures: Iterable[TaskFuture], timeout: float | None = None) -> Iterator[TaskFuture]:
+def as_completed(futures: Iterable[TaskFuture[R]], timeout: float | None = None) -> Iterator[TaskFuture[R]]:
     """Yield each future as its run becomes final; `TimeoutError` after ``timeout`` seconds."""
     futures = list(futures)
-    finished: queue.SimpleQueue[TaskFuture] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[TaskFuture[R]] = queue.SimpleQueue()
     for f in futures:
         f._run.observed = True  # each is handed to the caller to check
         f.add_done_callback(finished.put)

@@ -210,7 +210,7 @@ class Task(Generic[R]):
             return self.fn(*args, **kwargs)
         return ctx.flow_run.call_task(self, args, kwargs, wait_for, return_state)
 
-    def submit(self, *args: Any, wait_for: Iterable[Any] | None = None, return_state: bool = False, **kwargs: Any) -> TaskFuture:
+    def submit(self, *args: Any, wait_for: Iterable[Any] | None = None, return_state: bool = False, **kwargs: Any) -> TaskFuture[R]:
         ctx = current_run.get()
         if ctx is None:
             raise UsageError(
@@ -225,7 +225,7 @@ class Task(Generic[R]):
             return future.state  # type: ignore[return-value]
         return future
 
-    def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> TaskFutureList:
+    def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> TaskFutureList[R]:
         ctx = current_run.get()
         if ctx is None and building_graph.get() is not None:
             return building_graph.get().add_map(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)

@@ -57,10 +57,11 @@ def _read(attribute: str) -> Any:
         value = _OUTSIDE[attribute]
         return value.copy() if isinstance(value, (dict, list)) else value
     if attribute == "root_flow_run_id":
-        engine = runtime_context().flow_run  # type: ignore[union-attr]
-        while getattr(engine, "parent", None) is not None:  # a remote worker's stand-in has no parent
-            engine = engine.parent
-        return engine.record.id
+        root = runtime_context().flow_run  # type: ignore[union-attr]
+        parent = getattr(root, "parent", None)  # the engine's flow runs know it; a remote worker's stand-in does not
+        while parent is not None:
+            root, parent = parent, getattr(parent, "parent", None)
+        return root.record.id
     if attribute == "parent_flow_run_id":
         return run.parent_flow_run_id
     if attribute in ("parent_deployment_id", "ui_url", "api_url"):
