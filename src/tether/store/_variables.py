@@ -151,6 +151,16 @@ def values_engine(what: str) -> tuple[StoreLocation, sa.Engine]:
         return found
 
 
+def close_engines() -> None:
+    """Close the stores `values_engine` opened (not the recording one): for tests and tools that
+    switch stores and must leave no connection behind."""
+    with _engines_lock:
+        found = list(_engines.values())
+        _engines.clear()
+    for _, engine in found:
+        engine.dispose()
+
+
 def _forget_in_child() -> None:
     global _engines_lock
     _engines_lock = threading.Lock()
