@@ -2,7 +2,7 @@
 
 `SlotBroker` takes slots for the `Limiter` when a tag's limit lives in the store.
 A slot is a lock that the operating system or the database server drops when its
-holder dies (`tether.store._slot_locks`), never a lease: a holder that is paused
+holder dies (the store's slot locks), never a lease: a holder that is paused
 (SIGSTOP, a frozen container, a long C call holding the GIL) keeps its slots for
 as long as it lives, so a limit is never overbooked.
 
@@ -43,8 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether._clock import get_clock
-from tether.store._errors import StoreError
-from tether.store._slots import SlotTable
+from tether.store import SlotTable, StoreError
 
 log = logging.getLogger("tether")
 

@@ -81,8 +81,7 @@ def remove(tag: str) -> bool:
         limiter.remove_limit(f"tag:{tag}")
         return existed
     broker = use_store(store, limiter)
-    existed = store.remove_limit(tag)
-    broker.table.free_all(tag)
+    existed = broker.table.drop_limit(tag) is not None
     broker.refresh()
     return existed
 
@@ -92,9 +91,4 @@ def ls() -> list[LimitInfo]:
     if store is None:
         return [LimitInfo(key[4:], c, h, w) for key, (c, h, w) in limiter.limits().items() if key.startswith("tag:")]
     broker = use_store(store, limiter)
-    holders = broker.table.holders()
-    waiting = broker.table.waiters()
-    return [
-        LimitInfo(tag, capacity, sum(1 for h in holders if h.tag == tag), waiting.get(tag, 0))
-        for tag, capacity in sorted(store.limits().items())
-    ]
+    return [LimitInfo(v.tag, v.capacity, len(v.holders), v.waiting) for v in broker.table.limit_views()]

@@ -1,6 +1,8 @@
 """``tether limit set|ls|rm``: concurrency limits on task tags, kept in the store for every process.
 
-Sets and reads the store's limits and slots; the waiting for a slot is the engine's, not this module's.
+Shows and changes the store's limits through the store's face (`tether.store.limit_views`,
+`drop_limit`: what `tether.limits.ls` and `remove` use too); the waiting for a slot is the
+engine's, not this module's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from rich.table import Table
 
 from tether.cli._main import Failure, out, print_json, store_or_exit
 from tether.cli._render import short_id
-from tether.store import SlotTable
+from tether.store import drop_limit, limit_views
 
 
 @click.group("limit")
@@ -57,25 +59,23 @@ def limit_set(tag: str, capacity: int) -> None:
 def limit_ls(as_json: bool) -> None:
     """List the limits, who holds their slots (run, task, host, pid, since) and who waits."""
     with store_or_exit() as store:
-        found = store.limits()
-        table_of_slots = SlotTable(store.engine)
-        holders = table_of_slots.holders()
-        waiting = table_of_slots.waiters()
+        views = limit_views(store)
     if as_json:
         print_json([
-            {"tag": tag, "limit": capacity, "waiting": waiting.get(tag, 0),
+            {"tag": view.tag, "limit": view.capacity, "waiting": view.waiting,
              "holders": [{"run_id": h.run_id, "task": h.task, "host": h.host, "pid": h.pid,
-                          "since": h.acquired, "slot": h.slot} for h in holders if h.tag == tag]}
-            for tag, capacity in found.items()
-        ])
+                          "since": h.acquired, "slot": h.slot} for h in view.holders]}
+            for view in views
+        ])  # fmt: skip
         return
-    if not found:
+    if not views:
         out.print("No limits set.")
         return
     table = Table("TAG", "LIMIT", "HELD", "WAITING", box=None, header_style="bold")
-    for tag, capacity in found.items():
-        table.add_row(tag, str(capacity), str(sum(1 for h in holders if h.tag == tag)), str(waiting.get(tag, 0)))
+    for view in views:
+        table.add_row(view.tag, str(view.capacity), str(len(view.holders)), str(view.waiting))
     out.print(table)
+    holders = [h for view in views for h in view.holders]
     if holders:
         # A holder is a task run: named and identified as tether runs show shows it.
         held = Table("TAG", "TASK RUN", "ID", "PROCESS", "SINCE", box=None, header_style="bold")
@@ -90,7 +90,7 @@ def limit_ls(as_json: bool) -> None:
 def limit_rm(tag: str) -> None:
     """Remove the limit on TAG and free every slot held under it."""
     with store_or_exit() as store:
-        if not store.remove_limit(tag):
-            raise Failure(f"There is no limit on tag {tag!r}. See: tether limit ls")
-        freed = SlotTable(store.engine).free_all(tag)
+        freed = drop_limit(store, tag)
+    if freed is None:
+        raise Failure(f"There is no limit on tag {tag!r}. See: tether limit ls")
     out.print(f"Limit for tag {tag!r} removed; {freed} held slot(s) freed.")

@@ -28,13 +28,13 @@ from tether.store._location import StoreLocation, configured_url, tether_home
 from tether.store._migrate import unusable
 from tether.store._queries import (
     DeploymentView,
-    LimitView,
     RunSummary,
     RunView,
     TaskLane,
     TaskRunView,
     change_token,
     deployment_views,
+    drop_limit,
     find_flow_run,
     limit_views,
     run_log_lines,
@@ -48,10 +48,19 @@ from tether.store._recorder import StoreRecorder
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_parameters, redact_text, redact_value
 from tether.store._rows import heartbeat_seconds
-from tether.store._secrets import BlockExists, BlockNotFound, BlockTable, SavedBlock, SecretKeyError, SecretsKey, secrets_key
-from tether.store._slots import SlotTable
+from tether.store._secrets import (
+    BlockExists,
+    BlockNotFound,
+    BlockTable,
+    SavedBlock,
+    SecretKeyError,
+    SecretsKey,
+    secrets_key,
+)
+from tether.store._slots import LimitView, SlotHolder, SlotTable, Waiter
 from tether.store._store import RunNotFound, Store, open_store
 from tether.store._variables import StoredVariable, StoreOff, VariableExists, VariableTable, values_engine
+from tether.store._worker_ledger import LedgerTarget, ledger_target, record_copy_step
 
 __all__ = [
     "ARTIFACT_TYPES",
@@ -69,6 +78,7 @@ __all__ = [
     "DeploymentTable",
     "DeploymentView",
     "LedgerEntry",
+    "LedgerTarget",
     "LimitView",
     "ProcessInfo",
     "ReapResult",
@@ -81,6 +91,7 @@ __all__ = [
     "ScheduledRun",
     "SecretKeyError",
     "SecretsKey",
+    "SlotHolder",
     "SlotTable",
     "Store",
     "StoreError",
@@ -99,21 +110,25 @@ __all__ = [
     "TaskRunView",
     "VariableExists",
     "VariableTable",
+    "Waiter",
     "active_store",
     "cancel_flow_run",
     "change_token",
     "configured_url",
     "deployment_views",
     "disable",
+    "drop_limit",
     "enable",
     "find_flow_run",
     "flow_process_gone",
     "flush",
     "heartbeat_seconds",
+    "ledger_target",
     "limit_views",
     "load_reaper",
     "open_store",
     "reap_orphans",
+    "record_copy_step",
     "recording_disabled",
     "redact_parameters",
     "redact_text",

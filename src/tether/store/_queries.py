@@ -33,7 +33,7 @@ from tether.store._schema import (
     state_changes,
     task_runs,
 )
-from tether.store._slots import SlotHolder, SlotTable, Waiter
+from tether.store._slots import LimitView, SlotTable
 from tether.store._store import RunNotFound, Store, _flow_run, _redacted, _task_counts, _task_run, matching_flow_run
 
 #: Up to this many task runs a run's timeline has a lane per task run; beyond, bars per task name.
@@ -137,13 +137,6 @@ class DeploymentView:
     #: Its latest times that are not still to come: runs, and times skipped with their reasons.
     recent: list[ScheduledRun]
 
-
-@dataclass(frozen=True)
-class LimitView:
-    tag: str
-    capacity: int
-    holders: list[SlotHolder]
-    waiters: list[Waiter]
 
 
 def runs_page(
@@ -331,14 +324,12 @@ def run_log_lines(store: Store, run_id: str, batch: int = 5000) -> Iterator[tupl
 
 def limit_views(store: Store) -> list[LimitView]:
     """Each limit with the live holders of its slots and the live processes waiting for one."""
-    table = SlotTable(store.engine)
-    capacities = table.capacities()
-    holders = table.holders()
-    waiters = table.live_waiters()
-    return [
-        LimitView(tag, capacity, [h for h in holders if h.tag == tag], [w for w in waiters if w.tag == tag])
-        for tag, capacity in sorted(capacities.items())
-    ]
+    return SlotTable(store.engine).limit_views()
+
+
+def drop_limit(store: Store, tag: str) -> int | None:
+    """Remove the limit on ``tag`` and free its slots: how many were held, or None if there was no such limit."""
+    return SlotTable(store.engine).drop_limit(tag)
 
 
 def deployment_views(store: Store, upcoming: int = 3, recent: int = 10) -> list[DeploymentView]:

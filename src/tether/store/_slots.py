@@ -50,6 +50,21 @@ class Waiter:
     process: str
 
 
+@dataclass(frozen=True)
+class LimitView:
+    """A limit with the live holders of its slots and the live processes waiting for one."""
+
+    tag: str
+    capacity: int
+    holders: list[SlotHolder]
+    waiters: list[Waiter]
+
+    @property
+    def waiting(self) -> int:
+        """How many runs wait for a slot, in every live process."""
+        return sum(w.waiting for w in self.waiters)
+
+
 class SlotTable:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -174,6 +189,23 @@ class SlotTable:
         if dead:
             write(self.engine, lambda c: c.execute(sa.delete(limit_waiters).where(limit_waiters.c.process.in_(dead))))
         return [w for w in waiters if w.process not in dead]
+
+    def limit_views(self) -> list[LimitView]:
+        """Each limit, by tag, with who holds its slots and who waits for one (live processes only)."""
+        capacities = self.capacities()
+        holders = self.holders()
+        waiters = self.live_waiters()
+        return [
+            LimitView(tag, capacity, [h for h in holders if h.tag == tag], [w for w in waiters if w.tag == tag])
+            for tag, capacity in sorted(capacities.items())
+        ]
+
+    def drop_limit(self, tag: str) -> int | None:
+        """Remove the limit on ``tag`` and free every slot held under it: how many live holders
+        there were, or None if there was no such limit (its slots are freed all the same)."""
+        existed = write(self.engine, lambda c: c.execute(sa.delete(limits).where(limits.c.tag == tag)).rowcount == 1)
+        freed = self.free_all(tag)
+        return freed if existed else None
 
     def free_all(self, tag: str) -> int:
         """Forget who holds ``tag``'s slots (its limit is gone); how many live holders there were."""
