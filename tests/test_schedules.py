@@ -98,6 +98,8 @@ def test_schedules_round_trip_and_prefects_names_are_ours():
         (lambda: Interval(0), "interval=0", "interval=3600"),
         (lambda: Interval(-5), "interval=-5", "interval=3600"),
         (lambda: Interval(dt.timedelta(0)), "interval=datetime.timedelta(0)", "interval=3600"),
+        (lambda: Interval(1e300), "interval=1e+300 is longer than 100 years", "cron='0 0 1 1 *'"),
+        (lambda: Interval(float("nan")), "interval=nan", "interval=3600"),
     ],
 )
 def test_bad_schedules_name_the_value_and_show_a_good_one(make, named, example):

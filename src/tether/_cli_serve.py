@@ -30,11 +30,9 @@ from tether._core._catchup import CATCHUP, OVERLAP
 from tether._deployment import Deployment
 from tether._errors import UsageError
 from tether._flow import FlowFunction
-from tether._serve import Server, ServeSettings
-from tether._serve_display import ServeDisplay
+from tether._serve import serve
 from tether.schedules import from_dict
 from tether.store import (
-    DeploymentNameTaken,
     DeploymentNotFound,
     DeploymentTable,
     StoredDeployment,
@@ -96,27 +94,7 @@ def serve_cmd(target: str, name: str, cron: str | None, interval: float | None, 
                                 entrypoint=f"{Path(target.rpartition(':')[0]).resolve()}:{target.rpartition(':')[2]}")  # fmt: skip
     except UsageError as exc:
         raise BadInput(str(exc)) from None
-    display = ServeDisplay(out)
-    try:
-        server = Server([deployment], ServeSettings.from_env(limit=limit), on_tick=display.update)
-    except StoreError as exc:
-        display.close()
-        raise click.ClickException(str(exc)) from None
-    try:
-        server.register()
-    except DeploymentNameTaken as exc:
-        display.close()
-        server.store.close()
-        raise BadInput(str(exc)) from None
-    nxt = deployment.next_time(server.table.now())
-    out.print(
-        f"Serving deployment {name!r} ({', '.join(s.describe() for s in deployment.schedules) or 'no schedule'}); next run {_when(nxt)}. Ctrl-C or SIGTERM stops."
-    )
-    try:
-        code = server.serve()
-    finally:
-        display.close()
-    sys.exit(code)
+    sys.exit(serve(deployment, limit=limit))
 
 
 @click.group("deployments")

@@ -15,27 +15,44 @@ and ``serve`` exits 143 (130 for Ctrl-C). The deployments stay active: stopping
 never pauses a schedule. A run's child process dies with its serve process, so a
 killed serve leaves no run going that nobody watches.
 
-The times between steps go through `tether._clock`; the times that decide what is
-due are the database's.
+`serve(*deployments)` and `serve_flow` (``flow.serve(...)``) are the entry points from a
+script: bad input exits 2 with its message, as ``tether serve``'s does, before anything
+is written. The times between steps go through `tether._clock`; the times that decide
+what is due are the database's.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import Any
 
+from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether._clock import get_clock
-from tether._deployment import Deployment, DeploymentError
+from tether._deployment import Deployment, DeploymentError, ServableFlow
+from tether._errors import UsageError
 from tether._serve_child import run_claimed
-from tether.store import Claimed, DeploymentTable, ProcessInfo, Store, open_store
+from tether._serve_display import ServeDisplay
+from tether.store import (
+    Claimed,
+    DeploymentNameTaken,
+    DeploymentTable,
+    ProcessInfo,
+    Store,
+    StoreError,
+    open_store,
+)
 
 log = logging.getLogger("tether.serve")
 
@@ -59,26 +76,60 @@ class ServeSettings:
 
     @classmethod
     def from_env(cls, **given: Any) -> ServeSettings:
+        """The settings: ``given`` (None: not given) over ``TETHER_SERVE_<NAME>_SECONDS`` over the defaults.
+
+        Raises `UsageError` naming the setting for an unknown name or a value that cannot be used."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise UsageError(
+                f"serve() got an unknown setting {unknown[0]!r}: its settings are {', '.join(known)}. "
+                "Example: serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *'), grace_seconds=60)."
+            )
         values: dict[str, Any] = {}
-        for name in (
-            "poll_seconds",
-            "lookahead_seconds",
-            "late_seconds",
-            "lease_seconds",
-            "grace_seconds",
-            "cancel_seconds",
-        ):
-            raw = os.environ.get(f"TETHER_SERVE_{name.removesuffix('_seconds').upper()}_SECONDS")
+        for name in known:
+            if not name.endswith("_seconds"):
+                continue
+            variable = f"TETHER_SERVE_{name.removesuffix('_seconds').upper()}_SECONDS"
+            raw = os.environ.get(variable, "").strip()
             if raw:
-                values[name] = float(raw)
-        values.update({k: v for k, v in given.items() if v is not None})
+                values[name] = _seconds(raw, f"{variable}={raw!r}", f"{variable}={getattr(cls, name):g}", name)
+        for name, value in given.items():
+            if value is None:
+                continue
+            if name == "limit":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise UsageError(
+                        f"serve() got limit={value!r}: the most runs at once in this process is a whole number of "
+                        "at least 1, or None for no limit. Example: limit=4."
+                    )
+                values[name] = value
+            else:
+                values[name] = _seconds(value, f"{name}={value!r}", f"{name}={getattr(cls, name):g}", name)
         return cls(**values)
+
+
+def _seconds(value: Any, shown: str, example: str, name: str) -> float:
+    """``value`` as a number of seconds, or `UsageError` saying which setting and what would do."""
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    smallest_exclusive = name == "poll_seconds"  # a poll of 0 would spin on the store
+    if not math.isfinite(seconds) or seconds < 0 or (smallest_exclusive and seconds == 0):
+        what = "a positive number of seconds" if smallest_exclusive else "a number of seconds, 0 or more"
+        raise UsageError(f"tether serve: {shown} is not {what}. Example: {example}.")
+    return seconds
 
 
 @dataclass
 class ChildRun:
     claimed: Claimed
     process: multiprocessing.process.BaseProcess
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
 
 class Server:
@@ -95,7 +146,8 @@ class Server:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise DeploymentError(
-                f"serve() got two deployments named {twice[0]!r}; each deployment needs a name of its own."
+                f"serve() got two deployments named {twice[0]!r}; each deployment needs a name of its own. "
+                f"Example: serve(a.to_deployment(name={twice[0]!r}), b.to_deployment(name={twice[0] + '-2'!r}))."
             )
         self.deployments = {d.name: d for d in deployments}
         self.settings = settings
@@ -107,8 +159,11 @@ class Server:
         self.stop_signal: int | None = None
         self.on_tick = on_tick
         self.seen_by = f"tether serve (process {self.me.pid})"
+        self.registered = False
 
     def register(self) -> None:
+        """Write the deployments to the store (`DeploymentNameTaken` if a name is another flow's)."""
+        self.registered = True
         for deployment in self.deployments.values():
             if self.table.register(deployment.spec()):
                 log.warning(
@@ -120,7 +175,8 @@ class Server:
 
     def serve(self) -> int:
         """Serve until SIGTERM/Ctrl-C (or `stop`); the exit code (143, 130, or 0)."""
-        self.register()
+        if not self.registered:
+            self.register()
         previous = self._install_signals()
         try:
             while not self.stop_event.is_set():
@@ -266,11 +322,68 @@ def _signal(process: multiprocessing.process.BaseProcess, signum: int) -> None:
 
 
 def serve(*deployments: Deployment, limit: int | None = None, **settings: Any) -> int:
-    """Serve ``deployments`` until SIGTERM or Ctrl-C; returns the exit code (see `Server.serve`)."""
-    for d in deployments:
-        if not isinstance(d, Deployment):
-            raise DeploymentError(
-                f"serve() takes deployments, got {d!r}. Example: serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *'))."
-            )
-    server = Server(list(deployments), ServeSettings.from_env(limit=limit, **settings))
-    return server.serve()
+    """Serve ``deployments`` until SIGTERM or Ctrl-C (blocks); the exit code: 143 after SIGTERM, 130 after Ctrl-C.
+
+    Bad input is a usage error, as on the command line: something that is not a
+    deployment, two deployments of one name, a name another flow's deployment has, an
+    unknown or bad setting. Its message goes to stderr and the process exits 2 (a
+    `SystemExit`), with nothing written to the store. A store that cannot be used exits 1.
+    ``settings`` are `ServeSettings`' fields (``grace_seconds=60``...)."""
+    with _exit_on_bad_input():
+        for d in deployments:
+            if not isinstance(d, Deployment):
+                raise DeploymentError(
+                    f"serve() takes deployments, got {d!r}. Example: "
+                    "serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *'))."
+                )
+        chosen = ServeSettings.from_env(limit=limit, **settings)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    display = ServeDisplay(console)
+    try:
+        with _exit_on_bad_input():
+            server = Server(list(deployments), chosen, on_tick=display.update)
+            try:
+                server.register()
+            except BaseException:
+                server.store.close()
+                raise
+        console.print(serving_line(server))
+        return server.serve()
+    finally:
+        display.close()
+
+
+def serve_flow(flow: ServableFlow, name: str | None = None, *, limit: int | None = None, **options: Any) -> int:
+    """``flow.serve(...)``: serve one deployment of ``flow`` (see `serve`); bad options exit 2 the same way."""
+    with _exit_on_bad_input():
+        deployment = Deployment(flow, name or flow.name, **options)
+    return serve(deployment, limit=limit)
+
+
+def serving_line(server: Server) -> str:
+    """What serve says once its deployments are registered: what it serves and when the next run is."""
+    now = server.table.now()
+    parts = []
+    for d in server.deployments.values():
+        schedules = ", ".join(s.describe() for s in d.schedules) or "no schedule: runs on request"
+        parts.append(f"{d.name!r} ({schedules}; next run {_when(d.next_time(now))})")
+    return f"Serving deployment {'; '.join(parts)}. Ctrl-C or SIGTERM stops."
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@contextmanager
+def _exit_on_bad_input() -> Iterator[None]:
+    """Bad input to serve exits 2 with its message, as the command line's does; an unusable store exits 1."""
+    try:
+        yield
+    except (UsageError, DeploymentNameTaken) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    except StoreError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc

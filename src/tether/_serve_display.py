@@ -1,21 +1,47 @@
 """What ``tether serve`` shows while it serves: each deployment's next time and the runs in progress.
 
 On a terminal it is a live table redrawn after every look at the store; piped, it
-prints one line when a run starts and one when it ends. It reads the `Server`'s
-state and the store's rows; it changes nothing.
+prints one line when a run starts and one when it ends. It reads what a serve
+process shows of itself (`Served`: `tether._serve.Server` is one) and the store's
+rows; it changes nothing.
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tether._serve import Server
+from tether._deployment import Deployment
+from tether.store import Claimed, DeploymentTable
+
+
+class ShownChild(Protocol):
+    """A run in progress: what it was claimed as, and its process."""
+
+    @property
+    def claimed(self) -> Claimed: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+class Served(Protocol):
+    """What the display reads of a serve process."""
+
+    @property
+    def deployments(self) -> Mapping[str, Deployment]: ...
+
+    @property
+    def children(self) -> Mapping[int, ShownChild]: ...
+
+    @property
+    def table(self) -> DeploymentTable: ...
 
 
 def _when(timestamp: float | None) -> str:
@@ -36,7 +62,7 @@ class ServeDisplay:
         if self.live is not None:
             self.live.start()
 
-    def update(self, server: Server) -> None:
+    def update(self, server: Served) -> None:
         now = server.table.now()
         current = {run_id: child.claimed for run_id, child in server.children.items()}
         if self.live is None:
@@ -56,7 +82,7 @@ class ServeDisplay:
         if self.live is not None:
             self.live.update(self.render(server, now), refresh=True)
 
-    def render(self, server: Server, now: float) -> Group:
+    def render(self, server: Served, now: float) -> Group:
         schedules = Table(box=None, header_style="bold", title=None)
         for column in ("DEPLOYMENT", "FLOW", "SCHEDULE", "NEXT"):
             schedules.add_column(column)
@@ -72,7 +98,7 @@ class ServeDisplay:
                 str(run_id),
                 claimed.deployment,
                 _when(claimed.scheduled_time),
-                str(child.process.pid),
+                str(child.pid),
                 f"{now - claimed.scheduled_time:.0f}s",
             )
         parts: list[Any] = [schedules, Text("")]

@@ -58,6 +58,8 @@ __all__ = [
 DEFAULT_ANCHOR = dt.datetime(2020, 1, 1)
 #: At most this many times are computed in one call; a caller asking for more gets the latest ones.
 MAX_TIMES = 10_000
+#: The longest interval: times further apart would soon pass the last date a datetime can hold (9999).
+MAX_INTERVAL_SECONDS = 100 * 366 * 86400.0
 _NICKNAMES = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -195,6 +197,12 @@ class Interval(Schedule):
             raise ScheduleError(
                 f"interval={interval!r} is not a positive number of seconds (or a positive timedelta): a schedule "
                 "needs time between runs. Example: interval=3600 (hourly) or interval=timedelta(minutes=5)."
+            )
+        if seconds > MAX_INTERVAL_SECONDS:
+            raise ScheduleError(
+                f"interval={interval!r} is longer than 100 years ({seconds:g} s): tether computes dates up to the "
+                "year 9999 only. For a rare run use a cron or an RRULE, e.g. cron='0 0 1 1 *' (yearly), or "
+                "interval=timedelta(days=365)."
             )
         owner = f"Interval({interval!r})"
         if anchor_date is not None and not isinstance(anchor_date, dt.datetime):
