@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from tether import _stand_in as stand_ins
-from tether._context import RunContext, building_graph, current_run, events, open_blocks
+from tether._context import RunContext, RunView, building_graph, current_run, events, open_blocks
 from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
 from tether._errors import CleanupError, ResourceClosedError, UsageError
 from tether._interrupt import wait_interruptibly
@@ -51,11 +51,12 @@ from tether._values import ValueRegistry, distinct
 
 
 
-class ScopeOwner(Protocol):
+class ScopeOwner(RunView, Protocol):
     """What a scope needs of the flow run it is opened in (`FlowRun` implements it).
 
     The owner decides where copies live and closes the copies workers opened; the scope
-    only counts its members and runs its own setup and cleanup.
+    only counts its members and runs its own setup and cleanup. It is a `RunView` too:
+    the scope's cleanup runs in the owner's run context (its logs are the flow run's).
     """
 
     @property

@@ -2,29 +2,27 @@
 
 User code asks about runs through Prefect's shapes: ``context.task_run.name`` in a
 ``cache_key_fn``, ``flow_run.parameters`` in a hook, ``FlowRunContext.get()``,
-``prefect.runtime``. These views answer from the engine's `FlowRun` / `TaskRun`
-without copying them (a view made early sees later states), and change nothing.
+``prefect.runtime``. These views answer from the runs in the current `RunContext`, or
+from the runs the engine hands them, without copying them (a view made early sees later
+states), and change nothing. They know a run only through `_context`'s `RunView` and
+`TaskRunView`; what the engine's runs tell beyond those (parameters, tags, history) is
+read where it is there.
 
-In a task body on a remote worker (process pool, Dask, Ray) the engine's runs are the
-worker's small stand-ins, which know the runs' ids and names only; what they do not know
-is answered empty (no parameters, no tags), never with an error.
+In a task body on a remote worker (process pool, Dask, Ray) the runs are the worker's
+small stand-ins, which know the runs' ids and names only; what they do not know is
+answered empty (no parameters, no tags), never with an error, except a state, which
+only the flow process knows.
 """
 
 from __future__ import annotations
 
 import datetime
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tether._context import current_run
+from tether._context import RecordView, RunView, TaskRunView, current_run
 from tether._core import State
 from tether._errors import MissingContextError
-
-if TYPE_CHECKING:
-    from tether._flow import FlowFunction
-    from tether._engine._flow_run import FlowRun as EngineFlowRun
-    from tether._task import Task
-    from tether._engine._task_run import TaskRun as EngineTaskRun
 
 
 def with_defaults(signature: inspect.Signature | None, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -41,12 +39,29 @@ def _utc(timestamp: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
 
 
+def _state_of(record: RecordView) -> State:
+    state: State | None = getattr(record, "state", None)  # the engine's `RunRecord` has one
+    if state is None:
+        raise AttributeError(
+            f"The state of run {record.name!r} is not known here: in a task body on a remote "
+            "worker only the run's id and name are. Read the state in the flow, from the "
+            "task's future (future.state)."
+        )
+    return state
+
+
+def _parameters_of(run: RunView | TaskRunView) -> dict[str, Any]:
+    """The run's parameters as the engine holds them (the same dict), or none on a worker."""
+    parameters: dict[str, Any] | None = getattr(run, "parameters", None)
+    return {} if parameters is None else parameters
+
+
 class FlowRun:
     """One flow run, as Prefect's ``FlowRun`` object shows it (``.id``, ``.name``, ``.parameters``...)."""
 
     __slots__ = ("_run",)
 
-    def __init__(self, run: EngineFlowRun) -> None:
+    def __init__(self, run: RunView) -> None:
         self._run = run
 
     @property
@@ -59,11 +74,11 @@ class FlowRun:
 
     @property
     def flow_name(self) -> str:
-        return self._run.flow.name
+        return self._run.options.name
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return with_defaults(getattr(self._run.flow, "signature", None), getattr(self._run, "parameters", None) or {})
+        return with_defaults(getattr(self._run.options, "signature", None), _parameters_of(self._run))
 
     @property
     def tags(self) -> list[str]:
@@ -75,11 +90,11 @@ class FlowRun:
 
     @property
     def state(self) -> State:
-        return self._run.record.state
+        return _state_of(self._run.record)
 
     @property
     def state_name(self) -> str:
-        return self._run.record.state.name
+        return _state_of(self._run.record).name
 
     @property
     def parent_flow_run_id(self) -> str | None:
@@ -104,7 +119,7 @@ class TaskRun:
 
     __slots__ = ("_run",)
 
-    def __init__(self, run: EngineTaskRun) -> None:
+    def __init__(self, run: TaskRunView) -> None:
         self._run = run
 
     @property
@@ -116,12 +131,13 @@ class TaskRun:
         return self._run.record.name
 
     @property
-    def task(self) -> Task[Any]:
+    def task(self) -> Any:
+        """The `Task` (a stand-in naming it, on a remote worker)."""
         return self._run.task
 
     @property
     def task_name(self) -> str:
-        return self._run.task.name
+        return self._run.options.name
 
     @property
     def flow_run_id(self) -> str | None:
@@ -129,7 +145,7 @@ class TaskRun:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return with_defaults(getattr(self._run.task, "signature", None), getattr(self._run, "parameters", None) or {})
+        return with_defaults(getattr(self._run.options, "signature", None), _parameters_of(self._run))
 
     @property
     def tags(self) -> list[str]:
@@ -141,11 +157,11 @@ class TaskRun:
 
     @property
     def state(self) -> State:
-        return self._run.record.state
+        return _state_of(self._run.record)
 
     @property
     def state_name(self) -> str:
-        return self._run.record.state.name
+        return _state_of(self._run.record).name
 
     def __repr__(self) -> str:
         return f"TaskRun(name={self.name!r}, id={self.id!r}, state={self.state!r})"
@@ -156,10 +172,10 @@ class FlowRunContext:
 
     __slots__ = ("flow", "flow_run", "parameters")
 
-    def __init__(self, run: EngineFlowRun) -> None:
-        self.flow: FlowFunction[Any] = run.flow
+    def __init__(self, run: RunView) -> None:
+        self.flow: Any = run.flow  # the object @flow made (a stand-in naming it, on a remote worker)
         self.flow_run = FlowRun(run)
-        self.parameters = run.parameters
+        self.parameters = _parameters_of(run)
 
     @classmethod
     def get(cls) -> FlowRunContext | None:
@@ -175,11 +191,13 @@ class TaskRunContext:
 
     __slots__ = ("flow_run_context", "parameters", "task", "task_run")
 
-    def __init__(self, run: EngineTaskRun, parameters: dict[str, Any] | None = None) -> None:
-        self.task: Task[Any] = run.task
+    def __init__(self, run: TaskRunView, parameters: dict[str, Any] | None = None, flow_run: RunView | None = None) -> None:
+        self.task: Any = run.task  # the `Task` (a stand-in naming it, on a remote worker)
         self.task_run = TaskRun(run)
-        self.parameters = run.parameters if parameters is None else parameters
-        self.flow_run_context = FlowRunContext(run.flow_run)
+        self.parameters = _parameters_of(run) if parameters is None else parameters
+        # Not given: the engine's task run knows its flow run (a worker's stand-in does not,
+        # so the context's is passed for it).
+        self.flow_run_context = FlowRunContext(getattr(run, "flow_run") if flow_run is None else flow_run)
 
     @property
     def flow_run(self) -> FlowRun:
@@ -189,7 +207,7 @@ class TaskRunContext:
     def get(cls) -> TaskRunContext | None:
         """The current task run's context, or None outside any task run."""
         ctx = current_run.get()
-        return None if ctx is None or ctx.task_run is None else cls(ctx.task_run)
+        return None if ctx is None or ctx.task_run is None else cls(ctx.task_run, flow_run=ctx.flow_run)
 
 
 def get_run_context() -> TaskRunContext | FlowRunContext:
@@ -202,5 +220,5 @@ def get_run_context() -> TaskRunContext | FlowRunContext:
             "FlowRunContext.get() / TaskRunContext.get(), which return None outside a run."
         )
     if ctx.task_run is not None:
-        return TaskRunContext(ctx.task_run)
+        return TaskRunContext(ctx.task_run, flow_run=ctx.flow_run)
     return FlowRunContext(ctx.flow_run)
