@@ -43,20 +43,17 @@ from collections.abc import Callable
 from typing import Any
 
 from tether._clock import get_clock
+from tether._settings import slot_retry_seconds, slot_wakeups
 from tether.store import SlotTable, StoreError
 
 log = logging.getLogger("tether")
-
-
-def retry_seconds() -> float:
-    return float(os.environ.get("TETHER_SLOT_RETRY_SECONDS", "1"))
 
 
 class WakeChannel:
     """A datagram socket in Linux's abstract namespace: other processes send a tag to wake us.
 
     While ``broker`` has runs waiting, the listening thread also wakes every
-    ``retry_seconds()`` to try again (for slots whose holder died).
+    ``slot_retry_seconds()`` to try again (for slots whose holder died).
     """
 
     def __init__(self, broker: SlotBroker) -> None:
@@ -74,7 +71,7 @@ class WakeChannel:
                 # Counted from the last retry of every tag, so a stream of wake-ups for one tag
                 # cannot hold off the retries of another.
                 # (Never 0, which would make the socket non-blocking.)
-                self._socket.settimeout(max(0.001, last_retry + retry_seconds() - time.monotonic()))
+                self._socket.settimeout(max(0.001, last_retry + slot_retry_seconds() - time.monotonic()))
             else:
                 self._socket.settimeout(None)
             try:
@@ -103,7 +100,7 @@ class WakeChannel:
     @staticmethod
     def send(channel: str, tag: str) -> bool:
         """Wake the process listening on ``channel``; False if no process listens there any more."""
-        if not channel.startswith("uds:") or os.environ.get("TETHER_SLOT_WAKEUPS") == "store":
+        if not channel.startswith("uds:") or slot_wakeups() == "store":
             return True
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
             try:
@@ -233,7 +230,7 @@ class SlotBroker:
             if tag not in self._failing:  # once, not at every retry while the store is down
                 self._failing.add(tag)
                 log.warning("Could not take a slot of tag %r in the store (trying again every %s s): %s",
-                            tag, retry_seconds(), exc)
+                            tag, slot_retry_seconds(), exc)
             return False
         self._failing.discard(tag)
         if not done:
