@@ -256,7 +256,9 @@ def test_a_secret_never_reaches_parameters_logs_or_the_dashboards_queries(store)
         line.message for line in detail.logs
     )
     assert "**********" in shown and "hunter2-value" not in shown
-    everything = " ".join(str(r) for table in ("flow_runs", "task_runs", "logs", "blocks") for r in rows(store, f"SELECT * FROM {table}"))
+    everything = " ".join(
+        str(r) for table in ("flow_runs", "task_runs", "logs", "blocks") for r in rows(store, f"SELECT * FROM {table}")
+    )
     assert "hunter2-value" not in everything
 
 
@@ -340,7 +342,12 @@ def test_artifacts_are_linked_to_their_flow_and_task_runs(store):
     found = run_artifacts(store, run_id)
     assert [uuid.UUID(a.id) for a in found] == ids
     markdown, table, link, progress = found
-    assert (markdown.type, markdown.key, markdown.description, markdown.task_run_id) == ("markdown", "report", "Weekly", None)
+    assert (markdown.type, markdown.key, markdown.description, markdown.task_run_id) == (
+        "markdown",
+        "report",
+        "Weekly",
+        None,
+    )
     assert markdown.data == "# Report\n\ntoken=********"
     assert table.type == "table" and table.task_run_id is not None and table.flow_run_id == run_id
     assert table.table_rows() == (["n", "api_key"], [[3, "********"]])
@@ -432,9 +439,7 @@ def test_a_store_made_by_the_previous_revision_is_upgraded(store_url):
     engine = make_engine(location)
     with engine.begin() as conn:
         run_migrations(conn, "0004")
-        conn.exec_driver_sql(
-            "INSERT INTO flow_runs (id, name, run_count, created) VALUES ('old', 'before', 0, 1.0)"
-        )
+        conn.exec_driver_sql("INSERT INTO flow_runs (id, name, run_count, created) VALUES ('old', 'before', 0, 1.0)")
     engine.dispose()
     upgraded = open_store(store_url)
     try:

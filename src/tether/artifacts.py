@@ -74,7 +74,7 @@ class Artifact:
         if not _wants_sync(_sync):
             return cls.aget(key)
         if key is None:
-            raise ValueError("Artifact.get needs the artifact's key, e.g. Artifact.get(\"sales-report\").")
+            raise ValueError('Artifact.get needs the artifact\'s key, e.g. Artifact.get("sales-report").')
         _, engine = _values_engine(f"read artifact {key!r}")
         return _ArtifactTable(engine).latest(key)
 
@@ -116,7 +116,10 @@ def _not_kept(what: str, exc: BaseException) -> None:
     if reason in _warned:
         return
     _warned.add(reason)
-    _log.warning("tether: the artifact was not kept (%s) and the flow goes on; later artifacts that fail the same way are not kept either.", reason)
+    _log.warning(
+        "tether: the artifact was not kept (%s) and the flow goes on; later artifacts that fail the same way are not kept either.",
+        reason,
+    )
 
 
 def _check_key(key: Any) -> None:
@@ -141,8 +144,8 @@ def _table_json(table: Any, key: str | None) -> str:
         kind = f"{type(table).__module__}.{type(table).__qualname__}"
         raise TypeError(
             f"create_table_artifact{'(key=' + repr(key) + ')' if key else ''}: a table is a dict of columns "
-            f"({{\"name\": [...], ...}}), a list of row dicts or a list of row lists; got a {kind}. For a pandas "
-            "DataFrame pass df.to_dict(orient=\"records\")."
+            f'({{"name": [...], ...}}), a list of row dicts or a list of row lists; got a {kind}. For a pandas '
+            'DataFrame pass df.to_dict(orient="records").'
         )
     return _json.dumps(_no_nan(table), default=str)
 
@@ -167,7 +170,9 @@ def _progress(value: Any, key: str | None) -> float:
     return float(value)
 
 
-async def acreate_markdown_artifact(markdown: str, key: str | None = None, description: str | None = None) -> _uuid.UUID:
+async def acreate_markdown_artifact(
+    markdown: str, key: str | None = None, description: str | None = None
+) -> _uuid.UUID:
     return await _in_thread(create_markdown_artifact, markdown, key, description, _sync=True)
 
 
@@ -205,7 +210,9 @@ def create_link_artifact(
     return _create("link", f"[{link_text or link}]({link})", key, description)
 
 
-async def acreate_progress_artifact(progress: float, key: str | None = None, description: str | None = None) -> _uuid.UUID:
+async def acreate_progress_artifact(
+    progress: float, key: str | None = None, description: str | None = None
+) -> _uuid.UUID:
     return await _in_thread(create_progress_artifact, progress, key, description, _sync=True)
 
 
@@ -215,17 +222,23 @@ def create_progress_artifact(progress: float, key: str | None = None, descriptio
     return _create("progress", _progress(progress, key), key, description)
 
 
-async def aupdate_progress_artifact(artifact_id: _uuid.UUID | str, progress: float, description: str | None = None) -> _uuid.UUID:
+async def aupdate_progress_artifact(
+    artifact_id: _uuid.UUID | str, progress: float, description: str | None = None
+) -> _uuid.UUID:
     return await _in_thread(update_progress_artifact, artifact_id, progress, description, _sync=True)
 
 
 @_dispatch(aupdate_progress_artifact)
-def update_progress_artifact(artifact_id: _uuid.UUID | str, progress: float, description: str | None = None) -> _uuid.UUID:
+def update_progress_artifact(
+    artifact_id: _uuid.UUID | str, progress: float, description: str | None = None
+) -> _uuid.UUID:
     """Set a progress artifact's progress (and description, if given); ``artifact_id`` as returned."""
     try:
         wanted = artifact_id if isinstance(artifact_id, _uuid.UUID) else _uuid.UUID(str(artifact_id))
     except ValueError:
-        raise ValueError(f"update_progress_artifact: {artifact_id!r} is not an artifact id; pass what create_progress_artifact returned.") from None
+        raise ValueError(
+            f"update_progress_artifact: {artifact_id!r} is not an artifact id; pass what create_progress_artifact returned."
+        ) from None
     value = _progress(progress, None)
     what = f"update progress artifact {wanted}"
     try:

@@ -55,7 +55,9 @@ class Variable(BaseModel, Generic[T]):
         return await in_thread(cls.set, name, value, tags, overwrite, _sync=True)
 
     @classmethod
-    def set(cls, name: str, value: Any, tags: list[str] | None = None, overwrite: bool = False, _sync: bool | None = None) -> Any:
+    def set(
+        cls, name: str, value: Any, tags: list[str] | None = None, overwrite: bool = False, _sync: bool | None = None
+    ) -> Any:
         """Create the variable; with ``overwrite=True`` replace its value and tags if it exists.
 
         Raises ValueError (`tether.store.VariableExists`) if it exists and ``overwrite`` is False,
@@ -155,5 +157,5 @@ def _check_tags(name: str, tags: Any) -> list[str]:
     if tags is None:
         return []
     if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
-        raise TypeError(f"Variable {name!r}: tags= takes a list of str, e.g. tags=[\"etl\"]; got {tags!r}.")
+        raise TypeError(f'Variable {name!r}: tags= takes a list of str, e.g. tags=["etl"]; got {tags!r}.')
     return list(tags)

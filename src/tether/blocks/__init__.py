@@ -5,7 +5,8 @@ base for blocks of your own. A saved block's data is encrypted in the store with
 under ``$TETHER_HOME`` (see `tether.store.BlockTable`).
 """
 
-from tether.blocks import core, system
+from tether.blocks import core as core  # the submodules, reachable as attributes
+from tether.blocks import system as system
 from tether.blocks.core import Block
 
 __all__ = ["Block"]

@@ -79,7 +79,7 @@ class Block(BaseModel):
                 raise ValueError(
                     f"You're attempting to save a {type(self).__name__} block without a name: it was not loaded by "
                     "name, so save() cannot tell which one to write. Call save with a name, e.g. "
-                    f".save(\"my-{slug}\")."
+                    f'.save("my-{slug}").'
                 )
             name = self._block_document_name
         _check_name(type(self), name)
@@ -139,8 +139,8 @@ def _class_and_name(cls: type[Block], name: str) -> tuple[type[Block], str]:
     slug, sep, rest = name.partition("/")
     if not sep:
         raise ValueError(
-            f"Block.load({name!r}) needs the block's type too, as \"block-type-slug/name\" (e.g. "
-            f"\"secret/{name}\"), or call load on the block's class: Secret.load({name!r})."
+            f'Block.load({name!r}) needs the block\'s type too, as "block-type-slug/name" (e.g. '
+            f'"secret/{name}"), or call load on the block\'s class: Secret.load({name!r}).'
         )
     block_cls = _block_types.get(slug)
     if block_cls is None:

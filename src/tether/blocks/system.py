@@ -39,7 +39,7 @@ class Secret(Block, Generic[_T]):
     def _as_secret(cls, value: Any) -> Any:
         if isinstance(value, (SecretStr, _PydanticSecret)):
             return value
-        return _PydanticSecret[type(value)](value)  # type: ignore[misc]
+        return _PydanticSecret[type(value)](value)  # type: ignore[misc,operator]
 
     def get(self) -> Any:
         """The secret's value (a str holding JSON is returned parsed, as in Prefect)."""

@@ -65,10 +65,10 @@ def table_rows(table: Any) -> tuple[list[str], list[list[Any]]]:
         return columns, [[c[i] if i < len(c) else None for c in cells] for i in range(height)]
     rows = list(table or [])
     if rows and all(isinstance(r, dict) for r in rows):
-        columns: list[str] = []
+        names: list[str] = []
         for r in rows:
-            columns.extend(str(k) for k in r if str(k) not in columns)
-        return columns, [[r.get(c) for c in columns] for r in rows]
+            names.extend(str(k) for k in r if str(k) not in names)
+        return names, [[r.get(c) for c in names] for r in rows]
     width = max((len(r) for r in rows if isinstance(r, list)), default=0)
     return [str(i) for i in range(width)], [list(r) if isinstance(r, list) else [r] for r in rows]
 
@@ -93,8 +93,9 @@ class ArtifactTable:
         if type not in ARTIFACT_TYPES:
             raise ValueError(f"An artifact's type is one of {', '.join(ARTIFACT_TYPES)}; got {type!r}.")
         now = _later_than_the_last()
+        new_id = artifact_id or uuid.uuid4().hex
         row = {
-            "id": artifact_id or uuid.uuid4().hex,
+            "id": new_id,
             "key": key,
             "type": type,
             "description": _text(description),
@@ -105,7 +106,7 @@ class ArtifactTable:
             "updated": now,
         }
         write(self.engine, lambda conn: conn.execute(sa.insert(artifacts).values(**row)))
-        return row["id"]
+        return new_id
 
     def update(self, artifact_id: str, data: Any, description: str | None = None) -> bool:
         """Replace an artifact's data (and its description, if given); False if there is no such artifact."""
@@ -124,7 +125,9 @@ class ArtifactTable:
         return write(self.engine, work)
 
     def get(self, artifact_id: str) -> StoredArtifact | None:
-        row = read(self.engine, lambda conn: conn.execute(sa.select(artifacts).where(artifacts.c.id == artifact_id)).first())
+        row = read(
+            self.engine, lambda conn: conn.execute(sa.select(artifacts).where(artifacts.c.id == artifact_id)).first()
+        )
         return None if row is None else _artifact(row._mapping)
 
     def latest(self, key: str) -> StoredArtifact | None:
@@ -149,7 +152,11 @@ class ArtifactTable:
         return [_artifact(r._mapping) for r in read(self.engine, lambda conn: conn.execute(query).all())]
 
     def for_task_run(self, task_run_id: str) -> list[StoredArtifact]:
-        query = sa.select(artifacts).where(artifacts.c.task_run_id == task_run_id).order_by(artifacts.c.created, artifacts.c.id)
+        query = (
+            sa.select(artifacts)
+            .where(artifacts.c.task_run_id == task_run_id)
+            .order_by(artifacts.c.created, artifacts.c.id)
+        )
         return [_artifact(r._mapping) for r in read(self.engine, lambda conn: conn.execute(query).all())]
 
 

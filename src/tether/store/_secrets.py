@@ -94,7 +94,8 @@ class SecretsKey:
     def _keystream(self, nonce: bytes, length: int) -> bytes:
         blocks_needed = (length + 31) // 32
         return b"".join(
-            hmac.new(self._encrypting, nonce + i.to_bytes(8, "big"), hashlib.sha256).digest() for i in range(blocks_needed)
+            hmac.new(self._encrypting, nonce + i.to_bytes(8, "big"), hashlib.sha256).digest()
+            for i in range(blocks_needed)
         )[:length]
 
     def _tag(self, bound_to: str, nonce: bytes, body: bytes) -> bytes:
@@ -206,7 +207,13 @@ class BlockTable:
                 block_id = uuid.uuid4().hex
                 conn.execute(
                     sa.insert(blocks).values(
-                        block_type=block_type, name=name, id=block_id, data=token, key_id=self.key.key_id, created=now, updated=now
+                        block_type=block_type,
+                        name=name,
+                        id=block_id,
+                        data=token,
+                        key_id=self.key.key_id,
+                        created=now,
+                        updated=now,
                     )
                 )
                 return block_id
@@ -251,10 +258,10 @@ class BlockTable:
         """Remove the block; False if there was none."""
         return write(
             self.engine,
-            lambda conn: conn.execute(
-                sa.delete(blocks).where(blocks.c.block_type == block_type, blocks.c.name == name)
-            ).rowcount
-            == 1,
+            lambda conn: (
+                conn.execute(sa.delete(blocks).where(blocks.c.block_type == block_type, blocks.c.name == name)).rowcount
+                == 1
+            ),
         )
 
     def names(self, block_type: str | None = None) -> list[tuple[str, str]]:

@@ -77,11 +77,15 @@ class VariableTable:
             now = time.time()
             row = conn.execute(sa.select(variables).where(variables.c.name == name)).first()
             if row is None:
-                conn.execute(sa.insert(variables).values(name=name, value=text, tags=tag_text, created=now, updated=now))
+                conn.execute(
+                    sa.insert(variables).values(name=name, value=text, tags=tag_text, created=now, updated=now)
+                )
                 return StoredVariable(name, json.loads(text), json.loads(tag_text), now, now)
             if not overwrite:
                 raise VariableExists(_exists_message(name))
-            conn.execute(sa.update(variables).where(variables.c.name == name).values(value=text, tags=tag_text, updated=now))
+            conn.execute(
+                sa.update(variables).where(variables.c.name == name).values(value=text, tags=tag_text, updated=now)
+            )
             return StoredVariable(name, json.loads(text), json.loads(tag_text), row._mapping["created"], now)
 
         try:
@@ -94,7 +98,9 @@ class VariableTable:
 
     def unset(self, name: str) -> bool:
         """Remove the variable; False if there was none."""
-        return write(self.engine, lambda conn: conn.execute(sa.delete(variables).where(variables.c.name == name)).rowcount == 1)
+        return write(
+            self.engine, lambda conn: conn.execute(sa.delete(variables).where(variables.c.name == name)).rowcount == 1
+        )
 
 
 def _exists_message(name: str) -> str:
@@ -106,7 +112,9 @@ def _exists_message(name: str) -> str:
 
 
 def _variable(row: Any) -> StoredVariable:
-    return StoredVariable(row["name"], json.loads(row["value"]), json.loads(row["tags"] or "[]"), row["created"], row["updated"])
+    return StoredVariable(
+        row["name"], json.loads(row["value"]), json.loads(row["tags"] or "[]"), row["created"], row["updated"]
+    )
 
 
 # -- which store --------------------------------------------------------------------------
