@@ -28,7 +28,7 @@ import logging as _logging
 import math as _math
 import re as _re
 import uuid as _uuid
-from typing import Any
+from typing import Any as _Any
 
 from tether._async_dispatch import dispatch as _dispatch
 from tether._async_dispatch import in_thread as _in_thread
@@ -68,7 +68,7 @@ class Artifact:
         return await _in_thread(cls.get, key, _sync=True)
 
     @classmethod
-    def get(cls, key: str | None = None, _sync: bool | None = None) -> Any:
+    def get(cls, key: str | None = None, _sync: bool | None = None) -> _Any:
         """The newest artifact with ``key`` (a `tether.store.StoredArtifact`: ``.data``,
         ``.description``, ``.type``, ``.flow_run_id``...), or None if there is none."""
         if not _wants_sync(_sync):
@@ -82,7 +82,7 @@ class Artifact:
 # -- creating ---------------------------------------------------------------------------------
 
 
-def _create(kind: str, data: Any, key: str | None, description: str | None) -> _uuid.UUID:
+def _create(kind: str, data: _Any, key: str | None, description: str | None) -> _uuid.UUID:
     _check_key(key)
     if description is not None and not isinstance(description, str):
         raise TypeError(f"Artifact {key or kind!r}: description= takes a str; got {type(description).__name__}.")
@@ -122,7 +122,7 @@ def _not_kept(what: str, exc: BaseException) -> None:
     )
 
 
-def _check_key(key: Any) -> None:
+def _check_key(key: _Any) -> None:
     if key is None:
         return
     if not isinstance(key, str):
@@ -135,7 +135,7 @@ def _check_key(key: Any) -> None:
         )
 
 
-def _table_json(table: Any, key: str | None) -> str:
+def _table_json(table: _Any, key: str | None) -> str:
     """A table as Prefect sends it: JSON text, NaN as null."""
     shape_ok = isinstance(table, dict) or (
         isinstance(table, (list, tuple)) and all(isinstance(r, (dict, list, tuple)) for r in table)
@@ -150,7 +150,7 @@ def _table_json(table: Any, key: str | None) -> str:
     return _json.dumps(_no_nan(table), default=str)
 
 
-def _no_nan(value: Any) -> Any:
+def _no_nan(value: _Any) -> _Any:
     if isinstance(value, float) and _math.isnan(value):
         return None
     if isinstance(value, dict):
@@ -160,7 +160,7 @@ def _no_nan(value: Any) -> Any:
     return value
 
 
-def _progress(value: Any, key: str | None) -> float:
+def _progress(value: _Any, key: str | None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or _math.isnan(value):
         raise TypeError(f"Progress artifact {key or ''!r}: progress is a number from 0 to 100; got {value!r}.")
     if not 0.0 <= value <= 100.0:
@@ -184,12 +184,12 @@ def create_markdown_artifact(markdown: str, key: str | None = None, description:
     return _create("markdown", markdown, key, description)
 
 
-async def acreate_table_artifact(table: Any, key: str | None = None, description: str | None = None) -> _uuid.UUID:
+async def acreate_table_artifact(table: _Any, key: str | None = None, description: str | None = None) -> _uuid.UUID:
     return await _in_thread(create_table_artifact, table, key, description, _sync=True)
 
 
 @_dispatch(acreate_table_artifact)
-def create_table_artifact(table: Any, key: str | None = None, description: str | None = None) -> _uuid.UUID:
+def create_table_artifact(table: _Any, key: str | None = None, description: str | None = None) -> _uuid.UUID:
     """Publish a table (a dict of columns, a list of row dicts or of row lists); its id."""
     return _create("table", _table_json(table, key), key, description)
 

@@ -21,35 +21,42 @@ There is no block server: no block types to register, no documents listed in a U
 
 from __future__ import annotations
 
-import json
-import re
-import uuid
-from typing import Any, ClassVar
+import json as _json
+import re as _re
+import uuid as _uuid
+from typing import Any as _Any
+from typing import ClassVar as _ClassVar
 
-from pydantic import BaseModel, PrivateAttr, SecretBytes, SecretStr
+from pydantic import BaseModel as _BaseModel
+from pydantic import PrivateAttr as _PrivateAttr
 from pydantic import Secret as _PydanticSecret
-from pydantic_core import to_jsonable_python
+from pydantic import SecretBytes as _SecretBytes
+from pydantic import SecretStr as _SecretStr
+from pydantic_core import to_jsonable_python as _to_jsonable_python
 
-from tether._async_dispatch import in_thread, wants_sync
-from tether.store import BlockTable, secrets_key, values_engine
+from tether._async_dispatch import in_thread as _in_thread
+from tether._async_dispatch import wants_sync as _wants_sync
+from tether.store import BlockTable as _BlockTable
+from tether.store import secrets_key as _secrets_key
+from tether.store import values_engine as _values_engine
 
 __all__ = ["Block"]
 
-_NAME = re.compile(r"[a-z0-9-]+")
+_NAME = _re.compile(r"[a-z0-9-]+")
 #: Every block class by its type's slug, for ``Block.load("slug/name")``.
 _block_types: dict[str, type[Block]] = {}
 
 
-class Block(BaseModel):
+class Block(_BaseModel):
     """Base of saved configuration: subclass it with pydantic fields."""
 
-    _block_type_name: ClassVar[str | None] = None
-    _block_type_slug: ClassVar[str | None] = None
-    _block_document_id: uuid.UUID | None = PrivateAttr(default=None)
-    _block_document_name: str | None = PrivateAttr(default=None)
+    _block_type_name: _ClassVar[str | None] = None
+    _block_type_slug: _ClassVar[str | None] = None
+    _block_document_id: _uuid.UUID | None = _PrivateAttr(default=None)
+    _block_document_name: str | None = _PrivateAttr(default=None)
 
     @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+    def __pydantic_init_subclass__(cls, **kwargs: _Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         _block_types.setdefault(cls.get_block_type_slug(), cls)
 
@@ -60,18 +67,18 @@ class Block(BaseModel):
     @classmethod
     def get_block_type_slug(cls) -> str:
         """The type's name in the store, as Prefect slugs it: ``Secret`` -> ``secret``."""
-        return re.sub(r"[^a-z0-9]+", "-", (cls._block_type_slug or cls.get_block_type_name()).lower()).strip("-")
+        return _re.sub(r"[^a-z0-9]+", "-", (cls._block_type_slug or cls.get_block_type_name()).lower()).strip("-")
 
     # -- save -----------------------------------------------------------------------------
 
-    async def asave(self, name: str | None = None, overwrite: bool = False) -> uuid.UUID:
+    async def asave(self, name: str | None = None, overwrite: bool = False) -> _uuid.UUID:
         """`save`, awaitable."""
-        return await in_thread(self.save, name, overwrite, _sync=True)
+        return await _in_thread(self.save, name, overwrite, _sync=True)
 
-    def save(self, name: str | None = None, overwrite: bool = False, _sync: bool | None = None) -> Any:
+    def save(self, name: str | None = None, overwrite: bool = False, _sync: bool | None = None) -> _Any:
         """Save the block as ``name`` (encrypted); its id. ValueError (`tether.store.BlockExists`) if a
         block of this type is saved under ``name`` already and ``overwrite`` is False."""
-        if not wants_sync(_sync):
+        if not _wants_sync(_sync):
             return self.asave(name, overwrite)
         slug = self.get_block_type_slug()
         if name is None:
@@ -83,31 +90,31 @@ class Block(BaseModel):
                 )
             name = self._block_document_name
         _check_name(type(self), name)
-        _, engine = values_engine(f"save {slug} block {name!r}")
-        block_id = BlockTable(engine, secrets_key()).save(slug, name, _to_json(self), overwrite=overwrite)
-        self._block_document_id, self._block_document_name = uuid.UUID(block_id), name
+        _, engine = _values_engine(f"save {slug} block {name!r}")
+        block_id = _BlockTable(engine, _secrets_key()).save(slug, name, _to_json(self), overwrite=overwrite)
+        self._block_document_id, self._block_document_name = _uuid.UUID(block_id), name
         return self._block_document_id
 
     # -- load -----------------------------------------------------------------------------
 
     @classmethod
-    async def aload(cls, name: str, validate: bool = True) -> Any:
+    async def aload(cls, name: str, validate: bool = True) -> _Any:
         """`load`, awaitable."""
-        return await in_thread(cls.load, name, validate, _sync=True)
+        return await _in_thread(cls.load, name, validate, _sync=True)
 
     @classmethod
-    def load(cls, name: str, validate: bool = True, _sync: bool | None = None) -> Any:
+    def load(cls, name: str, validate: bool = True, _sync: bool | None = None) -> _Any:
         """The block saved as ``name`` (``"slug/name"`` on `Block` itself); ValueError
         (`tether.store.BlockNotFound`) if there is none."""
-        if not wants_sync(_sync):
+        if not _wants_sync(_sync):
             return cls.aload(name, validate)
         block_cls, name = _class_and_name(cls, name)
         slug = block_cls.get_block_type_slug()
-        _, engine = values_engine(f"load {slug} block {name!r}")
-        saved = BlockTable(engine, secrets_key()).load(slug, name)
-        data = json.loads(saved.data)
+        _, engine = _values_engine(f"load {slug} block {name!r}")
+        saved = _BlockTable(engine, _secrets_key()).load(slug, name)
+        data = _json.loads(saved.data)
         block = block_cls.model_validate(data) if validate else block_cls.model_construct(**data)
-        block._block_document_id, block._block_document_name = uuid.UUID(saved.id), name
+        block._block_document_id, block._block_document_name = _uuid.UUID(saved.id), name
         return block
 
     # -- delete ---------------------------------------------------------------------------
@@ -115,17 +122,17 @@ class Block(BaseModel):
     @classmethod
     async def adelete(cls, name: str) -> None:
         """`delete`, awaitable."""
-        await in_thread(cls.delete, name, _sync=True)
+        await _in_thread(cls.delete, name, _sync=True)
 
     @classmethod
-    def delete(cls, name: str, _sync: bool | None = None) -> Any:
+    def delete(cls, name: str, _sync: bool | None = None) -> _Any:
         """Remove the block saved as ``name``; ValueError (`tether.store.BlockNotFound`) if there is none."""
-        if not wants_sync(_sync):
+        if not _wants_sync(_sync):
             return cls.adelete(name)
         block_cls, name = _class_and_name(cls, name)
         slug = block_cls.get_block_type_slug()
-        _, engine = values_engine(f"delete {slug} block {name!r}")
-        table = BlockTable(engine, secrets_key())
+        _, engine = _values_engine(f"delete {slug} block {name!r}")
+        table = _BlockTable(engine, _secrets_key())
         if not table.delete(slug, name):
             table.load(slug, name)  # raises BlockNotFound, worded as load's
         return None
@@ -152,11 +159,11 @@ def _class_and_name(cls: type[Block], name: str) -> tuple[type[Block], str]:
     return block_cls, rest
 
 
-def _check_name(cls: type[Block], name: Any) -> None:
+def _check_name(cls: type[Block], name: _Any) -> None:
     if not isinstance(name, str):
         raise TypeError(f"A {cls.__name__} block's name is a str; got {type(name).__name__} {name!r}.")
     if not _NAME.fullmatch(name):
-        hint = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or f"my-{cls.get_block_type_slug()}"
+        hint = _re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or f"my-{cls.get_block_type_slug()}"
         raise ValueError(
             f"{cls.__name__} block name {name!r} is not allowed: Block document name must only contain lowercase "
             f"letters, numbers, and dashes (as in Prefect). Use, for example, {hint!r}."
@@ -165,11 +172,11 @@ def _check_name(cls: type[Block], name: Any) -> None:
 
 def _to_json(block: Block) -> str:
     """The block's fields as JSON, secrets revealed (the store encrypts it)."""
-    return json.dumps(_revealed(block.model_dump(mode="python")), default=to_jsonable_python)
+    return _json.dumps(_revealed(block.model_dump(mode="python")), default=_to_jsonable_python)
 
 
-def _revealed(value: Any) -> Any:
-    if isinstance(value, (SecretStr, SecretBytes, _PydanticSecret)):
+def _revealed(value: _Any) -> _Any:
+    if isinstance(value, (_SecretStr, _SecretBytes, _PydanticSecret)):
         return _revealed(value.get_secret_value())
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="surrogateescape")

@@ -16,37 +16,42 @@ lines recognises it (``password=...``, a URL's password).
 
 from __future__ import annotations
 
-import json
-from typing import Any, Generic, TypeVar, Union
+import json as _json
+from typing import Any as _Any
+from typing import Generic as _Generic
+from typing import TypeVar as _TypeVar
+from typing import Union as _Union
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field as _Field
 from pydantic import Secret as _PydanticSecret
+from pydantic import SecretStr as _SecretStr
+from pydantic import field_validator as _field_validator
 
-from tether.blocks.core import Block
+from tether.blocks.core import Block as _Block
 
 __all__ = ["Secret"]
 
-_T = TypeVar("_T")
+_T = _TypeVar("_T")
 
 
-class Secret(Block, Generic[_T]):
+class Secret(_Block, _Generic[_T]):
     """A value that should be kept secret: saved encrypted, shown as ``**********``."""
 
-    value: Union[SecretStr, _PydanticSecret[Any]] = Field(description="A value that should be kept secret.")  # noqa: UP007 - pydantic's union of secrets
+    value: _Union[_SecretStr, _PydanticSecret[_Any]] = _Field(description="A value that should be kept secret.")  # noqa: UP007 - pydantic's union of secrets
 
-    @field_validator("value", mode="before")
+    @_field_validator("value", mode="before")
     @classmethod
-    def _as_secret(cls, value: Any) -> Any:
-        if isinstance(value, (SecretStr, _PydanticSecret)):
+    def _as_secret(cls, value: _Any) -> _Any:
+        if isinstance(value, (_SecretStr, _PydanticSecret)):
             return value
         return _PydanticSecret[type(value)](value)  # type: ignore[misc,operator]
 
-    def get(self) -> Any:
+    def get(self) -> _Any:
         """The secret's value (a str holding JSON is returned parsed, as in Prefect)."""
         value = self.value.get_secret_value()
         if isinstance(value, str):
             try:
-                return json.loads(value)
+                return _json.loads(value)
             except ValueError:
                 return value
         return value
