@@ -115,7 +115,7 @@ class FlowFunction(Generic[R]):
         validator = ParameterValidator(owner, fn, self.signature)
         self._validator = validator if self.should_validate_parameters and validator.needed else None
         self._owner = owner
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         #: What the engine reads (it never names `FlowFunction`): set last, so nothing of ``fn`` covers it.
         self.options = FlowOptions(
             self.name, owner, fn, self.is_async, self.signature, self._binder, self._validator, self.retries,

@@ -163,11 +163,11 @@ def check_hooks(owner: str, name: str, hooks: Any) -> tuple[Callable[..., Any], 
         return ()
     if callable(hooks):
         hooks = [hooks]
-    hooks = tuple(hooks)
-    for hook in hooks:
+    checked: tuple[Callable[..., Any], ...] = tuple(hooks)
+    for hook in checked:
         if not callable(hook):
             raise UsageError(f"{owner}: {name} must be a list of callables; {hook!r} is not callable.")
-    return hooks
+    return checked
 
 
 class ParameterBinder:

@@ -1,17 +1,21 @@
-"""The rules that fix a task run's fate, as pure functions of what happened.
+"""The rules that fix a run's fate, as pure functions of what happened.
 
-The engine (`TaskRun`, and `RemoteAttempt` for remote runners) gathers the facts of
-an attempt that ended badly (did it time out, was it interrupted, is the flow being
-cancelled, how many retries are left) and asks these functions for the verdict: the
-state to move to and, when it retries, after how long. They do no I/O, take no lock
-and start no thread, so they are tested as a table (``tests/test_decisions.py``).
-Carrying out a verdict (transitions, events, hooks, timers) is the engine's.
+The engine (`TaskRun`, the drivers of its attempts, `FlowRun`) gathers the facts of an
+attempt that ended badly (did it time out, was it interrupted or lost with its worker, is
+the flow being cancelled, how many retries are left) and of a flow run's end (was it
+cancelled, did its body fail, which failures did nobody look at, did a cleanup fail), and
+asks these functions for the verdict: the state to move to and, when it retries, after
+how long. The texts of those states are written here, once. The functions do no I/O,
+take no lock and start no thread, so they are tested as a table
+(``tests/test_decisions.py``). Carrying out a verdict (transitions, events, hooks,
+timers) is the engine's; the engine's error types are handed in, as the kernel imports
+nothing of tether.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,3 +110,56 @@ def cancelled_before_start() -> State:
 
 def cancelled_awaiting_retry() -> State:
     return Cancelled(message="The flow run was cancelled while this task run awaited a retry.")
+
+
+# -- a flow run ------------------------------------------------------------------------------
+
+
+def flow_retry_delay(*, retries_done: int, retries: int, retry_delays: Sequence[float], cancelling: bool) -> float | None:
+    """The delay before the flow body runs again after it raised an Exception, or None if it does not."""
+    if retries_done >= retries or cancelling:
+        return None
+    return float(retry_delays[min(retries_done, len(retry_delays) - 1)]) if retry_delays else 0.0
+
+
+def flow_failure(
+    run_name: str,
+    *,
+    cancel_reason: BaseException | None,
+    timed_out: bool,
+    body_error: BaseException | None,
+    unresolved: Sequence[tuple[str, State]],
+    cleanup_errors: Sequence[BaseException],
+    unresolved_error: Callable[[str], BaseException],
+    cleanup_error: Callable[[str], BaseException],
+) -> State | None:
+    """What cancelled or failed a flow run that has ended, in this order: its cancellation
+    (``cancel_reason``; ``timed_out`` if its timeout was the reason), its body's error, a
+    failed task run nobody looked at (``unresolved``: names and states, the first one
+    blamed), a failed cleanup. None if nothing did: the body's returned value decides."""
+    if cancel_reason is not None:
+        label = "TimedOut" if timed_out else "Cancelled"
+        said = f"{type(cancel_reason).__name__} {cancel_reason or ''}".strip()
+        return Cancelled(cancel_reason, name=label, message=f"Flow run {run_name!r} was cancelled: {said}")
+    if body_error is not None:
+        return Failed(body_error, message=f"Flow run {run_name!r} failed: {type(body_error).__name__}: {body_error}")
+    if unresolved:
+        name, state = unresolved[0]
+        error = unresolved_error(
+            f"Task run {name!r} ended {state.name} ({state.message}) and nothing resolved its future, so flow run "
+            f"{run_name!r} failed. Call .result() on the future, or pass it to a task, to handle the failure."
+        )
+        error.__cause__ = state.error()
+        return Failed(error, message=str(error))
+    if cleanup_errors:
+        error = cleanup_error(f"Flow run {run_name!r} failed because a resource's cleanup failed: {cleanup_errors[0]}")
+        error.__cause__ = cleanup_errors[0]
+        return Failed(error, message=str(error))
+    return None
+
+
+def with_late_interrupt(state: State, run_name: str, interrupt: str) -> State:
+    """``state``, noting that ``interrupt`` (named as in logs: "SIGTERM") came during the
+    cleanup, after the work was over: it changed nothing but the message."""
+    said = state.message or f"Flow run {run_name!r} completed."
+    return state.copy(message=f"{said} {interrupt} came during the cleanup, after the work was done, and changed nothing.")

@@ -14,16 +14,13 @@ import asyncio
 import signal
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from tether._annotations import allow_failure, opaque, quote
 from tether._arguments import rewrite, strip_quotes, walk
 from tether._context import RunContext, current_run, current_tags, events, open_blocks
 from tether._core import (
     AwaitingRetry,
-    Cancelled,
-    Completed,
-    Failed,
     Retrying,
     RunCreated,
     Running,
@@ -32,6 +29,11 @@ from tether._core import (
     StateType,
     transition,
 )
+from tether._core._decide import flow_failure, flow_retry_delay, with_late_interrupt
+from tether._engine._copies import close_copies, close_copies_held_by
+from tether._engine._remote import check_arguments, dispatch_remote, open_first_copy
+from tether._engine._shells import crash_if_unfinished, run_async, run_guarded, run_sync
+from tether._engine._task_run import TaskDefinition, TaskRun
 from tether._errors import (
     CleanupError,
     FlowRunTimeout,
@@ -46,12 +48,7 @@ from tether._leases import use_store
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
-from tether._engine._copies import close_copies, close_copies_held_by
-from tether._engine._remote import check_arguments, dispatch_remote, open_first_copy
-from tether._engine._shells import crash_if_unfinished, run_async, run_guarded, run_sync
-from tether._engine._task_run import TaskDefinition, TaskRun
 from tether._options import FlowOptions, TaskOptions
-from tether.runners._base import RemoteRunner
 from tether._resources import ResourceScope, scope_of
 from tether._run_names import render_run_name
 from tether._run_views import FlowRun as FlowRunView
@@ -61,6 +58,7 @@ from tether._shield import active as shield_active
 from tether._shield import defer as defer_interrupt
 from tether._shield import shielded
 from tether._state_helpers import is_state, is_state_iterable, return_value_to_state
+from tether.runners._base import RemoteRunner, TaskRunner
 from tether.store import enable as enable_store
 from tether.store import flush as flush_store
 
@@ -75,7 +73,7 @@ class FlowRun:
         self.parent = parent
         self.record = RunRecord("flow", options.name, parent_id=parent.record.id if parent else None)
         self.record.flow_run_id = self.record.id
-        self.runner = options.task_runner.duplicate()
+        self.runner: TaskRunner = options.task_runner.duplicate()
         self.limiter = limiter
         self.settings = Settings.from_env()
         self.cancel_event = threading.Event()
@@ -156,7 +154,7 @@ class FlowRun:
 
         def visit(node: Any) -> bool:
             if type(node) is TaskFuture:
-                run = node._run
+                run = cast(TaskRun, node._run)  # every future a flow run makes wraps one of its TaskRuns
                 if run.flow_run is not self:
                     raise UsageError(
                         f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
@@ -191,11 +189,11 @@ class FlowRun:
 
         walk(value, visit)
 
-    def submit_task(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
+    def submit_task(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture[Any]:
         # Shielded: Ctrl-C half-way through would leave a run joined to its scopes, never started.
         return shielded(self._submit, task, args, kwargs, wait_for)
 
-    def _submit(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture:
+    def _submit(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture[Any]:
         if not self.runner.shares_memory:
             check_arguments(self.runner, task.options, args, kwargs)
         run = self._create(task, args, kwargs, wait_for)
@@ -279,7 +277,7 @@ class FlowRun:
     def open_first_copy(self, scope: ResourceScope) -> tuple[bool, Any]:
         """Set ``scope`` up on one of the runner's workers (it does not share this memory);
         ``(True, value)`` if its value is plain enough to hold here as it is."""
-        return open_first_copy(self.runner, scope, self.grace_seconds)  # type: ignore[arg-type]
+        return open_first_copy(cast(RemoteRunner, self.runner), scope, self.grace_seconds)
 
     def close_copies(self, scope: ResourceScope, error: BaseException | None) -> None:
         close_copies(scope, error)
@@ -390,15 +388,14 @@ class FlowRun:
             self.cancel(exc)
             return None
         self._body_error = exc
-        if self.record.run_count - 1 < self.options.retries and not self.cancelling:
+        options = self.options
+        delay = flow_retry_delay(retries_done=self.record.run_count - 1, retries=options.retries, retry_delays=options.retry_delays, cancelling=self.cancelling)
+        if delay is not None:
             self.wait_for_task_runs()
-            delays = self.options.retry_delays
-            delay = delays[min(self.record.run_count - 1, len(delays) - 1)]
             events.emit(transition(self.record, AwaitingRetry(f"{type(exc).__name__}: {exc}")))
             logger.info("Flow run %r failed (%s); retrying in %g s.", self.record.name, exc, delay)
             self._failures.clear()
-            return delay
-        return None
+        return delay
 
     def retry(self) -> None:
         self._body_error = None
@@ -527,39 +524,20 @@ class FlowRun:
         return rewrite(value, resolve_future)  # the very same object when there is nothing to resolve
 
     def _final_state(self, value: Any) -> State:
-        state = self._state_of_the_work(value)
-        late = self.late_interrupt
-        if late is None:
-            return state
-        said = state.message or f"Flow run {self.record.name!r} completed."
-        return state.copy(message=f"{said} {_interruption(late)} came during the cleanup, after the work was done, and changed nothing.")
-
-    def _state_of_the_work(self, value: Any) -> State:
-        name = self.record.name
-        if self.cancelling:
-            reason = self.cancel_reason
-            label = "TimedOut" if isinstance(reason, FlowRunTimeout) else "Cancelled"
-            return Cancelled(reason, name=label, message=f"Flow run {name!r} was cancelled: {type(reason).__name__} {reason or ''}".strip())
-        if self._body_error is not None:
-            error = self._body_error
-            return Failed(error, message=f"Flow run {name!r} failed: {type(error).__name__}: {error}")
+        """The kernel's verdict on the ended run; the returned value's state if nothing failed it."""
         returned = is_state(value) or is_state_iterable(value)  # the flow looked at failures itself
         unresolved = [] if returned else [r for r in self._failures if not r.observed]
-        if unresolved:
+        if unresolved:  # blame a run that failed of itself, not for its upstream's sake
             root = next((r for r in unresolved if r.record.state.name != "Failed" or not r.upstreams), unresolved[0])
-            original = root.record.state.error()
-            error = UnresolvedFailureError(
-                f"Task run {root.record.name!r} ended {root.record.state.name} "
-                f"({root.record.state.message}) and nothing resolved its future, so flow run "
-                f"{name!r} failed. Call .result() on the future, or pass it to a task, to handle the failure."
-            )
-            error.__cause__ = original
-            return Failed(error, message=str(error))
-        if self.cleanup_errors:
-            error = CleanupError(f"Flow run {name!r} failed because a resource's cleanup failed: {self.cleanup_errors[0]}")
-            error.__cause__ = self.cleanup_errors[0]
-            return Failed(error, message=str(error))
-        return return_value_to_state(value)
+            unresolved = [root]
+        reason = self.cancel_reason if self.cancelling else None
+        state = flow_failure(
+            self.record.name, cancel_reason=reason, timed_out=isinstance(reason, FlowRunTimeout), body_error=self._body_error,
+            unresolved=[(r.record.name, r.record.state) for r in unresolved], cleanup_errors=self.cleanup_errors,
+            unresolved_error=UnresolvedFailureError, cleanup_error=CleanupError,
+        ) or return_value_to_state(value)
+        late = self.late_interrupt
+        return state if late is None else with_late_interrupt(state, self.record.name, _interruption(late))
 
     def _run_hooks(self, state: State, hooks: tuple[Callable[..., Any], ...] | None = None) -> None:
         options = self.options

@@ -36,11 +36,11 @@ def _new_flow_run(flow: FlowDefinition, args: tuple[Any, ...], kwargs: dict[str,
         validated = options.validator.validate(parameters)
         if validated is not parameters:
             parameters = validated
-            bound = inspect.BoundArguments(options.signature, parameters)  # type: ignore[arg-type]
+            bound = inspect.BoundArguments(options.signature, parameters)
             args, kwargs = bound.args, bound.kwargs
     ctx = current_run.get()
     parent = ctx.flow_run if ctx is not None else None
-    return FlowRun(options, flow, parameters, parent), args, kwargs  # type: ignore[arg-type]
+    return FlowRun(options, flow, parameters, parent), args, kwargs
 
 
 def run_flow_sync(flow: FlowDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:

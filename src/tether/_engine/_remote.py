@@ -42,16 +42,16 @@ import cloudpickle
 
 from tether._arguments import rewrite
 from tether._context import RunContext
-from tether._engine._copies import close_copies, copies_unreported, copy_reported, ledger_target
 from tether._core import Crashed, Failed
+from tether._engine._copies import close_copies, copies_unreported, copy_reported, ledger_target
 from tether._engine._task_run import TaskRun
 from tether._errors import TaskRunCancelled, TaskRunTimeout, UnpicklableArgumentError
 from tether._futures import TaskFuture
 from tether._interrupt import wait_interruptibly, watchdog
-from tether._shield import unshielded
 from tether._logging import logger
 from tether._options import TaskOptions
 from tether._resources import ResourceScope, scope_of
+from tether._shield import unshielded
 from tether.runners._wire import Call, CallResult, ResourceRef, WorkerLost, load_error
 from tether.runners._worker import open_copy, run_call
 
@@ -67,7 +67,7 @@ _cache_lock = threading.Lock()
 # -- pickling arguments ------------------------------------------------------------------
 
 
-class _ArgumentPickler(cloudpickle.Pickler):
+class _ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no type hints
     """cloudpickle, refusing resource values (`_replace_resources` has taken out those it
     may: the ones in an argument's containers); when only checking, futures are skipped."""
 
@@ -409,8 +409,8 @@ class RemoteAttempt:
         except BaseException as exc:  # noqa: BLE001 - the runner lost the call (a worker died)
             if not run.record.state.is_final():
                 run.end_body()
-                error = exc if isinstance(exc, WorkerLost) else WorkerLost(f"{type(exc).__name__}: {exc}")
-                self._decided(run.failed(error, lost=True))  # retried while retries are left, else Crashed
+                lost = exc if isinstance(exc, WorkerLost) else WorkerLost(f"{type(exc).__name__}: {exc}")
+                self._decided(run.failed(lost, lost=True))  # retried while retries are left, else Crashed
             return
         where = f"on worker {result.worker} (pid {result.pid})"
         _report_copies(result.copies, self.scopes, self.runner)  # even for an abandoned run: its copies must be closed

@@ -116,9 +116,9 @@ _MAIN_THREAD = threading.main_thread().ident
 class TaskRun:
     __slots__ = (
         "_callbacks",
-        "allowed_failures",
         "_done",
         "_waiters",
+        "allowed_failures",
         "args",
         "attempt",
         "cache_key",
