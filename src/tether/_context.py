@@ -58,10 +58,18 @@ class RunView(Protocol):
     def flow(self) -> object:
         """The object ``@flow`` made, as user code is handed it (``FlowRunContext.flow``)."""
 
-    def submit_task(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, /) -> TaskFuture[Any]: ...
+    def submit_task(
+        self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, /
+    ) -> TaskFuture[Any]: ...
 
     def call_task(
-        self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool, /
+        self,
+        task: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Iterable[Any] | None,
+        return_state: bool,
+        /,
     ) -> Any: ...
 
 

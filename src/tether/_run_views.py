@@ -191,7 +191,9 @@ class TaskRunContext:
 
     __slots__ = ("flow_run_context", "parameters", "task", "task_run")
 
-    def __init__(self, run: TaskRunView, parameters: dict[str, Any] | None = None, flow_run: RunView | None = None) -> None:
+    def __init__(
+        self, run: TaskRunView, parameters: dict[str, Any] | None = None, flow_run: RunView | None = None
+    ) -> None:
         self.task: Any = run.task  # the `Task` (a stand-in naming it, on a remote worker)
         self.task_run = TaskRun(run)
         self.parameters = _parameters_of(run) if parameters is None else parameters
