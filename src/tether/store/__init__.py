@@ -9,6 +9,7 @@ opens the store with `open_store()` and queries it.
 This package records and reads; it does not run flows or decide their states.
 """
 
+from tether._settings import heartbeat_seconds
 from tether.store._active import active_store, disable, enable, flush, recording_disabled
 from tether.store._artifacts import ARTIFACT_TYPES, ArtifactTable, StoredArtifact, run_artifacts, table_rows
 from tether.store._cancel import CancelSent, CannotCancel, cancel_flow_run
@@ -47,7 +48,6 @@ from tether.store._reap import ReaperNotFound, ReapResult, load_reaper, reap_orp
 from tether.store._recorder import StoreRecorder
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_parameters, redact_text, redact_value
-from tether.store._rows import heartbeat_seconds
 from tether.store._secrets import (
     BlockExists,
     BlockNotFound,

@@ -35,9 +35,9 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether._reaping import FlowCalledWhileReaping, reaping
+from tether._settings import heartbeat_seconds
 from tether.store._records import LedgerEntry
 from tether.store._redact import redact_text
-from tether.store._rows import heartbeat_seconds
 from tether.store._store import Store
 
 log = logging.getLogger("tether.store")
