@@ -14,7 +14,7 @@ pytest.register_assert_rewrite("_remote_cases", "_remote_value_cases")  # its as
 from _remote_cases import *  # noqa: F403 - every shared test runs here, on the process runner
 from _remote_value_cases import *  # noqa: F403 - resource values of every type, on this runner
 from _remote_cases import StepLog
-from tether import flow, resource, task
+from tether import UsageError, flow, resource, task
 from tether.runners import ProcessPoolRunner, ProcessPoolTaskRunner
 from tether.testing import RecordingStore
 
@@ -40,9 +40,10 @@ def test_prefect_name_is_an_alias():
     assert ProcessPoolTaskRunner is ProcessPoolRunner
 
 
-def test_bad_max_workers_is_refused_with_the_right_call():
-    with pytest.raises(ValueError, match="positive integer"):
-        ProcessPoolRunner(max_workers=0)
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "4"])
+def test_bad_max_workers_is_refused_with_the_right_call(bad):
+    with pytest.raises(UsageError, match=r"ProcessPoolRunner\(max_workers=.*number of worker processes.*ProcessPoolRunner\(max_workers=4\)"):
+        ProcessPoolRunner(max_workers=bad)
 
 
 def test_a_resource_whose_value_is_a_dict_is_opened_on_the_worker_not_pickled():

@@ -35,7 +35,7 @@ _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 
 def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
     """Make ``exc_type`` raise in the thread ``thread_id``; False if no such thread."""
-    return _set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)) == 1
+    return bool(_set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)) == 1)
 
 
 def clear_in_thread(thread_id: int) -> None:

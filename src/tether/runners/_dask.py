@@ -26,7 +26,7 @@ still exits when the flow process is gone (Dask's nanny pipe).
 
 A task body that does not stop within the grace period after its timeout (blocked
 in ``time.sleep`` or in C, where a thread cannot be interrupted) is answered for by
-its worker (`_worker.stuck_result`, sent as a Dask event): its run ends ``TimedOut``
+its worker (`WorkerRuntime.stuck_result`, sent as a Dask event): its run ends ``TimedOut``
 at once and its copies are cleaned up, while the thread runs on until the body returns.
 """
 
@@ -45,7 +45,8 @@ import cloudpickle
 from tether._errors import TaskRunTimeout
 from tether._interrupt import survive_stop_signals
 from tether.runners._wire import Call, WorkerLost
-from tether.runners._worker import identify, identity, interrupt_many, run_call, set_stuck_handler, stuck_result
+from tether.runners._worker import WorkerRuntime, current, run_call
+from tether.runners._checks import check_address, check_options
 from tether.runners._base import RemoteRunner
 
 _INSTALL = 'DaskRunner needs Dask\'s distributed scheduler, which is not installed. Install it from the tether checkout with: pip install -e ".[dask]"'
@@ -77,9 +78,9 @@ class DaskRunner(RemoteRunner):
     """
 
     def __init__(self, address: str | None = None, cluster_kwargs: dict[str, Any] | None = None, client_kwargs: dict[str, Any] | None = None) -> None:
-        self.address = address
-        self.cluster_kwargs = dict(cluster_kwargs or {})
-        self.client_kwargs = dict(client_kwargs or {})
+        self.address = check_address("DaskRunner", address, "the Dask scheduler to connect to")
+        self.cluster_kwargs = check_options("DaskRunner", "cluster_kwargs", cluster_kwargs, "distributed.LocalCluster")
+        self.client_kwargs = check_options("DaskRunner", "client_kwargs", client_kwargs, "distributed.Client")
         self._cluster: Any = None
         self._client: Any = None
         self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -243,11 +244,11 @@ class DaskRunner(RemoteRunner):
                     break
                 batch.append(item)
             try:
-                found = self._client.run(interrupt_many, [(call_id, exc_type) for _, call_id, exc_type in batch], on_error="return")
+                found = self._client.run(_interrupt_on_dask_worker, [(call_id, exc_type) for _, call_id, exc_type in batch], on_error="return")
                 here = {call_id for ids in found.values() if isinstance(ids, list) for call_id in ids}
                 # A call found on a worker returns its result (with the resource copies it
                 # opened); one found nowhere has not started, and is cancelled. If it starts
-                # meanwhile, it raises before opening anything (see `_worker.interrupt`).
+                # meanwhile, it raises before opening anything (see `WorkerRuntime.interrupt`).
                 waiting = [remote for remote, call_id, _ in batch if call_id not in here]
                 if waiting:
                     self._client.cancel(waiting)
@@ -278,33 +279,31 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
-_identified = False
-_this_worker: Any = None  # the Dask worker of this process (`get_worker` works in task threads only)
+def _runtime_of(dask_worker: Any) -> WorkerRuntime:
+    """This process's runtime, made on the first call that reaches it: named after its Dask
+    worker (a worker learns its address only once it has started), answering for stuck calls
+    through that worker's events. (Workers of a cluster without processes share one.)"""
+    return current(lambda: WorkerRuntime(dask_worker.address, on_stuck=functools.partial(_answer_for_stuck_call, dask_worker)))
 
 
 def _on_dask_worker(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Runs on the Dask worker: name the worker once, then run ``fn``."""
-    global _identified, _this_worker
-    if not _identified:
-        _, distributed = _import_distributed()
-        _this_worker = distributed.get_worker()
-        identify(_this_worker.address)
-        set_stuck_handler(_answer_for_stuck_call)
-        _identified = True
+    """Runs on the Dask worker (in a task thread): make sure of the runtime, then run ``fn``."""
+    _, distributed = _import_distributed()
+    _runtime_of(distributed.get_worker())
     return fn(*args, **kwargs)
 
 
-def _answer_for_stuck_call(call: Call) -> None:
+def _answer_for_stuck_call(dask_worker: Any, runtime: WorkerRuntime, call: Call) -> None:
     """On the worker: ``call``'s body did not stop within the grace period after its timeout.
     A thread cannot be ended, so the worker answers for the call (its run ends, its copies
     are cleaned up) and the thread runs on until the body returns."""
     error = TaskRunTimeout(
         f"Task run {call.task_run_name!r} exceeded its timeout of {call.timeout:g} s and did not stop within "
         f"{call.grace:g} s (it was blocked where a thread cannot be interrupted, such as time.sleep or a C "
-        f"call), so it was abandoned; its thread on Dask worker {identity()} runs on until the body returns."
+        f"call), so it was abandoned; its thread on Dask worker {runtime.name} runs on until the body returns."
     )
-    result = stuck_result(call, error)
-    _this_worker.log_event(_STUCK_TOPIC, {"call_id": call.call_id, "result": cloudpickle.dumps(result)})
+    result = runtime.stuck_result(call, error)
+    dask_worker.log_event(_STUCK_TOPIC, {"call_id": call.call_id, "result": cloudpickle.dumps(result)})
 
 
 def dask_setup(worker: Any) -> None:
@@ -314,10 +313,14 @@ def dask_setup(worker: Any) -> None:
         survive_stop_signals()
 
 
-async def _in_worker_thread(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """Runs on the worker's event loop (`Client.run`): ``fn`` goes to a thread, not to the loop."""
-    if not _identified:
-        _, distributed = _import_distributed()
-        identify(distributed.get_worker().address)
+async def _in_worker_thread(fn: Callable[..., Any], args: tuple[Any, ...], dask_worker: Any) -> Any:
+    """Runs on the worker's event loop (`Client.run`, which passes ``dask_worker``): ``fn``
+    goes to a thread, not to the loop."""
+    _runtime_of(dask_worker)
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
 
+
+def _interrupt_on_dask_worker(requests: list[tuple[str, type[BaseException]]], dask_worker: Any) -> list[str]:
+    """Runs on the worker's event loop (`Client.run`): `WorkerRuntime.interrupt_many` there (a
+    call not started yet is remembered by the runtime its first call will find)."""
+    return _runtime_of(dask_worker).interrupt_many(requests)

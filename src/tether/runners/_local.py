@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from tether.runners._checks import check_count
 from tether.runners._base import TaskRunner
 
 
@@ -69,11 +70,7 @@ class ThreadPoolRunner(TaskRunner):
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise ValueError(
-                f"ThreadPoolRunner(max_workers={max_workers!r}) needs a positive integer "
-                "or None for the default."
-            )
+        check_count("ThreadPoolRunner", "max_workers", max_workers, "threads that run task bodies at once", "min(32, CPUs + 4)")
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._pool: _DaemonThreadPool | None = None
 

@@ -37,16 +37,8 @@ import cloudpickle
 from tether._errors import TaskRunTimeout
 from tether._interrupt import raise_in_thread, survive_stop_signals
 from tether.runners._wire import Call, WorkerLost, dump_error, load_error
-from tether.runners._worker import (
-    close_all_copies,
-    holds_copies,
-    identify,
-    interrupt,
-    is_running,
-    set_interrupter,
-    set_stuck_handler,
-    stuck_result,
-)
+from tether.runners._worker import Interrupter, WorkerRuntime, install
+from tether.runners._checks import check_count
 from tether.runners._base import RemoteRunner
 
 _CHILD = "from tether.runners._process import child_main; child_main()"
@@ -59,8 +51,7 @@ class ProcessPoolRunner(RemoteRunner):
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1):
-            raise ValueError(f"ProcessPoolRunner(max_workers={max_workers!r}) needs a positive integer, or None for one per CPU.")
+        check_count("ProcessPoolRunner", "max_workers", max_workers, "worker processes to start", "one per CPU")
         self.max_workers = max_workers or os.cpu_count() or 1
         self._pool: _ProcessPool | None = None
 
@@ -358,10 +349,10 @@ def child_main() -> None:
     conn = Connection(int(sys.argv[1]))
     _, path = conn.recv()
     sys.path[:] = path
-    identify(f"process-{os.getpid()}")
-    _interrupt_by_signal()
     send_lock = threading.Lock()
     calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    answered = threading.Event()  # set once it answered for a stuck call
+    serving = [-1]
 
     def serve(message: Any) -> None:
         _, request_id, blob = message
@@ -376,8 +367,26 @@ def child_main() -> None:
 
     def exit_once_closed() -> None:
         """A worker that answered for a stuck call exits once the flow process closed its copies."""
-        if answered.is_set() and not holds_copies():
+        if answered.is_set() and not runtime.holds_copies():
             os._exit(1)
+
+    def exit_stuck(runtime: WorkerRuntime, call: Call) -> None:
+        """The body of ``call`` did not stop after its timeout: answer for it, take no more
+        calls, and exit once the flow process has closed the copies held here (each with
+        its scope's outcome; the body may still hold one, as on a thread runner)."""
+        error = TaskRunTimeout(
+            f"Task run {call.task_run_name!r} exceeded its timeout of {call.timeout:g} s. It did not stop "
+            f"within {call.grace:g} s, so it was abandoned: its worker process {os.getpid()} takes no more "
+            "calls and exits once its resource copies are cleaned up."
+        )
+        result = runtime.stuck_result(call, error)
+        answered.set()
+        with send_lock:
+            conn.send(("last", serving[0], True, cloudpickle.dumps(result)))
+        exit_once_closed()
+
+    runtime = WorkerRuntime(f"process-{os.getpid()}", interrupter=_interrupt_by_signal(), on_stuck=exit_stuck)
+    install(runtime)
 
     def read() -> None:
         try:
@@ -389,35 +398,17 @@ def child_main() -> None:
                 elif kind == "control":
                     threading.Thread(target=serve, args=(message,), name="tether-control", daemon=True).start()
                 elif kind == "interrupt":
-                    interrupt(message[1], message[2])
+                    runtime.interrupt(message[1], message[2])
                 elif kind == "stop":
                     if answered.is_set():  # the main thread is stuck in a body: it cannot stop the loop
-                        close_all_copies("the runner stopped while this worker still held the copy")
+                        runtime.close_all_copies("the runner stopped while this worker still held the copy")
                         os._exit(1)
                     calls.put(None)
                     return
         except (EOFError, OSError):
-            close_all_copies("the flow process that used this worker is gone")
+            runtime.close_all_copies("the flow process that used this worker is gone")
             os._exit(1)
 
-    def exit_stuck(call: Call) -> None:
-        """The body of ``call`` did not stop after its timeout: answer for it, take no more
-        calls, and exit once the flow process has closed the copies held here (each with
-        its scope's outcome; the body may still hold one, as on a thread runner)."""
-        error = TaskRunTimeout(
-            f"Task run {call.task_run_name!r} exceeded its timeout of {call.timeout:g} s. It did not stop "
-            f"within {call.grace:g} s, so it was abandoned: its worker process {os.getpid()} takes no more "
-            "calls and exits once its resource copies are cleaned up."
-        )
-        result = stuck_result(call, error)
-        answered.set()
-        with send_lock:
-            conn.send(("last", serving[0], True, cloudpickle.dumps(result)))
-        exit_once_closed()
-
-    answered = threading.Event()  # set once it answered for a stuck call
-    serving = [-1]
-    set_stuck_handler(exit_stuck)
     threading.Thread(target=read, name="tether-reader", daemon=True).start()
     while True:
         message = calls.get()
@@ -425,31 +416,32 @@ def child_main() -> None:
             break
         serving[0] = message[1]
         serve(message)
-    close_all_copies("the runner stopped while this worker still held the copy")
+    runtime.close_all_copies("the runner stopped while this worker still held the copy")
     conn.close()
 
 
-def _interrupt_by_signal() -> None:
+def _interrupt_by_signal() -> Interrupter:
     """Interrupt calls in this process's main thread with SIGUSR1, not an async exception.
 
     An async exception lands only when the thread runs Python code again; a signal
     also ends a ``time.sleep`` or a blocking read, so a timed-out task stops at once.
+    Call it on the main thread (it installs the signal's handler there).
     """
     main = threading.get_ident()
-    target: list[tuple[str, type[BaseException]]] = []
+    target: list[tuple[WorkerRuntime, str, type[BaseException]]] = []
 
-    def interrupter(ident: int, exc_type: type[BaseException], call_id: str) -> bool:
+    def interrupter(runtime: WorkerRuntime, ident: int, exc_type: type[BaseException], call_id: str) -> bool:
         if ident != main:
             return raise_in_thread(ident, exc_type)
-        target[:] = [(call_id, exc_type)]
+        target[:] = [(runtime, call_id, exc_type)]
         signal.pthread_kill(main, signal.SIGUSR1)
         return True
 
     def on_signal(signum: int, frame: Any) -> None:
         # No lock here: the main thread may hold one when the signal arrives.
-        if target and is_running(target[0][0]):
-            _, exc_type = target.pop()
+        if target and target[0][0].is_running(target[0][1]):
+            _, _, exc_type = target.pop()
             raise exc_type()
 
     signal.signal(signal.SIGUSR1, on_signal)
-    set_interrupter(interrupter)
+    return interrupter

@@ -21,7 +21,7 @@ idle actors do not keep other Ray work from running.
 
 A task body that does not stop within the grace period after its timeout (blocked in
 ``time.sleep`` or in C: an actor runs it on a thread, which cannot be interrupted there)
-is answered for by its actor (`_worker.stuck_result`): the runner keeps one call
+is answered for by its actor (`WorkerRuntime.stuck_result`): the runner keeps one call
 waiting on each actor, in a concurrency group of its own, that returns such answers
 for this runner's calls; the run ends ``TimedOut`` at once and its copies are cleaned
 up, while the thread runs on until the body returns.
@@ -40,7 +40,8 @@ from typing import Any
 
 from tether._errors import TaskRunTimeout
 from tether.runners._wire import Call, CallResult, WorkerLost
-from tether.runners._worker import identify, identity, interrupt, run_call, set_stuck_handler, stuck_result
+from tether.runners._worker import WorkerRuntime, install, run_call
+from tether.runners._checks import check_address, check_count, check_options
 from tether.runners._base import RemoteRunner
 
 _INSTALL = 'RayRunner needs Ray, which is not installed. Install it from the tether checkout with: pip install -e ".[ray]"'
@@ -61,10 +62,9 @@ class RayRunner(RemoteRunner):
     """
 
     def __init__(self, address: str | None = None, init_kwargs: dict[str, Any] | None = None, workers: int | None = None) -> None:
-        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
-            raise ValueError(f"RayRunner(workers={workers!r}) needs a positive integer, or None for one per CPU.")
-        self.address = address
-        self.init_kwargs = dict(init_kwargs or {})
+        check_count("RayRunner", "workers", workers, "Ray actors that run task bodies", "one per CPU of the Ray cluster")
+        self.address = check_address("RayRunner", address, "the Ray cluster to connect to (ray.init's address)")
+        self.init_kwargs = check_options("RayRunner", "init_kwargs", init_kwargs, "ray.init")
         self.workers = workers
         self._ray: Any = None
         self._initialised_here = False
@@ -264,14 +264,15 @@ class _RayWorker:
 
     def __init__(self, path: list[str]) -> None:
         sys.path.extend(p for p in path if p not in sys.path)
-        identify(f"ray-{os.getpid()}")
+        # One actor per worker process: its runtime is the process's.
+        self._runtime = WorkerRuntime(f"ray-{os.getpid()}", on_stuck=self._answer_for_stuck_call)
+        install(self._runtime)
         self._owners: dict[str, str] = {}  # call id -> the runner that sent it, while it runs
         self._stuck: dict[str, list[tuple[str, CallResult]]] = {}  # runner -> answers for stuck calls
         self._stuck_changed = threading.Condition()
-        set_stuck_handler(self._answer_for_stuck_call)
 
     def name(self) -> str:
-        return identity()
+        return self._runtime.name
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], owner: str = "") -> Any:
         call = args[0] if args and isinstance(args[0], Call) else None
@@ -283,15 +284,15 @@ class _RayWorker:
         finally:
             self._owners.pop(call.call_id, None)
 
-    def _answer_for_stuck_call(self, call: Call) -> None:
+    def _answer_for_stuck_call(self, runtime: WorkerRuntime, call: Call) -> None:
         """``call``'s body did not stop within the grace period after its timeout: a thread
         cannot be ended, so the actor answers for the call and the thread runs on."""
         error = TaskRunTimeout(
             f"Task run {call.task_run_name!r} exceeded its timeout of {call.timeout:g} s and did not stop within "
             f"{call.grace:g} s (it was blocked where a thread cannot be interrupted, such as time.sleep or a C "
-            f"call), so it was abandoned; its thread on Ray actor {identity()} runs on until the body returns."
+            f"call), so it was abandoned; its thread on Ray actor {runtime.name} runs on until the body returns."
         )
-        result = stuck_result(call, error)
+        result = runtime.stuck_result(call, error)
         with self._stuck_changed:
             self._stuck.setdefault(self._owners.get(call.call_id, ""), []).append((call.call_id, result))
             self._stuck_changed.notify_all()
@@ -306,4 +307,4 @@ class _RayWorker:
         return fn(*args)
 
     def interrupt(self, call_id: str, exc_type: type[BaseException]) -> bool:
-        return interrupt(call_id, exc_type)
+        return self._runtime.interrupt(call_id, exc_type)

@@ -19,7 +19,7 @@ import cloudpickle
 from tether._errors import TetherError
 
 if TYPE_CHECKING:
-    from tether.store._worker_ledger import LedgerTarget
+    from tether.store import LedgerTarget
 
 
 class WorkerLost(TetherError):
@@ -136,7 +136,8 @@ def dump_error(exc: BaseException) -> bytes:
             continue
     else:
         blob = cloudpickle.dumps((RemoteError, (f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",), {}))
-    return cloudpickle.dumps((blob, text))
+    packed: bytes = cloudpickle.dumps((blob, text))
+    return packed
 
 
 def _travels(value: Any) -> bool:

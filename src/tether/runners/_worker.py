@@ -1,35 +1,26 @@
-"""What runs on a remote worker: task bodies, and the worker's copies of resources.
+"""What runs on a remote worker: task bodies, as one `WorkerRuntime` per worker process.
 
 A task body sent to another process (a process pool, a Dask or a Ray worker) travels
 as a `_wire.Call`: the task function and its arguments pickled with cloudpickle, each
-resource value replaced by a `ResourceRef` (the scope's id and how to open the
-resource, never the value). On the worker, `run_call`:
+resource value replaced by a `ResourceRef`. On the worker, `WorkerRuntime.run_call`:
 
-- opens this worker's copy of each referenced resource on first use, once per
-  (scope, worker process), and reuses it for every later task of that scope here
-  (a DB-API connection whose driver says ``threadsafety < 2`` serves one task at a
-  time: the others wait for their turn here, before their bodies start);
+- opens this worker's copies of the referenced resources (see `_worker_copies`);
 - runs the body with a stand-in run context, so ``get_run_logger()`` and
   ``log_prints`` work, and captures the run's log records;
 - returns a `CallResult`: the value or the error (pickled), the log records and what
   happened to the copies (``setup-started``, ``setup``, ``setup-failed``).
 
-Each step of a copy is written to the run store's ledger here, by this process, before
-it acts (see `tether.store._worker_ledger`): the copy's row exists before its setup
-runs, and its cleanup is recorded even when the flow process is gone, so a copy whose
-call never returns is an orphan that ``tether reap`` finds, and a copy closed here is
-never reaped. The reports say which steps were written (the flow process records the
-others).
-
-`open_copy` sets up this worker's copy at the ``with`` statement (the first copy of a
-scope, so that a setup failure raises there). `cleanup_copy` closes this worker's copy
-of a scope with the scope's outcome, after the last task of the scope on this worker
-has finished (drain, then tear down).
-`interrupt` raises an exception in the thread running a call (timeouts, cancellation).
+`WorkerRuntime.interrupt` raises an exception in the thread running a call (timeouts,
+cancellation); a body still running a grace period after its timeout is handed to the
+runtime's stuck-call strategy. A runner builds the runtime of each of its worker
+processes with the strategies that worker needs (how to interrupt a thread, what to do
+with a stuck call) and installs it there (`install`). The engine ships the module-level
+functions below (`run_call`, `open_copy`, `cleanup_copy`, `interrupt_many`) by reference;
+on the worker, each finds that process's runtime (`current`). Tests make runtimes of
+their own.
 
 States and logs are the flow process's, made from what the worker reports. This
-module does not know which runner it runs under; runners call `identify` once per
-worker process with the worker's name.
+module does not know which runner it runs under.
 """
 
 from __future__ import annotations
@@ -39,50 +30,54 @@ import logging
 import os
 import socket
 import threading
-import time
 import traceback
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
 
 import cloudpickle
 
-from tether._arguments import map_leaves
 from tether._context import RunContext, current_run
-from tether._errors import ResourceClosedError, TaskRunTimeout, UsageError
-from tether._interrupt import clear_in_thread, raise_in_thread
+from tether._errors import TaskRunTimeout, UsageError
+from tether._interrupt import Watchdog, clear_in_thread, raise_in_thread, watchdog
 from tether._logging import enable_log_prints, logger
-from tether._resources import ResourceScope, unshareable_connection
-from tether.runners._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error, load_error
-from tether.store._worker_ledger import record_copy_step
+from tether.runners._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error
+from tether.runners._worker_copies import Copy, WorkerCopies
 
-# -- who this worker is ----------------------------------------------------------------
-
-_identity: str | None = None
-_host = socket.gethostname()
-
-
-def identify(worker: str) -> None:
-    """Name this worker process (a Dask address, a pool slot); runners call it once."""
-    global _identity
-    _identity = worker
+#: How a runtime raises ``exc_type`` in the thread running call ``call_id``: False if the
+#: thread is gone. The default sends an async exception (`raise_in_thread`).
+Interrupter = Callable[["WorkerRuntime", int, type[BaseException], str], bool]
+#: What a runtime does with a call whose body did not stop within the grace period after
+#: its timeout (a worker answers for it with `WorkerRuntime.stuck_result`: a process
+#: worker then exits, a Dask or Ray worker leaves the thread running). The default logs.
+StuckHandler = Callable[["WorkerRuntime", Call], None]
 
 
-def identity() -> str:
-    return _identity or f"{_host}:{os.getpid()}"
+def raise_in_call_thread(runtime: WorkerRuntime, thread_id: int, exc_type: type[BaseException], call_id: str) -> bool:
+    """The default `Interrupter`: an async exception, landing at the next bytecode."""
+    return raise_in_thread(thread_id, exc_type)
+
+
+def log_stuck_call(runtime: WorkerRuntime, call: Call) -> None:
+    """The default `StuckHandler`: a worker that cannot answer for a stuck call says so."""
+    logger.error(
+        "Task run %r on worker %s did not stop within %g s of its timeout; it runs on, and its run "
+        "stays Running until it returns.", call.task_run_name, runtime.name, call.grace,
+    )
 
 
 # -- logs ------------------------------------------------------------------------------
-
-_local = threading.local()
 
 
 class _LogCapture(logging.Handler):
     """Keeps the run's log records for the flow process instead of printing them here."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()  # .logs: the records of the call this thread runs
+
     def emit(self, record: logging.LogRecord) -> None:
-        records = getattr(_local, "logs", None)
+        records = getattr(self.local, "logs", None)
         if records is None or getattr(record, "run_id", None) is None:
             return
         records.append(
@@ -107,23 +102,9 @@ class _LogCapture(logging.Handler):
         return record.exc_text
 
 
-_prepared = False
-_prepare_lock = threading.Lock()
-
-
-def _prepare_process() -> None:
-    """Once per worker process: route run logs to the capture, not to this process's console."""
-    global _prepared
-    if _prepared:
-        return
-    with _prepare_lock:
-        if not _prepared:
-            logger.addHandler(_LogCapture())
-            logger.propagate = False
-            _prepared = True
-
-
 class _Named:
+    """A record or an options object of a stand-in run: an id, a name, the ``log_prints`` option."""
+
     __slots__ = ("id", "log_prints", "name")
 
     def __init__(self, id: str, name: str, log_prints: bool | None) -> None:
@@ -132,33 +113,28 @@ class _Named:
         self.log_prints = log_prints
 
 
-class _RemoteTaskRun:
-    """The part of a `TaskRun` that code in a task body may ask about, on a worker."""
-
-    __slots__ = ("record", "task")
-
-    def __init__(self, call: Call) -> None:
-        self.record = _Named(call.task_run_id, call.task_run_name, None)
-        self.task = _Named(call.task_run_id, call.task_run_name, call.log_prints)
-
-
 class _RemoteFlowRun:
-    """The part of a `FlowRun` that code in a task body may ask about, on a worker."""
+    """The part of a `FlowRun` that code in a task body may ask about, on a worker (a
+    `RunView`); the flow's options stand in for the flow object, which stays in the flow process."""
 
-    __slots__ = ("flow", "record")
+    __slots__ = ("options", "record")
 
     def __init__(self, call: Call) -> None:
         self.record = _Named(call.flow_run_id, "", None)
-        self.flow = _Named(call.flow_run_id, "", call.log_prints)
+        self.options = _Named(call.flow_run_id, "", call.log_prints)
 
-    def submit_task(self, task: Any, *args: Any) -> Any:
+    @property
+    def flow(self) -> _Named:
+        return self.options
+
+    def submit_task(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, /) -> NoReturn:
         raise UsageError(
             f"Task {task.name!r} was submitted from inside a task body running on a remote worker, "
             "where there is no flow run to submit it to. Submit it from the flow function, or call "
             f"its plain function here: {task.name}.fn(...)."
         )
 
-    def call_task(self, task: Any, *args: Any) -> Any:
+    def call_task(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool, /) -> NoReturn:
         raise UsageError(
             f"Task {task.name!r} was called from inside a task body running on a remote worker, "
             "where there is no flow run to record it in. Call it from the flow function, or call "
@@ -166,227 +142,24 @@ class _RemoteFlowRun:
         )
 
 
-# -- resource copies -----------------------------------------------------------------
+class _RemoteTaskRun:
+    """The part of a `TaskRun` that code in a task body may ask about, on a worker (a
+    `TaskRunView`); the task's options stand in for the task object."""
 
+    __slots__ = ("options", "record")
 
-class _Copy:
-    """This worker's copy of one resource scope."""
+    def __init__(self, call: Call) -> None:
+        self.record = _Named(call.task_run_id, call.task_run_name, None)
+        self.options = _Named(call.task_run_id, call.task_run_name, call.log_prints)
 
-    def __init__(self, ref: ResourceRef) -> None:
-        self.ref = ref
-        self.scope: ResourceScope | None = None
-        self.value: Any = None
-        self.users = 0  # calls holding the copy (counted before setup, so cleanup drains setups too)
-        self.closing = False
-        self.parents: list[_Copy] = []  # copies this one's setup received as arguments
-        self.setup_lock = threading.Lock()
-        self.turn: threading.Lock | None = None  # one task at a time: see `unshareable_connection`
-        self.idle = threading.Condition()
-
-
-class _CopyScope(ResourceScope):
-    """The scope of a worker's copy: a handle its setup remembers goes to the ledger at once
-    (a reaper needs it if this process dies before the setup ends)."""
-
-    def __init__(self, ref: ResourceRef, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        super().__init__(resource, args, kwargs)
-        self.ref = ref
-
-    def _emit(self, step: str, **details: Any) -> None:
-        ref = self.ref
-        if step == "handle" and ref.ledger is not None:
-            record_copy_step(ref.ledger, "handle", ref.scope_id, ref.name, handle=details.get("handle"))
-
-
-_copies: dict[str, _Copy] = {}
-#: Scopes whose copy was closed here (or that had none here when closed): a task of one
-#: that starts after that fails, rather than opening a copy that nobody would close.
-_closed: OrderedDict[str, None] = OrderedDict()
-#: Values a worker's setup may hand back to the flow process as they are (they open nothing).
-_PLAIN_VALUES = frozenset({type(None), bool, int, float, complex, str, bytes})
-_copies_lock = threading.Lock()
-
-
-def _acquire(ref: ResourceRef, reports: list[dict[str, Any]]) -> _Copy:
-    """Take a use of this worker's copy of ``ref``'s scope, setting it up on first use."""
-    with _copies_lock:
-        copy = _copies.get(ref.scope_id)
-        if copy is None and ref.scope_id not in _closed:
-            copy = _copies[ref.scope_id] = _Copy(ref)
-        if copy is None or copy.closing:
-            raise ResourceClosedError(
-                f"Resource {ref.name!r} was already cleaned up on worker {identity()}, so a task "
-                "that started after its scope ended cannot use it."
-            )
-        with copy.idle:
-            copy.users += 1
-    try:
-        with copy.setup_lock:
-            if copy.scope is None:
-                _set_up(copy, reports)
-    except BaseException:
-        _release(copy)
-        raise
-    return copy
-
-
-def _set_up(copy: _Copy, reports: list[dict[str, Any]]) -> None:
-    ref = copy.ref
-    attempt = uuid.uuid4().hex
-    _report(reports, "setup-started", ref, attempt)
-    parents: list[_Copy] = []
-    try:
-        resource, args, kwargs = cloudpickle.loads(ref.opener)
-        if _holds_ref((args, kwargs)):
-            args, kwargs = _open_refs((args, kwargs), parents, reports)
-        scope = _CopyScope(ref, resource, args, kwargs)
-        value = scope.__enter__()  # no flow run here: a plain context manager
-    except BaseException as exc:
-        for parent in parents:
-            _release(parent)
-        _report(reports, "setup-failed", ref, attempt, error=f"{type(exc).__name__}: {exc}")
-        raise
-    copy.scope, copy.value, copy.parents = scope, value, parents
-    if unshareable_connection(value):
-        copy.turn = threading.Lock()
-    report = _report(reports, "setup", ref, attempt, handle=scope.handle)
-    if type(value) in _PLAIN_VALUES:  # nothing to open: the flow body gets the value itself
-        report["plain_value"] = value
-
-
-def _release(copy: _Copy) -> None:
-    with copy.idle:
-        copy.users -= 1
-        if copy.users == 0:
-            copy.idle.notify_all()
-
-
-def _report(reports: list[dict[str, Any]], step: str, ref: ResourceRef, attempt: str, error: str | None = None, handle: Any = None) -> dict[str, Any]:
-    """Write a step of this worker's copy to the ledger (before the act it announces), and
-    report it to the flow process."""
-    recorded = ref.ledger is not None and record_copy_step(ref.ledger, step, ref.scope_id, ref.name, error=error, handle=handle)
-    report = {
-        "step": step,
-        "scope_id": ref.scope_id,
-        "name": ref.name,
-        "attempt": attempt,
-        "timestamp": time.time(),
-        "error": error,
-        "handle": handle,
-        "worker": identity(),
-        "host": _host,
-        "pid": os.getpid(),
-        "recorded": recorded,
-    }
-    reports.append(report)
-    return report
-
-
-def _holds_ref(value: Any) -> bool:
-    found = False
-
-    def check(leaf: Any) -> Any:
-        nonlocal found
-        found = found or type(leaf) is ResourceRef
-        return leaf
-
-    map_leaves(value, check)
-    return found
-
-
-def _open_refs(value: Any, held: list[_Copy], reports: list[dict[str, Any]]) -> Any:
-    """``value`` with each `ResourceRef` replaced by this worker's copy's value."""
-
-    def open_ref(leaf: Any) -> Any:
-        if type(leaf) is not ResourceRef:
-            return leaf
-        copy = _acquire(leaf, reports)
-        held.append(copy)
-        return copy.value
-
-    return map_leaves(value, open_ref)
-
-
-def open_copy(ref: ResourceRef) -> tuple[list[dict[str, Any]], bytes | None]:
-    """Set up this worker's copy of ``ref``'s scope now; the copy steps, and the setup's error."""
-    _prepare_process()
-    reports: list[dict[str, Any]] = []
-    try:
-        _release(_acquire(ref, reports))
-    except BaseException as exc:  # noqa: BLE001 - the error travels to the `with` statement
-        with _copies_lock:
-            failed = _copies.get(ref.scope_id)
-            if failed is not None and failed.scope is None:
-                del _copies[ref.scope_id]
-        return reports, dump_error(exc)
-    return reports, None
-
-
-def cleanup_copy(scope_id: str, error: bytes | None, drain_seconds: float) -> CleanupReport:
-    """Close this worker's copy of a scope, once no task of the scope runs here any more.
-
-    ``error`` is the scope's first error (packed by `dump_error`), thrown in at the
-    resource's ``yield``; None if the scope succeeded. Tasks still holding the copy
-    (abandoned after a timeout, say) are waited for at most ``drain_seconds``. The
-    cleanup is written to the ledger here, with its outcome.
-    """
-    with _copies_lock:
-        _closed[scope_id] = None
-        if len(_closed) > 10_000:
-            _closed.popitem(last=False)
-        copy = _copies.get(scope_id)
-        if copy is None:
-            return CleanupReport(scope_id, False, None, 0.0, 0, identity(), _host, os.getpid())
-        copy.closing = True
-    with copy.idle:
-        copy.idle.wait_for(lambda: copy.users == 0, timeout=drain_seconds)
-        still_running = copy.users
-    started = time.monotonic()
-    failure: str | None = None
-    try:
-        if copy.scope is not None:
-            exc = load_error(error, "in the flow") if error is not None else None
-            if exc is None:
-                copy.scope.__exit__(None, None, None)
-            else:
-                copy.scope.__exit__(type(exc), exc, exc.__traceback__)
-    except BaseException as exc:  # noqa: BLE001 - reported to the flow process, which decides
-        failure = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    finally:
-        for parent in copy.parents:
-            _release(parent)
-        with _copies_lock:
-            _copies.pop(scope_id, None)
-    seconds = time.monotonic() - started
-    ref, recorded = copy.ref, False
-    if copy.scope is not None and ref.ledger is not None:
-        step = "cleanup" if failure is None else "cleanup-failed"
-        outcome = "failed" if error is not None else "succeeded"
-        recorded = record_copy_step(ref.ledger, step, scope_id, ref.name, error=failure, outcome=outcome, seconds=seconds)
-    return CleanupReport(scope_id, copy.scope is not None, failure, seconds, still_running, identity(), _host, os.getpid(), recorded)
-
-
-def close_all_copies(reason: str) -> None:
-    """Close every copy this worker still holds, as failed (the flow process is gone)."""
-    error = dump_error(RuntimeError(reason))
-    with _copies_lock:
-        scope_ids = list(_copies)
-    # Nested copies first: a copy's parents were acquired before it, so close newest first.
-    for scope_id in reversed(scope_ids):
-        cleanup_copy(scope_id, error, 0.0)
-
-
-def holds_copies() -> bool:
-    """Whether this worker still holds a copy of some resource (a worker that answered for
-    a stuck call waits for the flow process to close them before it exits)."""
-    with _copies_lock:
-        return bool(_copies)
-
-
-# -- running a call ----------------------------------------------------------------------
+    @property
+    def task(self) -> _Named:
+        return self.options
 
 
 class _Running:
+    """A call that has arrived here, until its body ends."""
+
     __slots__ = ("copies", "ident", "in_body", "interrupted", "logs", "timer")
 
     def __init__(self, ident: int, copies: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
@@ -395,149 +168,232 @@ class _Running:
         self.logs = logs
         self.in_body = False  # False while its resource copies are being opened
         self.interrupted: type[BaseException] | None = None
-        self.timer: threading.Timer | None = None
+        self.timer: int | None = None  # the watchdog's handle for its timeout
 
 
-_running: dict[str, _Running] = {}
-_interrupted_early: OrderedDict[str, type[BaseException]] = OrderedDict()
-_running_lock = threading.Lock()
-_functions: OrderedDict[bytes, Any] = OrderedDict()
-_functions_lock = threading.Lock()
+# -- the runtime ---------------------------------------------------------------------
 
 
-def _load_function(blob: bytes) -> Any:
-    with _functions_lock:
-        fn = _functions.get(blob)
-        if fn is not None:
-            _functions.move_to_end(blob)
-            return fn
-    fn = cloudpickle.loads(blob)
-    with _functions_lock:
-        _functions[blob] = fn
-        if len(_functions) > 256:
-            _functions.popitem(last=False)
-    return fn
+class WorkerRuntime:
+    """What one worker process keeps between calls, and how it treats them.
 
+    ``name`` is the worker's name as its runner knows it (a Dask address, ``process-PID``,
+    ``ray-PID``; by default ``host:pid``): the engine sends the closing of a copy to the
+    worker of that name. ``interrupter`` and ``on_stuck`` are the runner's strategies (see
+    `Interrupter`, `StuckHandler`); ``watchdog`` keeps the calls' timeouts and grace periods
+    (by default the process's, on the process's clock).
+    """
 
-def run_call(call: Call) -> CallResult:
-    """Run one attempt of a task body here; never raises (the error travels in the result)."""
-    _prepare_process()
-    copies: list[dict[str, Any]] = []
-    logs: list[dict[str, Any]] = []
-    held: list[_Copy] = []
-    turns: list[threading.Lock] = []
-    entry: _Running | None = None
-    _local.logs = logs
-    token = current_run.set(RunContext(_RemoteFlowRun(call), _RemoteTaskRun(call)))  # type: ignore[arg-type]
-    try:
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        interrupter: Interrupter = raise_in_call_thread,
+        on_stuck: StuckHandler = log_stuck_call,
+        watchdog: Watchdog = watchdog,
+    ) -> None:
+        self.host = socket.gethostname()
+        self.name = name or f"{self.host}:{os.getpid()}"
+        self.copies = WorkerCopies(self.name, self.host)
+        self._interrupter = interrupter
+        self._on_stuck = on_stuck
+        self._watchdog = watchdog
+        self._running: dict[str, _Running] = {}
+        #: Interrupts for calls not here yet: a call that arrives later raises before it opens anything.
+        self._interrupted_early: OrderedDict[str, type[BaseException]] = OrderedDict()
+        self._running_lock = threading.Lock()
+        self._functions: OrderedDict[bytes, Any] = OrderedDict()  # unpickled task functions, by their pickle
+        self._functions_lock = threading.Lock()
+        self._capture: _LogCapture | None = None
+        self._propagate = True
+        self._capture_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<WorkerRuntime {self.name}>"
+
+    # -- the calls the engine sends --
+
+    def run_call(self, call: Call) -> CallResult:
+        """Run one attempt of a task body here; never raises (the error travels in the result)."""
+        capture = self._capture_logs()
+        copies: list[dict[str, Any]] = []
+        logs: list[dict[str, Any]] = []
+        held: list[Copy] = []
+        turns: list[threading.Lock] = []
+        entry: _Running | None = None
+        capture.local.logs = logs
+        token = current_run.set(RunContext(_RemoteFlowRun(call), _RemoteTaskRun(call)))
         try:
-            entry = _register(call, copies, logs)
-            fn = _load_function(call.function)
-            args, kwargs = cloudpickle.loads(call.arguments)
-            if call.has_resources:
-                args, kwargs = _open_refs((args, kwargs), held, copies)
-                for copy in sorted({c for c in held if c.turn is not None}, key=lambda c: c.ref.scope_id):
-                    copy.turn.acquire()  # type: ignore[union-attr]
-                    turns.append(copy.turn)  # type: ignore[arg-type]
-            if call.log_prints:
-                enable_log_prints()
-            _start_body(call, entry)
             try:
-                value = asyncio.run(fn(*args, **kwargs)) if asyncio.iscoroutinefunction(fn) else fn(*args, **kwargs)
+                entry = self._register(call, copies, logs)
+                fn = self._load_function(call.function)
+                args, kwargs = cloudpickle.loads(call.arguments)
+                if call.has_resources:
+                    args, kwargs = self.copies.open_refs((args, kwargs), held, copies)
+                    # One order for every call, so that two calls never wait for each other's turn.
+                    for copy in sorted({c for c in held if c.turn is not None}, key=lambda c: c.ref.scope_id):
+                        turn = copy.turn
+                        if turn is not None:
+                            turn.acquire()
+                            turns.append(turn)
+                if call.log_prints:
+                    enable_log_prints()
+                self._start_body(call, entry)
+                try:
+                    value = asyncio.run(fn(*args, **kwargs)) if asyncio.iscoroutinefunction(fn) else fn(*args, **kwargs)
+                finally:
+                    self._end_body(call.call_id, entry)
+                ok, payload = True, _dump_value(value, call)
+            except BaseException as exc:  # noqa: BLE001 - the run's error travels in the result
+                ok, payload = False, dump_error(exc)
             finally:
-                _end_body(call.call_id, entry)
-            ok, payload = True, _dump_value(value, call)
-        except BaseException as exc:  # noqa: BLE001 - the run's error travels in the result
-            ok, payload = False, dump_error(exc)
+                with self._running_lock:  # again: an interrupt may have landed inside _end_body
+                    self._running.pop(call.call_id, None)
+                for turn in turns:
+                    turn.release()
+                for copy in held:
+                    self.copies.release(copy)
         finally:
-            with _running_lock:  # again: an interrupt may have landed inside _end_body
-                _running.pop(call.call_id, None)
-            for turn in turns:
-                turn.release()
-            for copy in held:
-                _release(copy)
-    finally:
-        current_run.reset(token)
-        _local.logs = None
-    timed_out = entry is not None and entry.interrupted is TaskRunTimeout
-    return CallResult(ok, payload, timed_out, logs, copies, identity(), _host, os.getpid())
+            current_run.reset(token)
+            capture.local.logs = None
+        timed_out = entry is not None and entry.interrupted is TaskRunTimeout
+        return CallResult(ok, payload, timed_out, logs, copies, self.name, self.host, os.getpid())
 
+    def open_copy(self, ref: ResourceRef) -> tuple[list[dict[str, Any]], bytes | None]:
+        """Set up this worker's copy of ``ref``'s scope now (at the ``with`` statement, so that
+        a setup failure raises there); the copy steps, and the setup's error."""
+        self._capture_logs()
+        return self.copies.open(ref)
 
-def _register(call: Call, copies: list[dict[str, Any]], logs: list[dict[str, Any]]) -> _Running:
-    """The call is here: interrupts now find it (they land once its body starts)."""
-    entry = _Running(threading.get_ident(), copies, logs)
-    with _running_lock:
-        entry.interrupted = _interrupted_early.pop(call.call_id, None)
-        _running[call.call_id] = entry
-    return entry
+    def cleanup_copy(self, scope_id: str, error: bytes | None, drain_seconds: float) -> CleanupReport:
+        """Close this worker's copy of a scope after its last task here (see `WorkerCopies.cleanup`)."""
+        return self.copies.cleanup(scope_id, error, drain_seconds)
 
+    def close_all_copies(self, reason: str) -> None:
+        """Close every copy this worker still holds, as failed (the flow process is gone)."""
+        self.copies.close_all(reason)
 
-def _start_body(call: Call, entry: _Running) -> None:
-    """The body starts: raise an interrupt that came during setup, start the timeout."""
-    with _running_lock:
-        entry.in_body = True
-        if entry.interrupted is not None:
-            raise entry.interrupted()
-    if call.timeout is not None:
-        entry.timer = threading.Timer(call.timeout, _on_timeout, (call,))
-        entry.timer.daemon = True
-        entry.timer.start()
+    def holds_copies(self) -> bool:
+        """Whether this worker still holds a copy of some resource (a worker that answered for
+        a stuck call waits for the flow process to close them before it exits)."""
+        return self.copies.holds_any()
 
+    # -- interrupts --
 
-def _end_body(call_id: str, entry: _Running) -> None:
-    """The body returned or raised: no interrupt may land after this."""
-    with _running_lock:
-        _running.pop(call_id, None)
-        if entry.interrupted is not None:
-            clear_in_thread(entry.ident)  # an interrupt that had not landed yet must not hit later code
-    if entry.timer is not None:
-        entry.timer.cancel()
+    def is_running(self, call_id: str) -> bool:
+        """Whether ``call_id``'s body runs here now; safe to call from a signal handler (no lock)."""
+        entry = self._running.get(call_id)
+        return entry is not None and entry.in_body
 
+    def interrupt(self, call_id: str, exc_type: type[BaseException]) -> bool:
+        """Raise ``exc_type`` in the thread running ``call_id`` here; False if it is not here.
 
-def _on_timeout(call: Call) -> None:
-    """The body ran past its timeout: interrupt it, and give it the grace period to stop."""
-    if not interrupt(call.call_id, TaskRunTimeout):
-        return
-    timer = threading.Timer(call.grace, _check_stopped, (call,))
-    timer.daemon = True
-    timer.start()
+        A call still opening its resource copies raises once they are open (never inside a
+        setup). A call that has not arrived yet is remembered: if it arrives here later, it
+        raises before it opens anything.
+        """
+        with self._running_lock:
+            entry = self._running.get(call_id)
+            if entry is None:
+                self._interrupted_early[call_id] = exc_type
+                if len(self._interrupted_early) > 1000:  # calls that ran elsewhere, or had ended
+                    self._interrupted_early.popitem(last=False)
+                return False
+            if entry.interrupted is not None:
+                return True  # the first interrupt wins (a timeout, then the flow's cancellation)
+            entry.interrupted = exc_type
+            if not entry.in_body:
+                return True
+            return self._interrupter(self, entry.ident, exc_type, call_id)
 
+    def interrupt_many(self, requests: list[tuple[str, type[BaseException]]]) -> list[str]:
+        """`interrupt` for several calls at once; the ids of those that are here."""
+        return [call_id for call_id, exc_type in requests if self.interrupt(call_id, exc_type)]
 
-def _check_stopped(call: Call) -> None:
-    if is_running(call.call_id):
-        _on_stuck(call)
+    def stuck_result(self, call: Call, error: BaseException) -> CallResult:
+        """The answer for a call whose body did not stop after its timeout, made while the body
+        still runs: ``error``, with the copies the call opened and its logs so far."""
+        entry = self._running.get(call.call_id)
+        copies = list(entry.copies) if entry is not None else []
+        logs = list(entry.logs) if entry is not None else []
+        return CallResult(False, dump_error(error), True, logs, copies, self.name, self.host, os.getpid())
 
+    def close(self) -> None:
+        """Stop capturing run logs in this process (a test's runtime; a worker's lives as long as it)."""
+        with self._capture_lock:
+            if self._capture is not None:
+                logger.removeHandler(self._capture)
+                logger.propagate = self._propagate
+                self._capture = None
 
-def _log_stuck(call: Call) -> None:
-    logger.error(
-        "Task run %r on worker %s did not stop within %g s of its timeout; it runs on, and its run "
-        "stays Running until it returns.", call.task_run_name, identity(), call.grace,
-    )
+    # -- inside --
 
+    def _capture_logs(self) -> _LogCapture:
+        """On first use: route run logs to this runtime's capture, not to this process's console."""
+        capture = self._capture
+        if capture is not None:
+            return capture
+        with self._capture_lock:
+            if self._capture is None:
+                self._capture = _LogCapture()
+                self._propagate = logger.propagate
+                logger.addHandler(self._capture)
+                logger.propagate = False
+            return self._capture
 
-_on_stuck: Callable[[Call], None] = _log_stuck
+    def _load_function(self, blob: bytes) -> Any:
+        with self._functions_lock:
+            fn = self._functions.get(blob)
+            if fn is not None:
+                self._functions.move_to_end(blob)
+                return fn
+        fn = cloudpickle.loads(blob)
+        with self._functions_lock:
+            self._functions[blob] = fn
+            if len(self._functions) > 256:
+                self._functions.popitem(last=False)
+        return fn
 
+    def _register(self, call: Call, copies: list[dict[str, Any]], logs: list[dict[str, Any]]) -> _Running:
+        """The call is here: interrupts now find it (they land once its body starts)."""
+        entry = _Running(threading.get_ident(), copies, logs)
+        with self._running_lock:
+            entry.interrupted = self._interrupted_early.pop(call.call_id, None)
+            self._running[call.call_id] = entry
+        return entry
 
-def set_stuck_handler(handler: Callable[[Call], None]) -> None:
-    """What to do with a body that did not stop within the grace period after its timeout
-    (a worker answers for it with `stuck_result`: a process worker then exits, a Dask
-    worker leaves the thread running; a worker with no handler can only log)."""
-    global _on_stuck
-    _on_stuck = handler
+    def _start_body(self, call: Call, entry: _Running) -> None:
+        """The body starts: raise an interrupt that came during setup, start the timeout."""
+        with self._running_lock:
+            entry.in_body = True
+            if entry.interrupted is not None:
+                raise entry.interrupted()
+        if call.timeout is not None:
+            entry.timer = self._watchdog.schedule(call.timeout, lambda: self._on_timeout(call))
 
+    def _end_body(self, call_id: str, entry: _Running) -> None:
+        """The body returned or raised: no interrupt may land after this."""
+        with self._running_lock:
+            self._running.pop(call_id, None)
+            if entry.interrupted is not None:
+                clear_in_thread(entry.ident)  # an interrupt that had not landed yet must not hit later code
+        if entry.timer is not None:
+            self._watchdog.cancel(entry.timer)
 
-def stuck_result(call: Call, error: BaseException) -> CallResult:
-    """The answer for a call whose body did not stop after its timeout, made while the body
-    still runs: ``error``, with the copies the call opened and its logs so far."""
-    entry = _running.get(call.call_id)
-    copies = list(entry.copies) if entry is not None else []
-    logs = list(entry.logs) if entry is not None else []
-    return CallResult(False, dump_error(error), True, logs, copies, identity(), _host, os.getpid())
+    def _on_timeout(self, call: Call) -> None:
+        """The body ran past its timeout: interrupt it, and give it the grace period to stop."""
+        if self.interrupt(call.call_id, TaskRunTimeout):
+            self._watchdog.schedule(call.grace, lambda: self._check_stopped(call))
+
+    def _check_stopped(self, call: Call) -> None:
+        if self.is_running(call.call_id):
+            self._on_stuck(self, call)
 
 
 def _dump_value(value: Any, call: Call) -> bytes:
     try:
-        return cloudpickle.dumps(value)
+        packed: bytes = cloudpickle.dumps(value)
+        return packed
     except Exception as exc:  # noqa: BLE001 - any reason it cannot travel
         raise UsageError(
             f"Task run {call.task_run_name!r} returned a {type(value).__module__}.{type(value).__qualname__}, "
@@ -546,48 +402,52 @@ def _dump_value(value: Any, call: Call) -> bytes:
         ) from None
 
 
-def _raise_in_thread(ident: int, exc_type: type[BaseException], call_id: str) -> bool:
-    return raise_in_thread(ident, exc_type)
+# -- this process's runtime, and the functions shipped to workers -----------------------
+
+_process_runtime: WorkerRuntime | None = None
+_process_lock = threading.Lock()
 
 
-_interrupter: Callable[[int, type[BaseException], str], bool] = _raise_in_thread
+def install(runtime: WorkerRuntime | None) -> WorkerRuntime | None:
+    """Make ``runtime`` the one this process's shipped functions use (None: none, until
+    `current` makes one); returns the one before, for a test to put back."""
+    global _process_runtime
+    with _process_lock:
+        previous, _process_runtime = _process_runtime, runtime
+    return previous
 
 
-def set_interrupter(interrupter: Callable[[int, type[BaseException], str], bool]) -> None:
-    """Replace how `interrupt` reaches a thread (a process worker signals its main thread,
-    which also wakes a blocking ``sleep`` or ``recv``)."""
-    global _interrupter
-    _interrupter = interrupter
+def current(make: Callable[[], WorkerRuntime] = WorkerRuntime) -> WorkerRuntime:
+    """This process's runtime: the one its runner installed, else one made by ``make`` and
+    installed now (a runner whose workers learn their name on their first call passes it)."""
+    global _process_runtime
+    runtime = _process_runtime
+    if runtime is not None:
+        return runtime
+    with _process_lock:
+        if _process_runtime is None:
+            _process_runtime = make()
+        return _process_runtime
 
 
-def is_running(call_id: str) -> bool:
-    """Whether ``call_id``'s body runs here now; safe to call from a signal handler (no lock)."""
-    entry = _running.get(call_id)
-    return entry is not None and entry.in_body
+# Module-level, so that cloudpickle sends them by reference (a worker imports this module).
 
 
-def interrupt(call_id: str, exc_type: type[BaseException]) -> bool:
-    """Raise ``exc_type`` in the thread running ``call_id`` here; False if it is not here.
+def run_call(call: Call) -> CallResult:
+    """`WorkerRuntime.run_call` on this process's runtime."""
+    return current().run_call(call)
 
-    A call still opening its resource copies raises once they are open (never inside a
-    setup). A call that has not arrived yet is remembered: if it arrives here later, it
-    raises before it opens anything.
-    """
-    with _running_lock:
-        entry = _running.get(call_id)
-        if entry is None:
-            _interrupted_early[call_id] = exc_type
-            if len(_interrupted_early) > 1000:  # calls that ran elsewhere, or had ended
-                _interrupted_early.popitem(last=False)
-            return False
-        if entry.interrupted is not None:
-            return True  # the first interrupt wins (a timeout, then the flow's cancellation)
-        entry.interrupted = exc_type
-        if not entry.in_body:
-            return True
-        return _interrupter(entry.ident, exc_type, call_id)
+
+def open_copy(ref: ResourceRef) -> tuple[list[dict[str, Any]], bytes | None]:
+    """`WorkerRuntime.open_copy` on this process's runtime."""
+    return current().open_copy(ref)
+
+
+def cleanup_copy(scope_id: str, error: bytes | None, drain_seconds: float) -> CleanupReport:
+    """`WorkerRuntime.cleanup_copy` on this process's runtime."""
+    return current().cleanup_copy(scope_id, error, drain_seconds)
 
 
 def interrupt_many(requests: list[tuple[str, type[BaseException]]]) -> list[str]:
-    """`interrupt` for several calls at once; the ids of those that are here."""
-    return [call_id for call_id, exc_type in requests if interrupt(call_id, exc_type)]
+    """`WorkerRuntime.interrupt_many` on this process's runtime."""
+    return current().interrupt_many(requests)
