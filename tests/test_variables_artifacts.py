@@ -181,8 +181,12 @@ def test_variables_in_sync_and_async_flows_and_tasks(store):
     def sync_flow() -> str:
         return Variable.get("greeting")
 
+    async def outside_any_run() -> str:
+        return await Variable.get("greeting")  # under a running loop, as Prefect decides it
+
     assert asyncio.run(async_flow()) == ("hello", "hello!", True, 0)
     assert sync_flow() == "hello"
+    assert asyncio.run(outside_any_run()) == "hello"
     assert Variable.get("greeting", _sync=True) == "hello"
 
 
@@ -304,6 +308,13 @@ def test_processes_creating_the_key_at_once_agree_on_one(tmp_path):
     assert sorted(p.name for p in (tmp_path / "home").iterdir()) == [KEY_FILE]  # no draft left behind
 
 
+def test_loading_through_block_needs_a_known_type_and_name(store):
+    with pytest.raises(ValueError, match=r"needs the block's type too, as \"block-type-slug/name\""):
+        Block.load("just-a-name")
+    with pytest.raises(ValueError, match=r"no block class with the slug 'nowhere' is imported"):
+        Block.load("nowhere/x")
+
+
 def test_a_block_of_ones_own_keeps_its_secret_fields_encrypted(store):
     class Warehouse(Block):
         host: str
@@ -357,6 +368,16 @@ def test_artifacts_are_linked_to_their_flow_and_task_runs(store):
     tether.store.flush()
     (task_run,) = store.flow_run(run_id).task_runs
     assert table.task_run_id == task_run.id
+
+
+def test_artifact_rows_written_before_a_redaction_rule_are_shown_redacted(store):
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO artifacts (id, key, type, description, data, flow_run_id, created, updated) VALUES "
+            "('old', 'old', 'markdown', 'dsn postgresql://app:pw1@db/x', '\"password=pw2\"', 'run', 1.0, 1.0)"
+        )
+    (old,) = run_artifacts(store, "run")
+    assert (old.description, old.data) == ("dsn postgresql://app:********@db/x", "password=********")
 
 
 def test_artifacts_sharing_a_key_are_its_versions(store):
