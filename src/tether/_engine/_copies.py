@@ -32,8 +32,8 @@ from tether._logging import logger
 from tether._settings import Settings
 from tether.runners._wire import CleanupReport, WorkerLost, dump_error
 from tether.runners._worker import cleanup_copy
-from tether.store._worker_ledger import LedgerTarget
-from tether.store._worker_ledger import ledger_target as _target_of_flow
+from tether.store import LedgerTarget
+from tether.store import ledger_target as _target_of_flow
 
 if TYPE_CHECKING:
     from tether._resources import ResourceScope

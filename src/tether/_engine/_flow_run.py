@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from tether._annotations import allow_failure, opaque, quote
 from tether._arguments import rewrite, strip_quotes, walk
-from tether._context import RunContext, current_run, current_tags, events, open_blocks
+from tether._context import RunContext, RunView, current_run, current_tags, events, open_blocks
 from tether._core import (
     AwaitingRetry,
     Retrying,
@@ -66,7 +66,7 @@ from tether.store import flush as flush_store
 class FlowRun:
     record: RunRecord
 
-    def __init__(self, options: FlowOptions, flow: object, parameters: dict[str, Any], parent: FlowRun | None) -> None:
+    def __init__(self, options: FlowOptions, flow: object, parameters: dict[str, Any], parent: RunView | None) -> None:
         self.options = options
         self.flow = flow  # the user's object: handed to hooks and to views, never read here
         self.parameters = parameters

@@ -388,7 +388,7 @@ class RemoteAttempt:
             self.host.run_id,
             run.record.id,
             run.record.name,
-            RunContext(self.host, run).log_prints,  # type: ignore[arg-type]
+            RunContext(self.host, run).log_prints,
             run.options.timeout_seconds,
             self.host.grace_seconds,
         )

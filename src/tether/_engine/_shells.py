@@ -23,7 +23,7 @@ from tether._stand_in import local_arguments
 
 def run_sync(run: TaskRun) -> None:
     """Run a task's attempts in this thread."""
-    token = current_run.set(RunContext(run.flow_run, run))  # type: ignore[arg-type]
+    token = current_run.set(RunContext(run.flow_run, run))
     try:
         while run.begin_attempt():
             try:
@@ -73,7 +73,7 @@ class _AsyncAttempt:
 
 async def run_async(run: TaskRun) -> None:
     """Run an async task's attempts on the current event loop."""
-    token = current_run.set(RunContext(run.flow_run, run))  # type: ignore[arg-type]
+    token = current_run.set(RunContext(run.flow_run, run))
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None  # a coroutine awaited on a running loop runs in a task

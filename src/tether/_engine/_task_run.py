@@ -27,7 +27,7 @@ from tether._arguments import resolve, rewrite
 from tether._cache import MISSING, results
 from tether._cache_policies import DEFAULT, CachePolicy, run_cache_key
 from tether._clock import get_clock
-from tether._context import events
+from tether._context import RunView, events
 from tether._core import (
     AwaitingConcurrencySlot,
     Cached,
@@ -68,8 +68,9 @@ class TaskDefinition(Protocol):
     def options(self) -> TaskOptions: ...
 
 
-class TaskRunHost(Protocol):
-    """What a task run needs of its flow run (`FlowRun` is the one)."""
+class TaskRunHost(RunView, Protocol):
+    """What a task run needs of its flow run (`FlowRun` is the one), besides what any code
+    in a run may ask of it (`RunView`: the current run of a body is its flow run)."""
 
     record: RunRecord
     options: FlowOptions  # persist_result, and the flow's name in messages
