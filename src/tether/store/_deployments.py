@@ -14,7 +14,9 @@ its serve process still holds it) and records the outcome. When the serve
 process is gone (its pid, on this host; its lease, elsewhere), `recover` settles
 its rows: a claim whose run never started is free again (nothing ran), a run
 that started is never started again: it is recorded as its flow run ended, or
-``crashed`` with its flow run ``Crashed``.
+``crashed`` with its flow run ``Crashed``. Before a run of this host is settled
+from its flow run, the records its dead process left in its spool are written
+(`replay_spools_of`), so the flow run and its task runs are settled as they were.
 
 Catch-up and overlap are decided by `tether._core._catchup`; this module applies
 the verdict. Computing schedule times is the caller's: `plan` is given a function.
@@ -23,25 +25,35 @@ the verdict. Computing schedule times is the caller's: `plan` is given a functio
 from __future__ import annotations
 
 import json
+import logging
 import socket
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from tether._clock import get_clock
 from tether._core._catchup import DueTime, decide, when
 from tether.store._crashed import UNFINISHED, _record
 from tether.store._db import read, write
 from tether.store._errors import StoreError
 from tether.store._ledger import ProcessInfo, process_alive
+from tether.store._location import StoreLocation
 from tether.store._records import StoredFlowRun
+from tether.store._rows import replay_into
 from tether.store._schema import deployment_runs, deployments, flow_runs
+from tether.store._spool import glob_escape, orphan_stems, read_header, spool_dir, store_key
 from tether.store._store import _flow_run, _task_counts
 
+log = logging.getLogger("tether.store")
 T = TypeVar("T")
 runs = deployment_runs
+#: How long settling a dead run waits for its process's writer process (`_writer_process`) to write what it spooled.
+SPOOL_WAIT_SECONDS = 10.0
 ACTIVE = ("claimed", "running")
 FINAL_STATES = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled", "CRASHED": "crashed"}
 
@@ -431,8 +443,18 @@ class DeploymentTable:
 
     # -- when a process is gone ----------------------------------------------------------
 
-    def settle_ended_child(self, run_id: int, seen_by: str) -> ScheduledRun | None:
-        """The serve process saw the run's child exit: record the run if the child did not."""
+    def settle_ended_child(
+        self, run_id: int, seen_by: str, spool_wait_seconds: float = SPOOL_WAIT_SECONDS
+    ) -> ScheduledRun | None:
+        """The serve process saw the run's child exit: record the run if the child did not, after
+        writing the records the child left in its spool."""
+        row = read(
+            self.engine, lambda conn: conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        )
+        if row is None or row["status"] not in ACTIVE:
+            return None
+        if row["child_pid"] is not None:
+            replay_spools_of(self.engine, [row["child_pid"]], spool_wait_seconds)
 
         def work(conn: sa.Connection) -> ScheduledRun | None:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
@@ -444,13 +466,19 @@ class DeploymentTable:
 
         return write(self.engine, work)
 
-    def recover(self, lease_seconds: float, seen_by: str, this_host: str | None = None) -> list[ScheduledRun]:
-        """Settle the runs whose serve process is gone; the rows settled."""
+    def recover(
+        self,
+        lease_seconds: float,
+        seen_by: str,
+        this_host: str | None = None,
+        spool_wait_seconds: float = SPOOL_WAIT_SECONDS,
+    ) -> list[ScheduledRun]:
+        """Settle the runs whose serve process is gone (their spools on this host written first); the rows settled."""
         host = this_host or socket.gethostname()
 
-        def work(conn: sa.Connection) -> list[ScheduledRun]:
-            now = db_now(conn)
-            settled = []
+        def gone(conn: sa.Connection, now: float) -> list[tuple[Any, str, bool]]:
+            """The active rows whose serve process is gone: (row, why, whether it ran on this host)."""
+            found = []
             for row in conn.execute(sa.select(runs).where(runs.c.status.in_(ACTIVE))).mappings().all():
                 owner = ProcessInfo.from_json(row["claimed_by"])
                 if owner is None:
@@ -460,17 +488,53 @@ class DeploymentTable:
                         continue
                     if row["child_pid"] is not None and process_alive(row["child_pid"], row["child_started"]):
                         continue  # its child is going down with it (it dies with its serve process)
-                    why = f"its serve process {owner.pid} on this host is gone"
-                elif row["lease"] is not None and now - row["lease"] <= lease_seconds:
-                    continue
-                else:
-                    why = f"its serve process {owner.pid} on {owner.host} renewed no lease for {now - (row['lease'] or now):.0f} s"
+                    found.append((row, f"its serve process {owner.pid} on this host is gone", True))
+                elif row["lease"] is None or now - row["lease"] > lease_seconds:
+                    lapsed = now - (row["lease"] or now)
+                    why = f"its serve process {owner.pid} on {owner.host} renewed no lease for {lapsed:.0f} s"
+                    found.append((row, why, False))
+            return found
+
+        found = read(self.engine, lambda conn: gone(conn, db_now(conn)))
+        here = [row["child_pid"] for row, _, local in found if local and row["child_pid"] is not None]
+        if here:
+            replay_spools_of(self.engine, here, spool_wait_seconds)
+
+        def work(conn: sa.Connection) -> list[ScheduledRun]:
+            now = db_now(conn)
+            settled = []
+            for row, why, _ in gone(conn, now):
                 done = _settle_gone(conn, row, now, why, seen_by)
                 if done is not None:
                     settled.append(done)
             return settled
 
         return write(self.engine, work)
+
+
+def replay_spools_of(engine: sa.Engine, pids: Collection[int], wait_seconds: float) -> None:
+    """Write the records dead processes of this host left in their spools (as a store open does),
+    before a run is settled from the store. While a spool of one of ``pids`` is still written by its
+    writer process (`_writer_process`), wait for it at most ``wait_seconds`` (later writes keep final states)."""
+    location, wanted = StoreLocation.resolve(engine.url), set(pids)
+    clock = get_clock()
+    deadline, idle = clock.monotonic() + wait_seconds, threading.Event()
+    while True:
+        try:
+            replay_into(location, engine)
+            directory = spool_dir()
+            left = any(_spool_pid(directory, s) in wanted for s in orphan_stems(store_key(engine.url), directory))
+        except (OSError, ValueError) as exc:  # a spool that cannot be read: the next store open tries again
+            log.warning("tether: could not write the spools of dead processes %s: %s", sorted(wanted), exc)
+            return
+        if not left or clock.monotonic() >= deadline:
+            return
+        clock.wait(idle, 0.05)
+
+
+def _spool_pid(directory: Path, stem: str) -> int | None:
+    header = next((read_header(path) for path in directory.glob(f"{glob_escape(stem)}-*.spool")), None)
+    return None if header is None else header[2]
 
 
 def _once_more_on_conflict(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
