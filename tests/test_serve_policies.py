@@ -8,6 +8,9 @@ import json
 import os
 import pathlib
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -16,13 +19,14 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from rich.console import Console
 
-from tether import flow
+from tether import flow, task
 from tether._serve import Server, ServeSettings
 from tether._serve_display import ServeDisplay
 from tether.cli import main
 from tether.runtime import deployment, flow_run
+from tether.store import ProcessInfo, open_store
 from tether.store import flush as flush_store
-from tether.store import open_store
+from tether.store._schema import deployment_runs, task_runs
 from tether.store._schema import deployments as deployments_table
 
 
@@ -237,3 +241,85 @@ def test_a_paused_deployment_skips_its_scheduled_times_but_runs_what_is_asked_fo
     after = {r.id: r for r in server.table.runs("policy", limit=None)}
     assert all(after[r.id].status == "skipped" for r in scheduled)
     assert all(r.reason != "the deployment was paused" for r in after.values() if r.id not in by_id)
+
+
+@task
+def counted(n: int) -> int:
+    return n + 1
+
+
+@flow
+def spools_then_dies() -> int:
+    """Says it started, waits to be let go, runs a task, spools its records (not written: the test
+    holds the store's write lock) and is SIGKILLed."""
+    started, go = pathlib.Path(os.environ["STARTED"]), pathlib.Path(os.environ["GO"])
+    started.write_text(str(os.getpid()))
+    while not go.exists():
+        time.sleep(0.01)
+    value = counted(1)
+    flush_store(until="safe")  # in the spool: safe from this process's death, not yet in the store
+    os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def gone_process() -> ProcessInfo:
+    """A process of this host that has ended."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from tether.store import ProcessInfo; print(ProcessInfo.current().as_json())"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    found = ProcessInfo.from_json(done.stdout.strip())
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("who", ["its-serve-process", "another-serve-process"])
+def test_a_dead_runs_spooled_records_are_written_before_its_run_is_settled_crashed(tmp_path, monkeypatch, who):
+    """The run's process dies with records spooled and not written: the serve process that sees it die
+    (or, its serve process gone too, the next one) writes them from the spool, then settles the run."""
+    monkeypatch.delenv("TETHER_STORE", raising=False)
+    monkeypatch.setenv("STARTED", str(tmp_path / "started"))
+    monkeypatch.setenv("GO", str(tmp_path / "go"))
+    settings = ServeSettings(late_seconds=0.0, lookahead_seconds=0.0)
+    server = Server([spools_then_dies.to_deployment(name="dies")], settings, store=open_store())
+    try:
+        server.register()
+        run_id = server.table.request_run("dies", {})
+        server.tick()
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():  # the run's process is in the flow's body
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.02)
+        locked = sqlite3.connect(server.store.location.path, isolation_level=None, timeout=30)
+        try:
+            locked.execute("BEGIN IMMEDIATE")  # from now on the run's process can only spool
+            (tmp_path / "go").touch()
+            child = server.children[run_id].process
+            child.join(timeout=60)
+            assert child.exitcode == -signal.SIGKILL
+        finally:
+            locked.execute("ROLLBACK")
+            locked.close()
+        flow_run_id = next(r.flow_run_id for r in server.table.runs("dies") if r.id == run_id)
+        assert flow_run_id is not None
+        with server.store.engine.connect() as conn:  # the task run is only in the dead process's spool
+            assert conn.execute(sa.select(task_runs.c.id).where(task_runs.c.flow_run_id == flow_run_id)).all() == []
+        if who == "its-serve-process":
+            server.collect_children()
+        else:  # its serve process is gone too: the next one to look settles it
+            with server.store.engine.begin() as conn:
+                conn.execute(
+                    sa.update(deployment_runs).where(deployment_runs.c.id == run_id)
+                    .values(claimed_by=gone_process().as_json())
+                )  # fmt: skip
+            server.children.clear()
+            server.tick()
+        settled = next(r for r in server.table.runs("dies") if r.id == run_id)
+        after = server.store.flow_run(flow_run_id)
+        assert settled.status == "crashed"
+        assert after.flow_run.state_type == "CRASHED"
+        assert [t.state_type for t in after.task_runs] == ["COMPLETED"]
+        assert after.task_runs[0].name.startswith("counted")
+        assert not any(f"-{child.pid}-" in p.name for p in (tmp_path / "tether-home" / "spool").glob("*.spool"))
+    finally:
+        server.store.close()

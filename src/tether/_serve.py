@@ -260,8 +260,9 @@ class Server:
             if child.process.is_alive():
                 continue
             child.process.join()
-            del self.children[run_id]
+            # Settled before it is forgotten: if the store fails now, the next tick settles it again.
             settled = self.table.settle_ended_child(run_id, self.seen_by)
+            del self.children[run_id]
             if settled is not None:
                 log.warning(
                     "Deployment %r: the run's process ended (exit %s) before recording it: recorded %s.",
