@@ -52,7 +52,8 @@ def _takes_parameters(fn: Callable[..., str]) -> bool:
 
 def check_run_name(owner: str, option: str, value: Any) -> RunName | None:
     if value is None or isinstance(value, str) or callable(value):
-        return value
+        checked: RunName | None = value
+        return checked
     raise UsageError(
         f"{owner}: {option}={value!r} must be a template string such as \"load-{{table}}\" "
         "(formatted with the run's parameters) or a function of no arguments returning the name."

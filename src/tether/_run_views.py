@@ -30,7 +30,7 @@ def with_defaults(signature: inspect.Signature | None, parameters: dict[str, Any
     Prefect reports a run's parameters (a template or ``flow_run.parameters`` sees them)."""
     if signature is None or len(parameters) == len(signature.parameters):
         return dict(parameters)
-    bound = inspect.BoundArguments(signature, dict(parameters))  # type: ignore[arg-type]
+    bound = inspect.BoundArguments(signature, dict(parameters))
     bound.apply_defaults()
     return dict(bound.arguments)
 

@@ -151,7 +151,7 @@ class Task(Generic[R]):
         self.signature = inspect.signature(fn)
         self._binder = ParameterBinder(owner, self.signature)
         self._owner = owner
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         #: What the engine reads (it never names `Task`): set last, so nothing of ``fn`` covers it.
         self.options = TaskOptions(
             self.name, owner, fn, self.is_async, self.signature, self._binder, self.tags, self.retries,
@@ -227,8 +227,9 @@ class Task(Generic[R]):
 
     def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> TaskFutureList[R]:
         ctx = current_run.get()
-        if ctx is None and building_graph.get() is not None:
-            return building_graph.get().add_map(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)
+        graph = building_graph.get()
+        if ctx is None and graph is not None:  # inside `with Flow(...)`: a node of the graph, not futures
+            return graph.add_map(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)  # type: ignore[no-any-return]
         if ctx is None:
             raise UsageError(
                 f"{self._owner}.map() was called outside a flow run. Call .map() inside a "
