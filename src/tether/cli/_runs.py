@@ -1,9 +1,14 @@
-"""``tether runs ls`` and ``tether runs show``: the flow runs the store recorded.
+"""``tether runs ls``, ``tether runs show`` and ``tether runs cancel``: the flow runs the store recorded.
 
-Reads through `tether.store` and hands the records to `_render`; changes nothing.
+``ls`` and ``show`` read through `tether.store` and hand the records to `_render`.
+``cancel`` has `tether.store.cancel_flow_run` send SIGTERM to the run's process
+(which cancels the run and cleans up its resources), then watches the store until
+the run ends. Nothing here writes a run's state: its own process does.
 """
 
 from __future__ import annotations
+
+import time
 
 import click
 from rich.table import Table
@@ -24,9 +29,24 @@ from tether.states import (
     Suspended,
     TimedOut,
 )
-from tether.store import DeploymentTable
+from tether.store import (
+    CancelSent,
+    CannotCancel,
+    DeploymentTable,
+    RunNotFound,
+    Store,
+    StoredFlowRun,
+    cancel_flow_run,
+    find_flow_run,
+    open_store,
+)
 
 #: The state types, then the names tether gives states of those types (a run's own names are matched too).
+#: The flow run states after which nothing runs any more.
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+#: How often ``tether runs cancel`` reads the run's state while it waits for the run to end.
+CANCEL_POLL_SECONDS = 0.2
+
 KNOWN_STATES = tuple(t.value.lower() for t in StateType) + tuple(
     make().name
     for make in (AwaitingConcurrencySlot, AwaitingRetry, Cached, Cancelling, Late, Paused, Retrying, Scheduled,
@@ -89,3 +109,65 @@ def runs_show(run_id: str, as_json: bool) -> None:
         print_json(detail.as_dict())
         return
     render_run(detail)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option(
+    "--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
+    help="How long to wait for the run to end Cancelled (its cleanups included).",
+)
+@click.option("--no-wait", is_flag=True, help="Send the signal and return, without waiting for the run to end.")
+def runs_cancel(run_id: str, timeout: float, no_wait: bool) -> None:
+    """Cancel a running flow run: its process gets SIGTERM, cancels its task runs and cleans up its resources.
+
+    Exits 0 once the run ended Cancelled (or, with --no-wait, once the signal is sent),
+    1 if it cannot be cancelled (already ended, a subflow, on another host, its process
+    gone), or if it ended otherwise or not within --timeout.
+    """
+    with store_or_exit() as store:
+        try:
+            sent = cancel_flow_run(store, run_id)
+        except (RunNotFound, CannotCancel) as exc:
+            raise Failure(str(exc)) from None
+        out.print(
+            f"Sent SIGTERM to process {sent.pid} on this host, which runs flow run {sent.name!r} ({sent.id}, "
+            f"{sent.state_name}): it cancels its task runs and cleans up its resources."
+        )
+        if no_wait:
+            out.print(f"Not waiting for it to end; see it with: tether runs show {sent.id}")
+            return
+        ended = wait_for_end(store, sent, timeout)
+    if ended is None:
+        raise Failure(
+            f"Flow run {sent.name!r} ({sent.id}) has not ended within {timeout:g} s of the signal: a resource's "
+            "cleanup or a task stuck outside Python may still be running (the run ends Cancelled when they "
+            f"return). Watch it with: tether runs show {sent.id}"
+        )
+    message = f": {ended.state_message}" if ended.state_message else ""
+    if ended.state_type != "CANCELLED":
+        raise Failure(
+            f"Flow run {sent.name!r} ({sent.id}) ended {ended.state_name}, not Cancelled{message} (it ended "
+            "before the signal could cancel it, or its process handled SIGTERM in its own way)."
+        )
+    out.print(f"Flow run {sent.name!r} ({sent.id}) ended {ended.state_name}{message}")
+
+
+def wait_for_end(store: Store, sent: CancelSent, timeout: float) -> StoredFlowRun | None:
+    """The run once the store shows it final, or None after ``timeout`` seconds.
+
+    Once its process is gone, the records it left in its spool are written by opening
+    the store again (as any store open does for a dead process's spool)."""
+    deadline = time.monotonic() + timeout
+    reopened = False
+    while True:
+        run = find_flow_run(store, sent.id)
+        if run.state_type in FINAL_STATES:
+            return run
+        if not reopened and not sent.process_running():
+            reopened = True
+            open_store(store.location.url).close()
+            continue
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(CANCEL_POLL_SECONDS)

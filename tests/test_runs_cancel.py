@@ -1,0 +1,328 @@
+"""``tether runs cancel`` (and `tether.store.cancel_flow_run`): a running flow run in another process is
+cancelled, its resources cleaned up once with a failure outcome, and every case it cannot cancel says why.
+
+The flows run with ``tether run`` in processes of their own, over a store in the
+test's directory; their resource writes each setup and cleanup to a file, so the
+test counts what really ran in that process. The refusals that need a process in
+a particular condition (its pid reused, no SIGTERM handler) use a store row of the
+test's own pointing at a process the test started.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from _dashboard import TETHER, env_for
+from tether.store import CannotCancel, RunNotFound, cancel_flow_run, open_store
+from tether.store._db import write
+from tether.store._schema import flow_runs, resources
+
+#: A flow holding a resource while its task waits for ever; and one whose subflow does the same.
+FLOWS = textwrap.dedent(
+    """
+    import os, time
+    from tether import flow, task, resource
+
+    def note(line):
+        with open(os.environ["CANCEL_LOG"], "a") as f:
+            f.write(line + "\\n")
+
+    @resource
+    def warehouse(name):
+        note(f"setup {name}")
+        try:
+            yield f"conn-{name}"
+        except BaseException as exc:
+            note(f"cleanup {name} failed {type(exc).__name__}")
+            raise
+        else:
+            note(f"cleanup {name} succeeded")
+
+    @task
+    def wait_forever(conn):
+        note(f"waiting with {conn}")
+        while True:
+            time.sleep(0.05)
+
+    @flow
+    def stuck():
+        with warehouse("main") as conn:
+            wait_forever.submit(conn).result()
+
+    @flow
+    def inner():
+        with warehouse("inner") as conn:
+            wait_forever(conn)
+
+    @flow
+    def outer():
+        inner()
+    """
+)
+
+
+def wait_until(predicate, what: str, process: subprocess.Popen[str] | None = None, timeout: float = 60.0):
+    """Poll ``predicate`` (another process's progress) until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the flow process exited {process.returncode} before {what}:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def env(tmp_path):
+    values = env_for(tmp_path / "home")
+    values["CANCEL_LOG"] = str(tmp_path / "resource.log")
+    return values
+
+
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / "flows.py"
+    path.write_text(FLOWS)
+    return path
+
+
+@pytest.fixture
+def store(env):
+    opened = open_store(f"sqlite:///{env['TETHER_HOME']}/tether.db")
+    yield opened
+    opened.close()
+
+
+def lines(env) -> list[str]:
+    path = Path(env["CANCEL_LOG"])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def start(env, script: Path, target: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*TETHER, "run", f"{script}:{target}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def running_run(store, name: str, process: subprocess.Popen[str]):
+    """The flow run ``name`` once the store shows it running in ``process``."""
+    def found():
+        return next((r for r in store.flow_runs(limit=10) if r.name == name and r.state_type == "RUNNING"
+                     and r.pid == process.pid), None)
+    return wait_until(found, f"flow run {name!r} recorded running", process)
+
+
+def cancel(env, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [*TETHER, "runs", "cancel", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out + err
+
+
+def test_the_cli_cancels_a_running_flow_run_and_its_resource_is_cleaned_up_once_as_failed(env, script, store):
+    process = start(env, script, "stuck")
+    try:
+        wait_until(lambda: "waiting with conn-main" in lines(env), "the task holding the resource", process)
+        run = running_run(store, "stuck", process)
+        wait_until(lambda: any(e.flow_run_id == run.id for e in store.resources()), "the ledger row", process)
+
+        done = cancel(env, run.id[:12])  # a part of the id is enough, as for tether runs show
+    finally:
+        if process.poll() is None and "done" not in locals():
+            process.kill()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Sent SIGTERM to process {process.pid} on this host" in done.stdout
+    assert f"Flow run 'stuck' ({run.id}) ended Cancelled" in done.stdout
+    code, said = finish(process)
+    assert code == 143, said  # tether run's exit status after SIGTERM
+
+    assert lines(env) == ["setup main", "waiting with conn-main", "cleanup main failed Terminated"]
+    ended = store.flow_run(run.id)
+    assert ended.flow_run.state_type == "CANCELLED"
+    assert [t.state_type for t in ended.task_runs] == ["CANCELLED"]
+    [copy] = ended.resources
+    assert (copy.scope_outcome, copy.cleanup_outcome) == ("failed", "succeeded")  # told it failed; cleanup ran
+
+    again = cancel(env, run.id)
+    assert again.returncode == 1
+    assert f"Flow run 'stuck' ({run.id}) already ended Cancelled" in again.stderr
+    assert "nothing left to cancel" in again.stderr
+
+
+def test_a_subflow_run_is_cancelled_with_its_top_level_run(env, script, store):
+    process = start(env, script, "outer")
+    try:
+        wait_until(lambda: "waiting with conn-inner" in lines(env), "the subflow's task", process)
+        top = running_run(store, "outer", process)
+        sub = running_run(store, "inner", process)
+        assert sub.parent_id == top.id
+
+        refused = cancel(env, sub.id)
+        assert refused.returncode == 1
+        assert f"Flow run 'inner' ({sub.id}) is a subflow run" in refused.stderr
+        assert f"Cancel its top-level run 'outer': tether runs cancel {top.id}" in refused.stderr
+        assert process.poll() is None  # nothing was signalled
+
+        done = cancel(env, top.id)
+    finally:
+        if process.poll() is None and "done" not in locals():
+            process.kill()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert finish(process)[0] == 143
+    assert lines(env)[-1] == "cleanup inner failed Terminated"
+    assert [line for line in lines(env) if line.startswith("cleanup")] == ["cleanup inner failed Terminated"]
+    assert {r.name: r.state_type for r in store.flow_runs(limit=5)} == {"outer": "CANCELLED", "inner": "CANCELLED"}
+
+
+def test_a_run_on_another_host_or_whose_process_is_gone_is_not_signalled(env, script, store):
+    process = start(env, script, "stuck")
+    sent: list[tuple[int, int]] = []
+    try:
+        wait_until(lambda: "waiting with conn-main" in lines(env), "the task holding the resource", process)
+        run = running_run(store, "stuck", process)
+
+        with pytest.raises(CannotCancel) as elsewhere:
+            cancel_flow_run(store, run.id, this_host="another-machine", send=lambda *a: sent.append(a))
+        assert elsewhere.value.reason == "other-host"
+        message = str(elsewhere.value)
+        assert f"Flow run 'stuck' ({run.id}) runs on host {run.host!r} (process {process.pid})" in message
+        assert f"Run this command on {run.host}: tether runs cancel {run.id}" in message
+    finally:
+        process.kill()  # SIGKILL: the run's end is never recorded
+        process.communicate()
+    with pytest.raises(CannotCancel) as gone:
+        cancel_flow_run(store, run.id, send=lambda *a: sent.append(a))  # opened before the kill: still Running
+    assert gone.value.reason == "gone"
+    assert f"its process {process.pid} on this host is gone" in str(gone.value)
+    assert "run `tether reap`" in str(gone.value)
+    assert sent == []
+
+    # The next store open (tether runs cancel opens one) records the run Crashed: then it is final.
+    done = cancel(env, run.id)
+    assert done.returncode == 1
+    assert f"Flow run 'stuck' ({run.id}) already ended Crashed" in done.stderr
+
+
+def test_unknown_ids_and_bad_options_say_how_to_find_the_run(env, store):
+    with pytest.raises(RunNotFound):
+        cancel_flow_run(store, "no-such-run")
+    done = cancel(env, "no-such-run")
+    assert done.returncode == 1
+    assert "No flow run in the store" in done.stderr and "tether runs ls" in done.stderr
+    assert cancel(env, "x", "--timeout", "-1").returncode == 2
+
+
+# -- a pid that is not the run's process any more, or has no SIGTERM handler ---------------------------
+
+
+def _insert_run(store, pid: int, created: float, pid_started: str | None = None) -> str:
+    run_id = uuid.uuid4().hex
+    row = {"id": run_id, "name": "synthetic", "state_type": "RUNNING", "state_name": "Running", "run_count": 1,
+           "created": created, "start_time": created, "updated": created, "pid": pid,
+           "host": socket.gethostname(), "heartbeat": time.time()}
+
+    def work(conn: sa.Connection) -> None:
+        conn.execute(sa.insert(flow_runs).values(row))
+        if pid_started is not None:
+            conn.execute(sa.insert(resources).values(
+                scope_id=uuid.uuid4().hex, name="db", flow_run_id=run_id, host=row["host"], pid=pid,
+                pid_started=pid_started, created=created, setup_outcome="succeeded",
+            ))
+
+    write(store.engine, work)
+    return run_id
+
+
+#: A process that handles SIGTERM (by writing a line and exiting 0), ready once it printed "ready".
+HANDLER = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (print('terminated', flush=True), sys.exit(0)))\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+@pytest.fixture
+def handler():
+    process = subprocess.Popen([sys.executable, "-c", HANDLER], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    yield process
+    process.kill()
+    process.communicate()
+
+
+def test_a_reused_pid_is_not_signalled(store, handler):
+    sent: list[tuple[int, int]] = []
+    # The run was created long before this process started: its pid now belongs to another process.
+    old = _insert_run(store, handler.pid, created=time.time() - 3600)
+    with pytest.raises(CannotCancel) as reused:
+        cancel_flow_run(store, old, this_host=socket.gethostname(), send=lambda *a: sent.append(a))
+    assert reused.value.reason == "reused"
+    assert f"pid {handler.pid} is now another process" in str(reused.value)
+    assert "after the flow run was created" in str(reused.value)
+
+    # The ledger recorded another start time for the run's process: another process too, whatever the times.
+    recorded = _insert_run(store, handler.pid, created=time.time(), pid_started="1")
+    with pytest.raises(CannotCancel) as other:
+        cancel_flow_run(store, recorded, this_host=socket.gethostname(), send=lambda *a: sent.append(a))
+    assert other.value.reason == "reused"
+    assert sent == []
+
+    # Created after the process started, at the start time the ledger recorded: it is the run's process.
+    with open(f"/proc/{handler.pid}/stat") as f:
+        ticks = f.read().rsplit(")", 1)[1].split()[19]
+    mine = _insert_run(store, handler.pid, created=time.time(), pid_started=ticks)
+    result = cancel_flow_run(store, mine, this_host=socket.gethostname())
+    assert (result.id, result.pid, result.state_name) == (mine, handler.pid, "Running")
+    assert handler.stdout.readline().strip() == "terminated"
+    assert handler.wait(timeout=30) == 0
+
+
+def test_a_process_without_a_sigterm_handler_is_not_killed(store):
+    sleeper = subprocess.Popen(["sleep", "120"])
+    try:
+        run_id = _insert_run(store, sleeper.pid, created=time.time())
+        with pytest.raises(CannotCancel) as refused:
+            cancel_flow_run(store, run_id, this_host=socket.gethostname())
+        assert refused.value.reason == "no-handler"
+        assert f"process {sleeper.pid}, which does not handle SIGTERM" in str(refused.value)
+        assert "the signal would kill it with nothing cleaned up, so it was not sent" in str(refused.value)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_cancel_without_waiting_returns_once_the_signal_is_sent(env, script, store):
+    process = start(env, script, "stuck")
+    try:
+        wait_until(lambda: "waiting with conn-main" in lines(env), "the task holding the resource", process)
+        run = running_run(store, "stuck", process)
+        done = cancel(env, run.id, "--no-wait")
+        assert done.returncode == 0, done.stderr
+        assert f"Sent SIGTERM to process {process.pid}" in done.stdout
+        assert f"see it with: tether runs show {run.id}" in done.stdout
+        assert finish(process)[0] == 143
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    wait_until(lambda: store.flow_run(run.id).flow_run.state_type == "CANCELLED", "the run recorded Cancelled")
+    assert json.loads(subprocess.run([*TETHER, "runs", "ls", "--json"], env=env, capture_output=True, text=True,
+                                     check=True).stdout)[0]["state_type"] == "CANCELLED"
