@@ -137,11 +137,13 @@ def cancel_flow_run(
             "reused",
         )
     if catches_signal(pid, signal.SIGTERM) is False:
+        # Ctrl-C cancels an async flow (asyncio.run turns it into cancellation), if SIGINT is not ignored there.
+        interrupt = f"`kill -INT {pid}`" if catches_signal(pid, signal.SIGINT) else "Ctrl-C in its terminal"
         raise CannotCancel(
             f"{shown} runs in process {pid}, which does not handle SIGTERM (an async flow, or a flow run "
             "started outside its process's main thread, gets no SIGTERM handler from tether): the signal would "
-            f"kill it with nothing cleaned up, so it was not sent. Stop it with Ctrl-C in its terminal, or "
-            f"`kill -INT {pid}`, which an async flow turns into cancellation.",
+            f"kill it with nothing cleaned up, so it was not sent. Stop it with {interrupt}, which cancels it "
+            "and cleans up its resources.",
             rid,
             "no-handler",
         )
