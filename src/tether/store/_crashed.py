@@ -108,7 +108,7 @@ def record_crashed_runs(
         recorded = (_record(conn, row, reason, who, now) for row, reason in gone)
         return [run for run in recorded if run is not None]
 
-    return write(engine, record, deadline_seconds)
+    return write(engine, record, deadline_seconds, changes=True)
 
 
 def _unfinished_tasks(flow_run_id: str) -> sa.Select[Any]:

@@ -5,6 +5,10 @@ SQLite: WAL journal (readers never block the writer), ``synchronous=NORMAL``
 transactions opened with ``BEGIN IMMEDIATE`` so that the lock is taken at the
 start, where the busy timeout applies, instead of failing half-way. A write
 that still meets "database is locked" is retried until its deadline.
+
+PostgreSQL: a write that changes what readers show (runs, the ledger) says so with
+``NOTIFY tether_changes`` in its transaction, which PostgreSQL delivers to the
+listeners (`_changes`) when, and only if, it commits.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ SQLITE_BUSY_SECONDS = 30.0
 #: How long a write keeps retrying while the database is locked by others.
 WRITE_DEADLINE_SECONDS = 120.0
 _WRITE = "tether_write"
+#: The PostgreSQL channel told of every committed write of runs or ledger rows (no payload).
+CHANGES_CHANNEL = "tether_changes"
 
 
 def make_engine(location: StoreLocation) -> sa.Engine:
@@ -76,8 +82,18 @@ def is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-def write(engine: sa.Engine, work: Callable[[sa.Connection], T], deadline_seconds: float = WRITE_DEADLINE_SECONDS) -> T:
-    """Run ``work`` in one write transaction; retry it while the database is locked or was reconnected."""
+def write(
+    engine: sa.Engine,
+    work: Callable[[sa.Connection], T],
+    deadline_seconds: float = WRITE_DEADLINE_SECONDS,
+    changes: bool = False,
+) -> T:
+    """Run ``work`` in one write transaction; retry it while the database is locked or was reconnected.
+
+    ``changes``: the write changes runs or the ledger: on PostgreSQL, listeners are told
+    when it commits (see `CHANGES_CHANNEL`); one notification per transaction, no payload.
+    """
+    notify = changes and engine.dialect.name == "postgresql"
     deadline = time.monotonic() + deadline_seconds
     delay = 0.005
     reconnects = 0
@@ -86,7 +102,10 @@ def write(engine: sa.Engine, work: Callable[[sa.Connection], T], deadline_second
             with engine.connect() as conn:
                 conn = conn.execution_options(**{_WRITE: True})
                 with conn.begin():
-                    return work(conn)
+                    result = work(conn)
+                    if notify:
+                        conn.exec_driver_sql(f"NOTIFY {CHANGES_CHANNEL}")
+                    return result
         except OperationalError as exc:
             if is_disconnect(exc) and reconnects < 2:
                 reconnects += 1  # a pooled connection the server had closed: once more with a new one

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tether.store._changes import read_change_token
 from tether.store._db import read
 from tether.store._deployments import DeploymentTable, ScheduledRun, StoredDeployment, _run
 from tether.store._records import LedgerEntry, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
@@ -25,9 +26,6 @@ from tether.store._schema import (
     deployment_runs,
     deployments,
     flow_runs,
-    limit_slots,
-    limit_waiters,
-    limits,
     logs,
     resources,
     state_changes,
@@ -361,33 +359,9 @@ def set_deployment_paused(store: Store, name: str, paused: bool) -> None:
 
 
 def change_token(store: Store) -> str:
-    """A short text that changes whenever a run, a log, the ledger or a limit changes; cheap to ask for.
-
-    The autoincrement ids only grow, so their maxima stand for every insert; the ledger's
-    and the flow runs' updates and the slot tables (small) are summed up by their times.
-    """
-    parts = [
-        sa.select(sa.func.max(state_changes.c.id)),
-        sa.select(sa.func.max(logs.c.id)),
-        sa.select(sa.func.count()).select_from(flow_runs),
-        sa.select(sa.func.max(flow_runs.c.updated)),
-        sa.select(sa.func.max(resources.c.id)),
-        sa.select(sa.func.max(resources.c.setup_at)),
-        sa.select(sa.func.max(resources.c.cleaned_at)),
-        sa.select(sa.func.count()).select_from(resources).where(resources.c.cleanup_outcome.is_(None)),
-        sa.select(sa.func.count(), sa.func.max(limit_slots.c.acquired)).select_from(limit_slots),
-        sa.select(sa.func.coalesce(sa.func.sum(limit_waiters.c.waiting), 0)),
-        sa.select(sa.func.count(), sa.func.sum(limits.c.capacity)).select_from(limits),
-        sa.select(sa.func.count(), sa.func.max(deployments.c.updated)).select_from(deployments),
-        sa.select(sa.func.max(deployment_runs.c.id), sa.func.max(deployment_runs.c.started),
-                  sa.func.max(deployment_runs.c.ended), sa.func.max(deployment_runs.c.claimed_at)),
-    ]
-
-    def work(conn: sa.Connection) -> str:
-        values = [v for part in parts for v in conn.execute(part).one()]
-        return "-".join("" if v is None else f"{v:.6f}" if isinstance(v, float) else str(v) for v in values)
-
-    return read(store.engine, work)
+    """A short text that changes whenever a run, a log, the ledger or a limit changes; cheap to ask for
+    (see `_changes.read_change_token`). To wait for it to change, use `Store.wait_for_change`."""
+    return read_change_token(store.engine)
 
 
 # -- pieces ------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class RowWriter:
     def _write(self, batch: Batch) -> None:
         if not batch:
             return
-        write(self.engine, batch.apply)
+        write(self.engine, batch.apply, changes=True)
         self.open_flows.update(batch.flows_opened)
         for run_id in batch.flows_ended:
             self.open_flows.pop(run_id, None)

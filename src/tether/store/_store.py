@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether._context import events
+from tether._settings import heartbeat_seconds
+from tether.store._changes import ChangeWaiter
 from tether.store._crashed import OPEN_LOOKBACK_SECONDS, CrashedRun, record_crashed_runs
 from tether.store._db import read, write
 from tether.store._errors import StoreError
@@ -36,7 +38,7 @@ from tether.store._records import (
     StoredTaskRun,
 )
 from tether.store._redact import redact_text, redact_value
-from tether.store._rows import heartbeat_seconds, replay_into
+from tether.store._rows import replay_into
 from tether.store._schema import flow_runs, limits, logs, resource_uses, resources, state_changes, task_runs
 
 log = logging.getLogger("tether.store")
@@ -78,6 +80,7 @@ class Store:
         self.recorder: StoreRecorder | None = None
         #: The flow runs `open_store` recorded Crashed as it opened this store.
         self.crashed_at_open: list[CrashedRun] = []
+        self._changes = ChangeWaiter(engine)
 
     def __repr__(self) -> str:
         return f"<Store {self.location.shown}>"
@@ -102,7 +105,21 @@ class Store:
         if recorder is not None:
             events.unsubscribe(recorder)
             recorder.close(timeout)
+        self._changes.close()
         self.engine.dispose()
+
+    # -- readers -----------------------------------------------------------------------
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a change to runs, logs or the ledger; True once one is
+        committed, False if none came in time (or the store was closed).
+
+        Reports what was committed since the previous call returned (or, the first time, since it
+        began), so a reader that reads the store again after each True misses nothing. On
+        PostgreSQL it wakes at the commit (LISTEN on ``tether_changes``, which every batch of
+        records NOTIFYs); on SQLite it asks for the `change_token` every half second.
+        """
+        return self._changes.wait(timeout)
 
     # -- runs --------------------------------------------------------------------------
 
@@ -287,7 +304,7 @@ class Store:
             )
             return result.rowcount == 1
 
-        return claim if write(self.engine, work) else None
+        return claim if write(self.engine, work, changes=True) else None
 
     def beat_reaping(self, entry_id: int, claim: str) -> bool:
         """Renew the heartbeat of a row this claim is reaping (so other hosts see its reaper alive)."""
@@ -325,7 +342,7 @@ class Store:
             statement = statement.where(resources.c.cleanup_outcome == "reaping").where(
                 resources.c.cleanup_error == claim
             )
-        return write(self.engine, lambda conn: conn.execute(statement.values(values)).rowcount == 1)
+        return write(self.engine, lambda conn: conn.execute(statement.values(values)).rowcount == 1, changes=True)
 
     def mark_reaped(self, entry_id: int) -> bool:
         """Record that a person closed the resource by hand; False if there is no such open row."""
@@ -344,7 +361,7 @@ class Store:
             )
             return result.rowcount == 1
 
-        return write(self.engine, work)
+        return write(self.engine, work, changes=True)
 
     # -- limits ------------------------------------------------------------------------
 
