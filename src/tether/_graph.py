@@ -183,7 +183,7 @@ for _name, _fn in (
 class Parameter:
     """A flow parameter in a graph: ``Parameter("rows", default=10)``."""
 
-    def __new__(cls, name: str, default: Any = None, required: bool = False) -> Any:  # type: ignore[misc]
+    def __new__(cls, name: str, default: Any = None, required: bool = False) -> Any:
         graph = building_graph.get()
         if graph is None:
             raise UsageError(f"Parameter({name!r}) must be created inside a 'with Flow(...)' block.")
@@ -430,9 +430,10 @@ class _GraphRun:
             if bad is not None:
                 return bad
             return Completed([s.data for s in states])
-        outcome.wait()
-        outcome._run.observed = True
-        return outcome.state
+        single: TaskFuture[Any] = outcome
+        single.wait()
+        single._run.observed = True
+        return single.state
 
 
 def _resolved(value: Any) -> Any:
@@ -498,7 +499,7 @@ class GraphState:
         return f"<{'Success' if not self._failed else 'Failed'}: {self.message!r}>"
 
 
-class _NodeResults(dict):  # type: ignore[type-arg]
+class _NodeResults(dict[Any, "NodeState"]):
     """Node -> NodeState, also indexable by a task used once in the graph."""
 
     def __init__(self, states: dict[Node, NodeState], graph: Flow) -> None:

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast, overload
 
 from tether import _stand_in as stand_ins
 from tether._context import RunContext, RunView, building_graph, current_run, events, open_blocks
@@ -143,13 +143,27 @@ class Resource:
         return f"<resource {self.name!r}>"
 
 
+@overload
+def resource(
+    fn: Callable[..., Any], *, name: str | None = None, max_concurrency: int | None = None,
+    reaper: Callable[[Any], Any] | None = None,
+) -> Resource: ...
+
+
+@overload
+def resource(
+    fn: None = None, *, name: str | None = None, max_concurrency: int | None = None,
+    reaper: Callable[[Any], Any] | None = None,
+) -> Callable[[Callable[..., Any]], Resource]: ...
+
+
 def resource(
     fn: Callable[..., Any] | None = None,
     *,
     name: str | None = None,
     max_concurrency: int | None = None,
     reaper: Callable[[Any], Any] | None = None,
-) -> Any:
+) -> Resource | Callable[[Callable[..., Any]], Resource]:
     """Make a resource of a generator function, a context-manager factory or a setup/cleanup class.
 
     Bare (``@resource``), with options (``@resource(max_concurrency=4)``), or as a
@@ -219,12 +233,14 @@ class ResourceScope:
     def _enter(self) -> Any:
         ctx = current_run.get()
         if ctx is None and building_graph.get() is not None:
-            return building_graph.get().open_resource(self)  # type: ignore[union-attr]
+            return building_graph.get().open_resource(self)
         self._plain = ctx is None or ctx.task_run is not None
         if self._plain:
             return self._setup()
         assert ctx is not None
-        value = self.open_in(ctx.flow_run)
+        # With no task run, the context's run is a flow run of this process: the engine's
+        # FlowRun, or a scope's owner on its cleanup thread (once per block: not a hot path).
+        value = self.open_in(cast(ScopeOwner, ctx.flow_run))
         self._block_token = open_blocks.set(open_blocks.get() + (self,))
         return value
 
@@ -349,7 +365,7 @@ class ResourceScope:
 
     def _exit(self, exc: BaseException | None) -> Literal[False]:
         if current_run.get() is None and building_graph.get() is not None:
-            building_graph.get().close_resource(self)  # type: ignore[union-attr]
+            building_graph.get().close_resource(self)
             return False
         if self._plain:
             self._close(exc)
