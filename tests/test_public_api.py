@@ -33,6 +33,9 @@ PREFECT_PATHS = [
     "tether.logging.loggers",
     "tether.task_runners",
     "tether.tasks",
+    "tether.variables",
+    "tether.artifacts",
+    "tether.blocks.system",
 ]
 
 
@@ -172,7 +175,7 @@ def test_import_tether_alone_reaches_every_public_submodule():
         "import tether\n"
         "for name in ['limits', 'resources', 'states', 'runtime', 'runners', 'store', 'futures', 'tasks',\n"
         "             'task_runners', 'logging', 'exceptions', 'context', 'cache_policies', 'client', 'sql', 'testing',\n"
-        "             'flows', 'utilities']:\n"
+        "             'flows', 'utilities', 'variables', 'artifacts', 'blocks']:\n"
         "    assert hasattr(tether, name), name\n"
         "assert callable(tether.limits.set)\n"
         "assert tether.runtime.flow_run.id is None\n"

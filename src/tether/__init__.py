@@ -3,13 +3,15 @@
 ``import tether`` makes every public submodule reachable as an attribute
 (``tether.limits.set(...)``, ``tether.runtime.flow_run.name``); the ones that pull in
 heavy libraries or are rarely needed (`tether.sql`; `tether.cli`: click and rich;
-`tether.ui`: the dashboard's Starlette app; `tether.testing`) are imported on first access.
+`tether.ui`: the dashboard's Starlette app; `tether.variables` and `tether.blocks`: pydantic;
+`tether.testing`) are imported on first access.
 """
 
 import importlib
 from typing import Any as _Any
 
 from tether import (
+    artifacts,
     cache_policies,
     client,
     concurrency,
@@ -55,7 +57,7 @@ from tether._run_views import get_run_context
 from tether._serve import serve
 from tether._task import Task, tags, task, unmapped
 
-_LAZY_SUBMODULES = frozenset({"cli", "sql", "testing", "ui"})
+_LAZY_SUBMODULES = frozenset({"blocks", "cli", "sql", "testing", "ui", "variables"})
 
 
 def __getattr__(name: str) -> _Any:
