@@ -179,10 +179,11 @@ def rows(env):
 
 
 def stop(process: subprocess.Popen[str], expect: int = 143) -> str:
+    """SIGTERM the serve process and wait for it; what it printed."""
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == expect, f"serve exited {process.returncode}\n{out}\n{err}"
-    return err
+    return out
 
 
 def test_serve_processes_racing_and_restarted_run_each_scheduled_time_once(env, rows, tmp_path):
@@ -333,9 +334,13 @@ def read_until(stream: Any, text: str) -> str:
 
 
 @pytest.mark.parametrize("env", ["sqlite"], indirect=True)
-@pytest.mark.parametrize("finishes", [True, False], ids=["finishes-within-grace", "cancelled-after-grace"])
+@pytest.mark.parametrize(
+    ("signum", "finishes"),
+    [(signal.SIGTERM, True), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["sigterm-finishes-within-grace", "sigterm-cancelled-after-grace", "ctrl-c-finishes-within-grace"],
+)
 def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_with_cleanup(
-    env, rows, tmp_path, finishes
+    env, rows, tmp_path, signum, finishes
 ):
     serve = start_held(env, tmp_path, grace="60" if finishes else "0.5")
     try:
@@ -344,7 +349,7 @@ def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_wit
         assert table is not None
         running = table.request_run("ticker", {})
         wait_until(lambda: "task started" in steps(tmp_path), "the run's task to start")
-        serve.send_signal(signal.SIGTERM)
+        serve.send_signal(signum)  # Ctrl-C reaches serve alone: each run has a session of its own
         read_until(serve.stderr, "stopping; 1 run(s) still going")
         later = table.request_run("ticker", {})  # asked for after the stop: not taken
         if finishes:
@@ -353,7 +358,7 @@ def test_sigterm_stops_taking_runs_lets_the_running_one_finish_or_cancels_it_wit
     finally:
         if serve.poll() is None:
             serve.kill()
-    assert serve.returncode == 143, err
+    assert serve.returncode == (143 if signum == signal.SIGTERM else 130), err
     by_id = {r.id: r for r in rows.runs()}
     assert by_id[later].status == "scheduled"
     if finishes:
@@ -401,9 +406,11 @@ def test_serve_of_several_deployments_from_a_script_and_what_the_runs_see(env, r
         two = table.request_run("second", {})
         wait_until(lambda: len(records(tmp_path)) == 2, "both runs", serving=serve)
     finally:
-        stop(serve)
+        printed = stop(serve)
     seen = {line["deployment"]: line for line in records(tmp_path)}
     runs = {r.id: r for d in ("ticker", "second") for r in table.runs(d)}
+    assert "Serving deployment 'ticker' (cron 0 0 1 1 * (UTC); next run " in printed
+    assert "'second' (no schedule: runs on request; next run -)" in printed
     assert seen["ticker"]["n"] == 5 and seen["second"]["n"] == 0
     assert seen["ticker"]["scheduled"] == pytest.approx(runs[one].scheduled_time)
     assert seen["second"]["scheduled"] == pytest.approx(runs[two].scheduled_time)

@@ -145,6 +145,11 @@ SCRIPT_BAD_INPUT = [
     (lambda f: serve(serving(f).to_deployment("nightly", interval=60), limit=0), "limit=0", "limit=4"),
     (lambda f: serve_flow(serving(f), "nightly", cron="61 * * * *"), "cron='61 * * * *'", "cron='30 1 * * *'"),
     (
+        lambda f: serve_flow(serving(f), "nightly", cron_string="0 2 * * *"),
+        "unknown option cron_string='0 2 * * *'",
+        "cron='0 2 * * *'",
+    ),
+    (
         lambda f: serve_flow(serving(f), "nightly", interval=60, parameters={"n": "abc"}),
         "n: Input should be a valid integer",
         "parameters",

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from rich.console import Console
 
-from tether import flow, task
+import tether.limits
+from tether import flow, resource, task
 from tether._serve import Server, ServeSettings
 from tether._serve_display import ServeDisplay
 from tether.cli import main
@@ -322,4 +323,64 @@ def test_a_dead_runs_spooled_records_are_written_before_its_run_is_settled_crash
         assert after.task_runs[0].name.startswith("counted")
         assert not any(f"-{child.pid}-" in p.name for p in (tmp_path / "tether-home" / "spool").glob("*.spool"))
     finally:
+        server.store.close()
+
+
+@resource
+def connection() -> Any:
+    yield "conn"
+
+
+@task(tags=["serve-db"])
+def query(conn: str) -> str:
+    hold = pathlib.Path(os.environ["HOLD"])
+    with pathlib.Path(os.environ["RECORD"]).open("a") as f:
+        f.write(json.dumps({"task": deployment.name}) + "\n")
+    while not hold.exists():
+        time.sleep(0.02)
+    return conn
+
+
+@flow
+def uses_the_database() -> str:
+    with connection() as conn:
+        return query(conn)
+
+
+def test_limits_and_the_resource_ledger_hold_in_scheduled_runs(tmp_path, monkeypatch):
+    """Two deployments' runs, each in its own process, share a tag limit of 1 through the store: one
+    task runs while the other waits; each run's resource is in the ledger, set up and cleaned up."""
+    monkeypatch.delenv("TETHER_STORE", raising=False)
+    monkeypatch.setenv("RECORD", str(tmp_path / "record.jsonl"))
+    monkeypatch.setenv("HOLD", str(tmp_path / "release"))
+    tether.limits.set("serve-db", 1)
+    settings = ServeSettings(late_seconds=0.0, lookahead_seconds=0.0)
+    made = [uses_the_database.to_deployment(name=name) for name in ("first", "second")]
+    server = Server(made, settings, store=open_store())
+    try:
+        server.register()
+        asked = {name: server.table.request_run(name, {}) for name in ("first", "second")}
+        server.tick()
+        assert len(server.children) == 2  # both runs started, each in a process of its own
+        deadline = time.monotonic() + 60
+        while not (records(tmp_path) and [i.waiting for i in tether.limits.ls() if i.tag == "serve-db"] == [1]):
+            assert time.monotonic() < deadline, f"no task holds the slot with the other waiting: {tether.limits.ls()}"
+            time.sleep(0.02)
+        assert len(records(tmp_path)) == 1  # the other run's task waits for the slot
+        assert [(i.held, i.waiting) for i in tether.limits.ls() if i.tag == "serve-db"] == [(1, 1)]
+        (tmp_path / "release").touch()
+        settle(server)
+        rows = {r.deployment: r for r in server.table.runs(limit=None) if r.id in asked.values()}
+        assert {r.status for r in rows.values()} == {"completed"}
+        assert sorted(line["task"] for line in records(tmp_path)) == ["first", "second"]
+        ledger = {e.flow_run_id: e for e in server.store.resources() if e.name == "connection"}
+        for row in rows.values():
+            entry = ledger[row.flow_run_id]
+            assert (entry.setup_outcome, entry.cleanup_outcome) == ("succeeded", "succeeded")
+            assert entry.status == "closed" and entry.used_by and entry.orphan is None
+    finally:
+        tether.limits.remove("serve-db")
+        for child in server.children.values():
+            child.process.kill()
+            child.process.join()
         server.store.close()

@@ -43,6 +43,12 @@ class ServableFlow(Protocol):
 
 __all__ = ["Deployment", "DeploymentError", "RunnerDeployment"]
 
+#: The options of a deployment, as the error for an unknown one lists them.
+DEPLOYMENT_OPTIONS = (
+    "cron", "interval", "rrule", "schedule", "schedules", "timezone", "parameters", "tags", "description",
+    "version", "catchup", "overlap", "entrypoint",
+)  # fmt: skip
+
 
 class DeploymentError(UsageError, ValueError):
     """A deployment that cannot be served: a bad name, policy or parameters."""
@@ -69,7 +75,15 @@ class Deployment:
         catchup: str = "latest",
         overlap: str = "queue",
         entrypoint: str | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            first = min(unknown)
+            raise DeploymentError(
+                f"Flow {flow.name!r}: to_deployment()/serve() got an unknown option {first}={unknown[first]!r}. "
+                f"The options are {', '.join(DEPLOYMENT_OPTIONS)}. Example: name='nightly', cron='0 2 * * *', "
+                "timezone='Europe/Berlin', parameters={'n': 5}."
+            )
         if not isinstance(name, str) or not name.strip() or len(name) > 255 or "/" in name:
             raise DeploymentError(
                 f"Flow {flow.name!r}: name={name!r} is not a deployment name (a non-empty text of at most 255 "

@@ -322,14 +322,22 @@ def _signal(process: multiprocessing.process.BaseProcess, signum: int) -> None:
             pass
 
 
-def serve(*deployments: Deployment, limit: int | None = None, **settings: Any) -> int:
+def serve(
+    *deployments: Deployment,
+    limit: int | None = None,
+    print_starting_message: bool = True,
+    pause_on_shutdown: bool = False,
+    **settings: Any,
+) -> int:
     """Serve ``deployments`` until SIGTERM or Ctrl-C (blocks); the exit code: 143 after SIGTERM, 130 after Ctrl-C.
 
     Bad input is a usage error, as on the command line: something that is not a
     deployment, two deployments of one name, a name another flow's deployment has, an
     unknown or bad setting. Its message goes to stderr and the process exits 2 (a
     `SystemExit`), with nothing written to the store. A store that cannot be used exits 1.
-    ``settings`` are `ServeSettings`' fields (``grace_seconds=60``...)."""
+    ``settings`` are `ServeSettings`' fields (``grace_seconds=60``...). Prefect's
+    ``print_starting_message`` is kept; its ``pause_on_shutdown`` is accepted and changes
+    nothing: stopping never pauses a schedule here."""
     with _exit_on_bad_input():
         for d in deployments:
             if not isinstance(d, Deployment):
@@ -348,17 +356,28 @@ def serve(*deployments: Deployment, limit: int | None = None, **settings: Any) -
             except BaseException:
                 server.store.close()
                 raise
-        console.print(serving_line(server))
+        if print_starting_message:
+            console.print(serving_line(server))
         return server.serve()
     finally:
         display.close()
 
 
-def serve_flow(flow: ServableFlow, name: str | None = None, *, limit: int | None = None, **options: Any) -> int:
+def serve_flow(
+    flow: ServableFlow,
+    name: str | None = None,
+    *,
+    limit: int | None = None,
+    print_starting_message: bool = True,
+    pause_on_shutdown: bool = False,
+    **options: Any,
+) -> int:
     """``flow.serve(...)``: serve one deployment of ``flow`` (see `serve`); bad options exit 2 the same way."""
     with _exit_on_bad_input():
         deployment = Deployment(flow, name or flow.name, **options)
-    return serve(deployment, limit=limit)
+    return serve(
+        deployment, limit=limit, print_starting_message=print_starting_message, pause_on_shutdown=pause_on_shutdown
+    )
 
 
 def serving_line(server: Server) -> str:
