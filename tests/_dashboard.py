@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 _SCRIPT = Path(sys.executable).with_name("tether")
 TETHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tether.cli"]
@@ -69,6 +72,86 @@ FLOWS = textwrap.dedent(
         return len([f.result() for f in [noop.submit(i) for i in range(n)]])
     """
 )
+
+
+#: A flow holding a resource while its task waits for ever, and one whose subflow does the same; the resource
+#: writes each setup and cleanup to $CANCEL_LOG, so a test counts what ran in the flow's process.
+STUCK = textwrap.dedent(
+    """
+    import os, time
+    from tether import flow, task, resource
+
+    def note(line):
+        with open(os.environ["CANCEL_LOG"], "a") as f:
+            f.write(line + "\\n")
+
+    @resource
+    def warehouse(name):
+        note(f"setup {name}")
+        try:
+            yield f"conn-{name}"
+        except BaseException as exc:
+            note(f"cleanup {name} failed {type(exc).__name__}")
+            raise
+        else:
+            note(f"cleanup {name} succeeded")
+
+    @task
+    def wait_forever(conn):
+        note(f"waiting with {conn}")
+        while True:
+            time.sleep(0.05)
+
+    @flow
+    def stuck():
+        with warehouse("main") as conn:
+            wait_forever.submit(conn).result()
+
+    @flow
+    def inner():
+        with warehouse("inner") as conn:
+            wait_forever(conn)
+
+    @flow
+    def outer():
+        inner()
+    """
+)
+
+
+def wait_until(predicate, what: str, process: subprocess.Popen[str] | None = None, timeout: float = 60.0):
+    """Poll ``predicate`` (another process's progress) until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the flow process exited {process.returncode} before {what}:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def resource_log(env) -> list[str]:
+    """The lines the `STUCK` flows' resource wrote so far."""
+    path = Path(env["CANCEL_LOG"])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def start_flow(env, script: Path, target: str) -> subprocess.Popen[str]:
+    """``tether run FILE:FLOW`` in a process of its own, left running."""
+    return subprocess.Popen([*TETHER, "run", f"{script}:{target}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def running_run(store, name: str, process: subprocess.Popen[str]):
+    """The flow run ``name`` once the store shows it running in ``process``."""
+    def found():
+        return next((r for r in store.flow_runs(limit=10) if r.name == name and r.state_type == "RUNNING"
+                     and r.pid == process.pid), None)
+    return wait_until(found, f"flow run {name!r} recorded running", process)
 
 
 def env_for(home: Path) -> dict[str, str]:

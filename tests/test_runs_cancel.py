@@ -14,76 +14,16 @@ import json
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from _dashboard import TETHER, env_for
+from _dashboard import STUCK, TETHER, env_for, resource_log, running_run, start_flow, wait_until
 from tether.store import CannotCancel, RunNotFound, cancel_flow_run, open_store
 from tether.store._db import write
 from tether.store._schema import flow_runs, resources
-
-#: A flow holding a resource while its task waits for ever; and one whose subflow does the same.
-FLOWS = textwrap.dedent(
-    """
-    import os, time
-    from tether import flow, task, resource
-
-    def note(line):
-        with open(os.environ["CANCEL_LOG"], "a") as f:
-            f.write(line + "\\n")
-
-    @resource
-    def warehouse(name):
-        note(f"setup {name}")
-        try:
-            yield f"conn-{name}"
-        except BaseException as exc:
-            note(f"cleanup {name} failed {type(exc).__name__}")
-            raise
-        else:
-            note(f"cleanup {name} succeeded")
-
-    @task
-    def wait_forever(conn):
-        note(f"waiting with {conn}")
-        while True:
-            time.sleep(0.05)
-
-    @flow
-    def stuck():
-        with warehouse("main") as conn:
-            wait_forever.submit(conn).result()
-
-    @flow
-    def inner():
-        with warehouse("inner") as conn:
-            wait_forever(conn)
-
-    @flow
-    def outer():
-        inner()
-    """
-)
-
-
-def wait_until(predicate, what: str, process: subprocess.Popen[str] | None = None, timeout: float = 60.0):
-    """Poll ``predicate`` (another process's progress) until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = predicate()
-        if found:
-            return found
-        if process is not None and process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"the flow process exited {process.returncode} before {what}:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -96,7 +36,7 @@ def env(tmp_path):
 @pytest.fixture
 def script(tmp_path):
     path = tmp_path / "flows.py"
-    path.write_text(FLOWS)
+    path.write_text(STUCK)
     return path
 
 
@@ -105,24 +45,6 @@ def store(env):
     opened = open_store(f"sqlite:///{env['TETHER_HOME']}/tether.db")
     yield opened
     opened.close()
-
-
-def lines(env) -> list[str]:
-    path = Path(env["CANCEL_LOG"])
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def start(env, script: Path, target: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*TETHER, "run", f"{script}:{target}"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def running_run(store, name: str, process: subprocess.Popen[str]):
-    """The flow run ``name`` once the store shows it running in ``process``."""
-    def found():
-        return next((r for r in store.flow_runs(limit=10) if r.name == name and r.state_type == "RUNNING"
-                     and r.pid == process.pid), None)
-    return wait_until(found, f"flow run {name!r} recorded running", process)
 
 
 def cancel(env, *args: str) -> subprocess.CompletedProcess[str]:
@@ -136,9 +58,9 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def test_the_cli_cancels_a_running_flow_run_and_its_resource_is_cleaned_up_once_as_failed(env, script, store):
-    process = start(env, script, "stuck")
+    process = start_flow(env, script, "stuck")
     try:
-        wait_until(lambda: "waiting with conn-main" in lines(env), "the task holding the resource", process)
+        wait_until(lambda: "waiting with conn-main" in resource_log(env), "the task holding the resource", process)
         run = running_run(store, "stuck", process)
         wait_until(lambda: any(e.flow_run_id == run.id for e in store.resources()), "the ledger row", process)
 
@@ -152,7 +74,7 @@ def test_the_cli_cancels_a_running_flow_run_and_its_resource_is_cleaned_up_once_
     code, said = finish(process)
     assert code == 143, said  # tether run's exit status after SIGTERM
 
-    assert lines(env) == ["setup main", "waiting with conn-main", "cleanup main failed Terminated"]
+    assert resource_log(env) == ["setup main", "waiting with conn-main", "cleanup main failed Terminated"]
     ended = store.flow_run(run.id)
     assert ended.flow_run.state_type == "CANCELLED"
     assert [t.state_type for t in ended.task_runs] == ["CANCELLED"]
@@ -166,9 +88,9 @@ def test_the_cli_cancels_a_running_flow_run_and_its_resource_is_cleaned_up_once_
 
 
 def test_a_subflow_run_is_cancelled_with_its_top_level_run(env, script, store):
-    process = start(env, script, "outer")
+    process = start_flow(env, script, "outer")
     try:
-        wait_until(lambda: "waiting with conn-inner" in lines(env), "the subflow's task", process)
+        wait_until(lambda: "waiting with conn-inner" in resource_log(env), "the subflow's task", process)
         top = running_run(store, "outer", process)
         sub = running_run(store, "inner", process)
         assert sub.parent_id == top.id
@@ -185,16 +107,16 @@ def test_a_subflow_run_is_cancelled_with_its_top_level_run(env, script, store):
             process.kill()
     assert done.returncode == 0, done.stdout + done.stderr
     assert finish(process)[0] == 143
-    assert lines(env)[-1] == "cleanup inner failed Terminated"
-    assert [line for line in lines(env) if line.startswith("cleanup")] == ["cleanup inner failed Terminated"]
+    assert resource_log(env)[-1] == "cleanup inner failed Terminated"
+    assert [line for line in resource_log(env) if line.startswith("cleanup")] == ["cleanup inner failed Terminated"]
     assert {r.name: r.state_type for r in store.flow_runs(limit=5)} == {"outer": "CANCELLED", "inner": "CANCELLED"}
 
 
 def test_a_run_on_another_host_or_whose_process_is_gone_is_not_signalled(env, script, store):
-    process = start(env, script, "stuck")
+    process = start_flow(env, script, "stuck")
     sent: list[tuple[int, int]] = []
     try:
-        wait_until(lambda: "waiting with conn-main" in lines(env), "the task holding the resource", process)
+        wait_until(lambda: "waiting with conn-main" in resource_log(env), "the task holding the resource", process)
         run = running_run(store, "stuck", process)
 
         with pytest.raises(CannotCancel) as elsewhere:
@@ -310,9 +232,9 @@ def test_a_process_without_a_sigterm_handler_is_not_killed(store):
 
 
 def test_cancel_without_waiting_returns_once_the_signal_is_sent(env, script, store):
-    process = start(env, script, "stuck")
+    process = start_flow(env, script, "stuck")
     try:
-        wait_until(lambda: "waiting with conn-main" in lines(env), "the task holding the resource", process)
+        wait_until(lambda: "waiting with conn-main" in resource_log(env), "the task holding the resource", process)
         run = running_run(store, "stuck", process)
         done = cancel(env, run.id, "--no-wait")
         assert done.returncode == 0, done.stderr

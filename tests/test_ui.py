@@ -19,7 +19,18 @@ from click.testing import CliRunner
 
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install -e '.[ui]'")
 
-from _dashboard import FLOWS, TETHER, dashboard, env_for, run_flow
+from _dashboard import (
+    FLOWS,
+    STUCK,
+    TETHER,
+    dashboard,
+    env_for,
+    resource_log,
+    run_flow,
+    running_run,
+    start_flow,
+    wait_until,
+)
 from tether import _cli_ui
 from tether.store import open_store
 
@@ -446,3 +457,33 @@ def test_the_timeline_draws_cache_hits_slot_waits_and_a_rolled_back_copy_with_it
     assert "RuntimeError: could not roll back" in band and "used by load" in band
     cleanup = re.search(r'<rect class="cleanup" x="([\d.]+)"', band)
     assert float(cleanup.group(1)) == pytest.approx(_timeline.X0 + 7.5 * per_second, abs=0.01)
+
+
+def test_cancelling_a_run_is_refused_read_only_and_without_the_csrf_token(tmp_path):
+    env = env_for(tmp_path / "home")
+    env["CANCEL_LOG"] = str(tmp_path / "resource.log")
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK)
+    process = start_flow(env, script, "stuck")
+    store = open_store(f"sqlite:///{tmp_path / 'home' / 'tether.db'}")
+    try:
+        wait_until(lambda: "waiting with conn-main" in resource_log(env), "the task holding the resource", process)
+        run = running_run(store, "stuck", process)
+        with dashboard(env) as ui:
+            status, page, _ = ui.get(f"/runs/{run.id}")
+            assert status == 200 and "Cancel run" not in page and f"tether runs cancel {run.id}" in page
+            status, page = ui.post(f"/actions/runs/{run.id}/cancel", "csrf=anything")
+            assert status == 403 and "--allow-actions" in page
+        with dashboard(env, "--allow-actions") as ui:
+            status, page, _ = ui.get(f"/runs/{run.id}")
+            assert "Cancel run" in page
+            token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+            status, page = ui.post(f"/actions/runs/{run.id}/cancel", "csrf=wrong")
+            assert status == 403 and "CSRF token" in page
+            status, page = ui.post("/actions/runs/no-such-run/cancel", f"csrf={token}")
+            assert status == 404 and "No flow run in the store" in page
+        assert process.poll() is None and resource_log(env)[-1] == "waiting with conn-main"  # never signalled
+    finally:
+        process.kill()
+        process.communicate()
+        store.close()

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install -e '.[ui]'")
 playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the dev extra)")
 
-from _dashboard import FLOWS, dashboard, env_for, run_flow
+from _dashboard import FLOWS, STUCK, dashboard, env_for, resource_log, run_flow, running_run, start_flow, wait_until
 from tether.store import open_store
 
 CHROMIUM = "/usr/bin/chromium"
@@ -220,3 +220,49 @@ def test_a_running_run_page_follows_the_run_without_a_reload(browser, env, tmp_p
             child.wait()
         for stream in (child.stdin, child.stdout, child.stderr):
             stream.close()
+
+
+def test_a_run_is_cancelled_from_its_page_and_its_resource_cleaned_up(browser, tmp_path):
+    env = env_for(tmp_path / "home")
+    env["CANCEL_LOG"] = str(tmp_path / "resource.log")
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK)
+    process = start_flow(env, script, "stuck")
+    store = open_store(f"sqlite:///{tmp_path / 'home' / 'tether.db'}")
+    try:
+        wait_until(lambda: "waiting with conn-main" in resource_log(env), "the task holding the resource", process)
+        run = running_run(store, "stuck", process)
+        with dashboard(env, "--allow-actions") as ui:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            requests = Requests(page)
+            page.goto(f"{ui.url}runs/{run.id}")
+            page.wait_for_selector("#live.on")
+            button = page.get_by_role("button", name="Cancel run")
+            assert f"sends SIGTERM to process {process.pid}" in page.locator("div.actions").inner_text()
+            button.click()
+            page.wait_for_url(f"**/runs/{run.id}?cancel=sent")
+            # The page follows the run until it ends Cancelled, without a reload.
+            page.evaluate("window.notReloaded = true")
+            page.wait_for_selector('svg .flow-lane[data-state="CANCELLED"]', timeout=30_000)
+            page.wait_for_selector('[data-notice="cancel-sent"]:has-text("the run ended Cancelled")', timeout=30_000)
+            assert page.evaluate("window.notReloaded") is True
+            assert page.get_by_role("button", name="Cancel run").count() == 0  # nothing left to cancel
+            assert process.wait(timeout=60) == 143
+            screenshot(page, tmp_path, "run-cancelled.png")
+
+            # Asked again (an old tab): refused, saying why.
+            status, said = ui.post(f"/actions/runs/{run.id}/cancel",
+                                   "csrf=" + page.locator('meta[name="csrf-token"]').get_attribute("content"))
+            assert status == 409 and "already ended Cancelled" in said and "nothing left to cancel" in said
+            requests.assert_all_on(ui.url)
+            page.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+        ended = store.flow_run(run.id) if "run" in locals() else None
+        store.close()
+    assert resource_log(env) == ["setup main", "waiting with conn-main", "cleanup main failed Terminated"]
+    assert ended is not None and ended.flow_run.state_type == "CANCELLED"
+    [copy] = ended.resources
+    assert (copy.scope_outcome, copy.cleanup_outcome) == ("failed", "succeeded")

@@ -29,7 +29,8 @@ def missing_ui_packages() -> list[str]:
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option(
     "--allow-actions", is_flag=True,
-    help="Allow actions: reap orphans, mark a resource closed, pause or resume a deployment (POSTs with a CSRF token).",
+    help="Allow actions: reap orphans, mark a resource closed, cancel a run, pause or resume a deployment "
+    "(POSTs with a CSRF token).",
 )
 def ui(host: str, port: int, allow_actions: bool) -> None:
     """Serve a web dashboard of the runs, resources and limits in the run store."""
@@ -61,7 +62,7 @@ def ui(host: str, port: int, allow_actions: bool) -> None:
             click.echo(
                 f"Warning: the dashboard listens on {host}, beyond this machine, and has no authentication: "
                 "anyone who can reach this address sees every run, parameter (secrets redacted) and log in the store."
-                + (" With --allow-actions they can also reap resources." if allow_actions else ""),
+                + (" With --allow-actions they can also reap resources and cancel runs." if allow_actions else ""),
                 err=True,
             )
         click.echo(f"Serving the run store {location.shown}{'' if allow_actions else ', read-only'}. Ctrl-C stops.",

@@ -7,7 +7,8 @@ changes (`_live`). A page asked with ``X-Tether-Partial: 1`` sends only its
 ``<main>``, which the page's script swaps in when the store changes.
 
 It is read-only unless built with ``allow_actions``: then reaping orphans,
-marking a resource closed and pausing or resuming a deployment are POSTs carrying the CSRF token of this server's
+marking a resource closed, cancelling a run (`tether.store.cancel_flow_run`: SIGTERM to its
+process, on this host) and pausing or resuming a deployment are POSTs carrying the CSRF token of this server's
 pages. Every response forbids loading anything from another origin (CSP), and a
 dashboard bound to loopback answers only requests addressed to loopback names, so
 a web page elsewhere cannot reach it through DNS rebinding. This module reads the
@@ -36,8 +37,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tether.store import (
+    CannotCancel,
     RunNotFound,
     Store,
+    cancel_flow_run,
     change_token,
     deployment_views,
     find_flow_run,
@@ -56,6 +59,8 @@ LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 #: The runs page's time filter: runs created within the last ...
 WITHIN = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0}
 STATES = ["COMPLETED", "RUNNING", "PENDING", "FAILED", "CRASHED", "CANCELLED"]
+#: The states after which a run has nothing left to cancel.
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -110,7 +115,9 @@ class Dashboard:
             return RedirectResponse(f"/runs/{found}", status_code=303)
         svg = _timeline.render(view, now=now, task_href="/tasks/")
         pages = max((view.task_total + view.page_size - 1) // view.page_size, 1)
-        return self.page(request, "run.html", view=view, run=view.flow_run, timeline=svg, pages=pages, now=now)
+        cancel_sent = request.query_params.get("cancel") == "sent"
+        return self.page(request, "run.html", view=view, run=view.flow_run, timeline=svg, pages=pages, now=now,
+                         final=FINAL, cancel_sent=cancel_sent)
 
     def run_log(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -168,6 +175,16 @@ class Dashboard:
         await run_in_threadpool(self.store.mark_reaped, int(request.path_params["entry_id"]))
         return RedirectResponse("/resources", status_code=303)
 
+    async def cancel(self, request: Request) -> Response:
+        refused = await self._refused(request)
+        if refused is not None:
+            return refused
+        try:
+            sent = await run_in_threadpool(cancel_flow_run, self.store, request.path_params["run_id"])
+        except CannotCancel as exc:
+            return self.error(request, 409, str(exc), back=f"/runs/{exc.run_id}")
+        return RedirectResponse(f"/runs/{sent.id}?cancel=sent", status_code=303)
+
     async def pause(self, request: Request) -> Response:
         return await self._set_paused(request, True)
 
@@ -207,10 +224,10 @@ class Dashboard:
         )
         return HTMLResponse(html, headers={"X-Tether-Token": token, "Cache-Control": "no-store", **SECURITY_HEADERS})
 
-    def error(self, request: Request, status: int, message: str) -> Response:
+    def error(self, request: Request, status: int, message: str, back: str | None = None) -> Response:
         html = self.templates.get_template("error.html").render(
             partial=False, token="", path=request.url.path, allow_actions=self.allow_actions, csrf="",
-            store=self.store.location.shown, status=status, message=message,
+            store=self.store.location.shown, status=status, message=message, back=back,
         )
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
@@ -238,6 +255,7 @@ def build_app(store: Store, allow_actions: bool = False, loopback_only: bool = T
         Route("/events", board.events),
         Route("/actions/reap", board.reap, methods=["POST"]),
         Route("/actions/resources/{entry_id:int}/mark-closed", board.mark_closed, methods=["POST"]),
+        Route("/actions/runs/{run_id}/cancel", board.cancel, methods=["POST"]),
         Route("/actions/deployments/{name}/pause", board.pause, methods=["POST"]),
         Route("/actions/deployments/{name}/resume", board.resume, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("tether.ui", "static")]), name="static"),
