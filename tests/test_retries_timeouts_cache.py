@@ -22,7 +22,7 @@ import time
 import pytest
 
 from tether import FlowRunTimeout, TaskRunTimeout, flow, task, task_input_hash
-from tether._clock import set_clock
+from tether._clock import SystemClock, set_clock
 from tether._interrupt import Watchdog
 from tether._core import InMemoryRecorder, RunCreated
 from tether.runners import ThreadPoolRunner
@@ -439,6 +439,22 @@ def test_a_watchdog_on_a_fake_clock_fires_what_came_due_when_time_moves():
     assert fired[1:] == ["scheduled by a callback, due at once"]
 
 
+def test_a_pause_passes_at_once_on_a_fake_clock_and_in_real_time_on_the_system_clock():
+    clock = FakeClock()
+    watchdog = Watchdog(clock)
+    timeout_fired, resumed = threading.Event(), threading.Event()
+    watchdog.schedule(30, timeout_fired.set)
+    watchdog.schedule_pause(45, resumed.set)  # a retry delay: as a thread waiting it out would
+    assert clock.waits == [45] and clock.monotonic() == 45
+    assert timeout_fired.is_set()  # time moved past it
+    assert resumed.wait(10)
+    real = Watchdog(SystemClock())
+    later = threading.Event()
+    begun = time.monotonic()
+    real.schedule_pause(0.05, later.set)
+    assert later.wait(10) and time.monotonic() - begun >= 0.05
+
+
 def test_the_process_watchdog_follows_the_installed_clock():
     from tether._interrupt import watchdog
 
@@ -547,8 +563,6 @@ def test_a_task_blocked_past_its_timeout_is_abandoned_when_the_grace_period_pass
 
 @pytest.mark.timeout(60)
 def test_a_flow_timeout_fires_when_the_fake_clock_passes_it(clock, recorder):
-    never = threading.Event()
-
     @task
     def let_an_hour_pass():
         clock.advance(3600)
@@ -556,11 +570,21 @@ def test_a_flow_timeout_fires_when_the_fake_clock_passes_it(clock, recorder):
     @flow(task_runner=ThreadPoolRunner(1), timeout_seconds=3600)
     def pipeline():
         let_an_hour_pass.submit()
-        never.wait(30)  # the timeout wakes it (30 real seconds only if it never fires)
+        # Busy in Python code, where the timeout's interrupt lands at once. (A SIGINT that
+        # comes just before the main thread blocks in a wait is seen only when the wait ends.)
+        while not _stop.is_set():
+            pass
         return "should not get here"
 
+    # A safety valve, not an ordering: if the timeout never fires, the body ends by itself
+    # after 20 s, and this test fails instead of hanging.
+    valve = threading.Timer(20, _stop.set)
+    valve.start()
     begun = time.monotonic()
-    state = pipeline(return_state=True)
+    try:
+        state = pipeline(return_state=True)
+    finally:
+        valve.cancel()
     assert time.monotonic() - begun < 20, "the flow's timeout did not fire on the fake clock"
     assert state.is_cancelled()
     assert state.name == "TimedOut"

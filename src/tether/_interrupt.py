@@ -101,7 +101,8 @@ def _left_to_the_flow_process(signum: int, frame: Any) -> None:
 class Watchdog:
     """One daemon thread that calls callbacks at deadlines on a `Clock`.
 
-    ``schedule`` returns a handle; ``cancel(handle)`` drops it if it has not fired.
+    ``schedule`` returns a handle; ``cancel(handle)`` drops it if it has not fired;
+    ``schedule_pause`` is for a retry delay, which a clock moved by hand lets pass at once.
     Callbacks run on the watchdog thread and must be quick.
 
     The clock is the one given, or else the process's (`_clock.get_clock()`, looked up at
@@ -116,6 +117,7 @@ class Watchdog:
         self._given = clock
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._cancelled: set[int] = set()
+        self._pending: set[int] = set()  # handles in the heap
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -128,15 +130,34 @@ class Watchdog:
         with self._cond:
             clock = self._follow()
             heapq.heappush(self._heap, (clock.monotonic() + delay, handle, callback))
+            self._pending.add(handle)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="tether-watchdog", daemon=True)
                 self._thread.start()
             self._cond.notify_all()
         return handle
 
+    def schedule_pause(self, delay: float, callback: Callable[[], None]) -> int:
+        """`schedule` for a pause, a wait in which nothing of the caller's runs (a retry delay).
+
+        On the system clock it is a deadline like any other. On a clock that moves by hand
+        it is a wait on that clock, as a thread that waits out its retry delay makes: on a
+        `FakeClock` it passes at once, recorded in ``waits``, and time moves forward (what
+        came due fires), then ``callback`` runs on the watchdog thread. Call it holding no
+        lock that a callback may need.
+        """
+        with self._cond:
+            clock = self._follow()
+            driven = self._driven
+        if driven:
+            clock.wait(threading.Event(), delay)
+            delay = 0.0
+        return self.schedule(delay, callback)
+
     def cancel(self, handle: int) -> None:
         with self._cond:
-            self._cancelled.add(handle)
+            if handle in self._pending:  # one that fired or was never made is no longer kept
+                self._cancelled.add(handle)
 
     def clock_moved(self, clock: Clock) -> None:
         """``clock`` moved (a fake clock's ``advance``): fire what came due, then return."""
@@ -162,7 +183,9 @@ class Watchdog:
     def _next_due(self) -> float | None:
         """Under the lock: how long until the next deadline (0 if it has come), None if there is none."""
         while self._heap and self._heap[0][1] in self._cancelled:
-            self._cancelled.discard(heapq.heappop(self._heap)[1])
+            handle = heapq.heappop(self._heap)[1]
+            self._cancelled.discard(handle)
+            self._pending.discard(handle)
         if not self._heap:
             return None
         return max(0.0, self._heap[0][0] - self._clock.monotonic())
@@ -175,7 +198,8 @@ class Watchdog:
                 while True:
                     remaining = self._next_due()
                     if remaining == 0:
-                        callback = heapq.heappop(self._heap)[2]
+                        _, handle, callback = heapq.heappop(self._heap)
+                        self._pending.discard(handle)
                         self._firing = True
                         break
                     # On a driven clock, time moves only when the clock says so.
