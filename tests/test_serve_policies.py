@@ -384,3 +384,20 @@ def test_limits_and_the_resource_ledger_hold_in_scheduled_runs(tmp_path, monkeyp
             child.process.kill()
             child.process.join()
         server.store.close()
+
+
+def test_a_serve_process_whose_schedule_another_one_changed_plans_no_times_of_the_old_one(server_for, caplog):
+    old = server_for(interval=1)
+    new = recorded.to_deployment(name="policy", cron="0 0 1 1 *")  # what a serve process started later registers
+    assert old.table.register(new.spec()) is True
+    before = {r.id for r in old.table.runs("policy", limit=None)}
+    with caplog.at_level("WARNING", logger="tether.serve"):
+        old.settings = ServeSettings(late_seconds=0.0, lookahead_seconds=5.0)
+        old.tick()
+        old.tick()
+    assert {r.id for r in old.table.runs("policy", limit=None)} == before  # not one time of its interval
+    warned = [r.getMessage() for r in caplog.records if "another schedule" in r.getMessage()]
+    assert len(warned) == 1 and "cron 0 0 1 1 * (UTC)" in warned[0] and "every 1 s" in warned[0]
+    old.table.register(old.deployments["policy"].spec())  # its schedule is the store's again: it plans
+    old.tick()
+    assert len({r.id for r in old.table.runs("policy", limit=None)} - before) >= 4

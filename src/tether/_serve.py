@@ -44,6 +44,7 @@ from tether._deployment import Deployment, DeploymentError, ServableFlow
 from tether._errors import UsageError
 from tether._serve_child import run_claimed
 from tether._serve_display import ServeDisplay
+from tether.schedules import from_dict
 from tether.store import (
     Claimed,
     DeploymentNameTaken,
@@ -160,6 +161,8 @@ class Server:
         self.on_tick = on_tick
         self.seen_by = f"tether serve (process {self.me.pid})"
         self.registered = False
+        #: Deployments whose schedule in the store is another process's (warned once).
+        self._stale: set[str] = set()
 
     def register(self) -> None:
         """Write the deployments to the store (`DeploymentNameTaken` if a name is another flow's)."""
@@ -205,13 +208,13 @@ class Server:
             log.warning(
                 "Deployment %r: the run scheduled at %s was settled as %s: %s",
                 row.deployment,
-                row.scheduled_time,
+                _when(row.scheduled_time),
                 row.status,
                 row.reason,
             )
         self.collect_children()
         for name, deployment in self.deployments.items():
-            if deployment.schedules:
+            if deployment.schedules and self._schedule_is_current(name, deployment):
                 self.table.plan(name, deployment.times, self.settings.lookahead_seconds)
         for name in self.deployments:
             while not self.stop_event.is_set() and self._has_room():
@@ -224,6 +227,25 @@ class Server:
                 self.on_tick(self)
             except Exception:
                 log.exception("tether serve: the display failed")
+
+    def _schedule_is_current(self, name: str, deployment: Deployment) -> bool:
+        """Whether the store still holds this process's schedule for ``name``. A serve process started
+        later with another schedule has changed it: this one plans no more times of its old one
+        (its due runs it still claims), so changing a schedule never leaves two running."""
+        stored = self.table.get(name).schedules
+        if stored == [s.to_dict() for s in deployment.schedules]:
+            self._stale.discard(name)
+            return True
+        if name not in self._stale:
+            self._stale.add(name)
+            log.warning(
+                "Deployment %r: another serve process registered another schedule for it (%s); this one (%s) "
+                "plans no times of its own. Restart it with the schedule now in the store, or serve another name.",
+                name,
+                ", ".join(from_dict(d).describe() for d in stored) or "none",
+                ", ".join(sch.describe() for sch in deployment.schedules),
+            )
+        return False
 
     def _has_room(self) -> bool:
         return self.settings.limit is None or len(self.children) < self.settings.limit
@@ -251,7 +273,7 @@ class Server:
         log.info(
             "Deployment %r: started the run scheduled at %s (process %s).",
             claimed.deployment,
-            claimed.scheduled_time,
+            _when(claimed.scheduled_time),
             process.pid,
         )
 
