@@ -132,6 +132,7 @@ def serving(flows, flow: str = "etl"):
 
 SCRIPT_BAD_INPUT = [
     (lambda f: serve("nightly"), "serve() takes deployments, got 'nightly'", "to_deployment(name='nightly'"),
+    (lambda f: serve(), "serve() got no deployments", "to_deployment(name='nightly'"),
     (
         lambda f: serve(serving(f).to_deployment("nightly", interval=60), serving(f).to_deployment("nightly")),
         "two deployments named 'nightly'",

@@ -361,6 +361,11 @@ def serve(
     ``print_starting_message`` is kept; its ``pause_on_shutdown`` is accepted and changes
     nothing: stopping never pauses a schedule here."""
     with _exit_on_bad_input():
+        if not deployments:
+            raise DeploymentError(
+                "serve() got no deployments: it would serve nothing until stopped. "
+                "Example: serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *'))."
+            )
         for d in deployments:
             if not isinstance(d, Deployment):
                 raise DeploymentError(
