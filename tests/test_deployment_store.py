@@ -10,9 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from tether.store import open_store
-from tether.store._deployments import DeploymentSpec, DeploymentTable
-from tether.store._ledger import ProcessInfo
+from tether.store import DeploymentSpec, DeploymentTable, ProcessInfo, open_store
 from tether.store._schema import deployment_runs, flow_runs
 
 

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tether.store import open_store
-from tether.store._deployments import DeploymentTable
+from tether.store import DeploymentTable, open_store
 
 TETHER = [sys.executable, "-m", "tether.cli"]
 

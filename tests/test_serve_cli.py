@@ -15,8 +15,7 @@ from tether._cli_serve import load_flow
 from tether._deployment import Deployment
 from tether._serve import serve, serve_flow
 from tether.cli import main
-from tether.store import open_store
-from tether.store._deployments import DeploymentTable
+from tether.store import DeploymentTable, open_store
 
 FLOWS = """
 from tether import flow
