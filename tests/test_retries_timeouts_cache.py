@@ -442,12 +442,18 @@ def test_a_watchdog_on_a_fake_clock_fires_what_came_due_when_time_moves():
 def test_a_pause_passes_at_once_on_a_fake_clock_and_in_real_time_on_the_system_clock():
     clock = FakeClock()
     watchdog = Watchdog(clock)
-    timeout_fired, resumed = threading.Event(), threading.Event()
-    watchdog.schedule(30, timeout_fired.set)
-    watchdog.schedule_pause(45, resumed.set)  # a retry delay: as a thread waiting it out would
-    assert clock.waits == [45] and clock.monotonic() == 45
-    assert timeout_fired.is_set()  # time moved past it
+    fired: list[str] = []
+    resumed = threading.Event()
+    watchdog.schedule(30, lambda: fired.append("deadline at 30"))
+    watchdog.schedule(60, lambda: fired.append("deadline at 60"))
+    watchdog.schedule_pause(45, lambda: (fired.append("pause of 45"), resumed.set()))  # a retry delay
     assert resumed.wait(10)
+    assert clock.waits == [45] and clock.monotonic() == 45
+    assert fired == ["deadline at 30", "pause of 45"]  # in the order of the fake time
+    cancelled = watchdog.schedule_pause(10, lambda: fired.append("cancelled pause"))
+    watchdog.cancel(cancelled)
+    clock.advance(30)
+    assert fired[2:] == ["deadline at 60"]
     real = Watchdog(SystemClock())
     later = threading.Event()
     begun = time.monotonic()

@@ -129,12 +129,7 @@ class Watchdog:
         handle = next(self._counter)
         with self._cond:
             clock = self._follow()
-            heapq.heappush(self._heap, (clock.monotonic() + delay, handle, callback))
-            self._pending.add(handle)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="tether-watchdog", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
+            self._push(clock.monotonic() + delay, handle, callback)
         return handle
 
     def schedule_pause(self, delay: float, callback: Callable[[], None]) -> int:
@@ -142,17 +137,38 @@ class Watchdog:
 
         On the system clock it is a deadline like any other. On a clock that moves by hand
         it is a wait on that clock, as a thread that waits out its retry delay makes: on a
-        `FakeClock` it passes at once, recorded in ``waits``, and time moves forward (what
-        came due fires), then ``callback`` runs on the watchdog thread. Call it holding no
-        lock that a callback may need.
+        `FakeClock` it passes at once, recorded in ``waits``, and time moves forward, so
+        what came due meanwhile fires first, then ``callback`` (all on the watchdog thread;
+        the caller never waits, and may hold a lock).
         """
+        handle = next(self._counter)
         with self._cond:
             clock = self._follow()
-            driven = self._driven
-        if driven:
-            clock.wait(threading.Event(), delay)
-            delay = 0.0
-        return self.schedule(delay, callback)
+            if not self._driven:
+                self._push(clock.monotonic() + delay, handle, callback)
+                return handle
+            self._pending.add(handle)  # cancellable from now on, though not in the heap yet
+
+            def pause() -> None:
+                with self._cond:
+                    if handle in self._cancelled:  # cancelled before it began: no time passes
+                        self._cancelled.discard(handle)
+                        self._pending.discard(handle)
+                        return
+                    self._push(clock.monotonic() + delay, handle, callback)
+                clock.wait(threading.Event(), delay)
+
+            self._push(clock.monotonic(), next(self._counter), pause)
+        return handle
+
+    def _push(self, due: float, handle: int, callback: Callable[[], None]) -> None:
+        """Under the lock: keep ``callback`` for ``due``, and wake the thread to look."""
+        heapq.heappush(self._heap, (due, handle, callback))
+        self._pending.add(handle)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="tether-watchdog", daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
 
     def cancel(self, handle: int) -> None:
         with self._cond:
