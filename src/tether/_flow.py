@@ -13,7 +13,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
-from tether._context import RunContext
 from tether._deployment import Deployment
 from tether._engine._flow_shells import run_flow_async, run_flow_sync
 from tether._options import (
@@ -29,8 +28,7 @@ from tether._options import (
     check_unknown,
 )
 from tether._reaping import refuse_flow_call
-from tether._run_names import RunName, check_run_name, render_run_name
-from tether._run_views import with_defaults
+from tether._run_names import RunName, check_run_name
 from tether._serve import serve as serve_deployments
 from tether._validation import ParameterValidator
 from tether.runners import TaskRunner, ThreadPoolRunner
@@ -126,11 +124,6 @@ class FlowFunction(Generic[R]):
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._binder.bind(args, kwargs)
-
-    def name_run(self, ctx: RunContext, parameters: dict[str, Any]) -> str:
-        """The name of a new run of this flow, from ``flow_run_name=`` (set)."""
-        assert self.flow_run_name is not None
-        return render_run_name(self._owner, "flow_run_name", self.flow_run_name, with_defaults(self.signature, parameters), ctx)
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         refuse_flow_call(self.name)  # tether reap loading a script that calls its flow at the top level
