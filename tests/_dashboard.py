@@ -154,6 +154,28 @@ def running_run(store, name: str, process: subprocess.Popen[str]):
     return wait_until(found, f"flow run {name!r} recorded running", process)
 
 
+@contextmanager
+def own_postgres_database(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of the test's own (a unique name; NOTIFY is per database, so only this test's
+    writes notify it), dropped at the end; yields its URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"tether_ui_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        try:
+            yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        admin.dispose()
+
+
 def env_for(home: Path) -> dict[str, str]:
     values = {**os.environ, "TETHER_HOME": str(home), "TETHER_LOGGING_LEVEL": "WARNING"}
     values.pop("TETHER_DATABASE_URL", None)

@@ -25,6 +25,7 @@ from _dashboard import (
     TETHER,
     dashboard,
     env_for,
+    own_postgres_database,
     resource_log,
     run_flow,
     running_run,
@@ -487,3 +488,33 @@ def test_cancelling_a_run_is_refused_read_only_and_without_the_csrf_token(tmp_pa
         process.kill()
         process.communicate()
         store.close()
+
+
+def test_on_postgresql_the_watcher_hears_of_a_new_run_by_notification_not_by_polling(env, flows, postgres_url):
+    import asyncio
+
+    from tether.store import change_token
+    from tether.ui._live import ChangeWatcher
+
+    with own_postgres_database(postgres_url) as url:
+        store = open_store(url)
+        # A slow poll only once an hour: within this test, only a notification can make the watcher read again.
+        watcher = ChangeWatcher(lambda: change_token(store), wait_for_change=store.wait_for_change,
+                                fallback_seconds=3600.0)
+        try:
+            before, version = watcher.token(), watcher.version
+            assert watcher.token() == before
+            run_id = run_flow({**env, "TETHER_DATABASE_URL": url}, flows, "quick")
+
+            async def until_changed() -> None:
+                while watcher.token() == before:
+                    seen = watcher.version
+                    await watcher.changed_since(seen, timeout=60.0)
+                    assert watcher.version != seen, "no notification within 60 s of the run's commit"
+
+            asyncio.run(until_changed())
+            assert watcher.version > version
+            assert store.flow_run(run_id).flow_run.state_type == "COMPLETED"
+        finally:
+            watcher.close()
+            store.close()

@@ -20,7 +20,18 @@ import pytest
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install -e '.[ui]'")
 playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the dev extra)")
 
-from _dashboard import FLOWS, STUCK, dashboard, env_for, resource_log, run_flow, running_run, start_flow, wait_until
+from _dashboard import (
+    FLOWS,
+    STUCK,
+    dashboard,
+    env_for,
+    own_postgres_database,
+    resource_log,
+    run_flow,
+    running_run,
+    start_flow,
+    wait_until,
+)
 from tether.store import open_store
 
 CHROMIUM = "/usr/bin/chromium"
@@ -266,3 +277,23 @@ def test_a_run_is_cancelled_from_its_page_and_its_resource_cleaned_up(browser, t
     assert ended is not None and ended.flow_run.state_type == "CANCELLED"
     [copy] = ended.resources
     assert (copy.scope_outcome, copy.cleanup_outcome) == ("failed", "succeeded")
+
+
+def test_on_a_postgresql_store_a_new_run_appears_live(browser, env, flows, postgres_url):
+    with own_postgres_database(postgres_url) as url:
+        pg = {**env, "TETHER_DATABASE_URL": url}
+        first = run_flow(pg, flows, "quick")
+        with dashboard(pg) as ui:
+            page = browser.new_page()
+            requests = Requests(page)
+            page.goto(ui.url)
+            page.wait_for_selector("#live.on")
+            assert "postgresql" in page.locator("header.top .meta").inner_text()
+            page.evaluate("window.notReloaded = true")
+            second = run_flow(pg, flows, "quick")
+            page.wait_for_selector(f'tr[data-run-id="{second}"][data-state="COMPLETED"]', timeout=20_000)
+            assert page.evaluate("window.notReloaded") is True
+            ids = page.eval_on_selector_all("tr[data-run-id]", "rows => rows.map(r => r.dataset.runId)")
+            assert ids == [second, first]
+            requests.assert_all_on(ui.url)
+            page.close()

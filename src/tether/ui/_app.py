@@ -3,7 +3,7 @@
 Pages: ``/`` (runs), ``/runs/<id>`` (a run: timeline, errors, parameters, logs),
 ``/runs/<id>/log.txt`` (the whole log), ``/tasks/<id>`` (a task run), ``/resources``
 (the ledger, orphans marked), ``/limits`` and ``/deployments`` (from ``tether serve``); ``/events`` streams the store's
-changes (`_live`). A page asked with ``X-Tether-Partial: 1`` sends only its
+changes (`_live`: pushed by PostgreSQL's NOTIFY, polled on SQLite). A page asked with ``X-Tether-Partial: 1`` sends only its
 ``<main>``, which the page's script swaps in when the store changes.
 
 It is read-only unless built with ``allow_actions``: then reaping orphans,
@@ -75,7 +75,9 @@ class Dashboard:
         self.store = store
         self.allow_actions = allow_actions
         self.csrf_token = secrets.token_urlsafe(32)
-        self.watcher = ChangeWatcher(lambda: change_token(store), poll_seconds)
+        # PostgreSQL pushes its changes (NOTIFY); SQLite has nothing to push them, so its token is polled.
+        pushed = None if store.location.is_sqlite else store.wait_for_change
+        self.watcher = ChangeWatcher(lambda: change_token(store), poll_seconds, wait_for_change=pushed)
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("tether.ui", "templates"),
             autoescape=True,

@@ -55,4 +55,7 @@ def serve(store: Store, sock: socket.socket, allow_actions: bool = False, out: T
     host = sock.getsockname()[0]
     app = build_app(store, allow_actions=allow_actions, loopback_only=is_loopback(host), poll_seconds=poll_seconds)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        app.state.dashboard.watcher.close()
