@@ -414,3 +414,35 @@ def test_serve_of_several_deployments_from_a_script_and_what_the_runs_see(env, r
     assert seen["ticker"]["scheduled"] == pytest.approx(runs[one].scheduled_time)
     assert seen["second"]["scheduled"] == pytest.approx(runs[two].scheduled_time)
     assert runs[one].status == runs[two].status == "completed"
+
+
+@pytest.mark.parametrize("env", ["sqlite"], indirect=True)
+def test_after_downtime_a_restarted_serve_runs_the_latest_missed_time_only_and_records_the_others(env, rows, tmp_path):
+    late = {"TETHER_SERVE_LATE_SECONDS": "0.5"}  # a time half a second overdue was missed
+    first = start_serve(env, tmp_path, "--interval", "1", **late)
+    try:
+        wait_serving(first)
+        wait_until(lambda: len(rows.runs("completed")) >= 1, "a first run", serving=first)
+    finally:
+        stop(first)
+    table = rows.table()
+    assert table is not None
+    stopped_at = table.now()
+    wait_until(lambda: table.now() > stopped_at + 4.5, "four scheduled times to pass with no serve process")
+    second = start_serve(env, tmp_path, "--interval", "1", **late)  # --catchup latest, the default
+    try:
+        wait_serving(second)
+        wait_until(
+            lambda: any(r.scheduled_time > stopped_at for r in rows.runs("completed")), "a run after the restart"
+        )
+    finally:
+        stop(second)
+    caught_up = min(r.scheduled_time for r in rows.runs("completed") if r.scheduled_time > stopped_at)
+    missed = sorted(
+        (r for r in rows.runs() if stopped_at < r.scheduled_time < caught_up), key=lambda r: r.scheduled_time
+    )
+    assert len(missed) >= 4
+    assert all(r.status == "skipped" and "(catchup=latest)" in (r.reason or "") for r in missed), missed
+    assert caught_up - missed[-1].scheduled_time == pytest.approx(1.0)  # the newest due time ran, none before it
+    ran = {line["scheduled"] for line in records(tmp_path)}
+    assert not ran & {r.scheduled_time for r in missed}
