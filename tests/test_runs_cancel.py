@@ -14,6 +14,7 @@ import json
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 
@@ -248,3 +249,91 @@ def test_cancel_without_waiting_returns_once_the_signal_is_sent(env, script, sto
     wait_until(lambda: store.flow_run(run.id).flow_run.state_type == "CANCELLED", "the run recorded Cancelled")
     assert json.loads(subprocess.run([*TETHER, "runs", "ls", "--json"], env=env, capture_output=True, text=True,
                                      check=True).stdout)[0]["state_type"] == "CANCELLED"
+
+
+#: A flow holding a MariaDB connection with an uncommitted insert while its task waits for ever.
+MARIADB_FLOW = textwrap.dedent(
+    """
+    import os, time
+    import pymysql
+    from tether import flow, task, resource
+
+    def note(line):
+        with open(os.environ["CANCEL_LOG"], "a") as f:
+            f.write(line + "\\n")
+
+    @resource
+    def mariadb(database):
+        conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", database=database)
+        with conn.cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            connection_id = cur.fetchone()[0]
+        note(f"connected {connection_id}")
+        try:
+            yield conn
+        except BaseException as exc:
+            conn.rollback()
+            note(f"rolled back {connection_id} {type(exc).__name__}")
+            raise
+        else:
+            conn.commit()
+            note(f"committed {connection_id}")
+        finally:
+            conn.close()
+
+    @task
+    def load_then_wait(conn):
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO loads VALUES (1)")
+        note("inserted")
+        while True:
+            time.sleep(0.05)
+
+    @flow
+    def loading(database: str):
+        with mariadb(database) as conn:
+            load_then_wait.submit(conn).result()
+    """
+)
+
+
+def test_a_cancelled_run_rolls_back_and_closes_its_mariadb_connection_on_the_server(env, tmp_path, store,
+                                                                                     mariadb_database):
+    import pymysql
+
+    admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", database=mariadb_database, autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("CREATE TABLE loads (n INT)")
+        script = tmp_path / "loading.py"
+        script.write_text(MARIADB_FLOW)
+        process = subprocess.Popen([*TETHER, "run", f"{script}:loading", "-p", f"database={mariadb_database}"],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: "inserted" in resource_log(env), "the task's insert", process)
+            connection_id = int(resource_log(env)[0].split()[1])
+
+            def open_ids() -> set[int]:
+                with admin.cursor() as cur:
+                    cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s", (mariadb_database,))
+                    return {int(row[0]) for row in cur.fetchall()}
+
+            assert connection_id in open_ids()
+            run = running_run(store, "loading", process)
+            done = cancel(env, run.id)
+        finally:
+            if process.poll() is None and "done" not in locals():
+                process.kill()
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"Flow run 'loading' ({run.id}) ended Cancelled" in done.stdout
+        # The run is recorded Cancelled after its cleanup closed the connection (its process may still be exiting).
+        assert connection_id not in open_ids()
+        assert finish(process)[0] == 143
+        assert resource_log(env) == [f"connected {connection_id}", "inserted", f"rolled back {connection_id} Terminated"]
+        with admin.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM loads")
+            assert cur.fetchone()[0] == 0  # the uncommitted insert was rolled back
+        [copy] = store.flow_run(run.id).resources
+        assert (copy.scope_outcome, copy.cleanup_outcome) == ("failed", "succeeded")
+    finally:
+        admin.close()
