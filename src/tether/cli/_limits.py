@@ -23,7 +23,8 @@ def limit_group() -> None:
     """Concurrency limits on task tags, kept in the store for every process."""
 
 
-class Capacity(click.ParamType):
+# Not ParamType[int]: ParamType is generic only in recent click releases, and tether supports click 8.1.
+class Capacity(click.ParamType):  # type: ignore[type-arg]
     """A limit's capacity: a whole number >= 0 (0 holds every task run with the tag)."""
 
     name = "N"

@@ -196,7 +196,7 @@ class DeploymentTable:
                     f"deployment. Give this one another name, e.g. name={spec.name + '-' + spec.flow_name!r}, "
                     "or serve the other flow under it."
                 )
-            changed = row["schedule_key"] != spec.schedule_key
+            changed = bool(row["schedule_key"] != spec.schedule_key)
             update: dict[str, Any] = {**values, "updated": now}
             if changed:  # never back-fill: the new schedule counts from now, its old future times are dropped
                 update["planned_until"] = now

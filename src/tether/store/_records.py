@@ -17,7 +17,7 @@ from tether.store._redact import redact_value
 
 class _AsDict:
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        return dataclasses.asdict(self)  # type: ignore[call-overload,no-any-return]
 
 
 @dataclass(frozen=True)

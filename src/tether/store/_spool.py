@@ -49,6 +49,9 @@ from tether.store._location import tether_home
 
 log = logging.getLogger("tether.store")
 
+#: The first byte of a frame that holds marshalled records (the others are pickled).
+_MARSHALLED = ord("m")
+
 MAGIC = b"TSPOOL1\n"
 _OFFSET = struct.Struct("!Q")
 _LENGTH = struct.Struct("!I")
@@ -286,7 +289,7 @@ class Drain:
                     continue
                 break
             frame = memoryview(data)[at + _LENGTH.size : at + _LENGTH.size + length]
-            items.extend(marshal.loads(frame[1:]) if frame[:1] == b"m" else pickle.loads(frame[1:]))
+            items.extend(marshal.loads(frame[1:]) if frame[0] == _MARSHALLED else pickle.loads(frame[1:]))
             at += _LENGTH.size + length
         return at
 

@@ -4,6 +4,8 @@ Revision ID: 0001
 Revises:
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -18,7 +20,7 @@ STATE = sa.String(16)
 STATE_NAME = sa.String(64)
 
 
-def _run_columns() -> list[sa.Column]:
+def _run_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("parameters", sa.Text, nullable=True),
         sa.Column("tags", sa.Text, nullable=True),
