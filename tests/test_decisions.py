@@ -3,12 +3,16 @@ no sleeps, no engine."""
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
+
 import pytest
 
 from tether._core import (
     Completed,
     Failed,
     Failure,
+    RunRecord,
     StateType,
     after_abandon,
     after_failed_attempt,
@@ -17,6 +21,10 @@ from tether._core import (
     classify_failure,
 )
 from tether._core._decide import flow_failure, flow_retry_delay, retries_left, with_late_interrupt
+from tether._engine._task_run import TaskRun
+from tether._errors import TaskRunCancelled, TaskRunTimeout, WorkerLost
+from tether._limits import Limiter
+from tether._task import task
 
 
 class Timeout(Exception):
@@ -198,3 +206,121 @@ def test_a_late_interrupt_changes_only_the_message():
     assert state.message == "Flow run 'etl' completed. SIGTERM came during the cleanup, after the work was done, and changed nothing."
     failed = with_late_interrupt(Failed(ValueError("x"), message="Flow run 'etl' failed: ValueError: x"), "etl", "Ctrl-C (SIGINT)")
     assert failed.message.startswith("Flow run 'etl' failed: ValueError: x Ctrl-C (SIGINT) came during the cleanup")
+
+
+# -- TaskRun applies the verdicts: with a fake host, no flow, no runner, no thread -------------
+
+
+class _FakeHost:
+    """The little a TaskRun needs of its flow run (`TaskRunHost`), and a note of what it was told."""
+
+    def __init__(self) -> None:
+        self.record = RunRecord("flow", "etl")
+        self.options = SimpleNamespace(name="etl", persist_result=None, log_prints=False)
+        self.flow = None
+        self.parameters: dict = {}
+        self.limiter = Limiter()
+        self.cancel_event = threading.Event()  # only looked at, never waited on
+        self.cancelling = False
+        self.run_id = self.record.id
+        self.grace_seconds = 2.0
+        self.dispatched: list = []
+        self.ended: list = []
+
+    def dispatch(self, run):
+        self.dispatched.append(run)
+
+    def task_run_ended(self, run):
+        self.ended.append(run)
+
+    def wake_for_timeout(self, run):
+        return False
+
+    def submit_task(self, *args):
+        raise AssertionError("not asked")
+
+    def call_task(self, *args):
+        raise AssertionError("not asked")
+
+
+class _FakeAttempt:
+    def __init__(self, lets_go: bool) -> None:
+        self.lets_go = lets_go
+        self.cancelled = self.abandoned = 0
+
+    def cancel(self):
+        self.cancelled += 1
+
+    def abandon(self):
+        self.abandoned += 1
+        return self.lets_go
+
+
+def _running(retries: int = 0, timeout_seconds: float | None = None) -> tuple[TaskRun, _FakeHost]:
+    def load():
+        return None
+
+    options = task(retries=retries, timeout_seconds=timeout_seconds)(load).options
+    host = _FakeHost()
+    record = RunRecord("task", "load-1", host.record.id, host.record.id)
+    run = TaskRun(None, options, host, record, (), {}, {}, [], [])
+    run.start()
+    assert host.dispatched == [run]  # no upstream, no cache, no slot: straight to the runner
+    run.attempt = _FakeAttempt(lets_go=True)  # a driver of its own: no timer in this thread
+    assert run.begin_attempt() and run.record.state.name == "Running"
+    return run, host
+
+
+@pytest.mark.parametrize(
+    ("retries", "error", "lost", "cancelling", "state_name", "delay"),
+    [
+        (1, ValueError("bad row"), False, False, "AwaitingRetry", 0.0),
+        (0, ValueError("bad row"), False, False, "Failed", None),
+        (1, WorkerLost("worker 3 died"), True, False, "AwaitingRetry", 0.0),
+        (0, WorkerLost("worker 3 died"), True, False, "Crashed", None),
+        (3, WorkerLost("worker 3 died"), True, True, "Cancelled", None),  # lost while the flow is cancelled
+        (3, ValueError("bad row"), False, True, "Cancelled", None),
+        (3, KeyboardInterrupt(), False, False, "Cancelled", None),
+        (3, SystemExit(1), False, False, "Crashed", None),
+        (1, TaskRunTimeout("Task run 'load-1' exceeded its timeout of 1 s."), False, False, "AwaitingRetry", 0.0),
+        (0, TaskRunTimeout("Task run 'load-1' exceeded its timeout of 1 s."), False, False, "TimedOut", None),
+    ],
+)
+def test_a_task_run_applies_the_kernels_verdict(retries, error, lost, cancelling, state_name, delay):
+    run, host = _running(retries)
+    run.end_body()
+    host.cancelling = cancelling
+    assert run.failed(error, lost=lost) == delay
+    assert run.record.state.name == state_name
+    assert (host.ended == [run]) is (delay is None)  # only a final state ends the run
+    if state_name == "Crashed" and lost:
+        assert run.record.state.message == "Task run 'load-1' was lost with its worker: worker 3 died"
+
+
+@pytest.mark.parametrize(
+    ("lets_go", "timed_out", "state_name", "message"),
+    [
+        (True, False, "Crashed", "Task run 'load-1' did not stop within 2 s of its flow's cancellation, so it was abandoned."),
+        (True, True, "TimedOut", "Task run 'load-1' exceeded its timeout of 1 s. It did not stop within 2 s, so it was abandoned."),
+        (False, False, "Running", None),  # the driver's attempt is ending after all: its own end decides
+    ],
+)
+def test_a_task_run_gives_up_on_an_attempt_through_its_driver(lets_go, timed_out, state_name, message):
+    run, host = _running(timeout_seconds=1)
+    run.attempt = attempt = _FakeAttempt(lets_go)
+    run._abandon(run.record.run_count, TaskRunTimeout if timed_out else TaskRunCancelled)
+    assert attempt.abandoned == 1
+    assert run.record.state.name == state_name
+    if message is not None:
+        assert run.record.state.message == message and host.ended == [run]
+    run._abandon(run.record.run_count - 1, TaskRunCancelled)  # an earlier attempt's grace period: nothing
+    assert attempt.abandoned == 1
+
+
+def test_a_task_run_awaiting_a_retry_is_cancelled_with_the_kernels_text():
+    run, host = _running(retries=1)
+    run.end_body()
+    assert run.failed(ValueError("bad row")) == 0.0
+    run.cancelled_awaiting_retry()
+    assert run.record.state.name == "Cancelled"
+    assert run.record.state.message == "The flow run was cancelled while this task run awaited a retry."
