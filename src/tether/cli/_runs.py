@@ -44,8 +44,8 @@ from tether.store import (
 #: The state types, then the names tether gives states of those types (a run's own names are matched too).
 #: The flow run states after which nothing runs any more.
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
-#: How often ``tether runs cancel`` reads the run's state while it waits for the run to end.
-CANCEL_POLL_SECONDS = 0.2
+#: How often ``tether runs cancel``, waiting for the run to end, looks whether its process is gone.
+CANCEL_LOOK_SECONDS = 1.0
 
 KNOWN_STATES = tuple(t.value.lower() for t in StateType) + tuple(
     make().name
@@ -156,10 +156,13 @@ def runs_cancel(run_id: str, timeout: float, no_wait: bool) -> None:
 def wait_for_end(store: Store, sent: CancelSent, timeout: float) -> StoredFlowRun | None:
     """The run once the store shows it final, or None after ``timeout`` seconds.
 
-    Once its process is gone, the records it left in its spool are written by opening
-    the store again (as any store open does for a dead process's spool)."""
+    It reads the run again at each change of the store (`Store.wait_for_change`: at the
+    commit on PostgreSQL, a cheap poll on SQLite). Once the signalled process is gone, the
+    records it left in its spool are written by opening the store again (as any store open
+    does for a dead process's spool)."""
     deadline = time.monotonic() + timeout
     reopened = False
+    store.wait_for_change(0)  # from here on: a change committed while the run is read below is not missed
     while True:
         run = find_flow_run(store, sent.id)
         if run.state_type in FINAL_STATES:
@@ -168,6 +171,8 @@ def wait_for_end(store: Store, sent: CancelSent, timeout: float) -> StoredFlowRu
             reopened = True
             open_store(store.location.url).close()
             continue
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return None
-        time.sleep(CANCEL_POLL_SECONDS)
+        # A bounded wait: the process's exit, which changes nothing in the store, is looked at in between.
+        store.wait_for_change(min(left, CANCEL_LOOK_SECONDS))
