@@ -11,6 +11,7 @@ test's own pointing at a process the test started.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -338,3 +339,40 @@ def test_a_cancelled_run_rolls_back_and_closes_its_mariadb_connection_on_the_ser
         assert (copy.scope_outcome, copy.cleanup_outcome) == ("failed", "succeeded")
     finally:
         admin.close()
+
+
+def test_a_deployment_run_of_tether_serve_is_cancelled_and_serve_goes_on(env, script, store):
+    serving = subprocess.Popen([*TETHER, "serve", f"{script}:stuck", "--name", "stuck-nightly", "--interval",
+                                "86400", "--catchup", "none"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Serving deployment 'stuck-nightly'" in serving.stdout.readline()
+        asked = subprocess.run([*TETHER, "deployments", "run", "stuck-nightly"], env=env, capture_output=True,
+                               text=True, timeout=60, check=False)
+        assert asked.returncode == 0, asked.stderr
+        wait_until(lambda: "waiting with conn-main" in resource_log(env), "the deployment's run", serving)
+        run = wait_until(lambda: next((r for r in store.flow_runs(limit=5) if r.state_type == "RUNNING"), None),
+                         "the run recorded running", serving)
+        assert run.pid != serving.pid  # each deployment run has a process of its own
+
+        done = cancel(env, run.id)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"Flow run 'stuck' ({run.id}) ended Cancelled" in done.stdout
+
+        def last_run():
+            listed = subprocess.run([*TETHER, "deployments", "ls", "--json"], env=env, capture_output=True,
+                                    text=True, timeout=60, check=True)
+            last = json.loads(listed.stdout)[0]["last_run"]
+            return last if last and last["status"] != "running" else None
+
+        last = wait_until(last_run, "serve to record how the deployment's run ended", serving)
+        assert (last["status"], last["flow_run_id"]) == ("cancelled", run.id)
+        assert serving.poll() is None  # serve goes on: only the run was cancelled
+    finally:
+        serving.send_signal(signal.SIGTERM)
+        try:
+            serving.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            serving.kill()
+            serving.communicate()
+    assert resource_log(env)[-1] == "cleanup main failed Terminated"
