@@ -22,7 +22,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from _dashboard import STUCK, TETHER, env_for, resource_log, running_run, start_flow, wait_until
+from _dashboard import STUCK, TETHER, env_for, own_postgres_database, resource_log, running_run, start_flow, wait_until
 from tether.store import CannotCancel, RunNotFound, cancel_flow_run, open_store
 from tether.store._db import write
 from tether.store._schema import flow_runs, resources
@@ -376,3 +376,25 @@ def test_a_deployment_run_of_tether_serve_is_cancelled_and_serve_goes_on(env, sc
             serving.kill()
             serving.communicate()
     assert resource_log(env)[-1] == "cleanup main failed Terminated"
+
+
+def test_cancel_on_a_postgresql_store(env, script, postgres_url):
+    with own_postgres_database(postgres_url) as url:
+        pg = {**env, "TETHER_DATABASE_URL": url}
+        pg_store = open_store(url)
+        process = start_flow(pg, script, "stuck")
+        try:
+            wait_until(lambda: "waiting with conn-main" in resource_log(env), "the task holding the resource", process)
+            run = running_run(pg_store, "stuck", process)
+            done = cancel(pg, run.id)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert f"Flow run 'stuck' ({run.id}) ended Cancelled" in done.stdout
+            assert finish(process)[0] == 143
+            [copy] = pg_store.flow_run(run.id).resources
+            assert (copy.scope_outcome, copy.cleanup_outcome) == ("failed", "succeeded")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+            pg_store.close()
+    assert resource_log(env) == ["setup main", "waiting with conn-main", "cleanup main failed Terminated"]
