@@ -518,3 +518,38 @@ def test_on_postgresql_the_watcher_hears_of_a_new_run_by_notification_not_by_pol
         finally:
             watcher.close()
             store.close()
+
+
+def test_a_run_whose_process_died_is_marked_gone_and_reap_now_records_it_crashed(tmp_path):
+    env = env_for(tmp_path / "home")
+    env["CANCEL_LOG"] = str(tmp_path / "resource.log")
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK)
+    process = start_flow(env, script, "stuck")
+    store = open_store(f"sqlite:///{tmp_path / 'home' / 'tether.db'}")
+    try:
+        wait_until(lambda: "waiting with conn-main" in resource_log(env), "the task holding the resource", process)
+        run = running_run(store, "stuck", process)
+        with dashboard(env, "--allow-actions") as ui:  # opened while the run's process lives: nothing crashed yet
+            page = ui.get(f"/runs/{run.id}")[1]
+            assert "Cancel run" in page and "data-process-gone" not in page
+            process.kill()  # SIGKILL: the run's end is never recorded
+            process.communicate()
+            page = ui.get("/")[1]
+            row = re.search(rf'<tr data-run-id="{run.id}" data-state="RUNNING">.*?</tr>', page, re.DOTALL).group(0)
+            assert "process gone" in row and f"process {process.pid} on this host is gone" in row
+            page = ui.get(f"/runs/{run.id}")[1]
+            assert "Cancel run" not in page and "data-process-gone" in page
+            assert f"but process {process.pid} on this host is gone" in page and "tether reap" in page
+            token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page).group(1)
+            status, page = ui.post("/actions/reap", f"csrf={token}")
+            assert status == 200
+            assert f'data-crashed-run="{run.id}"' in page and f"process {process.pid} on this host is gone" in page
+            page = ui.get(f"/runs/{run.id}")[1]
+            assert re.search(r'<span class="state s-CRASHED">Crashed</span> stuck', page)
+            assert "data-process-gone" not in page and "Cancel run" not in page
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        store.close()

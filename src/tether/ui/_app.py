@@ -40,10 +40,13 @@ from tether.store import (
     CannotCancel,
     RunNotFound,
     Store,
+    StoredFlowRun,
     cancel_flow_run,
     change_token,
     deployment_views,
     find_flow_run,
+    flow_process_gone,
+    heartbeat_seconds,
     limit_views,
     reap_orphans,
     run_log_lines,
@@ -86,7 +89,7 @@ class Dashboard:
         self.templates.globals.update(
             when=_format.when, clock=_format.clock, iso=_format.iso, seconds=_format.seconds,
             short_id=_format.short_id, state_class=_format.state_class, outcome=_timeline.outcome,
-            worker=_timeline.worker, zone=_format.zone, states=STATES,
+            worker=_timeline.worker, zone=_format.zone, states=STATES, process_gone=process_gone,
         )
 
     # -- pages -------------------------------------------------------------------------
@@ -145,7 +148,8 @@ class Dashboard:
     def resources(self, request: Request) -> Response:
         entries = self.store.resources(limit=500)
         orphans = [e for e in entries if e.orphan is not None]
-        return self.page(request, "resources.html", entries=entries, orphans=orphans, reaped=None, now=time.time())
+        return self.page(request, "resources.html", entries=entries, orphans=orphans, reaped=None, crashed=[],
+                         now=time.time())
 
     def deployments(self, request: Request) -> Response:
         return self.page(request, "deployments.html", deployments=deployment_views(self.store), now=time.time())
@@ -165,10 +169,13 @@ class Dashboard:
         refused = await self._refused(request)
         if refused is not None:
             return refused
+        # As `tether reap` does: the runs whose process is gone are recorded Crashed first, then orphans reaped.
+        crashed = await run_in_threadpool(lambda: self.store.record_crashed_runs("tether ui", other_hosts=True))
         reaped = await run_in_threadpool(reap_orphans, self.store)  # reapers are the user's code: off the loop
         entries = await run_in_threadpool(self.store.resources, 500)
         orphans = [e for e in entries if e.orphan is not None]
-        return self.page(request, "resources.html", entries=entries, orphans=orphans, reaped=reaped, now=time.time())
+        return self.page(request, "resources.html", entries=entries, orphans=orphans, reaped=reaped, crashed=crashed,
+                         now=time.time())
 
     async def mark_closed(self, request: Request) -> Response:
         refused = await self._refused(request)
@@ -268,6 +275,16 @@ def build_app(store: Store, allow_actions: bool = False, loopback_only: bool = T
     )
     app.state.dashboard = board
     return app
+
+
+def process_gone(run: StoredFlowRun, now: float) -> str | None:
+    """Why an unfinished run's process can no longer end it (not recorded Crashed yet), or None.
+
+    On this host its pid is looked at; a run of another host is judged by its stale heartbeat."""
+    if run.end_time is not None or run.state_type not in (None, "PENDING", "RUNNING"):
+        return None
+    stale = 6 * heartbeat_seconds()
+    return flow_process_gone(run.host, run.pid, run.created, run.heartbeat, now, stale, other_hosts=True)
 
 
 def _float(text: str | None) -> float | None:
