@@ -134,7 +134,8 @@ class FakeClock:
         return self._mono
 
     def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds``; returns once the deadlines that came due have fired."""
+        """Move time forward by ``seconds``; returns once the deadlines that came due have fired
+        (on the watchdog's thread: call it holding no lock that their callbacks may need)."""
         with self._lock:
             self._now += seconds
             self._mono += seconds
