@@ -414,6 +414,13 @@ def test_deployments_page_shows_schedules_next_times_and_runs_of_tether_serve(en
                                     text=True, check=True)
             assert '"paused": true' in listed.stdout
             assert ui.post("/actions/deployments/no-such/resume", f"csrf={token}")[0] == 404
+            # While paused, each scheduled time is skipped, with its reason on the page.
+            skipped = re.compile(r'data-status="skipped">.*?<td class="message">the deployment was paused</td>', re.DOTALL)
+            deadline = time.monotonic() + 60
+            while not skipped.search(page) and time.monotonic() < deadline and serve.poll() is None:
+                time.sleep(0.2)
+                page = ui.get("/deployments")[1]
+            assert skipped.search(page), page
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
