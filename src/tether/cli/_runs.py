@@ -119,9 +119,11 @@ def runs_show(run_id: str, as_json: bool) -> None:
 )
 @click.option("--no-wait", is_flag=True, help="Send the signal and return, without waiting for the run to end.")
 def runs_cancel(run_id: str, timeout: float, no_wait: bool) -> None:
-    """Cancel a running flow run: its process gets SIGTERM, cancels its task runs and cleans up its resources.
+    """Cancel a running flow run, as prefect flow-run cancel does.
 
-    Exits 0 once the run ended Cancelled (or, with --no-wait, once the signal is sent),
+    The run's process gets SIGTERM: it cancels the run's task runs, cleans up its
+    resources and records the run Cancelled. A subflow run is cancelled with its
+    top-level run. Exits 0 once the run ended Cancelled (or, with --no-wait, once the signal is sent),
     1 if it cannot be cancelled (already ended, a subflow, on another host, its process
     gone), or if it ended otherwise or not within --timeout.
     """
