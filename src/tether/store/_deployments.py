@@ -168,11 +168,10 @@ class DeploymentTable:
 
     # -- deployments -------------------------------------------------------------------
 
-    def register(self, spec: DeploymentSpec) -> bool:
-        """Create or update the deployment; True if its schedule changed (times from now on only).
-
-        Raises `DeploymentNameTaken` (and writes nothing) if the name belongs to another flow.
-        Registering never pauses or resumes the deployment."""
+    def register(self, spec: DeploymentSpec, times: Callable[[float, float], list[float]] | None = None) -> bool:
+        """Create or update the deployment; True if its schedule changed. A new schedule counts from now:
+        the old one's times not run yet are skipped, except those the new one's ``times`` has too.
+        Raises `DeploymentNameTaken` (writing nothing) for a name of another flow; never pauses or resumes."""
 
         def work(conn: sa.Connection) -> bool:
             now = db_now(conn)
@@ -201,11 +200,14 @@ class DeploymentTable:
             if changed:  # never back-fill: the new schedule counts from now, its old future times are dropped
                 update["planned_until"] = now
                 reason = f"the deployment's schedule changed at {when(now)}"
-                conn.execute(
-                    sa.update(runs)
-                    .where(runs.c.deployment == spec.name, runs.c.status == "scheduled", runs.c.trigger == "schedule")
-                    .values(status="skipped", reason=reason, ended=now)
+                old = sa.and_(
+                    runs.c.deployment == spec.name, runs.c.status == "scheduled", runs.c.trigger == "schedule"
                 )
+                pending = list(conn.execute(sa.select(runs.c.scheduled_time).where(old)).scalars())
+                kept = set(times(min(pending) - 1.0, max(pending))) & set(pending) if pending and times else set()
+                if kept:  # a time both schedules have is one time: it stays, and runs once
+                    old = sa.and_(old, runs.c.scheduled_time.notin_(sorted(kept)))
+                conn.execute(sa.update(runs).where(old).values(status="skipped", reason=reason, ended=now))
             conn.execute(sa.update(deployments).where(deployments.c.name == spec.name).values(**update))
             return changed
 
