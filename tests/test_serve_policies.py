@@ -401,3 +401,21 @@ def test_a_serve_process_whose_schedule_another_one_changed_plans_no_times_of_th
     old.table.register(old.deployments["policy"].spec())  # its schedule is the store's again: it plans
     old.tick()
     assert len({r.id for r in old.table.runs("policy", limit=None)} - before) >= 4
+
+
+def test_a_time_the_old_and_the_new_schedule_share_is_kept_when_the_schedule_changes(server_for):
+    server = server_for(interval=60)
+    table = server.table
+    table.plan("policy", server.deployments["policy"].times, lookahead=600)
+    before = [r.scheduled_time for r in table.runs("policy", limit=None)]
+    assert len(before) >= 9 and all(t % 60 == 0 for t in before)
+    changed = recorded.to_deployment(name="policy", cron="*/2 * * * *")  # every other minute of the old one
+    assert table.register(changed.spec(), changed.times) is True
+    after = {r.scheduled_time: r for r in table.runs("policy", limit=None)}
+    assert {t for t, r in after.items() if r.status == "scheduled"} == {t for t in before if t % 120 == 0}
+    assert all(
+        "schedule changed" in (after[t].reason or "") for t in before if t % 120
+    ) and all(after[t].status == "skipped" for t in before if t % 120)  # fmt: skip
+    table.plan("policy", changed.times, lookahead=600)
+    scheduled = sorted(r.scheduled_time for r in table.runs("policy", limit=None) if r.status == "scheduled")
+    assert scheduled == changed.times(scheduled[0] - 1, scheduled[-1])  # every time of the new schedule, once

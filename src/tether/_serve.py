@@ -168,7 +168,7 @@ class Server:
         """Write the deployments to the store (`DeploymentNameTaken` if a name is another flow's)."""
         self.registered = True
         for deployment in self.deployments.values():
-            if self.table.register(deployment.spec()):
+            if self.table.register(deployment.spec(), deployment.times):
                 log.warning(
                     "Deployment %r: its schedule changed; times count from now (nothing is back-filled).",
                     deployment.name,
