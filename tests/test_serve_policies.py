@@ -3,6 +3,7 @@ in this process (each run still forked into a process of its own), judged by the
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -419,3 +420,33 @@ def test_a_time_the_old_and_the_new_schedule_share_is_kept_when_the_schedule_cha
     table.plan("policy", changed.times, lookahead=600)
     scheduled = sorted(r.scheduled_time for r in table.runs("policy", limit=None) if r.status == "scheduled")
     assert scheduled == changed.times(scheduled[0] - 1, scheduled[-1])  # every time of the new schedule, once
+
+
+def record_line(line: dict[str, Any]) -> None:
+    with pathlib.Path(os.environ["RECORD"]).open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+@flow
+async def recorded_async(n: int = 1) -> int:
+    await asyncio.sleep(0)
+    record_line({"scheduled": flow_run.scheduled_start_time.timestamp(), "deployment": deployment.name, "n": n})
+    return n
+
+
+def test_an_async_flow_is_served_like_a_sync_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("TETHER_STORE", raising=False)
+    monkeypatch.setenv("RECORD", str(tmp_path / "record.jsonl"))
+    settings = ServeSettings(late_seconds=0.0, lookahead_seconds=0.0)
+    server = Server([recorded_async.to_deployment(name="async", parameters={"n": 4})], settings, store=open_store())
+    try:
+        server.register()
+        asked = server.table.request_run("async", {})
+        server.tick()
+        settle(server)
+        row = next(r for r in server.table.runs("async") if r.id == asked)
+        assert (row.status, row.state_name) == ("completed", "Completed")
+        assert [(line["deployment"], line["n"]) for line in records(tmp_path)] == [("async", 4)]
+        assert server.store.flow_run(row.flow_run_id).flow_run.state_type == "COMPLETED"
+    finally:
+        server.store.close()

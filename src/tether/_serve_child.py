@@ -5,15 +5,18 @@ arranges to die with its serve process (Linux: ``PR_SET_PDEATHSIG``; it also exi
 if its parent is already gone), drops the serve process's database connections,
 moves its row to ``running`` (only while its serve process still holds the claim,
 so a run is never started by two processes), runs the flow (already imported by
-serve) with the deployment's parameters, records the flow run's id on the row as
-soon as the run exists, and finally records how it ended. Inside the run,
+serve; an async flow in an event loop of its own) with the deployment's parameters,
+records the flow run's id on the row as soon as the run exists, and finally records
+how it ended. Inside the run,
 `tether.runtime.deployment` and ``flow_run.scheduled_start_time`` answer from the
 job. Exit code: 0 completed, 1 not, 3 the claim was lost (nothing ran).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import inspect
 import os
 import signal
 import sys
@@ -88,6 +91,8 @@ def _run(job: dict[str, Any], flow: Callable[..., Any], owner: ProcessInfo) -> i
     try:
         with run_tags(*job["tags"]):
             state = flow(**job["parameters"], return_state=True)
+            if inspect.iscoroutine(state):  # an async flow: this process has no event loop of its own yet
+                state = asyncio.run(state)
         state_type, state_name = state.type.value, state.name
     except BaseException as exc:  # noqa: BLE001 - bad parameters, or the engine itself failed
         traceback.print_exc()
