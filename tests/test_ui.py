@@ -481,7 +481,7 @@ def test_cancelling_a_run_is_refused_read_only_and_without_the_csrf_token(tmp_pa
             status, page, _ = ui.get(f"/runs/{run.id}")
             assert status == 200 and "Cancel run" not in page and f"tether runs cancel {run.id}" in page
             status, page = ui.post(f"/actions/runs/{run.id}/cancel", "csrf=anything")
-            assert status == 403 and "--allow-actions" in page
+            assert status == 403 and "--allow-actions" in page and f"(tether runs cancel {run.id})" in page
         with dashboard(env, "--allow-actions") as ui:
             status, page, _ = ui.get(f"/runs/{run.id}")
             assert "Cancel run" in page

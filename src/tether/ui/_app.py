@@ -166,7 +166,7 @@ class Dashboard:
     # -- actions (only with allow_actions) ---------------------------------------------
 
     async def reap(self, request: Request) -> Response:
-        refused = await self._refused(request)
+        refused = await self._refused(request, "tether reap")
         if refused is not None:
             return refused
         # As `tether reap` does: the runs whose process is gone are recorded Crashed first, then orphans reaped.
@@ -178,14 +178,14 @@ class Dashboard:
                          now=time.time())
 
     async def mark_closed(self, request: Request) -> Response:
-        refused = await self._refused(request)
+        refused = await self._refused(request, f"tether reap --mark-closed {request.path_params['entry_id']}")
         if refused is not None:
             return refused
         await run_in_threadpool(self.store.mark_reaped, int(request.path_params["entry_id"]))
         return RedirectResponse("/resources", status_code=303)
 
     async def cancel(self, request: Request) -> Response:
-        refused = await self._refused(request)
+        refused = await self._refused(request, f"tether runs cancel {request.path_params['run_id']}")
         if refused is not None:
             return refused
         try:
@@ -201,17 +201,20 @@ class Dashboard:
         return await self._set_paused(request, False)
 
     async def _set_paused(self, request: Request, paused: bool) -> Response:
-        refused = await self._refused(request)
+        command = f"tether deployments {'pause' if paused else 'resume'} {request.path_params['name']}"
+        refused = await self._refused(request, command)
         if refused is not None:
             return refused
         await run_in_threadpool(set_deployment_paused, self.store, request.path_params["name"], paused)
         return RedirectResponse("/deployments", status_code=303)
 
-    async def _refused(self, request: Request) -> Response | None:
+    async def _refused(self, request: Request, command: str) -> Response | None:
+        """A 403 page unless actions are allowed and the form carries this server's CSRF token;
+        ``command`` is the shell command that does the same."""
         if not self.allow_actions:
             return self.error(
                 request, 403, "This dashboard is read-only: it was started without --allow-actions. "
-                "Run the action from the shell (tether reap), or restart with: tether ui --allow-actions",
+                f"Run the action from the shell ({command}), or restart with: tether ui --allow-actions",
             )
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         token = (form.get("csrf") or [""])[0]
