@@ -15,6 +15,7 @@ from tether._cli_serve import load_flow
 from tether._deployment import Deployment
 from tether._serve import serve, serve_flow
 from tether.cli import main
+from tether.schedules import Cron
 from tether.store import DeploymentTable, open_store
 
 FLOWS = """
@@ -65,6 +66,7 @@ def deployments_in_store(tmp_path) -> list[str]:
         (["--interval", "60", "-p", "m=2"], "unexpected keyword argument 'm'", "parameters"),
         (["--interval", "60", "-p", "n=abc"], "n: Input should be a valid integer", "parameters"),
         (["--interval", "60", "--cron", "0 2 * * *"], "cron and interval were both given", "cron='0 2 * * *'"),
+        (["--timezone", "Europe/Berlin"], "there is no schedule to apply it to", "timezone='Europe/Berlin'"),
     ],
 )
 def test_bad_input_exits_2_names_the_value_and_writes_nothing(flows, tmp_path, args, named, example):
@@ -144,6 +146,11 @@ SCRIPT_BAD_INPUT = [
     ),
     (lambda f: serve(serving(f).to_deployment("nightly", interval=60), limit=0), "limit=0", "limit=4"),
     (lambda f: serve_flow(serving(f), "nightly", cron="61 * * * *"), "cron='61 * * * *'", "cron='30 1 * * *'"),
+    (
+        lambda f: serve_flow(serving(f), "nightly", schedule=Cron("0 2 * * *"), timezone="Europe/Berlin"),
+        "timezone='Europe/Berlin' is for cron=, interval= or rrule=, and each schedule object carries its own",
+        "schedule=Cron('0 2 * * *', timezone='Europe/Berlin')",
+    ),
     (
         lambda f: serve_flow(serving(f), "nightly", cron_string="0 2 * * *"),
         "unknown option cron_string='0 2 * * *'",

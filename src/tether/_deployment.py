@@ -175,6 +175,13 @@ def _schedules(
                 raise ScheduleError(
                     f"{owner}: {s!r} is not a schedule. Example: schedule=Cron('0 2 * * *', timezone='Europe/Berlin')."
                 )
+    if timezone is not None and (schedule is not None or schedules is not None or not given):
+        # Dropped silently, it would move every run by the zone's offset: say where it goes instead.
+        where = "each schedule object carries its own" if given else "there is no schedule to apply it to"
+        raise ScheduleError(
+            f"{owner}: timezone={timezone!r} is for cron=, interval= or rrule=, and {where}. Example: "
+            f"cron='0 2 * * *', timezone={timezone!r}, or schedule=Cron('0 2 * * *', timezone={timezone!r})."
+        )
     return found
 
 
