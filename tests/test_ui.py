@@ -560,3 +560,31 @@ def test_a_run_whose_process_died_is_marked_gone_and_reap_now_records_it_crashed
             process.kill()
             process.communicate()
         store.close()
+
+
+def test_a_run_on_another_host_is_not_offered_a_cancel_button(env, home):
+    import time
+    import uuid
+
+    import sqlalchemy as sa
+
+    from tether.store._db import write
+    from tether.store._schema import flow_runs
+
+    store = open_store(f"sqlite:///{home / 'tether.db'}")
+    run_id, now = uuid.uuid4().hex, time.time()
+    try:
+        write(store.engine, lambda conn: conn.execute(sa.insert(flow_runs).values(
+            id=run_id, name="elsewhere", state_type="RUNNING", state_name="Running", run_count=1, created=now,
+            start_time=now, updated=now, pid=4242, host="another-machine", heartbeat=now,
+        )))
+    finally:
+        store.close()
+    with dashboard(env, "--allow-actions") as ui:
+        status, page, _ = ui.get(f"/runs/{run_id}")
+        assert status == 200 and "Cancel run" not in page
+        assert f"It runs on host another-machine: cancel it there with <code>tether runs cancel {run_id}</code>" in page
+        token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page).group(1)
+        status, page = ui.post(f"/actions/runs/{run_id}/cancel", f"csrf={token}")  # an old tab: refused, saying why
+        assert status == 409 and "runs on host &#39;another-machine&#39; (process 4242)" in page
+        assert f'<a href="/runs/{run_id}">Back</a>' in page

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -90,6 +91,7 @@ class Dashboard:
             when=_format.when, clock=_format.clock, iso=_format.iso, seconds=_format.seconds,
             short_id=_format.short_id, state_class=_format.state_class, outcome=_timeline.outcome,
             worker=_timeline.worker, zone=_format.zone, states=STATES, process_gone=process_gone,
+            this_host=socket.gethostname(),
         )
 
     # -- pages -------------------------------------------------------------------------
