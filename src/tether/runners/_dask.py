@@ -279,17 +279,26 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
-def _runtime_of(dask_worker: Any) -> WorkerRuntime:
+def _runtime_of(dask_worker: Callable[[], Any]) -> WorkerRuntime:
     """This process's runtime, made on the first call that reaches it: named after its Dask
     worker (a worker learns its address only once it has started), answering for stuck calls
     through that worker's events. (Workers of a cluster without processes share one.)"""
-    return current(lambda: WorkerRuntime(dask_worker.address, on_stuck=functools.partial(_answer_for_stuck_call, dask_worker)))
+
+    def make() -> WorkerRuntime:
+        worker = dask_worker()
+        return WorkerRuntime(worker.address, on_stuck=functools.partial(_answer_for_stuck_call, worker))
+
+    return current(make)
+
+
+def _task_thread_worker() -> Any:
+    _, distributed = _import_distributed()
+    return distributed.get_worker()  # in a task thread; `Client.run` functions are given theirs
 
 
 def _on_dask_worker(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Runs on the Dask worker (in a task thread): make sure of the runtime, then run ``fn``."""
-    _, distributed = _import_distributed()
-    _runtime_of(distributed.get_worker())
+    _runtime_of(_task_thread_worker)
     return fn(*args, **kwargs)
 
 
@@ -316,11 +325,11 @@ def dask_setup(worker: Any) -> None:
 async def _in_worker_thread(fn: Callable[..., Any], args: tuple[Any, ...], dask_worker: Any) -> Any:
     """Runs on the worker's event loop (`Client.run`, which passes ``dask_worker``): ``fn``
     goes to a thread, not to the loop."""
-    _runtime_of(dask_worker)
+    _runtime_of(lambda: dask_worker)
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
 
 
 def _interrupt_on_dask_worker(requests: list[tuple[str, type[BaseException]]], dask_worker: Any) -> list[str]:
     """Runs on the worker's event loop (`Client.run`): `WorkerRuntime.interrupt_many` there (a
     call not started yet is remembered by the runtime its first call will find)."""
-    return _runtime_of(dask_worker).interrupt_many(requests)
+    return _runtime_of(lambda: dask_worker).interrupt_many(requests)
