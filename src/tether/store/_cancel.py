@@ -32,8 +32,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tether._errors import TetherError
 from tether.store._db import read
-from tether.store._errors import StoreError
 from tether.store._ledger import REUSED_AFTER_SECONDS, process_alive, process_started, process_started_at
 from tether.store._schema import flow_runs, resources
 from tether.store._store import Store, matching_flow_run
@@ -43,7 +43,7 @@ FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 MAX_DEPTH = 100
 
 
-class CannotCancel(StoreError):
+class CannotCancel(TetherError):
     """The flow run cannot be cancelled from here; the message says why and what to do.
 
     ``reason`` names the case for callers that act on it: ``final``, ``subflow``,
