@@ -19,7 +19,7 @@ Runners whose workers are other processes, maybe on other machines, are
 - ``worker_names()``: the names of its live workers (to close the copies that abandoned
   calls may have opened, wherever they ran).
 
-A worker's name is whatever the runner's workers report through `_worker.identify`.
+A worker's name is the one its `WorkerRuntime` (`runners/_worker.py`) was given by its runner.
 The engine closes the copies a runner's workers hold before it stops the runner; this
 module does no engine work.
 """
@@ -79,5 +79,5 @@ class RemoteRunner(TaskRunner):
         """The call did not stop when interrupted. By default its worker thread runs on."""
 
     def worker_names(self) -> list[str]:
-        """The names of the live workers, as they report them (see `_worker.identify`)."""
+        """The names of the live workers: the names their `WorkerRuntime`s were given."""
         raise NotImplementedError
