@@ -450,3 +450,25 @@ def test_an_async_flow_is_served_like_a_sync_one(tmp_path, monkeypatch):
         assert server.store.flow_run(row.flow_run_id).flow_run.state_type == "COMPLETED"
     finally:
         server.store.close()
+
+
+def test_the_display_shows_the_times_catch_up_skipped_and_why(server_for):
+    server = server_for(interval=1)  # --catchup latest
+    with server.store.engine.begin() as conn:
+        conn.execute(sa.update(deployments_table).values(planned_until=float(int(server.table.now())) - 4.5))
+    piped, screen = io.StringIO(), io.StringIO()
+    lines = ServeDisplay(Console(file=piped, force_terminal=False, width=200))
+    live = ServeDisplay(Console(file=screen, force_terminal=True, width=200))
+    try:
+        server.tick()  # four times missed: the newest runs, the three before it are skipped
+        lines.update(server)
+        live.update(server)
+        lines.update(server)  # nothing new: nothing printed twice
+    finally:
+        live.close()
+        settle(server)
+    skipped = sorted(r.scheduled_time for r in server.table.runs("policy", limit=None) if r.status == "skipped")
+    assert len(skipped) >= 3
+    printed = [line for line in piped.getvalue().splitlines() if "was skipped" in line]
+    assert len(printed) == len(skipped) and all("(catchup=latest)" in line for line in printed)
+    assert "SKIPPED" in screen.getvalue() and "catchup=latest" in screen.getvalue()

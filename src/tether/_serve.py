@@ -161,12 +161,15 @@ class Server:
         self.on_tick = on_tick
         self.seen_by = f"tether serve (process {self.me.pid})"
         self.registered = False
+        #: When this process registered its deployments, by the database's clock.
+        self.started_at = 0.0
         #: Deployments whose schedule in the store is another process's (warned once).
         self._stale: set[str] = set()
 
     def register(self) -> None:
         """Write the deployments to the store (`DeploymentNameTaken` if a name is another flow's)."""
         self.registered = True
+        self.started_at = self.table.now()
         for deployment in self.deployments.values():
             if self.table.register(deployment.spec(), deployment.times):
                 log.warning(

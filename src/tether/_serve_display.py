@@ -1,7 +1,8 @@
-"""What ``tether serve`` shows while it serves: each deployment's next time and the runs in progress.
+"""What ``tether serve`` shows while it serves: each deployment's next time, the runs in progress
+and the scheduled times it skipped (catch-up, overlap, a pause), with why.
 
 On a terminal it is a live table redrawn after every look at the store; piped, it
-prints one line when a run starts and one when it ends. It reads what a serve
+prints one line when a run starts, one when it ends, and one for skipped times. It reads what a serve
 process shows of itself (`Served`: `tether._serve.Server` is one) and the store's
 rows; it changes nothing.
 """
@@ -18,7 +19,10 @@ from rich.table import Table
 from rich.text import Text
 
 from tether._deployment import Deployment
-from tether.store import Claimed, DeploymentTable
+from tether.store import Claimed, DeploymentTable, ScheduledRun
+
+#: The skipped times the live table keeps; piped, this many in a row are printed one by one, more summed up.
+SHOWN_SKIPS = 5
 
 
 class ShownChild(Protocol):
@@ -43,6 +47,11 @@ class Served(Protocol):
     @property
     def table(self) -> DeploymentTable: ...
 
+    @property
+    def started_at(self) -> float:
+        """When it registered its deployments (the database's clock): skips from then on are shown."""
+        ...
+
 
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
@@ -59,6 +68,8 @@ class ServeDisplay:
             Live(console=console, auto_refresh=False, transient=False) if console.is_terminal else None
         )
         self._running: dict[int, Any] = {}
+        self._skipped_since: float | None = None
+        self._skipped: list[ScheduledRun] = []  # the latest, newest last
         if self.live is not None:
             self.live.start()
 
@@ -79,8 +90,43 @@ class ServeDisplay:
                     status = row.status if row is not None else "ended"
                     self.console.print(f"Deployment {self._running[run_id].deployment!r}: run {run_id} {status}.")
         self._running = current
+        self._show_skips(server)
         if self.live is not None:
             self.live.update(self.render(server, now), refresh=True)
+
+    def _show_skips(self, server: Served) -> None:
+        since = server.started_at if self._skipped_since is None else self._skipped_since
+        newest = since
+        for name in server.deployments:
+            found = sorted(
+                (
+                    r
+                    for r in server.table.runs(name, limit=100, statuses=("skipped", "cancelled"))
+                    if (r.ended or 0) > since
+                ),
+                key=lambda r: r.scheduled_time,
+            )
+            if not found:
+                continue
+            newest = max([newest, *(r.ended or 0 for r in found)])
+            self._skipped = (self._skipped + found)[-SHOWN_SKIPS:]
+            if self.live is None:
+                self._print_skips(name, found)
+        self._skipped_since = newest
+
+    def _print_skips(self, name: str, found: list[ScheduledRun]) -> None:
+        if len(found) <= SHOWN_SKIPS:
+            for r in found:
+                self.console.print(
+                    f"Deployment {name!r}: the time scheduled at {_when(r.scheduled_time)} was {r.status}: {r.reason}."
+                )
+            return
+        more = " or more" if len(found) == 100 else ""
+        self.console.print(
+            f"Deployment {name!r}: {len(found)}{more} times scheduled from {_when(found[0].scheduled_time)} to "
+            f"{_when(found[-1].scheduled_time)} were {found[-1].status}; the last: {found[-1].reason}. "
+            f"See: tether deployments runs {name}"
+        )
 
     def render(self, server: Served, now: float) -> Group:
         schedules = Table(box=None, header_style="bold", title=None)
@@ -103,6 +149,13 @@ class ServeDisplay:
             )
         parts: list[Any] = [schedules, Text("")]
         parts.append(running if server.children else Text("No runs in progress.", style="dim"))
+        if self._skipped:
+            skipped = Table(box=None, header_style="bold")
+            for column in ("SKIPPED", "DEPLOYMENT", "STATUS", "WHY"):
+                skipped.add_column(column)
+            for r in self._skipped:
+                skipped.add_row(_when(r.scheduled_time), r.deployment, r.status, r.reason or "")
+            parts += [Text(""), skipped]
         return Group(*parts)
 
     def close(self) -> None:
