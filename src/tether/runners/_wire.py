@@ -16,14 +16,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
 
-from tether._errors import TetherError
+from tether._errors import WorkerLost as WorkerLost  # raised here; the class is in the exception tree
 
 if TYPE_CHECKING:
     from tether.store import LedgerTarget
-
-
-class WorkerLost(TetherError):
-    """The worker process that ran (or was to run) a call died, or left the cluster."""
 
 
 class RemoteError(Exception):
