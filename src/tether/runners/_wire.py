@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
 
-from tether._errors import WorkerLost as WorkerLost  # raised here; the class is in the exception tree
+from tether._errors import WorkerLost  # noqa: F401 - runners raise it from here; the class is in the exception tree
 
 if TYPE_CHECKING:
     from tether.store import LedgerTarget
