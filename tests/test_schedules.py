@@ -100,6 +100,8 @@ def test_schedules_round_trip_and_prefects_names_are_ours():
         (lambda: Interval(dt.timedelta(0)), "interval=datetime.timedelta(0)", "interval=3600"),
         (lambda: Interval(1e300), "interval=1e+300 is longer than 100 years", "cron='0 0 1 1 *'"),
         (lambda: Interval(float("nan")), "interval=nan", "interval=3600"),
+        (lambda: Interval(1e-9), "interval=1e-09 is shorter than a second", "interval=1"),
+        (lambda: Interval(dt.timedelta(milliseconds=500)), "shorter than a second", "interval=timedelta(minutes=5)"),
     ],
 )
 def test_bad_schedules_name_the_value_and_show_a_good_one(make, named, example):

@@ -6,8 +6,8 @@
     RRule("FREQ=WEEKLY;BYDAY=MO;BYHOUR=9", timezone="America/New_York")
 
 A schedule is a frozen value checked when it is made (a bad expression, an unknown
-time zone or an interval of 0 or less raises `ScheduleError` naming the value and
-showing a good one). `times(after, until)` gives the scheduled times in
+time zone, an interval of 0 or less, under a second or over 100 years raises
+`ScheduleError` naming the value and showing a good one). `times(after, until)` gives the scheduled times in
 ``(after, until]`` as seconds since the epoch; every process computes the same
 ones, since each depends only on the schedule (an interval and a rule without
 DTSTART are anchored at a fixed date, not at "now").
@@ -60,6 +60,8 @@ DEFAULT_ANCHOR = dt.datetime(2020, 1, 1)
 MAX_TIMES = 10_000
 #: The longest interval: times further apart would soon pass the last date a datetime can hold (9999).
 MAX_INTERVAL_SECONDS = 100 * 366 * 86400.0
+#: The shortest interval: each run starts a process of its own, and serve looks at the store 4 times a second.
+MIN_INTERVAL_SECONDS = 1.0
 _NICKNAMES = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -197,6 +199,12 @@ class Interval(Schedule):
             raise ScheduleError(
                 f"interval={interval!r} is not a positive number of seconds (or a positive timedelta): a schedule "
                 "needs time between runs. Example: interval=3600 (hourly) or interval=timedelta(minutes=5)."
+            )
+        if seconds < MIN_INTERVAL_SECONDS:
+            raise ScheduleError(
+                f"interval={interval!r} is shorter than a second: each scheduled run starts a process of its own, "
+                "and a serve process looks for due times a few times a second. Example: interval=1, or "
+                "interval=timedelta(minutes=5)."
             )
         if seconds > MAX_INTERVAL_SECONDS:
             raise ScheduleError(
