@@ -438,6 +438,7 @@ class FlowRun:
             if self._ending and not self._active:
                 self.late_interrupt = reason
             else:
+                self.cancel_reason = reason  # with the flag: whoever sees it cancelling knows why
                 self.cancelling = True
         if self.late_interrupt is reason:
             logger.warning(
@@ -445,7 +446,6 @@ class FlowRun:
                 "the cleanups go on with the work's outcome, then the run ends.", self.record.name, _interruption(reason),
             )
             return
-        self.cancel_reason = reason
         self.cancel_event.set()
         logger.warning(
             "Flow run %r is being cancelled (%s): waiting up to %g s (TETHER_INTERRUPT_GRACE_SECONDS) for its "
