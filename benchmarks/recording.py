@@ -253,7 +253,7 @@ def one_shot(n: int, rounds: int, before: str | None) -> None:
                 exits.append(answer["exit"])
             elif engine == "before":
                 before_exits.append(answer["exit"])
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items() if v}
     print(f"one-shot, {n} submitted no-ops, first flow of a fresh process ({rounds} rounds, medians): "
           f"bare {med['bare']:.3f} s, store off {med['off']:.3f} s, store on {med['on']:.3f} s "
           f"(then {statistics.median(exits):.3f} s to write at exit)")  # fmt: skip
