@@ -20,7 +20,7 @@ from tether._core import (
     cancelled_before_start,
     classify_failure,
 )
-from tether._core._decide import flow_failure, flow_retry_delay, retries_left, with_late_interrupt
+from tether._core._decide import flow_failure, flow_retry_delay, flow_timeout_message, retries_left, with_late_interrupt
 from tether._engine._task_run import TaskRun
 from tether._errors import TaskRunCancelled, TaskRunTimeout, WorkerLost
 from tether._limits import Limiter
@@ -324,3 +324,8 @@ def test_a_task_run_awaiting_a_retry_is_cancelled_with_the_kernels_text():
     run.cancelled_awaiting_retry()
     assert run.record.state.name == "Cancelled"
     assert run.record.state.message == "The flow run was cancelled while this task run awaited a retry."
+
+
+def test_the_timeout_texts_name_the_run_and_its_timeout():
+    assert flow_timeout_message("etl", 3600) == "Flow run 'etl' exceeded its timeout of 3600 s."
+    assert flow_timeout_message("etl", 0.25) == "Flow run 'etl' exceeded its timeout of 0.25 s."

@@ -95,6 +95,10 @@ def timeout_message(run_name: str, timeout_seconds: float) -> str:
     return f"Task run {run_name!r} exceeded its timeout of {timeout_seconds:g} s."
 
 
+def flow_timeout_message(run_name: str, timeout_seconds: float) -> str:
+    return f"Flow run {run_name!r} exceeded its timeout of {timeout_seconds:g} s."
+
+
 def after_abandon(*, timed_out: bool, run_name: str, timeout_seconds: float | None, grace_seconds: float, error_type: Any = None) -> State:
     """An interrupted body did not stop within the grace period (blocked in C): the run ends
     without it. ``error_type`` builds the timeout's error (the engine's TaskRunTimeout)."""

@@ -29,7 +29,7 @@ from tether._core import (
     StateType,
     transition,
 )
-from tether._core._decide import flow_failure, flow_retry_delay, with_late_interrupt
+from tether._core._decide import flow_failure, flow_retry_delay, flow_timeout_message, with_late_interrupt
 from tether._engine._copies import close_copies, close_copies_held_by
 from tether._engine._remote import check_arguments, dispatch_remote, open_first_copy
 from tether._engine._shells import crash_if_unfinished, run_async, run_guarded, run_sync
@@ -383,7 +383,7 @@ class FlowRun:
         """Decide what the body's error leads to; returns a retry delay or None."""
         self._leave_body()
         if self.timed_out and isinstance(exc, (KeyboardInterrupt, FlowRunTimeout)):
-            exc = FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.options.timeout_seconds:g} s.")
+            exc = FlowRunTimeout(flow_timeout_message(self.record.name, self.options.timeout_seconds or 0))
         if not isinstance(exc, Exception) or isinstance(exc, FlowRunTimeout):
             self.cancel(exc)
             return None
@@ -422,7 +422,7 @@ class FlowRun:
                 else:
                     raise_in_thread(self._thread_id, FlowRunTimeout)
         if not in_body:
-            self.cancel(FlowRunTimeout(f"Flow run {self.record.name!r} exceeded its timeout of {self.options.timeout_seconds:g} s."))
+            self.cancel(FlowRunTimeout(flow_timeout_message(self.record.name, self.options.timeout_seconds or 0)))
 
     def cancel(self, reason: BaseException) -> None:
         """Cancel every task run not started, interrupt the running ones, fail the scopes.
