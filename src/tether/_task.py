@@ -38,6 +38,7 @@ from tether._options import (
 )
 from tether._run_names import RunName, check_run_name, render_run_name
 from tether._run_views import with_defaults
+from tether.transactions import current_plain, run_called_task
 
 R = TypeVar("R")
 
@@ -62,6 +63,8 @@ TASK_OPTIONS = (
     "refresh_cache",
     "result_storage_key",
     "on_running",
+    "on_commit",
+    "on_rollback",
     # Prefect 1's names for the same things:
     "log_stdout",
     "max_retries",
@@ -104,6 +107,8 @@ class Task(Generic[R]):
         refresh_cache: bool | None = None,
         result_storage_key: str | None = None,
         on_running: list[Callable[..., Any]] | None = None,
+        on_commit: list[Callable[..., Any]] | None = None,
+        on_rollback: list[Callable[..., Any]] | None = None,
         log_stdout: bool | None = None,
         max_retries: int | None = None,
         retry_delay: datetime.timedelta | float | None = None,
@@ -144,6 +149,9 @@ class Task(Generic[R]):
         self.on_completion = Hooks(check_hooks(owner, "on_completion", on_completion), self, "on_completion")
         self.on_failure = Hooks(check_hooks(owner, "on_failure", on_failure), self, "on_failure")
         self.on_running = Hooks(check_hooks(owner, "on_running", on_running), self, "on_running")
+        # Read by the task run's transaction, not by the engine: no cost outside transactions.
+        self.on_commit = TransactionHooks(check_hooks(owner, "on_commit", on_commit), self, "on_commit")
+        self.on_rollback = TransactionHooks(check_hooks(owner, "on_rollback", on_rollback), self, "on_rollback")
         self.log_prints = _one_of(owner, "log_prints", log_prints, None, "log_stdout", log_stdout)
         self.description = check_text(owner, "description", description) or inspect.getdoc(fn)
         self.version = check_text(owner, "version", version)
@@ -159,6 +167,16 @@ class Task(Generic[R]):
             self.cache_policy, self.inherits_persistence, self.refresh_cache, self.cache_expiration,
             self.log_prints, self.task_run_name, self.on_completion, self.on_failure, self.on_running,
         )
+
+    @property
+    def on_commit_hooks(self) -> list[Callable[..., Any]]:
+        """Prefect's name for the hooks run when this task's transaction commits."""
+        return list(self.on_commit)
+
+    @property
+    def on_rollback_hooks(self) -> list[Callable[..., Any]]:
+        """Prefect's name for the hooks run when this task's transaction rolls back."""
+        return list(self.on_rollback)
 
     def with_options(self, **options: Any) -> Task[R]:
         """A copy of this task with some options changed (the others as they were)."""
@@ -207,6 +225,9 @@ class Task(Generic[R]):
             graph = building_graph.get()
             if graph is not None:  # inside `with Flow(...)`: build a node, run nothing
                 return graph.add_call(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)
+            txn = current_plain()
+            if txn is not None:  # inside `with transaction()` outside a flow: one of its members
+                return run_called_task(txn, self, args, kwargs)
             return self.fn(*args, **kwargs)
         return ctx.flow_run.call_task(self, args, kwargs, wait_for, return_state)
 
@@ -276,6 +297,20 @@ class Task(Generic[R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
+
+
+class TransactionHooks(Hooks):
+    """A task's ``on_commit`` / ``on_rollback`` hooks: a tuple its transaction reads, that
+    registers a hook when called (``@my_task.on_rollback``), as Prefect's decorator does.
+    The engine's options record does not carry them: only a transaction reads them."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TransactionHooks, (tuple(self), self._owner, self._name))
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        check_hooks(repr(self._owner), self._name, [fn])
+        setattr(self._owner, self._name, TransactionHooks((*self, fn), self._owner, self._name))
+        return fn
 
 
 def _one_of(owner: str, name: str, value: Any, default: Any, old_name: str, old_value: Any) -> Any:
