@@ -194,7 +194,7 @@ def test_serve_from_a_script_with_a_bad_setting_in_the_environment_exits_2(flows
     err = capsys.readouterr().err
     assert exited.value.code == 2
     assert "TETHER_SERVE_GRACE_SECONDS='soon' is not a number of seconds" in err
-    assert "Example: TETHER_SERVE_GRACE_SECONDS=30" in err
+    assert "unset it for the default (30)" in err
     assert deployments_in_store(tmp_path) == []
 
 

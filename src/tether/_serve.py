@@ -44,6 +44,7 @@ from tether._deployment import Deployment, DeploymentError, ServableFlow
 from tether._errors import UsageError
 from tether._serve_child import run_claimed
 from tether._serve_display import ServeDisplay
+from tether._settings import seconds
 from tether.schedules import from_dict
 from tether.store import (
     Claimed,
@@ -56,6 +57,8 @@ from tether.store import (
 )
 
 log = logging.getLogger("tether.serve")
+#: The shortest time between two looks at the store (0 would spin on it).
+MIN_POLL_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,9 @@ class ServeSettings:
                 "Example: serve(my_flow.to_deployment(name='nightly', cron='0 2 * * *'), grace_seconds=60)."
             )
         values: dict[str, Any] = {}
-        for name in known:
-            if not name.endswith("_seconds"):
-                continue
+        for name in (n for n in known if n.endswith("_seconds")):
             variable = f"TETHER_SERVE_{name.removesuffix('_seconds').upper()}_SECONDS"
-            raw = os.environ.get(variable, "").strip()
-            if raw:
-                values[name] = _seconds(raw, f"{variable}={raw!r}", f"{variable}={getattr(cls, name):g}", name)
+            values[name] = seconds(variable, getattr(cls, name), MIN_POLL_SECONDS if name == "poll_seconds" else 0.0)
         for name, value in given.items():
             if value is None:
                 continue
@@ -113,14 +112,13 @@ class ServeSettings:
 def _seconds(value: Any, shown: str, example: str, name: str) -> float:
     """``value`` as a number of seconds, or `UsageError` saying which setting and what would do."""
     try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
+        number = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        seconds = math.nan
-    smallest_exclusive = name == "poll_seconds"  # a poll of 0 would spin on the store
-    if not math.isfinite(seconds) or seconds < 0 or (smallest_exclusive and seconds == 0):
-        what = "a positive number of seconds" if smallest_exclusive else "a number of seconds, 0 or more"
-        raise UsageError(f"tether serve: {shown} is not {what}. Example: {example}.")
-    return seconds
+        number = math.nan
+    least = MIN_POLL_SECONDS if name == "poll_seconds" else 0.0
+    if not math.isfinite(number) or number < least:
+        raise UsageError(f"tether serve: {shown} is not a number of seconds of at least {least:g}. Example: {example}.")
+    return number
 
 
 @dataclass
