@@ -253,7 +253,6 @@ class Transaction:
                 self.state = TransactionState.COMMITTED
             except Exception as exc:  # noqa: BLE001 - as Prefect: logged, rolled back instead
                 self.logger.error("An error was encountered while committing %s; rolling it back.", self._label(), exc_info=exc)
-                self._errors.append(_hook_error(self, "commit", exc))
                 self.rollback()
                 return False
             self._release()
@@ -272,7 +271,6 @@ class Transaction:
                         self._run_hook(hook, "rollback")
                     except Exception as exc:  # noqa: BLE001 - the others must still run
                         self.logger.error("An error was encountered while rolling back %s.", self._label(), exc_info=exc)
-                        self._errors.append(_hook_error(self, "rollback", exc))
                 self.state = TransactionState.ROLLED_BACK
                 for child in reversed(self.children):
                     child.rollback()
@@ -289,9 +287,12 @@ class Transaction:
             outcome = hook(self)
             if inspect.isawaitable(outcome):
                 run_on_engine_loop(_awaited(outcome)).result()
-        except Exception:
+        except Exception as exc:
             if log:
                 self.logger.error("An error was encountered while running %s hook %r", kind, name)
+            error = CleanupError(f"the on_{kind} hook {name!r} of {self._label()} raised {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._errors.append(error)
             raise
         if log:
             self.logger.info("%s hook %r finished running successfully", kind.capitalize(), name)
@@ -377,10 +378,11 @@ class Transaction:
             self.commit()
         self._release_all()
         if self._errors:
-            first = self._errors[0]
+            first, more = self._errors[0], len(self._errors) - 1
             raise CleanupError(
-                f"{self._label()}: {len(self._errors)} of its hooks raised (the first: {first}). The transaction "
-                f"ended {self.state.value.lower().replace('_', ' ')}; fix the hook, which must not raise."
+                f"{self._label().capitalize()} ended {self.state.value.lower().replace('_', ' ')}, but {first}"
+                f"{f' (and {more} more hooks raised)' if more else ''}. A run whose on_commit hook raised was rolled "
+                "back instead; the other hooks ran. Fix the hook so that it does not raise."
             ) from first.__cause__
 
     # -- task runs ------------------------------------------------------------------------
@@ -587,12 +589,6 @@ def _default_logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore
 def _hook_name(hook: Callable[..., Any]) -> str:
     target = getattr(hook, "func", hook)  # a functools.partial names its function
     return str(getattr(target, "__name__", repr(target)))
-
-
-def _hook_error(txn: Transaction, kind: str, exc: BaseException) -> BaseException:
-    error = CleanupError(f"an on_{kind} hook of {txn._label()} raised {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
 
 
 async def _awaited(awaitable: Any) -> Any:
