@@ -6,11 +6,12 @@ numbers, which the garbage collector does not track, where queued tuples would m
 it collect more often while a busy flow runs. A writer thread waits a few
 milliseconds for a burst to gather, takes the whole queue in one slice and appends
 it to this process's spool (`_spool`): from then on the records outlive a SIGKILL of
-this process, and a flow run's end waits for no more than that. The rows are written
-from the spool later, while the flow does not need the CPU: once the stream pauses
-(`QUIET_SECONDS`), at the latest `DEFER_SECONDS` after the oldest was spooled, at
-once when someone waits for them (`flush`), a few thousand records at a time so that
-spooling goes on in between. A one-shot flow's records are so written after it
+this process, and a flow run's end waits for no more than that (it spools what is
+queued on its own thread, without waiting for the writer thread to take a turn). The
+rows are written from the spool later, while the flow does not need the CPU: once the
+stream pauses (`QUIET_SECONDS`), at the latest `DEFER_SECONDS` after the oldest was
+spooled, at once when someone waits for them (`flush`), a few thousand records at a
+time so that spooling goes on in between. A one-shot flow's records are so written after it
 ended. A stream that stays heavy for a second is handed to the writer process
 (`_writer_process`), which takes the spool over, so that planning and writing rows stop
 competing with the flow for the GIL. Resource steps (``setup-started``, ``handle``,
@@ -70,10 +71,6 @@ class _Beat:
     """A request to write the heartbeats now."""
 
 
-class _Safe(threading.Event):
-    """A flush marker that is set once what was recorded before it is spooled (safe from this process's death)."""
-
-
 Until = Literal["written", "safe"]
 
 
@@ -104,6 +101,13 @@ class StoreRecorder:
         #: Flush markers waiting for the rows up to their spool position to be written.
         self._waiting: list[tuple[Position, threading.Event]] = []
         self._lost_in_write = 0
+        #: Held while records are taken from the queue and appended to the spool, by the writer
+        #: thread or by a thread that waits for its records to be safe (`flush(until="safe")`):
+        #: so they are spooled in the order recorded. Never held while rows are written.
+        self._spool_lock = threading.Lock()
+        self._failure_lock = threading.Lock()
+        #: Records spooled by other threads since the writer thread last looked (it counts them for the writer process).
+        self._spooled_elsewhere = 0
         #: About how many records were spooled and not yet confirmed written (for a failure's count).
         self._unconfirmed = 0
         #: The records, item after item (see `split_records`). Only `record` appends (one
@@ -155,10 +159,38 @@ class StoreRecorder:
         """
         if threading.current_thread() is self._thread or not self._thread.is_alive():
             return not self._queue
-        marker = threading.Event() if until == "written" else _Safe()
+        if until == "safe":
+            return self._spool_here(timeout)
+        marker = threading.Event()
         self._markers.append(marker)
         self._wake.set()
         return marker.wait(timeout)
+
+    def _spool_here(self, timeout: float | None) -> bool:
+        """Spool what is queued on the caller's thread: a flow run's end waits for no hand-over to
+        the writer thread and back (two thread switches, each a wait for the GIL on a busy machine)."""
+        if not self._spool_lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
+            if not self._accepting:  # closed (the spool with it), or a forked child's copy of the parent's recorder
+                return not self._queue
+            if self.failure is None:
+                self._spooled_elsewhere += self._spool_items(self._take())
+            else:
+                self.dropped += _count(self._take())
+        finally:
+            self._spool_lock.release()
+        if not self._wake.is_set():
+            self._wake.set()  # the writer thread decides when the rows are written (at once if no flow runs)
+        return True
+
+    def _take(self) -> list[Any]:
+        """The queued records, taken from the front (records queued meanwhile stay, after them)."""
+        queue = self._queue
+        taken = len(queue)
+        items = queue[:taken]
+        del queue[:taken]
+        return items
 
     def heartbeat_now(self, timeout: float | None = None) -> bool:
         """Write the heartbeats of this process's open flow runs and resources now."""
@@ -176,6 +208,7 @@ class StoreRecorder:
     def abandon(self) -> None:
         """In a forked child: stop using what the parent process owns."""
         self._accepting = False
+        self._spool_lock = threading.Lock()  # the parent's writer thread may have held it at the fork
         if self._writer_process is not None:
             self._writer_process.abandon()
         if self._drain is not None:
@@ -200,6 +233,8 @@ class StoreRecorder:
             if self._writer_process is not None:
                 # A writer process never switched to holds nothing of ours: do not wait for it to start.
                 self._writer_process.close(30.0 if self._using_writer_process else 0.0)
+            with self._spool_lock:
+                self._accepting = False  # no thread spools any more
             self._finish_spool()
 
     def _loop(self) -> None:
@@ -226,20 +261,24 @@ class StoreRecorder:
             if queue and not markers and len(queue) < self._batch_items and not self._stopping:
                 self._wake.wait(self._window)  # let the burst gather into one batch
                 self._wake.clear()
-            # The markers made so far, then the queue: what they stand for is all in it.
+            # The markers made so far, then the queue: what they stand for is all in it (or was
+            # spooled by a thread waiting for its records to be safe, before we took the lock).
             due = [markers.popleft() for _ in range(len(markers))]
-            taken = len(queue)
-            items = queue[:taken]
-            del queue[:taken]  # records queued meanwhile stay, after these
             beat = any(type(marker) is _Beat for marker in due)
-            if self.failure is None:
-                self._spool_items(items)
-            else:
-                self.dropped += _count(items)
-            del items
-            end = self._spool.end if self._spool is not None else (0, 0)
+            spooled = 0
+            with self._spool_lock:
+                items = self._take()
+                spooled, self._spooled_elsewhere = self._spooled_elsewhere, 0
+                if self.failure is None:
+                    spooled += self._spool_items(items)
+                else:
+                    self.dropped += _count(items)
+                del items
+                end = self._spool.end if self._spool is not None else (0, 0)
+            if spooled:
+                self._consider_writer_process(spooled)
             for marker in due:
-                if type(marker) is _Safe or (self.failure is not None and type(marker) is not _Beat):
+                if self.failure is not None and type(marker) is not _Beat:
                     marker.set()  # type: ignore[union-attr]
                 elif type(marker) is not _Beat:
                     self._waiting.append((end, marker))  # type: ignore[arg-type]
@@ -247,24 +286,26 @@ class StoreRecorder:
                 self._write_rows(beat)
             self._release_written()
 
-    def _spool_items(self, items: list[Any]) -> None:
-        """Append the records to this process's spool: from then on they outlive it."""
+    def _spool_items(self, items: list[Any]) -> int:
+        """Append the records to this process's spool: from then on they outlive it. Hold
+        `_spool_lock`. Returns about how many records were spooled."""
         if not items:
-            return
+            return 0
         try:
             if self._spool is None:
                 self._open_spool()
             assert self._spool is not None
             self._spool.append(items)
-            self._unconfirmed += max(len(items) // ITEMS_PER_RECORD, 1)
-            self._consider_writer_process(len(items) // ITEMS_PER_RECORD)
         except Exception as exc:  # noqa: BLE001 - whatever the failure, the flow goes on
             self._give_up(exc, _count(items))
-            return
+            return 0
+        count = max(len(items) // ITEMS_PER_RECORD, 1)
+        self._unconfirmed += count
         now = time.monotonic()
         if self._unwritten_since is None:
             self._unwritten_since = now
         self._last_spooled = now
+        return count
 
     def _open_spool(self) -> None:
         key = store_key(self.location.url)
@@ -313,25 +354,19 @@ class StoreRecorder:
         so records keep going to the spool while rows are written."""
         waiting: list[threading.Event] = []
         try:
-            if self._drain is not None and self._drain_due():
-                assert self._spool is not None
-                end = self._spool.end
+            end = self._spool_end()  # another thread may be appending: read where the spool ends under the lock
+            if end is not None and self._drain is not None and self._drain_due():
                 if self._using_writer_process:
                     assert self._writer_process is not None
                     waiting = [marker for at, marker in self._waiting if at <= end]
                     self._writer_process.upto(end, written=bool(waiting))
                     self._told = time.monotonic()
-                    if waiting:
-                        self._encoder.unconfirmed_flows.clear()  # the writer process said they are written
-                        self._unconfirmed = 0
-                    self._unwritten_since = None
+                    self._all_written(end, confirmed=bool(waiting))
                     self._waiting = [(at, m) for at, m in self._waiting if at > end]
                 elif self._drain.write_some(end, READ_BYTES if self._stopping else IN_PROCESS_READ_BYTES):
                     self._wake.set()  # more to write: come back at once, after spooling what came meanwhile
                 else:
-                    self._unwritten_since = None
-                    self._encoder.unconfirmed_flows.clear()  # written
-                    self._unconfirmed = 0
+                    self._all_written(end, confirmed=True)
             if beat:
                 if self._using_writer_process:
                     assert self._writer_process is not None
@@ -343,6 +378,17 @@ class StoreRecorder:
             self._give_up(exc, self._lost_in_write or self._unconfirmed)
         for marker in waiting:  # written by the writer process, and the heartbeats too
             marker.set()
+
+    def _all_written(self, end: Position, confirmed: bool) -> None:
+        """The records up to ``end`` are written (``confirmed``), or handed to the writer process:
+        nothing is left to write, unless a thread spooled more meanwhile."""
+        with self._spool_lock:
+            if self._spool is not None and self._spool.end != end:
+                return  # spooled since: still to write (since about now)
+            self._unwritten_since = None
+            if confirmed:
+                self._encoder.unconfirmed_flows.clear()
+                self._unconfirmed = 0
 
     def _release_written(self) -> None:
         if not self._waiting:
@@ -381,7 +427,8 @@ class StoreRecorder:
             self._spool.close()
 
     def _spool_end(self) -> Position | None:
-        return self._spool.end if self._spool is not None else None
+        with self._spool_lock:
+            return self._spool.end if self._spool is not None else None
 
     def _tick(self) -> None:
         if self.failure is not None:
@@ -467,10 +514,15 @@ class StoreRecorder:
 
     def _give_up(self, exc: BaseException, lost: int) -> None:
         """Stop recording, and say once, loudly, what is not recorded and how to fix it."""
-        if self.failure is not None:
-            return
+        with self._failure_lock:  # the writer thread and a thread spooling its records may both fail
+            if self.failure is not None:
+                return
+            self.failure = self._failure_message(exc)
         self._accepting = False
         self.dropped += lost
+        log.error(self.failure)
+
+    def _failure_message(self, exc: BaseException) -> str:
         flows = {**self._encoder.unconfirmed_flows, **self._encoder.open_flows}
         if flows:
             shown = ", ".join(f"{name!r} ({run_id})" for run_id, name in list(flows.items())[:5])
@@ -490,12 +542,11 @@ class StoreRecorder:
             if self.location.is_sqlite
             else "check that the database server is up and TETHER_DATABASE_URL is right"
         )
-        self.failure = (
+        return (
             f"tether: the run store {where} failed ({reason}). The flow keeps running, but {what} will be "
             f"missing from the store: states, logs and resource ledger rows are not recorded. "
             f"To fix: {fix}, then run again."
         )
-        log.error(self.failure)
 
 
 def _count(items: list[Any]) -> int:
