@@ -1,5 +1,7 @@
-"""Catch-up after downtime and overlap with a run still going, through a `Server` driven tick by tick
-in this process (each run still forked into a process of its own), judged by the store's rows."""
+"""Catch-up after downtime, overlap with a run still going, schedule changes, runs whose process dies
+(their spooled records written before they are settled), limits and the ledger in scheduled runs, async
+flows and the live display, through a `Server` driven tick by tick in this process (each run still
+forked into a process of its own), judged by the store's rows."""
 
 from __future__ import annotations
 
