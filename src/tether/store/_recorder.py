@@ -88,6 +88,7 @@ class StoreRecorder:
         self._window = window_seconds
         self._process = ProcessInfo.current()
         self._encoder = Encoder(self._process.host, self._process.pid)
+        self._encode = self._encoder.encode_one  # bound once: `record` is the engine's hot path
         self._rows = RowWriter(engine, self._process)
         self._mode = store_writer_process()  # TETHER_STORE_HELPER: auto, always or never
         self._writer_process: WriterProcess | None = None
@@ -131,23 +132,40 @@ class StoreRecorder:
     never_raises = True
 
     def record(self, event: Event) -> None:
+        if type(event) is ResourceEvent:
+            self._record_step(event)
+            return
         if not self._accepting:
             self.dropped += 1
             return
-        if type(event) is ResourceEvent and event.details.get("stored_in") == self.location.url:
-            return  # a worker wrote this step of its copy to this store itself (see `_worker_ledger`)
         try:
             # Encoded here: the event dies at once, and a failure's traceback is as it was.
-            record = self._encoder.encode_one(event)
+            record = self._encode(event)
         except Exception as exc:  # noqa: BLE001 - whatever broke, the flow goes on
             self._give_up(exc, 1)
             return
         queue = self._queue
         queue.extend(record)
-        if type(event) is ResourceEvent and event.step in DURABLE_STEPS:
-            self.flush(DURABLE_TIMEOUT)
-        elif (self._idle or len(queue) >= self._batch_items) and not self._wake.is_set():
+        if (self._idle or len(queue) >= self._batch_items) and not self._wake.is_set():
             # Once: until the writer takes the GIL, records keep coming, and Event.set is not cheap.
+            self._wake.set()
+
+    def _record_step(self, event: ResourceEvent) -> None:
+        """A resource step: rare, and the ledger's steps are written before the flow goes on."""
+        if not self._accepting:
+            self.dropped += 1
+            return
+        if event.details.get("stored_in") == self.location.url:
+            return  # a worker wrote this step of its copy to this store itself (see `_worker_ledger`)
+        try:
+            record = self._encode(event)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the flow goes on
+            self._give_up(exc, 1)
+            return
+        self._queue.extend(record)
+        if event.step in DURABLE_STEPS:
+            self.flush(DURABLE_TIMEOUT)
+        elif self._idle and not self._wake.is_set():
             self._wake.set()
 
     def flush(self, timeout: float | None = None, until: Until = "written") -> bool:
