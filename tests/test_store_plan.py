@@ -9,7 +9,17 @@ import pytest
 
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
 from tether.store import _spool
-from tether.store._encode import LAYOUTS, LOG, RECORD_LENGTHS, RESOURCE, RUN, STATE, Encoder, split_records
+from tether.store._encode import (
+    LAYOUTS,
+    LOG,
+    RECORD_LENGTHS,
+    RESOURCE,
+    RUN,
+    STATE,
+    Encoder,
+    parameters_json,
+    split_records,
+)
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
 from tether.store._redact import REDACTED, redact_parameters, redact_text
@@ -182,6 +192,25 @@ def test_parameters_named_like_secrets_secret_values_and_url_passwords_are_redac
         {"password": REDACTED, "n": 1, "url": f"postgresql://app:{REDACTED}@db/x"},
         {"n": 2},
     ]
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {},
+        {"x": 1, "n": None, "big": 10**30},
+        {"yes": True, "no": False, "f": 1.5, "neg": -0.0, "nan": float("nan"), "inf": float("-inf")},
+        {"password": "hunter2", "api_key": 5, "text": 'é\n"quoted"\t\u2603'},
+        {"url": "postgresql://app:pw4@db/x", "dsn": "host=db password=pw5"},
+        {"long": "a" * 3990 + " password=abcdefghijkl", "longer": "x" * 5000},
+        {1: "a key that is not a str"},
+        {"items": [1, 2], "nested": {"token": "t"}},
+    ],
+)
+def test_plain_parameters_become_the_json_that_json_dumps_of_the_redacted_dict_gives(parameters):
+    # parameters_json writes plain dicts item by item (it runs once per task run); it must
+    # write what the general path writes, character for character.
+    assert parameters_json(parameters) == json.dumps(redact_parameters(parameters))
 
 
 def test_redact_text_leaves_urls_without_passwords_alone():
