@@ -16,14 +16,19 @@ from tether.store._cancel import CancelSent, CannotCancel, cancel_flow_run
 from tether.store._crashed import CrashedRun
 from tether.store._deployments import (
     Claimed,
-    DeploymentNameTaken,
-    DeploymentNotFound,
     DeploymentSpec,
     DeploymentTable,
     ScheduledRun,
     StoredDeployment,
 )
-from tether.store._errors import StoreError, StoreSchemaError
+from tether.store._errors import (
+    DeploymentNameTaken,
+    DeploymentNotFound,
+    ReaperNotFound,
+    RunNotFound,
+    StoreError,
+    StoreSchemaError,
+)
 from tether.store._ledger import ProcessInfo, flow_process_gone
 from tether.store._location import StoreLocation, configured_url, tether_home
 from tether.store._migrate import unusable
@@ -44,7 +49,7 @@ from tether.store._queries import (
     set_deployment_paused,
     task_run_view,
 )
-from tether.store._reap import ReaperNotFound, ReapResult, load_reaper, reap_orphans
+from tether.store._reap import ReapResult, load_reaper, reap_orphans
 from tether.store._recorder import StoreRecorder
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_parameters, redact_text, redact_value
@@ -58,7 +63,7 @@ from tether.store._secrets import (
     secrets_key,
 )
 from tether.store._slots import LimitView, SlotHolder, SlotTable, Waiter
-from tether.store._store import RunNotFound, Store, open_store
+from tether.store._store import Store, open_store
 from tether.store._variables import StoredVariable, StoreOff, VariableExists, VariableTable, values_engine
 from tether.store._worker_ledger import LedgerTarget, ledger_target, record_copy_step
 

@@ -40,7 +40,7 @@ from tether._clock import get_clock
 from tether._core._catchup import DueTime, decide, when
 from tether.store._crashed import UNFINISHED, _record
 from tether.store._db import read, write
-from tether.store._errors import StoreError
+from tether.store._errors import DeploymentNameTaken, DeploymentNotFound
 from tether.store._ledger import ProcessInfo, process_alive
 from tether.store._location import StoreLocation
 from tether.store._records import StoredFlowRun
@@ -56,14 +56,6 @@ runs = deployment_runs
 SPOOL_WAIT_SECONDS = 10.0
 ACTIVE = ("claimed", "running")
 FINAL_STATES = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled", "CRASHED": "crashed"}
-
-
-class DeploymentNameTaken(StoreError):
-    """A deployment name already used by another flow."""
-
-
-class DeploymentNotFound(StoreError, LookupError):
-    """No deployment of that name in the store."""
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,26 @@
-"""The run store's errors.
+"""The run store's errors, for the store's modules: the classes of `tether._errors`, where the tree is drawn.
 
-TetherError
-└── StoreError                 the store cannot be opened or used; the message names it and the fix
-    └── StoreSchemaError       the store's schema is newer than this tether, or not tether's at all
+One class per error, defined there (so ``except tether.errors.StoreError`` catches what the
+store raises); the store's own modules import them from here, ``tether.store`` re-exports them.
+This module defines no exception.
 """
 
 from __future__ import annotations
 
-from tether._errors import TetherError
+from tether._errors import (
+    DeploymentNameTaken,
+    DeploymentNotFound,
+    ReaperNotFound,
+    RunNotFound,
+    StoreError,
+    StoreSchemaError,
+)
 
-
-class StoreError(TetherError):
-    """The run store cannot be opened or used. The message names the store and says how to fix it."""
-
-
-class StoreSchemaError(StoreError):
-    """The store's schema is one this version of tether cannot use."""
+__all__ = [
+    "DeploymentNameTaken",
+    "DeploymentNotFound",
+    "ReaperNotFound",
+    "RunNotFound",
+    "StoreError",
+    "StoreSchemaError",
+]

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from tether.store._changes import read_change_token
 from tether.store._db import read
 from tether.store._deployments import DeploymentTable, ScheduledRun, StoredDeployment, _run
+from tether.store._errors import RunNotFound
 from tether.store._records import LedgerEntry, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_text
 from tether.store._schema import (
@@ -32,7 +33,7 @@ from tether.store._schema import (
     task_runs,
 )
 from tether.store._slots import LimitView, SlotTable
-from tether.store._store import RunNotFound, Store, _flow_run, _redacted, _task_counts, _task_run, matching_flow_run
+from tether.store._store import Store, _flow_run, _redacted, _task_counts, _task_run, matching_flow_run
 
 #: Up to this many task runs a run's timeline has a lane per task run; beyond, bars per task name.
 LANE_LIMIT = 2000

@@ -36,15 +36,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tether._reaping import FlowCalledWhileReaping, reaping
 from tether._settings import heartbeat_seconds
+from tether.store._errors import ReaperNotFound
 from tether.store._records import LedgerEntry
 from tether.store._redact import redact_text
 from tether.store._store import Store
 
 log = logging.getLogger("tether.store")
-
-
-class ReaperNotFound(Exception):
-    """The reaper named in the ledger cannot be imported."""
 
 
 @dataclass(frozen=True)

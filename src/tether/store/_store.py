@@ -24,7 +24,7 @@ from tether._settings import heartbeat_seconds
 from tether.store._changes import ChangeWaiter
 from tether.store._crashed import OPEN_LOOKBACK_SECONDS, CrashedRun, record_crashed_runs
 from tether.store._db import read, write
-from tether.store._errors import StoreError
+from tether.store._errors import RunNotFound
 from tether.store._ledger import ProcessInfo, heartbeat_stale, orphan_reason
 from tether.store._location import StoreLocation
 from tether.store._migrate import open_engine
@@ -45,10 +45,6 @@ log = logging.getLogger("tether.store")
 
 #: How long a store open waits to record crashed runs while others hold the write lock.
 OPEN_WRITE_SECONDS = 2.0
-
-
-class RunNotFound(StoreError, LookupError):
-    """No flow run (or more than one) matches the id given."""
 
 
 def open_store(url: str | sa.URL | None = None) -> Store:
