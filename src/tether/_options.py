@@ -153,7 +153,8 @@ class Hooks(tuple):  # type: ignore[type-arg]
         hooks = Hooks((*self, fn), self._owner, self._name)
         setattr(self._owner, self._name, hooks)
         options = getattr(self._owner, "options", None)
-        if isinstance(options, (FlowOptions, TaskOptions)):  # the record the engine reads follows
+        # The record the engine reads follows, when it carries hooks of this name.
+        if isinstance(options, (FlowOptions, TaskOptions)) and hasattr(options, self._name):
             self._owner.options = dataclasses.replace(options, **{self._name: hooks})  # type: ignore[arg-type]
         return fn
 
