@@ -54,7 +54,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Self
 
 from tether import _settings as settings
 from tether._cache import MISSING, results
@@ -251,7 +252,7 @@ class Transaction:
                 if self.key is not None and self.write_on_commit:
                     results.put(self.key, self._staged_value, None)
                 self.state = TransactionState.COMMITTED
-            except Exception as exc:  # noqa: BLE001 - as Prefect: logged, rolled back instead
+            except Exception as exc:  # as Prefect: logged, rolled back instead
                 self.logger.error("An error was encountered while committing %s; rolling it back.", self._label(), exc_info=exc)
                 self.rollback()
                 return False
@@ -269,7 +270,7 @@ class Transaction:
                 for hook in reversed(self.on_rollback_hooks):
                     try:
                         self._run_hook(hook, "rollback")
-                    except Exception as exc:  # noqa: BLE001 - the others must still run
+                    except Exception as exc:  # the others must still run
                         self.logger.error("An error was encountered while rolling back %s.", self._label(), exc_info=exc)
                 self.state = TransactionState.ROLLED_BACK
                 for child in reversed(self.children):
@@ -283,6 +284,7 @@ class Transaction:
         log = getattr(hook, "log_on_run", True)
         if log:
             self.logger.info("Running %s hook %r", kind, name)
+        token = _current.set(self)  # get_transaction() in the hook is the transaction it was given
         try:
             outcome = hook(self)
             if inspect.isawaitable(outcome):
@@ -294,12 +296,14 @@ class Transaction:
             error.__cause__ = exc
             self._errors.append(error)
             raise
+        finally:
+            _current.reset(token)
         if log:
             self.logger.info("%s hook %r finished running successfully", kind.capitalize(), name)
 
     # -- the block -----------------------------------------------------------------------
 
-    def __enter__(self) -> Transaction:
+    def __enter__(self) -> Self:
         if self._token is not None or self.state is not TransactionState.PENDING:
             raise UsageError(f"{self._label()} was entered twice. Make a new one for each 'with': with transaction(...) as txn:")
         parent = _current.get()
@@ -326,7 +330,7 @@ class Transaction:
         self._token = _current.set(self)
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> Literal[False]:
         scope = self._leave(exc_type, exc, tb)
         if scope.in_flow:
             # Interruptible. The end comes anyway, before the flow's; a hook that raised fails
@@ -334,16 +338,16 @@ class Transaction:
             scope.wait_for_cleanup()
         return False
 
-    async def __aenter__(self) -> Transaction:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> Literal[False]:
         scope = self._leave(exc_type, exc, tb)
         if scope.in_flow:  # the flow's loop goes on running its other coroutines meanwhile
             await asyncio.get_running_loop().run_in_executor(None, scope.wait_for_cleanup)
         return False
 
-    def _leave(self, exc_type: Any, exc: BaseException | None, tb: Any) -> _TransactionScope:
+    def _leave(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> _TransactionScope:
         if self._token is None or self._scope is None:
             raise UsageError(f"{self._label()}: __exit__ was called without __enter__. Use it as 'with transaction() as txn:'.")
         _current.reset(self._token)
