@@ -8,6 +8,7 @@ under its key, and rolls back when the flow is interrupted.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import threading
 import cloudpickle
 import pytest
 
-from tether import flow, task
+from tether import CleanupError, flow, task
 from tether.runners import ProcessPoolRunner
 from tether.transactions import (
     CommitMode,
@@ -283,7 +284,7 @@ def test_get_and_set_copy_values_fall_back_to_the_parent_and_a_task_sees_its_own
     assert sorted(seen[2:]) == ["undo a", "undo b"]
 
 
-def test_a_keyed_transaction_begins_committed_once_its_record_exists():
+def test_a_keyed_transaction_begins_committed_once_its_record_exists(caplog):
     log: list[str] = []
     key = f"download-and-write-data-{os.getpid()}-{id(log)}"
 
@@ -303,6 +304,17 @@ def test_a_keyed_transaction_begins_committed_once_its_record_exists():
     assert pipeline() == "already written"
     assert pipeline(overwrite=True) == "written"
     assert log == ["wrote", "wrote"]
+
+    @flow
+    def ignores_the_record() -> bool:
+        with transaction(key=key) as txn:
+            write_data()  # runs, but the transaction was committed before: its hooks are not run
+        return txn.is_committed()
+
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        assert ignores_the_record() is True
+    assert log == ["wrote", "wrote"]
+    assert "had been committed already" in caplog.text and "check txn.is_committed() first" in caplog.text
     assert transaction(key=key).read().result is None
 
 
@@ -357,6 +369,16 @@ def test_outside_a_flow_a_transaction_is_plain_and_called_tasks_are_its_members(
         raise ZeroDivisionError("after the task")
     assert txn.is_rolled_back() and log == ["rollback"]
     assert get_transaction() is None
+
+    def broken(txn: Transaction) -> None:
+        raise OSError("hook broke")
+
+    breaks = task(lambda: 1, name="breaks", on_commit=[broken], on_rollback=[broken])
+    with pytest.raises(CleanupError, match="the on_commit hook 'broken' of the transaction of task run 'breaks' raised OSError"), transaction():
+        breaks()
+    with pytest.raises(KeyError, match="the block's own"), transaction():  # a failing hook never hides the first error
+        breaks()
+        raise KeyError("the block's own")
 
 
 def test_a_hook_that_raises_is_reported_the_others_still_run_and_the_flow_fails():

@@ -306,12 +306,7 @@ class Transaction:
     def __enter__(self) -> Self:
         if self._token is not None or self.state is not TransactionState.PENDING:
             raise UsageError(f"{self._label()} was entered twice. Make a new one for each 'with': with transaction(...) as txn:")
-        parent = _current.get()
-        if parent is not None and parent._scope is not None and parent._scope.in_flow and _in_task_body():
-            parent = None  # a task body's own transaction: its run belongs to the flow's
-        if parent is None:
-            parent = get_transaction()
-        self._parent = parent
+        parent = self._parent = get_transaction()  # in a task body: the run's own transaction
         if parent is not None:
             self._errors = parent._errors
         if self.commit_mode is None:
@@ -352,7 +347,12 @@ class Transaction:
             raise UsageError(f"{self._label()}: __exit__ was called without __enter__. Use it as 'with transaction() as txn:'.")
         _current.reset(self._token)
         self._token = None
-        self._scope.__exit__(exc_type, exc, tb)  # outside a flow, the end; in one, it may wait for members
+        try:
+            self._scope.__exit__(exc_type, exc, tb)  # outside a flow, the end; in one, it may wait for members
+        except CleanupError:
+            if exc is None:
+                raise
+            # A hook raised (it was logged) while the block's own error ends the transaction: that goes on.
         return self._scope
 
     def _begin(self) -> None:
@@ -404,11 +404,10 @@ class Transaction:
         child.key = key
         child.stage(value, list(getattr(task, "on_rollback", ())), list(getattr(task, "on_commit", ())))
         if self.state in _ENDED:
-            self.logger.warning(
-                "Task run %r completed after %s had already been %s (txn.%s() was called while it ran), so its "
-                "on_commit and on_rollback hooks are not run.", child._task_name, self._label(),
-                self.state.value.lower().replace("_", " "), "commit" if self.is_committed() else "rollback",
-            )
+            why = (f"{self._label()} had been committed already (txn.commit() while it ran, or a record under its key "
+                   "from an earlier run: check txn.is_committed() first, or pass overwrite=True)") if self.is_committed() else (
+                   f"{self._label()} had been rolled back already (txn.rollback() was called while it ran)")
+            self.logger.warning("Task run %r completed after %s, so its on_commit and on_rollback hooks are not run.", child._task_name, why)
             return
         if child.commit_mode is CommitMode.EAGER:
             child.commit()
@@ -576,11 +575,6 @@ _process_locks_lock = threading.Lock()
 def _process_lock(key: str) -> threading.Lock:
     with _process_locks_lock:
         return _process_locks.setdefault(key, threading.Lock())
-
-
-def _in_task_body() -> bool:
-    ctx = current_run.get()
-    return ctx is not None and ctx.task_run is not None
 
 
 def _default_logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
