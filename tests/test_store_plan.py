@@ -22,7 +22,14 @@ from tether.store._encode import (
 )
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
-from tether.store._redact import REDACTED, redact_parameters, redact_text
+from tether.store._redact import (
+    REDACTED,
+    forget_secrets,
+    redact_parameters,
+    redact_text,
+    remember_secret,
+    remember_secret_fields,
+)
 from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS, Backlog
 from tether.testing import FakeClock
 
@@ -374,3 +381,46 @@ def test_a_spool_is_replayed_only_into_its_store_and_only_once_its_process_is_go
     assert _spool.replay_orphans("mine", lambda process: replayed.extend, tmp_path) == 0  # idempotent: gone
     left = sorted(p.name for p in tmp_path.glob("*.spool"))
     assert len(left) == 2 and any(str(here.pid) in name for name in left)
+
+
+@pytest.fixture
+def forget_loaded_secrets():
+    yield
+    forget_secrets()
+
+
+def test_a_loaded_secrets_value_is_hidden_in_any_text_though_it_matches_no_rule(forget_loaded_secrets):
+    line = "connecting with sk-live-93jf02 as admin"
+    assert redact_text(line) == line  # no rule finds it
+    remember_secret(SecretStr("sk-live-93jf02"))
+    assert redact_text(line) == f"connecting with {REDACTED} as admin"
+    # A str that holds JSON (Secret.get() returns it parsed): its items too; short values are not looked for.
+    remember_secret('{"user": "svc-reporting", "password": "Xy7-q", "pin": 42}')
+    assert redact_text("svc-reporting logged in, Xy7-q") == f"{REDACTED} logged in, {REDACTED}"
+    assert redact_text("42 rows") == "42 rows"
+    # A secret that holds another is hidden whole, not in pieces.
+    remember_secret("sk-live-93jf02-extended")
+    assert redact_text("key sk-live-93jf02-extended") == f"key {REDACTED}"
+
+
+def test_a_blocks_secret_fields_are_remembered_and_its_other_fields_are_not(forget_loaded_secrets):
+    class Credentials:
+        def __init__(self) -> None:
+            self.username = "reporting-user"
+            self.token = SecretStr("tok-5f1e77a2")
+
+    remember_secret_fields(Credentials())
+    assert redact_text("as reporting-user with tok-5f1e77a2") == f"as reporting-user with {REDACTED}"
+
+
+def test_records_lose_a_loaded_secrets_value_in_this_process_before_another_writes_them(forget_loaded_secrets):
+    # The writer process, or a later store open, plans the rows: it does not know what this process loaded.
+    remember_secret("hunter22-value")
+    encoder = Encoder(PROCESS.host, PROCESS.pid)
+    log = encoder.encode_one(LogEmitted("r1", "flow1", 20, "using hunter22-value now", 4.0))
+    failed = encoder.encode_one(changed("r1", Failed(RuntimeError("bad hunter22-value"), message="hunter22-value?")))
+    run = encoder.encode_one(created("r1", parameters={"note": "pass hunter22-value", "n": 1}))
+    flat = json.dumps([log, failed, run])
+    assert "hunter22" not in flat
+    assert LOG.named(log)["message"] == f"using {REDACTED} now"
+    assert json.loads(RUN.named(run)["parameters"]) == {"note": f"pass {REDACTED}", "n": 1}

@@ -52,7 +52,14 @@ from tether.store._queries import (
 from tether.store._reap import ReapResult, load_reaper, reap_orphans
 from tether.store._recorder import StoreRecorder
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
-from tether.store._redact import redact_parameters, redact_text, redact_value
+from tether.store._redact import (
+    forget_secrets,
+    redact_parameters,
+    redact_text,
+    redact_value,
+    remember_secret,
+    remember_secret_fields,
+)
 from tether.store._secrets import (
     BlockExists,
     BlockNotFound,
@@ -127,6 +134,7 @@ __all__ = [
     "find_flow_run",
     "flow_process_gone",
     "flush",
+    "forget_secrets",
     "heartbeat_seconds",
     "ledger_target",
     "limit_views",
@@ -138,6 +146,8 @@ __all__ = [
     "redact_parameters",
     "redact_text",
     "redact_value",
+    "remember_secret",
+    "remember_secret_fields",
     "run_artifacts",
     "run_log_lines",
     "run_view",

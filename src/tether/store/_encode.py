@@ -6,8 +6,10 @@ is marshalled into this process's spool (`_spool`) and planned into rows by whoe
 writes it: this process, the writer process (`_writer_process_main`), or a later
 store open. Encoding takes what only this process can take: parameters that are not
 plain values as JSON (secrets redacted), a failure's traceback as it was when the
-run failed, the file a reaper was defined in. All the rest (turning plain parameters
-into JSON, folding into rows, redacting, writing) happens after.
+run failed, the file a reaper was defined in; and, once this process loaded a secret,
+its value out of messages, errors and parameters (`_redact.remember_secret`: the
+process that writes the rows does not know it). All the rest (turning plain parameters
+into JSON, folding into rows, redacting by the rules, writing) happens after.
 
 The store's recorder encodes each event as it is recorded, on the engine's thread,
 so the event object dies at once, and queues the record's items flat (`_recorder`).
@@ -29,7 +31,8 @@ from types import TracebackType
 from typing import Any
 
 from tether._core import FINAL_TYPES, LogEmitted, ResourceEvent, RunCreated, State, StateChanged, StateType
-from tether.store._redact import MAX_TEXT, REDACTED, is_secret_name, redact_parameters, to_json
+from tether.store import _redact
+from tether.store._redact import MAX_TEXT, REDACTED, is_secret_name, redact_known, redact_parameters, to_json
 
 Record = tuple[Any, ...]
 
@@ -108,6 +111,10 @@ class Encoder:
             state = event.new
             value = state.type._value_  # a plain str (Enum.value is a property: slower)
             error = error_text(state, tb) if value in _FAILURES else None
+            message = state.message
+            if _redact.known_secrets is not None:
+                message = redact_known(message) if message else message
+                error = redact_known(error) if error else error
             if event.kind == "flow":
                 self.unconfirmed_flows[event.run_id] = event.name
                 if state.type in FINAL_TYPES:
@@ -115,7 +122,7 @@ class Encoder:
             # Plain tuples in the layouts' order, not NamedTuples: marshal takes only plain ones,
             # and making one costs several times as much on the engine's thread.
             return ("state", event.run_id, event.kind, event.flow_run_id, value, state.name,
-                    state.message, state.timestamp, event.run_count, error)  # fmt: skip
+                    message, state.timestamp, event.run_count, error)  # fmt: skip
         if kind is RunCreated:
             if event.kind == "flow":
                 self.open_flows[event.run_id] = self.unconfirmed_flows[event.run_id] = event.name
@@ -124,6 +131,8 @@ class Encoder:
                     self.parameters(event.parameters), tags, event.timestamp)  # fmt: skip
         if kind is LogEmitted:
             message = event.message if type(event.message) is str else str(event.message)
+            if _redact.known_secrets is not None:
+                message = redact_known(message)
             return ("log", event.run_id, event.flow_run_id, event.level, message, event.timestamp)
         if kind is ResourceEvent:
             return self._resource(event)
@@ -132,7 +141,10 @@ class Encoder:
     def parameters(self, parameters: dict[str, Any]) -> dict[str, Any] | str:
         """Parameters as they travel: the run's own dict when it holds only plain values
         (numbers, short strings, None), for the writer to turn into JSON (`parameters_json`);
-        else JSON now, while the values are as they were passed."""
+        else JSON now, while the values are as they were passed (and while this process
+        knows the secrets it loaded)."""
+        if _redact.known_secrets is not None:
+            return parameters_json(parameters)
         for value in parameters.values():
             kind = type(value)
             if kind not in _PLAIN or (kind is str and len(value) > MAX_TEXT):
@@ -144,7 +156,8 @@ class Encoder:
         handle = None if event.handle is None else json.dumps(to_json(event.handle, redact=False))
         return (
             "resource", event.step, event.scope_id, event.name, event.flow_run_id, event.timestamp,
-            event.task_run_id, event.error, event.outcome, event.worker or self.host,
+            event.task_run_id, redact_known(event.error) if event.error else event.error, event.outcome,
+            event.worker or self.host,
             event.pid if event.pid is not None else self.pid, handle, event.reaper, reaper_file(event.reaper),
             float(seconds) if isinstance(seconds, (int, float)) else None,
         )  # fmt: skip
