@@ -381,6 +381,34 @@ def test_outside_a_flow_a_transaction_is_plain_and_called_tasks_are_its_members(
         raise KeyError("the block's own")
 
 
+def test_a_transaction_opened_in_a_task_body_has_the_runs_that_body_calls_as_members(runner):
+    log: list[str] = []
+    step = task(lambda: None, name="step", on_commit=[recorder(log, "commit step")], on_rollback=[recorder(log, "undo step")])
+
+    @task
+    def fails() -> None:
+        raise ValueError("inside the task")
+
+    @task
+    def parent(fail: bool) -> str:
+        with transaction() as txn:
+            step()
+            if fail:
+                fails()
+        return txn.state.value
+
+    @flow(task_runner=runner)
+    def pipeline(fail: bool) -> str:
+        return parent.submit(fail).result()
+
+    assert pipeline(False) == "COMMITTED"
+    assert log == ["commit step"]
+    log.clear()
+    with pytest.raises(ValueError, match="inside the task"):
+        pipeline(True)
+    assert log == ["undo step"]
+
+
 def test_a_hook_that_raises_is_reported_the_others_still_run_and_the_flow_fails():
     log: list[str] = []
 

@@ -14,7 +14,7 @@ a member run ended failed, crashed or cancelled, or the flow was interrupted (Ct
 SIGTERM, timeout); else it commits. Leaving the block waits for that end, so after the
 ``with`` the transaction is committed or rolled back and its hooks have run, as in
 Prefect. Outside a flow, or inside a task body, it is a plain context manager that ends at
-the ``with``'s exit; a task called there (outside a flow) is one of its members too.
+the ``with``'s exit; the tasks called in its block are its members there too.
 
 Each member task run that completed is a child transaction holding its task's hooks, in the
 order the runs completed: commit calls the children's ``on_commit`` hooks in that order,
@@ -36,8 +36,7 @@ failing ``on_commit`` hook rolls the transaction back instead), the other hooks 
 and the error then fails the flow (outside a flow it is raised at the ``with``).
 
 What it does not do: a transaction does not undo anything by itself (the hooks do); a
-task's cached result is stored when the run completes, not at commit; task runs called
-inside a *task body* that opened a transaction do not join it; a task body running on
+task's cached result is stored when the run completes, not at commit; a task body running on
 another process (a process pool, Dask, Ray) sees no transaction (``get_transaction()`` is
 None there), though its run still counts for its transaction in the flow process.
 """
@@ -48,6 +47,7 @@ import asyncio
 import contextvars
 import copy
 import enum
+import fcntl
 import hashlib
 import inspect
 import logging
@@ -65,11 +65,6 @@ from tether._errors import CleanupError, MissingContextError, UsageError
 from tether._logging import get_logger, get_run_logger
 from tether._loop import run_on_engine_loop
 from tether._resources import Resource, ResourceScope
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: SERIALIZABLE locks hold across this process's threads only
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["CommitMode", "IsolationLevel", "Transaction", "TransactionState", "atransaction", "get_transaction", "transaction"]
 
@@ -322,6 +317,8 @@ class Transaction:
             self._release()
             raise
         self._scope = scope
+        if not scope.in_flow and current_run.get() is not None:  # a task body: the runs it calls join
+            scope.body_token = open_blocks.set((*open_blocks.get(), scope))
         self._token = _current.set(self)
         return self
 
@@ -347,6 +344,9 @@ class Transaction:
             raise UsageError(f"{self._label()}: __exit__ was called without __enter__. Use it as 'with transaction() as txn:'.")
         _current.reset(self._token)
         self._token = None
+        if self._scope.body_token is not None:
+            open_blocks.reset(self._scope.body_token)
+            self._scope.body_token = None
         try:
             self._scope.__exit__(exc_type, exc, tb)  # outside a flow, the end; in one, it may wait for members
         except CleanupError:
@@ -425,10 +425,7 @@ class Transaction:
         path = directory / f"transaction-{hashlib.sha256(self.key.encode()).hexdigest()[:32]}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # each open() is its own holder, threads included
-            else:
-                _process_lock(self.key).acquire()
+            fcntl.flock(fd, fcntl.LOCK_EX)  # each open() is its own holder, threads included
         except BaseException:
             os.close(fd)
             raise
@@ -438,9 +435,6 @@ class Transaction:
         fd, self._lock_file = self._lock_file, None
         if fd is None:
             return
-        if fcntl is None:
-            assert self.key is not None
-            _process_lock(self.key).release()
         os.close(fd)  # closing the file lets the flock go
 
     def _release_all(self) -> None:
@@ -506,6 +500,7 @@ class _TransactionScope(ResourceScope):
         self.name = f"transaction {txn.key!r}" if txn.key else "transaction"
         self.txn = txn
         self.in_flow = False
+        self.body_token: contextvars.Token[tuple[Any, ...]] | None = None  # opened in a task body
         self._own: dict[str, Transaction | None] = {}  # member runs it is the innermost transaction of
         self._own_lock = threading.Lock()
 
@@ -566,15 +561,6 @@ def current_plain() -> Transaction | None:
     """The transaction a task called outside any flow run belongs to, if any."""
     txn = _current.get()
     return txn if txn is not None and txn._scope is not None and not txn._scope.in_flow else None
-
-
-_process_locks: dict[str, threading.Lock] = {}
-_process_locks_lock = threading.Lock()
-
-
-def _process_lock(key: str) -> threading.Lock:
-    with _process_locks_lock:
-        return _process_locks.setdefault(key, threading.Lock())
 
 
 def _default_logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
