@@ -66,7 +66,10 @@ from tether._logging import get_logger, get_run_logger
 from tether._loop import run_on_engine_loop
 from tether._resources import Resource, ResourceScope
 
-__all__ = ["CommitMode", "IsolationLevel", "Transaction", "TransactionState", "atransaction", "get_transaction", "transaction"]
+__all__ = [
+    "AsyncTransaction", "BaseTransaction", "CommitMode", "IsolationLevel", "Transaction", "TransactionState",
+    "atransaction", "get_transaction", "transaction",
+]
 
 
 class IsolationLevel(enum.Enum):
@@ -465,6 +468,7 @@ def transaction(
 
 
 atransaction = transaction  # Prefect's async form: ``async with atransaction() as txn:``
+AsyncTransaction = BaseTransaction = Transaction  # Prefect's other names, for annotations
 
 
 class _Record(NamedTuple):
