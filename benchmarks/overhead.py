@@ -8,7 +8,9 @@
 3. --big submitted no-op tasks in one flow: peak RSS (goal <= 250 MB), in a child process.
 The engine is measured with the run store off (TETHER_STORE=off); with --store, (1) and (2)
 are also run with the store recording, against the store off, each in a process of its own,
-and the ratio store on/off printed (issue 4's figure, goal <= 1.3x).
+and the ratio store on/off printed (issue 4's figure, goal <= 1.3x); and once more with the
+store recording but never handing the writing to a writer process (TETHER_STORE_HELPER=never):
+the row that says whether the writer process still earns its complexity.
 """
 
 from __future__ import annotations
@@ -86,13 +88,16 @@ def store_figures(n: int, rounds: int = 20) -> None:
 
     The first busy flow with the store on is timed on its own (its records are spooled, and
     written once it ended); then the steady state is measured, in which a stream that stays
-    heavy is written by the helper process.
+    heavy is written by the writer process ("on"), or in the flow's process all along ("never":
+    TETHER_STORE_HELPER=never).
     """
     env = {**os.environ, "TETHER_HOME": tempfile.mkdtemp(prefix="tether-bench-")}
+    env.pop("TETHER_STORE_HELPER", None)
     children = {
-        mode: subprocess.Popen([sys.executable, __file__, "--store-child", mode, "--tasks", str(n)], env=env,
+        mode: subprocess.Popen([sys.executable, __file__, "--store-child", "off" if mode == "off" else "on",
+                                "--tasks", str(n)], env={**env, "TETHER_STORE_HELPER": "never"} if mode == "never" else env,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for mode in ("off", "on")
+        for mode in ("off", "on", "never")
     }  # fmt: skip
 
     def ask(mode: str, command: str) -> list[float]:
@@ -102,27 +107,33 @@ def store_figures(n: int, rounds: int = 20) -> None:
         return [float(x) for x in child.stdout.readline().split()]  # type: ignore[union-attr]
 
     (first,) = ask("on", "ready")
+    (first_never,) = ask("never", "ready")
     ask("off", "ready")
-    times: dict[str, list[float]] = {"off": [], "on": []}
+    times: dict[str, list[float]] = {"off": [], "on": [], "never": []}
     quiet = 0.1
     for _ in range(rounds):
-        for mode in ("off", "on"):
+        for mode in ("off", "on", "never"):
             for _ in range(3):
                 took, flushed = ask(mode, "flow")
                 times[mode].append(took)
-                if mode == "on":
+                if mode != "off":
                     quiet = flushed
                 else:
-                    time.sleep(quiet)  # as long as the store took to write the last flow: both start alike
-    called_on, called_off = ask("on", "called")[0], ask("off", "called")[0]
+                    time.sleep(quiet)  # as long as the store took to write the last flow: all start alike
+    called_on, called_never, called_off = ask("on", "called")[0], ask("never", "called")[0], ask("off", "called")[0]
     for child in children.values():
         child.stdin.close()  # type: ignore[union-attr]
         child.wait()
-    on, off = min(times["on"]), min(times["off"])
+    on, off, never = min(times["on"]), min(times["off"]), min(times["never"])
     median = statistics.median(times["on"]) / statistics.median(times["off"])
+    median_never = statistics.median(times["never"]) / statistics.median(times["off"])
     print(f"  submitted, with the run store recording: {on:.3f} s against {off:.3f} s off, store on/off "
           f"{on / off:.2f}x (goal <= 1.3x; medians {median:.2f}x); the first busy flow: {first:.3f} s")
-    print(f"  called, with the run store recording: {called_on:.1f} us per call ({called_off:.1f} us off)")
+    print(f"  submitted, recording with TETHER_STORE_HELPER=never (no writer process): {never:.3f} s, "
+          f"on/off {never / off:.2f}x (medians {median_never:.2f}x; the writer process earns its keep while "
+          f"this is above the row before); the first busy flow: {first_never:.3f} s")
+    print(f"  called, with the run store recording: {called_on:.1f} us per call ({called_never:.1f} us with "
+          f"TETHER_STORE_HELPER=never, {called_off:.1f} us off)")
 
 
 def store_child(mode: str, n: int) -> None:
