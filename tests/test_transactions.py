@@ -397,6 +397,16 @@ def test_a_transaction_opened_in_a_task_body_has_the_runs_that_body_calls_as_mem
                 fails()
         return txn.state.value
 
+    @task
+    def catches() -> str:
+        with transaction() as txn:
+            step()
+            try:
+                fails()
+            except ValueError:
+                pass  # looked at, but the run failed: the transaction rolls back, as in Prefect
+        return txn.state.value
+
     @flow(task_runner=runner)
     def pipeline(fail: bool) -> str:
         return parent.submit(fail).result()
@@ -406,6 +416,14 @@ def test_a_transaction_opened_in_a_task_body_has_the_runs_that_body_calls_as_mem
     log.clear()
     with pytest.raises(ValueError, match="inside the task"):
         pipeline(True)
+    assert log == ["undo step"]
+    log.clear()
+
+    @flow(task_runner=runner)
+    def caught() -> str:
+        return catches()
+
+    assert caught() == "ROLLED_BACK"
     assert log == ["undo step"]
 
 

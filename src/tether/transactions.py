@@ -368,6 +368,8 @@ class Transaction:
 
     def _end(self, error: BaseException | None) -> None:
         """The scope is over (every member ended), with its first error or None."""
+        if error is None and self._scope is not None:  # a plain scope's own block raised nothing; its runs?
+            error = self._scope.book.outcome_error()
         failed = error is not None or self._failure is not None or self.state is TransactionState.ROLLED_BACK
         if failed:
             self.rollback()
@@ -536,14 +538,17 @@ class _TransactionScope(ResourceScope):
             return child
 
     def member_ended(self, member: Any, state: State | None) -> None:
-        if state is not None:  # a task run (a nested scope ends with None)
-            record = member.record
-            with self._own_lock:
-                owned = record.id in self._own
-                child = self._own.pop(record.id, None)
-            if owned and state.type is StateType.COMPLETED:
-                self.txn._completed(child or self.txn._child(record.name), member.task, getattr(member, "cache_key", None), state.data)
-        super().member_ended(member, state)
+        try:
+            if state is not None:  # a task run (a nested scope ends with None)
+                record = member.record
+                with self._own_lock:
+                    owned = record.id in self._own
+                    child = self._own.pop(record.id, None)
+                if owned and state.type is StateType.COMPLETED:
+                    child = child or self.txn._child(record.name)
+                    self.txn._completed(child, member.task, getattr(member, "cache_key", None), state.data)
+        finally:  # whatever an EAGER commit's hook did, the scope must count the run as ended
+            super().member_ended(member, state)
 
 
 def run_called_task(txn: Transaction, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
