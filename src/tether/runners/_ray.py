@@ -39,10 +39,10 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from tether._errors import TaskRunTimeout
+from tether.runners._base import RemoteRunner
+from tether.runners._checks import check_address, check_count, check_options
 from tether.runners._wire import Call, CallResult, WorkerLost
 from tether.runners._worker import WorkerRuntime, install, run_call
-from tether.runners._checks import check_address, check_count, check_options
-from tether.runners._base import RemoteRunner
 
 _INSTALL = 'RayRunner needs Ray, which is not installed. Install it from the tether checkout with: pip install -e ".[ray]"'
 
@@ -72,14 +72,18 @@ class RayRunner(RemoteRunner):
         self._lock = threading.Lock()
         self._actors: dict[str, _Actor] = {}
         #: Threads starting an actor in place of a lost one: joined before Ray is shut down (a
-        #: call into Ray after its shutdown ends the whole process).
+        #: call into Ray after its shutdown ends the whole process). `_stopping` tells them to
+        #: give up: an actor may never start on a cluster that is going away (its raylet got
+        #: the same SIGTERM as the flow process), and stop must not wait for it.
         self._replacing: list[threading.Thread] = []
+        self._stopping = threading.Event()
         self._turns = itertools.count()
         self._session = ""
         self._owner = uuid.uuid4().hex  # the stuck answers an actor gives this runner are for its calls
         self._timed_calls: dict[str, Future[Any]] = {}  # call id -> future, for calls with a timeout
 
     def start(self) -> None:
+        self._stopping.clear()
         if self.address is None and "ray" not in sys.modules:
             # A local Ray of our own stays on this machine: without this, Ray swaps
             # _node_ip_address="127.0.0.1" for the network interface's address (read at import).
@@ -110,14 +114,16 @@ class RayRunner(RemoteRunner):
 
     def stop(self) -> None:
         ray = self._ray
+        self._stopping.set()
         for thread in list(self._replacing):
-            thread.join(60.0)
+            thread.join()  # each gives up within _REPLACE_POLL_SECONDS
         self._replacing.clear()
         with self._lock:
             actors, self._actors = list(self._actors.values()), {}
         if self._initialised_here:
-            for actor in actors:
-                ray.kill(actor.handle)
+            # Shutting down ends the node we started and the actors on it. No ray.kill first: on a
+            # cluster that is going away (its raylet got the flow's SIGTERM too) each would wait for
+            # the dead GCS for up to a minute.
             ray.shutdown()
             self._initialised_here = False
             return
@@ -129,9 +135,18 @@ class RayRunner(RemoteRunner):
             if self._actors.pop(lost.name, None) is None:
                 return
         handle = self._actor_class.remote(list(sys.path))
-        name = self._ray.get(handle.name.options(concurrency_group="control").remote())
+        named = handle.name.options(concurrency_group="control").remote()
+        while True:
+            try:
+                name = self._ray.get(named, timeout=_REPLACE_POLL_SECONDS)
+                break
+            except self._ray.exceptions.GetTimeoutError:
+                if self._stopping.is_set():
+                    return  # dropping the last handle ends the actor (a call to a dead cluster would hang)
         actor = _Actor(name, handle)
         with self._lock:
+            if self._stopping.is_set():
+                return  # as above: no one will use it
             self._actors[name] = actor
         self._wait_for_stuck_calls(actor)
 
@@ -245,6 +260,9 @@ def _set_exception(future: Future[Any], error: BaseException) -> None:
 #: How long an actor's call for stuck answers waits before it returns empty (and is made
 #: again): a runner that stopped leaves at most this long a call behind on an idle actor.
 _STUCK_POLL_SECONDS = 5.0
+#: How often a thread starting a replacement actor looks whether the runner is stopping.
+_REPLACE_POLL_SECONDS = 0.5
+
 
 _idle_lock = threading.Lock()
 _idle: dict[str, list[Any]] = {}  # Ray job id -> actors no runner uses now

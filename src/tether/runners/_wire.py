@@ -16,10 +16,23 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
 
-from tether._errors import WorkerLost  # noqa: F401 - runners raise it from here; the class is in the exception tree
+from tether._errors import WorkerLost
 
 if TYPE_CHECKING:
     from tether.store import LedgerTarget
+
+
+__all__ = [
+    "Call",
+    "CallResult",
+    "CleanupReport",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResourceRef",
+    "WorkerLost",  # raised by runners from here; the class is in the exception tree
+    "dump_error",
+    "load_error",
+]
 
 
 class RemoteError(Exception):
