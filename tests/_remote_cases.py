@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from tether import UnpicklableArgumentError, flow, get_run_logger, resource, task
 from tether.store import active_store
-from tether.testing import RecordingStore
+from tether.testing import FakeClock, RecordingStore
 
 # -- a resource that records its life in a file ------------------------------------------
 
@@ -584,4 +584,28 @@ def test_mariadb_sees_one_connection_per_worker_and_none_after(make_runner, work
 
 
 #: Every test above: each runner's module runs them all, with ``from _remote_cases import *``.
+def test_a_retry_delay_passes_on_a_fake_clock_as_in_the_flow_process(make_runner, tmp_path):
+    log = StepLog(tmp_path / "attempts.jsonl")
+
+    @task(retries=2, retry_delay_seconds=[60, 600])
+    def flaky():
+        log.add("attempt")
+        if len(log.entries("attempt")) < 3:
+            raise ConnectionError("not yet")
+        return "done"
+
+    @flow(task_runner=make_runner())
+    def pipeline():
+        return flaky.submit().result()
+
+    with FakeClock() as clock, RecordingStore() as store:
+        begun = time.monotonic()
+        assert pipeline() == "done"
+        elapsed = time.monotonic() - begun
+    assert clock.waits == [60, 600]
+    assert elapsed < 60, f"the retries took {elapsed:.0f} s of real time"
+    (run,) = store.runs("task")
+    assert store.states_of(run.run_id) == ["Running", "AwaitingRetry", "Retrying", "AwaitingRetry", "Retrying", "Completed"]
+
+
 __all__ = sorted(name for name in dict(globals()) if name.startswith("test_"))

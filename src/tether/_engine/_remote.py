@@ -442,7 +442,7 @@ class RemoteAttempt:
             self._retry(attempt)
             return
         with self.lock:
-            self.retry_timer = watchdog.schedule(delay, lambda: self._retry(attempt))
+            self.retry_timer = watchdog.schedule_pause(delay, lambda: self._retry(attempt))
 
     def _retry(self, attempt: int) -> None:
         with self.lock:
