@@ -28,7 +28,6 @@ import contextvars
 import inspect
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -36,6 +35,9 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol, cast, overload
 
 from tether import _stand_in as stand_ins
+from tether._connections import refuses_this_thread as _refuses_this_thread
+from tether._connections import thread_bound as _may_be_thread_bound
+from tether._connections import unshareable_connection
 from tether._context import RunContext, RunView, building_graph, current_run, events, open_blocks
 from tether._core import ResourceEvent, ScopeBook, ScopeClosed, State, StateType
 from tether._errors import CleanupError, ResourceClosedError, UsageError
@@ -48,7 +50,6 @@ from tether._mailbox import post as post_job
 from tether._shield import shielded, unshielded
 from tether._stand_in import StandIn, local_arguments
 from tether._values import ValueRegistry, distinct
-
 
 
 class ScopeOwner(RunView, Protocol):
@@ -551,37 +552,6 @@ class ResourceScope:
 
     def __repr__(self) -> str:
         return f"<ResourceScope {self.name!r} {self.id[:8]}>"
-
-
-def unshareable_connection(value: Any) -> bool:
-    """True for a DB-API connection whose driver declares ``threadsafety`` below 2."""
-    if not all(callable(getattr(value, m, None)) for m in ("cursor", "commit", "rollback", "close")):
-        return False
-    module = type(value).__module__
-    while module:
-        driver = sys.modules.get(module)
-        if driver is not None and hasattr(driver, "threadsafety") and hasattr(driver, "apilevel"):
-            return int(driver.threadsafety) < 2
-        module = module.rpartition(".")[0]
-    return False
-
-
-def _may_be_thread_bound(value: Any) -> bool:
-    sqlite3 = sys.modules.get("sqlite3")
-    return sqlite3 is not None and isinstance(value, sqlite3.Connection)
-
-
-def _refuses_this_thread(value: Any) -> bool:
-    """True if ``value`` (a sqlite3 connection) may not be used on the calling thread."""
-    sqlite3 = sys.modules["sqlite3"]
-    try:
-        if hasattr(value, "getlimit"):
-            value.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
-        else:
-            value.cursor().close()
-    except sqlite3.ProgrammingError:  # made on another thread (or closed): ask its own thread
-        return True
-    return False
 
 
 def _outcome(error: BaseException | None) -> str:

@@ -34,8 +34,9 @@ from typing import Any
 import cloudpickle
 
 from tether._arguments import map_leaves
+from tether._connections import unshareable_connection
 from tether._errors import ResourceClosedError
-from tether._resources import ResourceScope, unshareable_connection
+from tether._resources import ResourceScope
 from tether.runners._wire import CleanupReport, ResourceRef, dump_error, load_error
 from tether.store import record_copy_step
 
