@@ -52,6 +52,26 @@ def test_sigterm_cancels_the_flow_and_cleans_up():
     assert code == 143
 
 
+def test_sigterm_cancels_an_async_flow_and_cleans_up():
+    # asyncio.run turns Ctrl-C into a cancellation, but not SIGTERM: tether's handler on the loop does.
+    proc = start("--async")
+    read_until(proc, "ready")
+    proc.send_signal(signal.SIGTERM)
+    lines, err, code = finish(proc)
+    assert lines == ["cleanup-started", "cleanup-done failed:Terminated"]
+    assert code == 143
+    assert "is being cancelled (SIGTERM)" in err
+
+
+def test_ctrl_c_cancels_an_async_flow_and_cleans_up():
+    proc = start("--async")
+    read_until(proc, "ready")
+    proc.send_signal(signal.SIGINT)
+    lines, err, code = finish(proc)
+    assert lines[0] == "cleanup-started" and lines[1].startswith("cleanup-done failed:"), lines
+    assert code != 0
+
+
 def test_second_ctrl_c_does_not_cut_cleanup_short():
     proc = start("--slow-cleanup")
     read_until(proc, "ready")

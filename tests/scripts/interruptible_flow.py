@@ -3,9 +3,11 @@
 Prints one marker per line (flushed): ``ready`` once the task runs with the
 resource open; ``cleanup-started`` / ``cleanup-done <outcome>`` around cleanup.
 With ``--slow-cleanup``, cleanup waits for a line on stdin before finishing, so
-the test can send a second signal while it runs.
+the test can send a second signal while it runs. With ``--async``, the flow and its
+task are ``async def`` (run by ``asyncio.run``).
 """
 
+import asyncio
 import sys
 import threading
 
@@ -13,6 +15,7 @@ from tether import flow, resource, task
 
 slow_cleanup = "--slow-cleanup" in sys.argv
 blocked = "--blocked" in sys.argv
+is_async = "--async" in sys.argv
 
 
 def say(marker: str) -> None:
@@ -49,5 +52,21 @@ def main():
         busy.submit(conn)
 
 
+@task
+async def waiting(conn):
+    say("ready")
+    await asyncio.Event().wait()
+
+
+@flow
+async def main_async():
+    with connection() as conn:
+        waiting.submit(conn)
+        await asyncio.Event().wait()
+
+
 if __name__ == "__main__":
-    main()
+    if is_async:
+        asyncio.run(main_async())
+    else:
+        main()
