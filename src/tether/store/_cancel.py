@@ -8,8 +8,8 @@ process the store names for the run (its host and pid), makes sure the pid is
 still that process (a pid is reused once its process is gone: the process must
 have started before the run was created, and at the very start time the ledger
 recorded for the run's resources, when it recorded one), that the process
-catches SIGTERM (a process that does not would die with nothing cleaned up:
-an async flow, or one not on its process's main thread), and sends the signal.
+catches SIGTERM (a process that does not would die with nothing cleaned up: a
+flow run started outside its process's main thread), and sends the signal.
 
 Like Prefect, where a subflow run "can only be cancelled by cancelling the parent
 flow run", a subflow run is not cancelled alone: it runs inside its parent's
@@ -137,11 +137,11 @@ def cancel_flow_run(
             "reused",
         )
     if catches_signal(pid, signal.SIGTERM) is False:
-        # Ctrl-C cancels an async flow (asyncio.run turns it into cancellation), if SIGINT is not ignored there.
+        # Ctrl-C may still cancel it, if its process handles SIGINT.
         interrupt = f"`kill -INT {pid}`" if catches_signal(pid, signal.SIGINT) else "Ctrl-C in its terminal"
         raise CannotCancel(
-            f"{shown} runs in process {pid}, which does not handle SIGTERM (an async flow, or a flow run "
-            "started outside its process's main thread, gets no SIGTERM handler from tether): the signal would "
+            f"{shown} runs in process {pid}, which does not handle SIGTERM (a flow run started outside its "
+            "process's main thread gets no SIGTERM handler from tether): the signal would "
             f"kill it with nothing cleaned up, so it was not sent. Stop it with {interrupt}, which cancels it "
             "and cleans up its resources.",
             rid,
