@@ -7,16 +7,16 @@ it collect more often while a busy flow runs. A writer thread waits a few
 milliseconds for a burst to gather, takes the whole queue in one slice and appends
 it to this process's spool (`_spool`): from then on the records outlive a SIGKILL of
 this process, and a flow run's end waits for no more than that (it spools what is
-queued on its own thread, without waiting for the writer thread to take a turn). The
-rows are written from the spool later, while the flow does not need the CPU: once the
+queued on its own thread, without waiting for the writer thread to take a turn; and
+while that thread writes rows, the recording threads spool what they queue). The rows
+are written from the spool later, while the flow does not need the CPU: once the
 stream pauses (`QUIET_SECONDS`), at the latest `DEFER_SECONDS` after the oldest was
 spooled, at once when someone waits for them (`flush`), a few thousand records at a
-time so that spooling goes on in between. A one-shot flow's records are so written after it
-ended. A stream that stays heavy for a second is handed to the writer process
-(`_writer_process`), which takes the spool over, so that planning and writing rows stop
-competing with the flow for the GIL. Resource steps (``setup-started``, ``handle``,
-cleanup) are committed to the store before `record` returns: the ledger holds the
-intent before setup acts.
+time. A one-shot flow's records are so written after it ended. A stream that stays
+heavy for a second is handed to the writer process (`_writer_process`), which takes
+the spool over, so that planning and writing rows stop competing with the flow for
+the GIL. Resource steps (``setup-started``, ``handle``, cleanup) are committed to the
+store before `record` returns: the ledger holds the intent before setup acts.
 
 If the store fails (disk full, server gone), the recorder says so once, loudly,
 naming what is not recorded, and drops events from then on: a flow never fails
@@ -65,6 +65,10 @@ WRITER_PROCESS_TELL_SECONDS = 0.1
 IN_PROCESS_READ_BYTES = 256 << 10
 #: How often an idle writer looks for a failure the writer process reported (it writes after a pause).
 WRITER_PROCESS_CHECK_SECONDS = 1.0
+#: While the writer thread writes rows (or waits for the writer process to), which on a loaded
+#: machine or a slow server can last longer than a record may wait unspooled, the threads that
+#: record spool what is queued themselves, at least this often (or once a batch is queued).
+BUSY_SPOOL_SECONDS = 0.05
 
 
 class _Beat:
@@ -109,6 +113,8 @@ class StoreRecorder:
         self._failure_lock = threading.Lock()
         #: Records spooled by other threads since the writer thread last looked (it counts them for the writer process).
         self._spooled_elsewhere = 0
+        #: Since when the writer thread writes rows or waits for the writer process (None: it does not).
+        self._busy_since: float | None = None
         #: About how many records were spooled and not yet confirmed written (for a failure's count).
         self._unconfirmed = 0
         #: The records, item after item (see `split_records`). Only `record` appends (one
@@ -146,7 +152,9 @@ class StoreRecorder:
             return
         queue = self._queue
         queue.extend(record)
-        if (self._idle or len(queue) >= self._batch_items) and not self._wake.is_set():
+        if self._busy_since is not None:
+            self._spool_while_busy()
+        elif (self._idle or len(queue) >= self._batch_items) and not self._wake.is_set():
             # Once: until the writer takes the GIL, records keep coming, and Event.set is not cheap.
             self._wake.set()
 
@@ -201,6 +209,20 @@ class StoreRecorder:
         if not self._wake.is_set():
             self._wake.set()  # the writer thread decides when the rows are written (at once if no flow runs)
         return True
+
+    def _spool_while_busy(self) -> None:
+        """On a recording thread, while the writer thread is busy: spool the queue if a batch is
+        queued or `BUSY_SPOOL_SECONDS` passed since the last spooling; never waits for the lock
+        (whoever holds it is spooling)."""
+        if len(self._queue) < self._batch_items and time.monotonic() - self._last_spooled < BUSY_SPOOL_SECONDS:
+            return
+        if not self._spool_lock.acquire(blocking=False):
+            return
+        try:
+            if self._accepting and self.failure is None and self._spool is not None:
+                self._spooled_elsewhere += self._spool_items(self._take())
+        finally:
+            self._spool_lock.release()
 
     def _take(self) -> list[Any]:
         """The queued records, taken from the front (records queued meanwhile stay, after them)."""
@@ -371,6 +393,7 @@ class StoreRecorder:
         """Write (or, with the writer process, hand on) what is spooled, if it is due; a chunk at a time,
         so records keep going to the spool while rows are written."""
         waiting: list[threading.Event] = []
+        self._busy_since = time.monotonic()
         try:
             end = self._spool_end()  # another thread may be appending: read where the spool ends under the lock
             if end is not None and self._drain is not None and self._drain_due():
@@ -394,6 +417,8 @@ class StoreRecorder:
                     self._rows.tick()
         except Exception as exc:  # noqa: BLE001 - whatever the store's failure, the flow goes on
             self._give_up(exc, self._lost_in_write or self._unconfirmed)
+        finally:
+            self._busy_since = None
         for marker in waiting:  # written by the writer process, and the heartbeats too
             marker.set()
 
@@ -411,12 +436,7 @@ class StoreRecorder:
     def _release_written(self) -> None:
         if not self._waiting:
             return
-        if self.failure is not None:
-            for _, marker in self._waiting:
-                marker.set()
-            self._waiting = []
-            return
-        if self._drain is None:  # nothing was ever spooled
+        if self.failure is not None or self._drain is None:  # not to be written, or nothing was ever spooled
             for _, marker in self._waiting:
                 marker.set()
             self._waiting = []
@@ -451,6 +471,7 @@ class StoreRecorder:
     def _tick(self) -> None:
         if self.failure is not None:
             return
+        self._busy_since = time.monotonic()
         try:
             if self._using_writer_process:
                 assert self._writer_process is not None
@@ -461,6 +482,8 @@ class StoreRecorder:
                     self._consider_writer_process(0)
         except Exception as exc:  # noqa: BLE001
             self._give_up(exc, self._unconfirmed)
+        finally:
+            self._busy_since = None
 
     def _due_in(self) -> float | None:
         if self.failure is not None:

@@ -1,0 +1,76 @@
+"""The store's recorder in one process: records reach the spool (and so outlive a SIGKILL) on time,
+whatever the writer thread is busy with."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tether._core import Completed, Pending, RunCreated, Running, StateChanged
+from tether.store import open_store
+from tether.store._encode import split_records
+from tether.store._recorder import StoreRecorder
+from tether.store._spool import Drain
+
+BLOCKED_SECONDS = 30.0
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TETHER_STORE_HELPER", "never")  # rows are written by the recorder's own thread
+    opened = open_store(f"sqlite:///{tmp_path / 'home' / 'tether.db'}")
+    yield opened
+    opened.close()
+
+
+def task_run(recorder: StoreRecorder, run_id: str) -> None:
+    """A task run of a flow that is not open in this process: its rows are due at once."""
+    recorder.record(RunCreated(run_id, "task", "t", "flow1", "flow1", frozenset(), {"x": 1}, 1.0))
+    recorder.record(StateChanged(run_id, "task", "t", "flow1", "flow1", Pending(), Running(), 1))
+    recorder.record(StateChanged(run_id, "task", "t", "flow1", "flow1", Running(), Completed(1), 1))
+
+
+def spooled_run_ids(recorder: StoreRecorder) -> set[str]:
+    """The run ids in the spool from where it was last committed (read aside, as a replay would)."""
+    assert recorder._spool is not None
+    reader = Drain(recorder._spool.directory, recorder._spool.stem, lambda records: None)
+    items, _ = reader._read(None, 1 << 24)  # reads only: the recorder's drain commits, and holds the lock
+    reader.release()
+    return {record[1] for record in split_records(items) if record[0] == "run"}
+
+
+def test_records_are_spooled_while_the_writer_thread_is_stuck_writing_rows(store):
+    """A write of rows that takes long (a loaded machine, a slow server) must not keep records from
+    the spool: the threads that record spool them themselves meanwhile."""
+    recorder = StoreRecorder(store.engine, store.location, batch_size=10)
+    writing, release = threading.Event(), threading.Event()
+    send = recorder._rows.send
+
+    def slow_send(records: list, everything: bool = False) -> None:
+        writing.set()
+        assert release.wait(BLOCKED_SECONDS)
+        send(records, everything)
+
+    recorder._rows.send = slow_send  # type: ignore[method-assign]
+    during = [f"during-{i}" for i in range(20)]  # 60 records, six batches of 10
+    try:
+        task_run(recorder, "first")
+        assert writing.wait(BLOCKED_SECONDS), "the writer thread did not start writing rows"
+        for run_id in during:
+            task_run(recorder, run_id)
+        spooled = spooled_run_ids(recorder)
+        # Spooled a batch at a time, by this thread: at most the last, unfinished batch is still queued.
+        unspooled = [run_id for run_id in during if run_id not in spooled]
+        assert unspooled == during[len(during) - len(unspooled) :]
+        assert len(recorder._queue) < recorder._batch_items
+        assert len(unspooled) <= 4
+    finally:
+        release.set()
+    assert recorder.flush(BLOCKED_SECONDS)
+    recorder.close()
+    assert recorder.failure is None
+    with store.engine.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT id, state_type FROM task_runs").all())
+    assert stored == {run_id: "COMPLETED" for run_id in ["first", *during]}
