@@ -122,3 +122,18 @@ def test_state_is_generic_in_annotations_as_in_prefect() -> None:
     assert State[int].__origin__ is State
     state = annotated(return_state=True)
     assert isinstance(state, State) and state.is_completed()
+
+
+def test_state_timestamp_is_a_utc_datetime_as_in_prefect() -> None:
+    before = datetime.datetime.now(datetime.timezone.utc)
+
+    @flow
+    def timed() -> int:
+        return double.submit(2).result()
+
+    state = timed(return_state=True)
+    after = datetime.datetime.now(datetime.timezone.utc)
+    assert isinstance(state.timestamp, datetime.datetime)
+    assert state.timestamp.tzinfo is datetime.timezone.utc
+    assert before <= state.timestamp <= after
+    assert Completed(1, message="x").copy(message="y").timestamp.tzinfo is datetime.timezone.utc

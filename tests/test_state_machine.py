@@ -8,6 +8,7 @@ what `State.result()` does for every kind of state.
 from __future__ import annotations
 
 import ast
+import datetime
 import pathlib
 
 import pytest
@@ -387,14 +388,18 @@ def test_error_is_none_unless_the_run_ended_badly():
 
 def test_states_carry_message_data_and_timestamp():
     state = State(StateType.FAILED, "TimedOut", "slow", data=1, timestamp=12.5)
-    assert (state.type, state.name, state.message, state.data, state.timestamp) == (
+    assert (state.type, state.name, state.message, state.data, state.time) == (
         StateType.FAILED,
         "TimedOut",
         "slow",
         1,
         12.5,
     )
-    assert isinstance(Completed().timestamp, float)
+    # Prefect's State.timestamp is a datetime: the same moment, in UTC.
+    assert state.timestamp == datetime.datetime(1970, 1, 1, 0, 0, 12, 500000, tzinfo=datetime.timezone.utc)
+    assert isinstance(Completed().time, float)
+    given = datetime.datetime(2026, 12, 2, 1, 0, tzinfo=datetime.timezone.utc)
+    assert State(StateType.COMPLETED, timestamp=given).timestamp == given
 
 
 def test_copy_changes_only_what_is_asked():

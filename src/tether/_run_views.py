@@ -103,12 +103,12 @@ class FlowRun:
     @property
     def expected_start_time(self) -> datetime.datetime:
         history = getattr(self._run.record, "history", None)
-        return _utc(history[0].timestamp) if history else datetime.datetime.now(datetime.timezone.utc)
+        return _utc(history[0].time) if history else datetime.datetime.now(datetime.timezone.utc)
 
     @property
     def start_time(self) -> datetime.datetime | None:
         running = next((s for s in getattr(self._run.record, "history", ()) if s.is_running()), None)
-        return None if running is None else _utc(running.timestamp)
+        return None if running is None else _utc(running.time)
 
     def __repr__(self) -> str:
         return f"FlowRun(name={self.name!r}, id={self.id!r}, state={self.state!r})"

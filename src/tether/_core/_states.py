@@ -8,6 +8,7 @@ describes states; `_machine` decides which changes are allowed.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import time
 import types
@@ -40,7 +41,9 @@ class UnfinishedRun(Exception):
 class State:
     """The state of one run at one moment. Compare Prefect's `State`."""
 
-    __slots__ = ("data", "message", "name", "timestamp", "type")
+    #: ``time``: when, in seconds since the epoch (what the engine and the store use);
+    #: `timestamp` is the same moment as a datetime in UTC, as Prefect's states have.
+    __slots__ = ("data", "message", "name", "time", "type")
 
     def __init__(
         self,
@@ -48,13 +51,23 @@ class State:
         name: str | None = None,
         message: str | None = None,
         data: Any = None,
-        timestamp: float | None = None,
+        timestamp: float | datetime.datetime | None = None,
     ) -> None:
         self.type = type
         self.name = name or _DEFAULT_NAMES[type]
         self.message = message
         self.data = data
-        self.timestamp = time.time() if timestamp is None else timestamp
+        if timestamp is None:
+            self.time = time.time()
+        elif isinstance(timestamp, datetime.datetime):
+            self.time = timestamp.timestamp()  # a naive datetime is local time, as datetime says
+        else:
+            self.time = float(timestamp)
+
+    @property
+    def timestamp(self) -> datetime.datetime:
+        """When the run entered this state, in UTC (Prefect's ``State.timestamp``)."""
+        return datetime.datetime.fromtimestamp(self.time, datetime.timezone.utc)
 
     def __class_getitem__(cls, item: Any) -> Any:
         """``State[int]`` in annotations, as Prefect's generic ``State[R]`` allows."""
@@ -116,7 +129,7 @@ class State:
         return from_type(self.message or f"The run ended {self.name}.")
 
     def copy(self, **changes: Any) -> State:
-        values = {s: getattr(self, s) for s in self.__slots__}
+        values: dict[str, Any] = {"type": self.type, "name": self.name, "message": self.message, "data": self.data, "timestamp": self.time}
         values.update(changes)
         return State(**values)
 

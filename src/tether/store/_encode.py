@@ -122,7 +122,7 @@ class Encoder:
             # Plain tuples in the layouts' order, not NamedTuples: marshal takes only plain ones,
             # and making one costs several times as much on the engine's thread.
             return ("state", event.run_id, event.kind, event.flow_run_id, value, state.name,
-                    message, state.timestamp, event.run_count, error)  # fmt: skip
+                    message, state.time, event.run_count, error)  # fmt: skip
         if kind is RunCreated:
             if event.kind == "flow":
                 self.open_flows[event.run_id] = self.unconfirmed_flows[event.run_id] = event.name
