@@ -137,3 +137,17 @@ def test_state_timestamp_is_a_utc_datetime_as_in_prefect() -> None:
     assert state.timestamp.tzinfo is datetime.timezone.utc
     assert before <= state.timestamp <= after
     assert Completed(1, message="x").copy(message="y").timestamp.tzinfo is datetime.timezone.utc
+
+
+def test_map_with_return_state_gives_the_final_states_and_counts_them_as_looked_at() -> None:
+    @flow
+    def mapped() -> list[str]:
+        good = double.map([1, 2], return_state=True)
+        bad = fails.map([3, 4], return_state=True)
+        assert all(isinstance(s, State) for s in good + bad)
+        assert [s.result() for s in good] == [2, 4]
+        return [s.name for s in bad]
+
+    state = mapped(return_state=True)
+    assert state.is_completed(), state  # the failures were looked at through their states
+    assert state.result() == ["Failed", "Failed"]

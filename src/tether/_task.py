@@ -246,7 +246,9 @@ class Task(Generic[R]):
             return future.state  # type: ignore[return-value]
         return future
 
-    def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> TaskFutureList[R]:
+    def map(self, *args: Any, return_state: bool = False, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
+        """One run per item of the iterable arguments: a `TaskFutureList`, or with
+        ``return_state=True`` (as in Prefect) the list of their final states, once all ended."""
         ctx = current_run.get()
         graph = building_graph.get()
         if ctx is None and graph is not None:  # inside `with Flow(...)`: a node of the graph, not futures
@@ -257,7 +259,11 @@ class Task(Generic[R]):
                 "function decorated with @flow, or loop over the task yourself in plain Python."
             )
         calls = self._mapped_calls(args, kwargs)
-        return TaskFutureList(ctx.flow_run.submit_task(self, a, k, wait_for) for a, k in calls)
+        futures: TaskFutureList[R] = TaskFutureList(ctx.flow_run.submit_task(self, a, k, wait_for) for a, k in calls)
+        if return_state:
+            futures.wait()
+            return [future.state for future in futures]  # each failure counts as looked at, as `.state` does
+        return futures
 
     def _mapped_calls(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         """One (args, kwargs) per mapped run. Each iterable is read once (a generator works)."""
