@@ -252,7 +252,7 @@ class Task(Generic[R]):
         ctx = current_run.get()
         graph = building_graph.get()
         if ctx is None and graph is not None:  # inside `with Flow(...)`: a node of the graph, not futures
-            return graph.add_map(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)  # type: ignore[no-any-return]
+            return graph.add_map(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)
         if ctx is None:
             raise UsageError(
                 f"{self._owner}.map() was called outside a flow run. Call .map() inside a "
