@@ -4,6 +4,7 @@ at, states returned by flows and tasks, `.map(return_state=True)`, flows and tas
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import typing
 
@@ -151,3 +152,39 @@ def test_map_with_return_state_gives_the_final_states_and_counts_them_as_looked_
     state = mapped(return_state=True)
     assert state.is_completed(), state  # the failures were looked at through their states
     assert state.result() == ["Failed", "Failed"]
+
+
+class Pipeline:
+    factor = 3
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    @flow
+    def run(self, x: int) -> int:
+        return double(x) + self.offset
+
+    @classmethod
+    @flow
+    def scaled(cls, x: int) -> int:
+        return double(x) * cls.factor
+
+    @staticmethod
+    @flow
+    def plain(x: int) -> int:
+        return double(x)
+
+    @flow
+    async def later(self, x: int) -> int:
+        return double(x) + self.offset
+
+
+def test_flows_on_instance_class_and_static_methods_as_in_prefect() -> None:
+    pipeline = Pipeline(offset=1)
+    assert pipeline.run(2) == 5
+    assert Pipeline.scaled(2) == 12
+    assert Pipeline.plain(2) == 4 and pipeline.plain(2) == 4
+    assert asyncio.run(pipeline.later(2)) == 5
+    state = pipeline.run(3, return_state=True)
+    assert state.is_completed() and state.result() == 7
+    assert Pipeline.run.name == "run"  # the flow itself, from the class

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
@@ -130,6 +131,13 @@ class FlowFunction(Generic[R]):
         if self.is_async:
             return run_flow_async(self, args, kwargs, return_state)
         return run_flow_sync(self, args, kwargs, return_state)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """A flow on a method, as Prefect allows: ``obj.method(...)`` runs it with ``obj``
+        first (``@classmethod`` on top of ``@flow`` binds the class the same way)."""
+        if instance is None:
+            return self
+        return types.MethodType(self, instance)
 
     def with_options(self, **options: Any) -> FlowFunction[R]:
         """A copy of this flow with some options changed."""
