@@ -3,15 +3,23 @@ and settled when the process that holds them is gone (by its pid here, by its le
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import sys
 import threading
 import uuid
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from tether.store import DeploymentSpec, DeploymentTable, ProcessInfo, open_store
+from tether.store._deployments import replay_spools_of
 from tether.store._schema import deployment_runs, flow_runs
+from tether.store._spool import Spool, store_key
+from tether.testing import FakeClock
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -150,3 +158,55 @@ def test_serve_processes_registering_a_new_deployment_at_once_all_succeed(store)
     assert [d.name for d in tables[0].deployments()] == ["together"]
     times = [r.scheduled_time for r in tables[0].runs("together")]
     assert len(times) == 4 == len(set(times))
+
+
+class ClockThatActs(FakeClock):
+    """A fake clock that calls ``act(n)`` at its n-th wait (from 0), before time moves on."""
+
+    def __init__(self, act: Callable[[int], None]) -> None:
+        super().__init__()
+        self.act = act
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.act(len(self.waits))
+        return super().wait(event, seconds)
+
+
+def dead_process() -> ProcessInfo:
+    done = subprocess.run(
+        [sys.executable, "-c", "from tether.store import ProcessInfo; print(ProcessInfo.current().as_json())"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    found = ProcessInfo.from_json(done.stdout.strip())
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("writer_finishes", [True, False], ids=["writer-finishes", "writer-never-finishes"])
+def test_settling_waits_for_the_spool_a_dead_runs_writer_process_still_writes(store, writer_finishes):
+    """A dead run's spool whose lock its writer process holds is waited for (the wait ends once the
+    writer lets go and the spool is written), at most the time given; other dead spools are not waited for."""
+    gone, other = dead_process(), dead_process()
+    mine, theirs = (Spool(store_key(store.engine.url), p) for p in (gone, other))
+    for spool in (mine, theirs):
+        spool.close()
+    held = os.open(mine.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as the dead run's writer process does while it writes
+
+    def act(n: int) -> None:
+        if writer_finishes and n == 0:
+            os.close(held)  # the writer process wrote everything and let go
+
+    try:
+        with ClockThatActs(act) as clock:
+            replay_spools_of(store.engine, [gone.pid], wait_seconds=10.0)
+    finally:
+        if not writer_finishes:
+            os.close(held)
+    left = {p.name.split("-")[-3] for p in mine.directory.glob("*.spool")}
+    assert str(other.pid) not in left  # nobody writes it: written at once, not waited for
+    if writer_finishes:
+        assert clock.waits == [0.05] and str(gone.pid) not in left
+    else:
+        assert sum(clock.waits) == pytest.approx(10.0, abs=0.1) and str(gone.pid) in left
