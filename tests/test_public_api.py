@@ -175,7 +175,7 @@ def test_import_tether_alone_reaches_every_public_submodule():
         "import tether\n"
         "for name in ['limits', 'resources', 'states', 'runtime', 'runners', 'store', 'futures', 'tasks',\n"
         "             'task_runners', 'logging', 'exceptions', 'context', 'cache_policies', 'client', 'sql', 'testing',\n"
-        "             'flows', 'utilities', 'variables', 'artifacts', 'blocks']:\n"
+        "             'flows', 'utilities', 'variables', 'artifacts', 'blocks', 'transactions']:\n"
         "    assert hasattr(tether, name), name\n"
         "assert callable(tether.limits.set)\n"
         "assert tether.runtime.flow_run.id is None\n"

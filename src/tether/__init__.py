@@ -30,6 +30,7 @@ from tether import (
     store,
     task_runners,
     tasks,
+    transactions,
     utilities,
 )
 from tether._annotations import allow_failure, quote
