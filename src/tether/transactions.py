@@ -55,7 +55,7 @@ import os
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from tether import _settings as settings
 from tether._cache import MISSING, results
@@ -65,6 +65,9 @@ from tether._errors import CleanupError, MissingContextError, UsageError
 from tether._logging import get_logger, get_run_logger
 from tether._loop import run_on_engine_loop
 from tether._resources import Resource, ResourceScope
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 __all__ = [
     "AsyncTransaction", "BaseTransaction", "CommitMode", "IsolationLevel", "Transaction", "TransactionState",
