@@ -165,11 +165,6 @@ SCRIPT_BAD_INPUT = [
         lambda f: serving(f).serve("nightly", cron="61 * * * *"),
         "cron='61 * * * *'",
         "cron='30 1 * * *'",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=Exception,
-            reason="Flow.serve (tether/_flow.py) builds its deployment itself; it should call tether._serve.serve_flow",
-        ),
         id="flow.serve",
     ),
 ]

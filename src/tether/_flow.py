@@ -30,7 +30,7 @@ from tether._options import (
 )
 from tether._reaping import refuse_flow_call
 from tether._run_names import RunName, check_run_name
-from tether._serve import serve as serve_deployments
+from tether._serve import serve_flow
 from tether._validation import ParameterValidator
 from tether.runners import TaskRunner, ThreadPoolRunner
 
@@ -180,7 +180,7 @@ class FlowFunction(Generic[R]):
 
     def serve(self, name: str | None = None, *, limit: int | None = None, **options: Any) -> int:
         """Run this flow on its schedules under ``name`` until SIGTERM or Ctrl-C (blocks); the exit code."""
-        return serve_deployments(self.to_deployment(name, **options), limit=limit)
+        return serve_flow(self, name, limit=limit, **options)
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
