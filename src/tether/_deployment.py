@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tether._core._catchup import CATCHUP, OVERLAP
-from tether._errors import ParameterError, UsageError
+from tether._errors import DeploymentError, ParameterError
 from tether.schedules import Cron, Interval, RRule, Schedule, ScheduleError
 from tether.store import DeploymentSpec
 
@@ -50,8 +50,6 @@ DEPLOYMENT_OPTIONS = (
 )  # fmt: skip
 
 
-class DeploymentError(UsageError, ValueError):
-    """A deployment that cannot be served: a bad name, policy or parameters."""
 
 
 class Deployment:

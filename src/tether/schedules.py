@@ -40,7 +40,7 @@ from cronsim import CronSim, CronSimError
 from dateutil import rrule as _dateutil_rrule
 from dateutil.rrule import rrulestr
 
-from tether._errors import UsageError
+from tether._errors import ScheduleError
 
 __all__ = [
     "Cron",
@@ -73,8 +73,6 @@ _NICKNAMES = {
 }
 
 
-class ScheduleError(UsageError, ValueError):
-    """A schedule that cannot be used: a bad cron or RRULE, an unknown time zone, an interval of 0 or less."""
 
 
 def check_timezone(owner: str, name: Any) -> str:
