@@ -24,6 +24,7 @@ from tether.store._errors import RunNotFound
 from tether.store._records import LedgerEntry, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
 from tether.store._redact import redact_text
 from tether.store._schema import (
+    artifacts,
     deployment_runs,
     deployments,
     flow_runs,
@@ -360,9 +361,16 @@ def set_deployment_paused(store: Store, name: str, paused: bool) -> None:
 
 
 def change_token(store: Store) -> str:
-    """A short text that changes whenever a run, a log, the ledger or a limit changes; cheap to ask for
-    (see `_changes.read_change_token`). To wait for it to change, use `Store.wait_for_change`."""
-    return read_change_token(store.engine)
+    """A short text that changes whenever a run, a log, the ledger, a limit or an artifact changes; cheap
+    to ask for (see `_changes.read_change_token`). To wait for it to change, use `Store.wait_for_change`."""
+    return read_change_token(store.engine) + "-" + read(store.engine, _artifacts_token)
+
+
+def _artifacts_token(conn: sa.Connection) -> str:
+    """Artifacts are created and updated in place (a progress artifact's percentage): their count and
+    newest update time move with either."""
+    count, updated = conn.execute(sa.select(sa.func.count(), sa.func.max(artifacts.c.updated))).one()
+    return f"{count}-{'' if updated is None else f'{updated:.6f}'}"
 
 
 # -- pieces ------------------------------------------------------------------------------
