@@ -92,6 +92,59 @@ def test_tether_run_exits_like_the_script_on_a_signal_and_says_it_waits_for_the_
     assert "Traceback" not in said
 
 
+SLOW_CLEANUP = textwrap.dedent(
+    """
+    import pathlib
+    import sys
+
+    from tether import flow, resource, task
+
+    @resource
+    def conn(marker: str):
+        yield "c"
+        pathlib.Path(marker).write_text("cleaning")  # the work is done: the test sends SIGTERM now
+        sys.stdin.readline()                           # until the test says the signal was sent
+        pathlib.Path(marker + ".done").write_text("cleaned")
+
+    @task
+    def work(c):
+        return 42
+
+    @flow
+    def main(marker: str):
+        with conn(marker) as c:
+            return work(c)
+    """
+)
+
+
+def test_tether_run_exits_143_when_sigterm_comes_during_the_cleanup_of_work_that_completed(tmp_path, env):
+    (tmp_path / "slow_cleanup.py").write_text(SLOW_CLEANUP)
+    marker = tmp_path / "cleaning"
+    proc = subprocess.Popen([*TETHER, "run", "slow_cleanup.py:main", "-p", f"marker={marker}"], cwd=tmp_path, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        start = time.monotonic()
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - start < 120, "the cleanup never started"
+            time.sleep(0.05)  # polling for the file, not ordering by time
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate("go\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # As the script itself: the work completed and is recorded so, and the exit status says SIGTERM came.
+    assert proc.returncode == 143, f"exited {proc.returncode}\n{stdout}\n{stderr}"
+    assert (tmp_path / "cleaning.done").exists()  # the cleanup was not cut short
+    said = stdout + stderr
+    assert "ended Completed" in said and "SIGTERM came during the cleanup" in said, said
+    assert "Traceback" not in said
+    (run,) = json.loads(tether(env, "runs", "ls", "--json").stdout)
+    assert run["state_type"] == "COMPLETED", run
+
+
 TYPED = textwrap.dedent(
     """
     from tether import flow

@@ -555,13 +555,16 @@ class FlowRun:
                 logger.exception("Hook %r of flow run %r raised; the run's state is unchanged.", hook, self.record.name)
 
     def outcome(self, state: State, return_state: bool) -> Any:
+        late = self.late_interrupt
+        if late is not None and not isinstance(late, FlowRunTimeout):
+            # The signal still ends the process (exit status 143 for SIGTERM), even for a
+            # caller that asked for the state: the state, recorded, says the work was done.
+            late.state = state  # type: ignore[attr-defined]  # for the caller that reports it (tether run)
+            raise late
         if return_state:
             return state
         if state.is_cancelled() and isinstance(self.cancel_reason, BaseException):
             raise self.cancel_reason
-        late = self.late_interrupt
-        if late is not None and not isinstance(late, FlowRunTimeout):
-            raise late  # the signal still ends the process (exit status 143 for SIGTERM)
         return state.result()
 
 

@@ -67,6 +67,15 @@ def _run(target: str, params: tuple[str, ...], runner: str | None) -> None:
         state, flow_run_id = run_with_progress(lambda: flow(**values, return_state=True), out, err)
     except ImportError as exc:  # the runner's package is missing: raised as the run starts it (the body's are states)
         raise Failure(f"Flow {flow.name!r} could not start its task runner: {exc}") from None
+    except (KeyboardInterrupt, Terminated) as late:
+        state = getattr(late, "state", None)
+        if state is None:  # not a flow run's late interrupt: it never started
+            raise
+        # It came during the cleanup, after the work was over: the run ended as its work did.
+        flush_store()
+        err.print(Text.assemble(f"Flow run {flow.name!r} ended ", (state.name, "green" if state.is_completed() else "red"),
+                                f": {redact_text(state.message or '')}"))
+        sys.exit(143 if isinstance(late, Terminated) else 130)
     flush_store()
     summary = f"Flow run {flow.name!r}" + (f" ({flow_run_id})" if flow_run_id else "")
     if state.is_completed():
