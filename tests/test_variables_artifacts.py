@@ -39,28 +39,16 @@ from tether.variables import Variable
 # -- fixtures ----------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A fresh store: a SQLite file, or a PostgreSQL schema of this test's own (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store' / 'tether.db'}"
-        return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"tether_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        close_engines()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+@pytest.fixture
+def engines_closed(store_url):
+    """The variables' and artifacts' engines let go of the store before its schema is dropped
+    (a fixture that depends on `store_url` ends before it)."""
+    yield
+    close_engines()
 
 
 @pytest.fixture
-def store(store_url, monkeypatch):
+def store(store_url, engines_closed, monkeypatch):
     """The store on, as the engine enables it: flows record to it, and variables live in it."""
     monkeypatch.setenv("TETHER_DATABASE_URL", store_url)
     monkeypatch.delenv("TETHER_STORE", raising=False)
@@ -455,7 +443,7 @@ def test_a_task_on_a_process_pool_reaches_the_flows_store(store):
 # -- the schema ----------------------------------------------------------------------------
 
 
-def test_a_store_made_by_the_previous_revision_is_upgraded(store_url):
+def test_a_store_made_by_the_previous_revision_is_upgraded(store_url, engines_closed):
     location = tether.store.StoreLocation.resolve(store_url)
     engine = make_engine(location)
     with engine.begin() as conn:
