@@ -11,7 +11,6 @@ import threading
 import uuid
 
 import pytest
-import sqlalchemy as sa
 from pydantic import SecretStr
 
 import tether.runtime
