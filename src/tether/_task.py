@@ -1,8 +1,8 @@
 """`@task`: the decorator, and the `Task` object it makes.
 
 A `Task` knows its options and how to be called, submitted or mapped; running
-a task run is `_task_run`'s job. Outside a flow, calling a task runs the plain
-function, like Prefect's ``.fn``. Options are checked and turned into what the
+a task run is `_task_run`'s job. Outside a flow, calling a task runs it as a task run
+of its own (`_engine._standalone`), as Prefect 3 does; ``.fn`` is the plain function. Options are checked and turned into what the
 engine reads (retry delays, the cache policy in force) once, here, not per run.
 """
 
@@ -38,7 +38,8 @@ from tether._options import (
 )
 from tether._run_names import RunName, check_run_name, render_run_name
 from tether._run_views import with_defaults
-from tether.transactions import current_plain, run_called_task
+from tether._engine._standalone import run_standalone
+from tether.transactions import plain_scopes
 
 R = TypeVar("R")
 
@@ -225,10 +226,8 @@ class Task(Generic[R]):
             graph = building_graph.get()
             if graph is not None:  # inside `with Flow(...)`: build a node, run nothing
                 return graph.add_call(self, args, kwargs, kwargs.pop("upstream_tasks", None) or wait_for)
-            txn = current_plain()
-            if txn is not None:  # inside `with transaction()` outside a flow: one of its members
-                return run_called_task(txn, self, args, kwargs)
-            return self.fn(*args, **kwargs)
+            # A task run of its own, as in Prefect 3 (a member of the transaction around it, if any).
+            return run_standalone(self, args, kwargs, wait_for, return_state, plain_scopes())
         return ctx.flow_run.call_task(self, args, kwargs, wait_for, return_state)
 
     def submit(self, *args: Any, wait_for: Iterable[Any] | None = None, return_state: bool = False, **kwargs: Any) -> TaskFuture[R]:
@@ -236,8 +235,8 @@ class Task(Generic[R]):
         if ctx is None:
             raise UsageError(
                 f"{self._owner}.submit() was called outside a flow run, so there is no flow to "
-                f"run it in. Call the task directly ({self.name}(...)) to run it as plain "
-                "Python, or call .submit() inside a function decorated with @flow."
+                f"run it in. Call the task directly ({self.name}(...)) to run it as a task "
+                "run of its own, or call .submit() inside a function decorated with @flow."
             )
         future = ctx.flow_run.submit_task(self, args, kwargs, wait_for)
         if return_state:

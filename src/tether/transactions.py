@@ -14,7 +14,9 @@ a member run ended failed, crashed or cancelled, or the flow was interrupted (Ct
 SIGTERM, timeout); else it commits. Leaving the block waits for that end, so after the
 ``with`` the transaction is committed or rolled back and its hooks have run, as in
 Prefect. Outside a flow, or inside a task body, it is a plain context manager that ends at
-the ``with``'s exit; the tasks called in its block are its members there too.
+the ``with``'s exit; the tasks called in its block are its members there too (outside any
+flow each is a task run of its own, `_engine._standalone`'s, joined to the scope as in a
+flow).
 
 Each member task run that completed is a child transaction holding its task's hooks, in the
 order the runs completed: commit calls the children's ``on_commit`` hooks in that order,
@@ -107,18 +109,17 @@ def get_transaction() -> Transaction | None:
     ``set``s its hooks read, and its ``get`` falls back to the transactions around it.
     """
     txn = _current.get()
-    if txn is not None and txn._scope is not None and txn._scope.in_flow:
-        ctx = current_run.get()
-        if ctx is not None and ctx.task_run is not None:
-            txn = None  # a called task's body: the flow body's context, but the run's own transaction
-    if txn is None:
-        ctx = current_run.get()
-        if ctx is None or ctx.task_run is None:
-            return None
-        for scope in reversed(getattr(ctx.task_run, "scopes", ())):
-            if type(scope) is _TransactionScope:
-                return scope.child_for(ctx.task_run.record.id, ctx.task_run.record.name)
-    return txn
+    ctx = current_run.get()
+    task_run = None if ctx is None else ctx.task_run
+    if task_run is None:
+        return txn
+    scopes = getattr(task_run, "scopes", ())  # a remote worker's stand-in has none
+    if txn is not None and (txn._scope is None or (not txn._scope.in_flow and txn._scope not in scopes)):
+        return txn  # opened in this body (or a hook's own, while it runs)
+    for scope in reversed(scopes):
+        if type(scope) is _TransactionScope:
+            return scope.child_for(task_run.record.id, task_run.record.name)
+    return None  # a called task's body sees the flow body's context, not its transaction
 
 
 class Transaction:
@@ -324,6 +325,7 @@ class Transaction:
             raise
         self._scope = scope
         if not scope.in_flow and current_run.get() is not None:  # a task body: the runs it calls join
+            # (outside any run, `plain_scopes` hands the scope to the task called in the block)
             scope.body_token = open_blocks.set((*open_blocks.get(), scope))
         self._token = _current.set(self)
         return self
@@ -420,9 +422,6 @@ class Transaction:
         if child.commit_mode is CommitMode.EAGER:
             child.commit()
         self.add_child(child)
-
-    def _failed(self, error: BaseException) -> None:
-        self._failure = self._failure or error
 
     # -- SERIALIZABLE --------------------------------------------------------------------
 
@@ -525,12 +524,12 @@ class _TransactionScope(ResourceScope):
 
     def join_task_run(self, task_name: str, task_run_id: str) -> None:
         super().join_task_run(task_name, task_run_id)
-        for scope in reversed(open_blocks.get()):
-            if type(scope) is _TransactionScope:
-                if scope is self:  # an outer transaction counts the run, the innermost keeps it
-                    with self._own_lock:
-                        self._own[task_run_id] = None
-                return
+        # An outer transaction counts the run, the innermost keeps it; outside any run the
+        # scope is handed to the run itself (`plain_scopes`), with none in the open blocks.
+        innermost = next((s for s in reversed(open_blocks.get()) if type(s) is _TransactionScope), self)
+        if innermost is self:
+            with self._own_lock:
+                self._own[task_run_id] = None
 
     def child_for(self, run_id: str, run_name: str) -> Transaction:
         """The transaction of member run ``run_id``, made on first use (``get_transaction()``)."""
@@ -554,25 +553,13 @@ class _TransactionScope(ResourceScope):
             super().member_ended(member, state)
 
 
-def run_called_task(txn: Transaction, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A task called outside a flow inside ``txn``'s block: its body, as a member of ``txn``."""
-    child = txn._child(task.name)
-    token = _current.set(child)
-    try:
-        value = task.fn(*args, **kwargs)
-    except BaseException as exc:
-        txn._failed(exc)
-        raise
-    finally:
-        _current.reset(token)
-    txn._completed(child, task, None, value)
-    return value
-
-
-def current_plain() -> Transaction | None:
-    """The transaction a task called outside any flow run belongs to, if any."""
+def plain_scopes() -> tuple[Any, ...]:
+    """The scope of the transaction a task called outside any run belongs to: the run
+    joins it as it joins an open block in a flow (empty outside a transaction)."""
     txn = _current.get()
-    return txn if txn is not None and txn._scope is not None and not txn._scope.in_flow else None
+    if txn is None or txn._scope is None or txn._scope.in_flow:
+        return ()
+    return (txn._scope,)
 
 
 def _default_logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
