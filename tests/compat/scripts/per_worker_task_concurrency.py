@@ -1,5 +1,4 @@
 # Source: https://docs.prefect.io/v3/examples/per-worker-task-concurrency (PrefectHQ/prefect examples/per_worker_task_concurrency.py)
-# Pending: prefect.concurrency.sync's concurrency() is not in tether yet (issue #15, item 3).
 # Expect exit: 0
 # Expect output:
 #   Image 1: running ML inference (GPU)...
