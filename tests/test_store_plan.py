@@ -289,7 +289,7 @@ def test_each_record_is_laid_out_as_its_layout_names_it():
     assert (named["run_id"], named["kind"], named["flow_run_id"], named["type"], named["name"]) == (
         "r1", "task", "flow1", "FAILED", "Failed"
     )
-    assert (named["message"], named["timestamp"], named["run_count"], named["error"]) == ("boom", failed.timestamp, 2, "boom")
+    assert (named["message"], named["timestamp"], named["run_count"], named["error"]) == ("boom", failed.time, 2, "boom")
     assert LOG.named(log) == {
         "record": "log", "run_id": "r1", "flow_run_id": "flow1", "level": 30, "message": "careful", "timestamp": 4.0
     }
