@@ -1,6 +1,7 @@
 """``tether runs ls``, ``tether runs show`` and ``tether runs cancel``: the flow runs the store recorded.
 
-``ls`` and ``show`` read through `tether.store` and hand the records to `_render`.
+``ls`` and ``show`` read through `tether.store` and hand the records to `_render`
+(``show``: to `_timeline`, and its artifacts to `_artifacts`).
 ``cancel`` has `tether.store.cancel_flow_run` send SIGTERM to the run's process
 (which cancels the run and cleans up its resources), then watches the store until
 the run ends. Nothing here writes a run's state: its own process does.
@@ -13,9 +14,10 @@ import time
 import click
 from rich.table import Table
 
+from tether.cli._artifacts import artifact_dict
 from tether.cli._main import BadInput, Failure, out, print_json, store_or_exit
 from tether.cli._render import process_gone, seconds, state_text, when
-from tether.cli._timeline import render_run
+from tether.cli._timeline import render_run, task_run_names
 from tether.states import (
     AwaitingConcurrencySlot,
     AwaitingRetry,
@@ -39,6 +41,7 @@ from tether.store import (
     cancel_flow_run,
     find_flow_run,
     open_store,
+    run_artifacts,
 )
 
 #: The state types, then the names tether gives states of those types (a run's own names are matched too).
@@ -99,16 +102,18 @@ def runs_ls(limit: int, state: str | None, deployment: str | None, as_json: bool
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the timeline.")
 def runs_show(run_id: str, as_json: bool) -> None:
-    """Show one flow run: its tasks and resources on one timeline, errors and logs."""
+    """Show one flow run: its tasks and resources on one timeline, its artifacts, errors and logs."""
     with store_or_exit() as store:
         try:
             detail = store.flow_run(run_id)
         except LookupError as exc:
             raise Failure(str(exc)) from None
+        artifacts = run_artifacts(store, detail.flow_run.id)
     if as_json:
-        print_json(detail.as_dict())
+        names = task_run_names(detail.task_runs)
+        print_json(detail.as_dict() | {"artifacts": [artifact_dict(a, names) for a in artifacts]})
         return
-    render_run(detail)
+    render_run(detail, artifacts)
 
 
 @runs.command("cancel")

@@ -1,4 +1,5 @@
-"""``tether runs show``: one flow run as text, its task runs, resource copies and subflows on one time axis.
+"""``tether runs show``: one flow run as text, its task runs, resource copies and subflows on one time axis,
+then its artifacts (`_artifacts`), errors and logs.
 
 Each row is named as the run is (a task run by its run name, numbered when a task ran more than
 once; a resource copy by its ledger row ``#N``, as ``tether resources`` and ``tether reap`` name
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from rich.table import Table
 from rich.text import Text
 
+from tether.cli._artifacts import render_artifacts
 from tether.cli._main import out
 from tether.cli._render import clock, ledger_status, seconds, short_id, state_text, when
-from tether.store import LedgerEntry, RunDetail, StoredStateChange, StoredTaskRun, redact_text
+from tether.store import LedgerEntry, RunDetail, StoredArtifact, StoredStateChange, StoredTaskRun, redact_text
 
 TIMELINE_ROWS = 200
 #: The bar's characters by what the run did then: ran, waited for a concurrency slot, waited for a retry.
@@ -40,7 +42,8 @@ class Row:
     failed: bool = False
 
 
-def render_run(detail: RunDetail) -> None:
+def render_run(detail: RunDetail, artifacts: list[StoredArtifact] | None = None) -> None:
+    """The run's header, its timeline, then its artifacts, errors and logs."""
     run = detail.flow_run
     out.print(
         Text.assemble(
@@ -63,6 +66,7 @@ def render_run(detail: RunDetail) -> None:
         shown = f"failed ones first ({failed}), then " if failed else ""
         out.print(Text(f"  ... {len(rows) - TIMELINE_ROWS} more rows not shown ({shown}in start order); "
                        f"all of them: tether runs show {run.id} --json", style="dim"))
+    render_artifacts(out, run.id, artifacts or [], names)
     errors: list[tuple[str, str, str, str | None]] = [
         ("task run", names[t.id], short_id(t.id), t.error) for t in detail.task_runs if t.error
     ]
