@@ -853,15 +853,18 @@ def test_fn_is_the_undecorated_function():
     assert task(name="renamed")(plain).name == "renamed"
 
 
-def test_a_task_called_outside_a_flow_runs_as_plain_python(recorder):
+def test_a_task_called_outside_a_flow_runs_as_a_task_run_of_its_own(recorder):
+    # As in Prefect 3 (was plain Python before: no record): a task run with no flow run.
     assert add(2, 3) == 5
     with pytest.raises(ValueError, match="plain"):
         boom("plain")
-    # As plain Python: no run record, no events, the function's own TypeError.
-    assert recorder.events == []
-    with pytest.raises(TypeError) as caught:
+    created = [e for e in recorder.events if isinstance(e, RunCreated)]
+    assert [(e.kind, e.name, e.flow_run_id) for e in created] == [("task", "add", None), ("task", "boom", None)]
+    finals = [e.new.name for e in recorder.events if isinstance(e, StateChanged) and e.new.is_final()]
+    assert finals == ["Completed", "Failed"]
+    with pytest.raises(ParameterError):  # the arguments are bound as in a flow
         add(1)
-    assert not isinstance(caught.value, ParameterError)
+    assert add.fn(2, 3) == 5  # .fn stays the plain function
 
 
 def test_runs_go_through_the_state_machine(runner, recorder):
