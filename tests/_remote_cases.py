@@ -9,6 +9,7 @@ step, appended), since a worker's memory cannot be looked at from the test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -275,6 +276,12 @@ def test_workers_write_their_copies_ledger_rows_and_the_flow_process_none(make_r
     assert all((r.setup_outcome, r.cleanup_outcome, r.flow_run_id) == ("succeeded", "succeeded", steps[0].flow_run_id) for r in rows)
 
 
+@dataclasses.dataclass
+class Connection:
+    host: str
+    conn: Any
+
+
 def test_unpicklable_arguments_fail_at_submit_naming_them(make_runner, tmp_path):
     lock = threading.Lock()
     raw = socket.socket()
@@ -286,7 +293,7 @@ def test_unpicklable_arguments_fail_at_submit_naming_them(make_runner, tmp_path)
 
     @flow(task_runner=make_runner())
     def pipeline():
-        for argument in (lock, raw, [1, 2, {"conn": raw}]):
+        for argument in (lock, raw, [1, 2, {"conn": raw}], Connection(host="db", conn=raw)):
             with pytest.raises(UnpicklableArgumentError) as caught:
                 takes.submit(argument)
             errors.append(str(caught.value))
@@ -310,8 +317,9 @@ def test_unpicklable_arguments_fail_at_submit_naming_them(make_runner, tmp_path)
     assert "argument 'value' is a _thread.lock" in errors[0]
     assert "argument 'value' is a socket.socket" in errors[1]
     assert "argument 'value' holds, at value[2]['conn'], a socket.socket" in errors[2]
-    assert all("@resource" in e and "cannot be pickled" in e for e in errors[:3])
-    assert "A value of resource 'recorded' is inside an object" in errors[3]
+    assert "argument 'value' holds, at value.conn, a socket.socket" in errors[3]  # a dataclass's field
+    assert all("@resource" in e and "cannot be pickled" in e for e in errors[:4])
+    assert "A value of resource 'recorded' is inside an object" in errors[4]
 
 
 def test_a_resource_opened_with_another_ones_value_nests_on_each_worker(make_runner, worker_count, tmp_path):

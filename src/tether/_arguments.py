@@ -48,6 +48,22 @@ def members(value: Any) -> list[Any] | None:
     return None
 
 
+def labelled_members(value: Any) -> list[tuple[str, Any]] | None:
+    """`members`, each with where it sits, as a reader writes it after the container's name:
+    ``[0]``, ``['key']``, ``.field``; ``an item of`` for a set's (which have no place)."""
+    inside = members(value)
+    if inside is None:
+        return None
+    if isinstance(value, dict):
+        return [(f"[{key!r}]", item) for key, item in value.items()]
+    if isinstance(value, (list, tuple)):
+        return [(f"[{i}]", item) for i, item in enumerate(inside)]
+    if isinstance(value, (set, frozenset)):
+        return [("an item of", item) for item in inside]
+    names = [f.name for f in dataclasses.fields(value)] if hasattr(type(value), "__dataclass_fields__") else list(type(value).model_fields)
+    return [(f".{name}", item) for name, item in zip(names, inside)]
+
+
 def rebuild(container: Any, new_members: list[Any]) -> Any:
     """A container like ``container`` (same type, same extra state) holding ``new_members``."""
     kind = type(container)

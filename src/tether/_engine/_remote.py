@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import cloudpickle
 
-from tether._arguments import rewrite
+from tether._arguments import labelled_members, rewrite
 from tether._context import RunContext
 from tether._core import Crashed, Failed
 from tether._engine._copies import close_copies, copies_unreported, copy_reported, ledger_target
@@ -192,16 +192,13 @@ def _unpicklable(runner: RemoteRunner, task: TaskOptions, name: str, value: Any,
 
 
 def _find_unpicklable(path: str, value: Any, runner: RemoteRunner) -> tuple[str, Any]:
-    """The innermost container item of ``value`` that does not pickle, and where it is."""
-    if isinstance(value, dict):
-        items: list[tuple[str, Any]] = [(f"{path}[{k!r}]", v) for k, v in value.items()]
-    elif isinstance(value, (list, tuple)):
-        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
-    elif isinstance(value, (set, frozenset)):
-        items = [(f"an item of {path}", v) for v in value]
-    else:
+    """The innermost member of ``value`` (as the argument walkers see containers) that does
+    not pickle, and where it is."""
+    items = labelled_members(value)
+    if items is None:
         return path, value
-    for where, item in items:
+    for label, item in items:
+        where = f"{label} {path}" if label == "an item of" else f"{path}{label}"
         try:
             _dumps(item, runner, checking=True)
         except Exception:  # noqa: BLE001 - this item is (or holds) the culprit
