@@ -1,6 +1,6 @@
 """The dashboard's web application: one Starlette route per page, each a thin call to a store query and a template.
 
-Pages: ``/`` (runs), ``/runs/<id>`` (a run: timeline, errors, parameters, logs),
+Pages: ``/`` (runs), ``/runs/<id>`` (a run: timeline, artifacts (`_artifacts`), errors, parameters, logs),
 ``/runs/<id>/log.txt`` (the whole log), ``/tasks/<id>`` (a task run), ``/resources``
 (the ledger, orphans marked), ``/limits`` and ``/deployments`` (from ``tether serve``); ``/events`` streams the store's
 changes (`_live`: pushed by PostgreSQL's NOTIFY, polled on SQLite). A page asked with ``X-Tether-Partial: 1`` sends only its
@@ -50,6 +50,7 @@ from tether.store import (
     heartbeat_seconds,
     limit_views,
     reap_orphans,
+    run_artifacts,
     run_log_lines,
     run_view,
     runs_page,
@@ -57,6 +58,7 @@ from tether.store import (
     task_run_view,
 )
 from tether.ui import _format, _timeline
+from tether.ui._artifacts import ARTIFACT_LIMIT, artifact_views
 from tether.ui._live import ChangeWatcher, event_stream
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -123,8 +125,12 @@ class Dashboard:
         svg = _timeline.render(view, now=now, task_href="/tasks/")
         pages = max((view.task_total + view.page_size - 1) // view.page_size, 1)
         cancel_sent = request.query_params.get("cancel") == "sent"
+        stored = run_artifacts(self.store, view.flow_run.id)
+        names = {t.id: t.name for t in view.task_page} | {lane.task.id: lane.task.name for lane in view.lanes or []}
+        artifacts = artifact_views(stored, names | view.task_names)
         return self.page(request, "run.html", view=view, run=view.flow_run, timeline=svg, pages=pages, now=now,
-                         final=FINAL, cancel_sent=cancel_sent)
+                         final=FINAL, cancel_sent=cancel_sent, artifacts=artifacts, artifact_total=len(stored),
+                         artifact_limit=ARTIFACT_LIMIT)
 
     def run_log(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
