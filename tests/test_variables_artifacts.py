@@ -31,7 +31,8 @@ from tether.store import StoreError, StoreOff, open_store, run_artifacts
 from tether.store._db import make_engine
 from tether.store._migrate import run_migrations
 from tether.store._schema import HEAD
-from tether.store._secrets import KEY_FILE, SecretKeyError, _read_or_create
+from tether._errors import SecretKeyError
+from tether.store._secrets import KEY_FILE, _read_or_create
 from tether.store._variables import close_engines
 from tether.variables import Variable
 

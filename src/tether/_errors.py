@@ -16,11 +16,17 @@
     ├── TaskRunTimeout / FlowRunTimeout (also TimeoutError)
     ├── WorkerLost                           the worker process that ran a call died or left
     ├── ReaperNotFound                       the reaper named in the resource ledger cannot be imported
+    ├── CannotCancel                         a flow run `tether runs cancel` cannot cancel from here
     └── StoreError                           the run store cannot be opened or used
         ├── StoreSchemaError                 its schema is newer than this tether, or not tether's
+        ├── StoreOff                         the store is switched off and something needs it
         ├── RunNotFound (also LookupError)   no flow run (or more than one) matches the id given
         ├── DeploymentNameTaken              a deployment of that name serves another flow
-        └── DeploymentNotFound (also LookupError)
+        ├── DeploymentNotFound (also LookupError)
+        ├── VariableExists (also ValueError) Variable.set of an existing name without overwrite=True
+        ├── BlockExists (also ValueError)    a block saved again without overwrite=True
+        ├── BlockNotFound (also ValueError)  Block.load of a name nothing was saved under
+        └── SecretKeyError                   the secrets key cannot be used, or is not the block's
 
     RunInterrupted (a BaseException, like KeyboardInterrupt)
     ├── TaskRunCancelled                     thrown into a running task when its flow is cancelled
@@ -120,6 +126,39 @@ class DeploymentNameTaken(StoreError):
 
 class DeploymentNotFound(StoreError, LookupError):
     """No deployment has this name."""
+
+
+class StoreOff(StoreError):
+    """The store is switched off (``TETHER_STORE=off``) and something needs it."""
+
+
+class VariableExists(StoreError, ValueError):
+    """A variable of that name exists, and it was set without ``overwrite=True``."""
+
+
+class BlockExists(StoreError, ValueError):
+    """A block of that type and name is saved, and it was saved again without ``overwrite=True``."""
+
+
+class BlockNotFound(StoreError, ValueError):
+    """No block of that type and name is saved in the store."""
+
+
+class SecretKeyError(StoreError):
+    """The secrets key under ``$TETHER_HOME`` cannot be used, or is not the one a block was saved with."""
+
+
+class CannotCancel(TetherError):
+    """The flow run cannot be cancelled from here; the message says why and what to do.
+
+    ``reason`` names the case for callers that act on it: ``final``, ``subflow``,
+    ``other-host``, ``no-process``, ``gone``, ``reused``, ``no-handler``, ``not-permitted``.
+    """
+
+    def __init__(self, message: str, run_id: str, reason: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.reason = reason
 
 
 class RunInterrupted(BaseException):

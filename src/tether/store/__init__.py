@@ -9,10 +9,24 @@ opens the store with `open_store()` and queries it.
 This package records and reads; it does not run flows or decide their states.
 """
 
+from tether._errors import (
+    BlockExists,
+    BlockNotFound,
+    CannotCancel,
+    DeploymentNameTaken,
+    DeploymentNotFound,
+    ReaperNotFound,
+    RunNotFound,
+    SecretKeyError,
+    StoreError,
+    StoreOff,
+    StoreSchemaError,
+    VariableExists,
+)
 from tether._settings import heartbeat_seconds
 from tether.store._active import active_store, disable, enable, flush, recording_disabled
 from tether.store._artifacts import ARTIFACT_TYPES, ArtifactTable, StoredArtifact, run_artifacts, table_rows
-from tether.store._cancel import CancelSent, CannotCancel, cancel_flow_run
+from tether.store._cancel import CancelSent, cancel_flow_run
 from tether.store._crashed import CrashedRun
 from tether.store._deployments import (
     Claimed,
@@ -20,14 +34,6 @@ from tether.store._deployments import (
     DeploymentTable,
     ScheduledRun,
     StoredDeployment,
-)
-from tether.store._errors import (
-    DeploymentNameTaken,
-    DeploymentNotFound,
-    ReaperNotFound,
-    RunNotFound,
-    StoreError,
-    StoreSchemaError,
 )
 from tether.store._ledger import ProcessInfo, flow_process_gone
 from tether.store._location import StoreLocation, configured_url, tether_home
@@ -60,18 +66,10 @@ from tether.store._redact import (
     remember_secret,
     remember_secret_fields,
 )
-from tether.store._secrets import (
-    BlockExists,
-    BlockNotFound,
-    BlockTable,
-    SavedBlock,
-    SecretKeyError,
-    SecretsKey,
-    secrets_key,
-)
+from tether.store._secrets import BlockTable, SavedBlock, SecretsKey, secrets_key
 from tether.store._slots import LimitView, SlotHolder, SlotTable, Waiter
 from tether.store._store import Store, open_store
-from tether.store._variables import StoredVariable, StoreOff, VariableExists, VariableTable, values_engine
+from tether.store._variables import StoredVariable, VariableTable, values_engine
 from tether.store._worker_ledger import LedgerTarget, ledger_target, record_copy_step
 
 __all__ = [

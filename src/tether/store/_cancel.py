@@ -32,7 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tether._errors import TetherError
+from tether._errors import CannotCancel
 from tether.store._db import read
 from tether.store._ledger import REUSED_AFTER_SECONDS, process_alive, process_started, process_started_at
 from tether.store._schema import flow_runs, resources
@@ -43,17 +43,6 @@ FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 MAX_DEPTH = 100
 
 
-class CannotCancel(TetherError):
-    """The flow run cannot be cancelled from here; the message says why and what to do.
-
-    ``reason`` names the case for callers that act on it: ``final``, ``subflow``,
-    ``other-host``, ``no-process``, ``gone``, ``reused``, ``no-handler``, ``not-permitted``.
-    """
-
-    def __init__(self, message: str, run_id: str, reason: str) -> None:
-        super().__init__(message)
-        self.run_id = run_id
-        self.reason = reason
 
 
 @dataclass(frozen=True)

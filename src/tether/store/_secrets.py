@@ -35,8 +35,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from tether._errors import BlockExists, BlockNotFound, SecretKeyError
 from tether.store._db import read, write
-from tether.store._errors import StoreError
 from tether.store._location import tether_home
 from tether.store._schema import blocks
 
@@ -46,16 +46,10 @@ _NONCE = 16
 _TAG = 32
 
 
-class SecretKeyError(StoreError):
-    """The secrets key under ``$TETHER_HOME`` cannot be used, or is not the one a block was saved with."""
 
 
-class BlockExists(StoreError, ValueError):
-    """A block of that type and name is saved, and it was saved again without ``overwrite=True``."""
 
 
-class BlockNotFound(StoreError, ValueError):
-    """No block of that type and name is saved in the store."""
 
 
 class SecretsKey:

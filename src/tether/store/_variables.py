@@ -27,20 +27,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from tether._errors import StoreError, StoreOff, VariableExists
 from tether.store._active import active_store, recording_disabled
 from tether.store._db import read, write
-from tether.store._errors import StoreError
 from tether.store._location import StoreLocation
 from tether.store._migrate import open_engine, unusable
 from tether.store._schema import variables
-
-
-class StoreOff(StoreError):
-    """The store is switched off (``TETHER_STORE=off``) and something needs it."""
-
-
-class VariableExists(StoreError, ValueError):
-    """A variable of that name exists, and it was set without ``overwrite=True``."""
 
 
 @dataclass(frozen=True)
