@@ -16,6 +16,7 @@ from pydantic import SecretStr
 import tether.runtime
 import tether.store
 from tether import flow, task
+from tether._errors import SecretKeyError
 from tether.artifacts import (
     Artifact,
     create_link_artifact,
@@ -31,7 +32,6 @@ from tether.store import StoreError, StoreOff, open_store, run_artifacts
 from tether.store._db import make_engine
 from tether.store._migrate import run_migrations
 from tether.store._schema import HEAD
-from tether._errors import SecretKeyError
 from tether.store._secrets import KEY_FILE, _read_or_create
 from tether.store._variables import close_engines
 from tether.variables import Variable
