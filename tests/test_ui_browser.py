@@ -4,7 +4,8 @@ A ``tether ui`` process serves a store of the test's own while real flows run in
 other processes. The browser checks what a person sees: the runs listed, the
 run page's task runs and resource copies with their states and a geometry that
 matches the recorded times, a failed task's error, a new run appearing without a
-reload, and that every request the page makes stays on 127.0.0.1. Screenshots go
+reload, a run's artifacts (a script inside one shown as text, not run; a progress
+moving live), and that every request the page makes stays on 127.0.0.1. Screenshots go
 to the test's directory, and to $TETHER_UI_SCREENSHOTS if set (docs/run-page.png
 is made that way).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,11 @@ import pytest
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install -e '.[ui]'")
 playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the dev extra)")
 
+from _artifact_flows import ARTIFACT_FLOWS
 from _dashboard import (
     FLOWS,
     STUCK,
+    TETHER,
     dashboard,
     env_for,
     own_postgres_database,
@@ -32,7 +36,7 @@ from _dashboard import (
     start_flow,
     wait_until,
 )
-from tether.store import open_store
+from tether.store import open_store, run_artifacts
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -297,3 +301,68 @@ def test_on_a_postgresql_store_a_new_run_appears_live(browser, env, flows, postg
             assert ids == [second, first]
             requests.assert_all_on(ui.url)
             page.close()
+
+
+def test_a_runs_artifacts_are_on_its_page_a_script_in_one_is_text_and_a_progress_moves_live(browser, env, tmp_path):
+    script = tmp_path / "artifact_flows.py"
+    script.write_text(ARTIFACT_FLOWS)
+    report_id = run_flow(env, script, "report")
+    gate = tmp_path / "gate"
+    process = subprocess.Popen([*TETHER, "run", f"{script}:slow_progress", "-p", f"gate={gate}"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = open_store(f"sqlite:///{tmp_path / 'home' / 'tether.db'}")
+    try:
+        slow = running_run(store, "slow_progress", process)
+        wait_until(lambda: [a for a in run_artifacts(store, slow.id) if a.key == "slow-progress"],
+                   "the slow flow's progress artifact", process)
+        with dashboard(env) as ui:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            requests = Requests(page)
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto(f"{ui.url}runs/{report_id}")
+            shown = page.eval_on_selector_all(
+                "[data-artifact-key]", "els => els.map(e => [e.dataset.artifactKey, e.dataset.artifactType])")
+            assert shown == [["sales-report", "markdown"], ["sales-table", "table"], ["dash-link", "link"],
+                             ["bad-link", "link"], ["load-progress", "progress"]]
+            report = page.locator('[data-artifact-key="sales-report"]')
+            assert report.locator("h1").inner_text() == "Weekly sales"
+            assert report.locator("li").all_inner_texts() == ["EU", "US"]
+            # The script in the markdown is on the page as text a person reads, and it did not run.
+            assert '<script>document.title = "owned"; window.owned = 1;</script>' in report.inner_text()
+            assert report.locator("script").count() == 0
+            assert page.evaluate("window.owned") is None and page.title() != "owned" and dialogs == []
+            table = page.locator('[data-artifact-key="sales-table"] table')
+            assert table.locator("th").all_inner_texts() == ["region", "sales"]
+            assert table.locator("td").all_inner_texts() == ["EU", "3", "US", "5"]
+            link = page.locator('[data-artifact-key="dash-link"] a[href="https://example.com/dash"]')
+            assert link.inner_text() == "Dashboard"
+            bad = page.locator('[data-artifact-key="bad-link"]')
+            assert bad.locator(".a-link a").count() == 0 and "javascript:alert(1)" in bad.inner_text()
+            assert page.locator('[data-artifact-key="load-progress"] progress').get_attribute("value") == "75.00"
+            bar = page.locator('[data-artifact-key="load-progress"] progress').bounding_box()
+            timeline = page.locator(".timeline-box").bounding_box()
+            assert bar["y"] > timeline["y"] + timeline["height"]  # below the timeline
+            screenshot(page, tmp_path, "run-artifacts.png")
+
+            # A progress artifact updated while its run goes on: the page shows the new value, without a reload.
+            page.goto(f"{ui.url}runs/{slow.id}")
+            progress = '[data-artifact-key="slow-progress"][data-artifact-type="progress"] progress'
+            assert page.locator(progress).get_attribute("value") == "10.00"
+            page.wait_for_selector("#live.on")
+            page.evaluate("window.notReloaded = true")
+            Path(f"{gate}.1").write_text("")
+            page.wait_for_selector(f'{progress}[value="60.00"]', timeout=20_000)
+            assert "60%" in page.locator('[data-artifact-key="slow-progress"]').inner_text()
+            assert page.evaluate("window.notReloaded") is True
+            Path(f"{gate}.2").write_text("")
+            assert process.wait(timeout=60) == 0
+            requests.assert_all_on(ui.url)
+            page.close()
+    finally:
+        for step in (1, 2):
+            Path(f"{gate}.{step}").write_text("")  # never leave the flow waiting
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+        store.close()
