@@ -37,17 +37,26 @@ from tether._annotations import allow_failure, quote
 from tether._cache import task_input_hash
 from tether._core import State
 from tether._errors import (
+    CannotCancel,
     CleanupError,
+    DeploymentError,
     FlowRunTimeout,
+    LimitIsZeroError,
     MissingContextError,
     ParameterError,
+    ReaperNotFound,
     ResourceClosedError,
+    RunNotFound,
+    ScheduleError,
+    SettingError,
+    StoreError,
     TaskRunTimeout,
     TetherError,
     UnpicklableArgumentError,
     UnresolvedFailureError,
     UpstreamFailedError,
     UsageError,
+    WorkerLost,
 )
 from tether._flow import FlowFunction, flow
 from tether._futures import TaskFuture, TaskFutureList, as_completed, wait
@@ -68,17 +77,25 @@ def __getattr__(name: str) -> _Any:
 
 
 __all__ = [
+    "CannotCancel",
     "CleanupError",
+    "DeploymentError",
     "Flow",
     "FlowFunction",
     "FlowRunTimeout",
+    "LimitIsZeroError",
     "MissingContextError",
     "Parameter",
     "ParameterError",
+    "ReaperNotFound",
     "Resource",
     "ResourceClosedError",
     "ResourceScope",
+    "RunNotFound",
+    "ScheduleError",
+    "SettingError",
     "State",
+    "StoreError",
     "Task",
     "TaskFuture",
     "TaskFutureList",
@@ -88,6 +105,7 @@ __all__ = [
     "UnresolvedFailureError",
     "UpstreamFailedError",
     "UsageError",
+    "WorkerLost",
     "allow_failure",
     "as_completed",
     "flow",

@@ -1,18 +1,34 @@
 """Exceptions, under Prefect's module path ``prefect.exceptions``.
 
-tether's own exceptions (see `tether._errors` for the tree) and Prefect's names for
+Every exception tether raises on purpose (`tether._errors` draws the tree), and Prefect's names for
 the ones that mean the same: `PrefectException` is `TetherError`, `UpstreamTaskError`
 is `UpstreamFailedError`, `FailedRun` / `CrashedRun` / `CancelledRun` are what a
 state without an exception of its own raises, `TerminationSignal` is SIGTERM.
 """
 
-from tether._core import RunCancelled, RunCrashed, RunFailed, UnfinishedRun
+from tether._core import InvalidTransition, RunCancelled, RunCrashed, RunFailed, UnfinishedRun
 from tether._errors import (
+    BlockExists,
+    BlockNotFound,
+    CannotCancel,
     CleanupError,
+    DeploymentError,
+    DeploymentNameTaken,
+    DeploymentNotFound,
     FlowRunTimeout,
+    LimitIsZeroError,
     MissingContextError,
     ParameterError,
+    ReaperNotFound,
     ResourceClosedError,
+    RunInterrupted,
+    RunNotFound,
+    ScheduleError,
+    SecretKeyError,
+    SettingError,
+    StoreError,
+    StoreOff,
+    StoreSchemaError,
     TaskRunCancelled,
     TaskRunTimeout,
     Terminated,
@@ -21,6 +37,8 @@ from tether._errors import (
     UnresolvedFailureError,
     UpstreamFailedError,
     UsageError,
+    VariableExists,
+    WorkerLost,
 )
 
 PrefectException = TetherError
@@ -33,20 +51,37 @@ ParameterTypeError = ParameterError  # a flow parameter that does not validate a
 SignatureMismatchError = ParameterError
 
 __all__ = [
+    "BlockExists",
+    "BlockNotFound",
     "CancelledRun",
+    "CannotCancel",
     "CleanupError",
     "CrashedRun",
+    "DeploymentError",
+    "DeploymentNameTaken",
+    "DeploymentNotFound",
     "FailedRun",
     "FlowRunTimeout",
+    "InvalidTransition",
+    "LimitIsZeroError",
     "MissingContextError",
     "ParameterError",
     "ParameterTypeError",
     "PrefectException",
+    "ReaperNotFound",
     "ResourceClosedError",
     "RunCancelled",
     "RunCrashed",
     "RunFailed",
+    "RunInterrupted",
+    "RunNotFound",
+    "ScheduleError",
+    "SecretKeyError",
+    "SettingError",
     "SignatureMismatchError",
+    "StoreError",
+    "StoreOff",
+    "StoreSchemaError",
     "TaskRunCancelled",
     "TaskRunTimeout",
     "Terminated",
@@ -58,4 +93,6 @@ __all__ = [
     "UpstreamFailedError",
     "UpstreamTaskError",
     "UsageError",
+    "VariableExists",
+    "WorkerLost",
 ]
