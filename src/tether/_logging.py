@@ -10,12 +10,12 @@ from __future__ import annotations
 import builtins
 import io
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tether import _settings as settings
 from tether._context import current_run, events
 from tether._core import LogEmitted
 from tether._errors import MissingContextError
@@ -71,7 +71,7 @@ def configure_logging() -> None:
                 _RunFormatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(run_prefix)s%(message)s", "%H:%M:%S")
             )
             # The level is the console's: the run log in the store keeps INFO whatever is shown.
-            console.setLevel(os.environ.get("TETHER_LOGGING_LEVEL", "INFO").upper())
+            console.setLevel(settings.logging_level())
             logger.addHandler(console)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)

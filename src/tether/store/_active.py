@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 
+from tether import _settings as settings
 from tether._context import events
 from tether.store._errors import StoreError
 from tether.store._location import configured_url
@@ -28,11 +29,10 @@ _active: Store | None = None
 _active_url: str | None = None
 _pinned = False
 _failed: set[str] = set()
-_OFF = ("0", "off", "false", "no")
 
 
 def recording_disabled() -> bool:
-    return os.environ.get("TETHER_STORE", "").strip().lower() in _OFF
+    return not settings.store_on()
 
 
 def enable(url: str | None = None) -> Store | None:

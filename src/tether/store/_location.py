@@ -13,19 +13,19 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tether import _settings as settings
 from tether.store._errors import StoreError
 from tether.store._redact import redact_text
 
 
 def tether_home() -> Path:
     """``$TETHER_HOME``, or ``~/.tether``."""
-    configured = os.environ.get("TETHER_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".tether"
+    return settings.home()
 
 
 def configured_url() -> str:
     """The store URL the environment asks for (not checked)."""
-    return os.environ.get("TETHER_DATABASE_URL") or f"sqlite:///{tether_home() / 'tether.db'}"
+    return settings.database_url() or f"sqlite:///{tether_home() / 'tether.db'}"
 
 
 @dataclass(frozen=True)
