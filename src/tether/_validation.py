@@ -21,6 +21,8 @@ from tether._errors import ParameterError
 from tether._resources import scope_of
 
 _NOT_BUILT: Any = object()
+#: Hints whose exact instances pydantic returns unchanged: a value of exactly that type needs no model.
+_AS_IS = frozenset({int, str, float, bool, bytes})
 
 
 class ParameterValidator:
@@ -32,14 +34,16 @@ class ParameterValidator:
         kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         self.names = [p.name for p in signature.parameters.values() if p.kind in kinds and p.annotation is not p.empty]
         self._model: Any = _NOT_BUILT
+        self._hints: dict[str, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The model is a class made at run time: it does not pickle, and is rebuilt on use.
-        return {**self.__dict__, "_model": _NOT_BUILT}
+        return {**self.__dict__, "_model": _NOT_BUILT, "_hints": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._model = _NOT_BUILT
+        self._hints = None
 
     @property
     def needed(self) -> bool:
@@ -50,6 +54,9 @@ class ParameterValidator:
         given = {n: parameters[n] for n in self.names if n in parameters and scope_of(parameters[n]) is None}
         if not given:
             return parameters
+        hints = self._type_hints()
+        if all(type(value) is hints.get(name) and type(value) in _AS_IS for name, value in given.items()):
+            return parameters  # nothing to check or coerce: pydantic (~0.15 s to import and build) is not needed
         model = self._build()
         if model is None:
             return parameters
@@ -73,15 +80,20 @@ class ParameterValidator:
                 coerced[name] = getattr(validated, f"p{index}")
         return coerced
 
+    def _type_hints(self) -> dict[str, Any]:
+        if self._hints is None:
+            try:
+                self._hints = typing.get_type_hints(self.fn, include_extras=True)
+            except Exception:  # noqa: BLE001 - hints that do not resolve are not checked
+                self._hints = {}
+        return self._hints
+
     def _build(self) -> Any:
         if self._model is not _NOT_BUILT:
             return self._model
         import pydantic  # loaded on the first call of a flow with type hints (see the module docstring)
 
-        try:
-            hints = typing.get_type_hints(self.fn, include_extras=True)
-        except Exception:  # noqa: BLE001 - hints that do not resolve are not checked
-            hints = {}
+        hints = self._type_hints()
         fields = {
             f"p{index}": (hints.get(name, Any), pydantic.Field(default=None, alias=name))
             for index, name in enumerate(self.names)
