@@ -457,3 +457,32 @@ def test_a_store_made_by_the_previous_revision_is_upgraded(store_url, engines_cl
         assert [a.data for a in run_artifacts(upgraded, "old")] == ["after"]
     finally:
         upgraded.close()
+
+
+def test_a_loaded_secret_is_hidden_in_the_logs_and_records_of_this_process(store, caplog):
+    """A secret's value matches no redaction rule (no password= around it), yet once loaded it is
+    hidden wherever this process would record it: a task's log line and its parameters."""
+    value = "tok-4f8a2c91e7"
+    Secret(value=value).save("api-token")
+    tether.store.forget_secrets()
+
+    @task
+    def call_api(token: str) -> str:
+        tether.get_run_logger().info("calling with %s", token)
+        return "ok"
+
+    @flow
+    def uses_token() -> str:
+        token = Secret.load("api-token").get()
+        return call_api(token)
+
+    try:
+        assert uses_token() == "ok"
+        tether.store.flush()
+        with store.engine.connect() as conn:
+            stored = "\n".join(str(row) for table in ("logs", "task_runs", "flow_runs")
+                               for row in conn.exec_driver_sql(f"SELECT * FROM {table}"))
+        assert "calling with" in stored
+        assert value not in stored
+    finally:
+        tether.store.forget_secrets()

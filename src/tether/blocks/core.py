@@ -37,6 +37,7 @@ from pydantic_core import to_jsonable_python as _to_jsonable_python
 from tether._async_dispatch import in_thread as _in_thread
 from tether._async_dispatch import wants_sync as _wants_sync
 from tether.store import BlockTable as _BlockTable
+from tether.store import remember_secret_fields as _remember_secret_fields
 from tether.store import secrets_key as _secrets_key
 from tether.store import values_engine as _values_engine
 
@@ -115,6 +116,7 @@ class Block(_BaseModel):
         data = _json.loads(saved.data)
         block = block_cls.model_validate(data) if validate else block_cls.model_construct(**data)
         block._block_document_id, block._block_document_name = _uuid.UUID(saved.id), name
+        _remember_secret_fields(block)  # its secrets are hidden in this process's logs and records from now on
         return block
 
     # -- delete ---------------------------------------------------------------------------

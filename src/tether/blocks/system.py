@@ -28,6 +28,7 @@ from pydantic import SecretStr as _SecretStr
 from pydantic import field_validator as _field_validator
 
 from tether.blocks.core import Block as _Block
+from tether.store import remember_secret as _remember_secret
 
 __all__ = ["Secret"]
 
@@ -47,8 +48,10 @@ class Secret(_Block, _Generic[_T]):
         return _PydanticSecret[type(value)](value)  # type: ignore[misc,operator]
 
     def get(self) -> _Any:
-        """The secret's value (a str holding JSON is returned parsed, as in Prefect)."""
+        """The secret's value (a str holding JSON is returned parsed, as in Prefect); from
+        now on it is hidden wherever it appears in this process's logs and records."""
         value = self.value.get_secret_value()
+        _remember_secret(value)
         if isinstance(value, str):
             try:
                 return _json.loads(value)
