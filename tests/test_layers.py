@@ -21,7 +21,8 @@ LAYERS: list[list[str]] = [
     ["_core"],
     # 1 support: leaves built on the standard library
     ["_errors", "_clock", "_settings", "_interrupt", "_loop", "_mailbox", "_shield", "_values",
-     "_annotations", "_reaping", "_deployment_context", "_runtime_env", "_state_helpers", "_connections"],
+     "_annotations", "_reaping", "_deployment_context", "_runtime_env", "_state_helpers", "_connections",
+     "_known_secrets"],
     # 2 services the engine and its users share
     ["_context", "_options", "_arguments", "_futures", "_logging", "_limits", "_resolving", "_run_names", "_async_dispatch"],
     # 3 the run store: a recorder plus queries

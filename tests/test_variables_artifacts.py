@@ -7,6 +7,9 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 import threading
 import uuid
 
@@ -486,3 +489,32 @@ def test_a_loaded_secret_is_hidden_in_the_logs_and_records_of_this_process(store
         assert value not in stored
     finally:
         tether.store.forget_secrets()
+
+
+def test_a_loaded_secret_is_hidden_on_the_console_too(tmp_path):
+    script = tmp_path / "uses_secret.py"
+    script.write_text(textwrap.dedent('''
+        from tether import flow, get_run_logger, task
+        from tether.blocks.system import Secret
+
+        @task
+        def call_api(token):
+            get_run_logger().info("calling with %s", token)
+            print("printed", token)
+            return "ok"
+
+        @flow(log_prints=True)
+        def uses_token():
+            return call_api(Secret.load("api-token").get())
+
+        Secret(value="tok-4f8a2c91e7").save("api-token")
+        print(uses_token())
+    '''))
+    env = {**os.environ, "TETHER_HOME": str(tmp_path / "home")}
+    env.pop("TETHER_DATABASE_URL", None)
+    env.pop("TETHER_STORE", None)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert "calling with ********" in said and "printed ********" in said, said
+    assert "tok-4f8a2c91e7" not in said

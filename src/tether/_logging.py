@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tether import _known_secrets as _known
 from tether import _settings as settings
 from tether._context import current_run, events
 from tether._core import LogEmitted
 from tether._errors import MissingContextError
+from tether._known_secrets import redact_known
 
 logger = logging.getLogger("tether")
 _flow_logger = logging.getLogger("tether.flow_runs")
@@ -49,7 +51,8 @@ class _RunFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         label = getattr(record, "run_label", None)
         record.run_prefix = f"{label} - " if label else ""
-        return super().format(record)
+        text = super().format(record)
+        return text if _known.known_secrets is None else redact_known(text)  # a loaded secret's value
 
 
 _configured = False

@@ -23,6 +23,7 @@ from tether._errors import (
     StoreSchemaError,
     VariableExists,
 )
+from tether._known_secrets import forget_secrets, remember_secret, remember_secret_fields
 from tether._settings import heartbeat_seconds
 from tether.store._active import active_store, disable, enable, flush, recording_disabled
 from tether.store._artifacts import ARTIFACT_TYPES, ArtifactTable, StoredArtifact, run_artifacts, table_rows
@@ -58,14 +59,7 @@ from tether.store._queries import (
 from tether.store._reap import ReapResult, load_reaper, reap_orphans
 from tether.store._recorder import StoreRecorder
 from tether.store._records import LedgerEntry, RunDetail, StoredFlowRun, StoredLog, StoredStateChange, StoredTaskRun
-from tether.store._redact import (
-    forget_secrets,
-    redact_parameters,
-    redact_text,
-    redact_value,
-    remember_secret,
-    remember_secret_fields,
-)
+from tether.store._redact import redact_parameters, redact_text, redact_value
 from tether.store._secrets import BlockTable, SavedBlock, SecretsKey, secrets_key
 from tether.store._slots import LimitView, SlotHolder, SlotTable, Waiter
 from tether.store._store import Store, open_store

@@ -25,8 +25,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tether._known_secrets import REDACTED
 from tether.store._db import read, write
-from tether.store._redact import REDACTED, is_secret_name, redact_text
+from tether.store._redact import is_secret_name, redact_text
 from tether.store._schema import artifacts
 from tether.store._store import Store
 

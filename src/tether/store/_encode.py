@@ -30,9 +30,10 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+from tether import _known_secrets as _known
 from tether._core import FINAL_TYPES, LogEmitted, ResourceEvent, RunCreated, State, StateChanged, StateType
-from tether.store import _redact
-from tether.store._redact import MAX_TEXT, REDACTED, is_secret_name, redact_known, redact_parameters, to_json
+from tether._known_secrets import REDACTED, redact_known
+from tether.store._redact import MAX_TEXT, is_secret_name, redact_parameters, to_json
 
 Record = tuple[Any, ...]
 
@@ -112,7 +113,7 @@ class Encoder:
             value = state.type._value_  # a plain str (Enum.value is a property: slower)
             error = error_text(state, tb) if value in _FAILURES else None
             message = state.message
-            if _redact.known_secrets is not None:
+            if _known.known_secrets is not None:
                 message = redact_known(message) if message else message
                 error = redact_known(error) if error else error
             if event.kind == "flow":
@@ -131,7 +132,7 @@ class Encoder:
                     self.parameters(event.parameters), tags, event.timestamp)  # fmt: skip
         if kind is LogEmitted:
             message = event.message if type(event.message) is str else str(event.message)
-            if _redact.known_secrets is not None:
+            if _known.known_secrets is not None:
                 message = redact_known(message)
             return ("log", event.run_id, event.flow_run_id, event.level, message, event.timestamp)
         if kind is ResourceEvent:
@@ -143,7 +144,7 @@ class Encoder:
         (numbers, short strings, None), for the writer to turn into JSON (`parameters_json`);
         else JSON now, while the values are as they were passed (and while this process
         knows the secrets it loaded)."""
-        if _redact.known_secrets is not None:
+        if _known.known_secrets is not None:
             return parameters_json(parameters)
         for value in parameters.values():
             kind = type(value)
