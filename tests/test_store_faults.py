@@ -22,13 +22,14 @@ import sqlalchemy as sa
 
 from test_store import _dead_pid, _ledger_row
 from tether import flow
+from tether._known_secrets import REDACTED
 from tether._reaping import FlowCalledWhileReaping, reaping, reaping_process
 from tether.store import open_store, reap_orphans
 from tether.store._crashed import OPEN_LOOKBACK_SECONDS
 from tether.store._db import write
 from tether.store._ledger import ProcessInfo, process_started_at
 from tether.store._plan import Planner
-from tether.store._redact import REDACTED, is_secret_name, redact_text, redact_value
+from tether.store._redact import is_secret_name, redact_text, redact_value
 from tether.store._schema import flow_runs, resources, state_changes, task_runs
 
 HOST = socket.gethostname()

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from tether._core import Completed, Failed, LogEmitted, Pending, ResourceEvent, RunCreated, Running, StateChanged
+from tether._known_secrets import REDACTED, forget_secrets, remember_secret, remember_secret_fields
 from tether.store import _spool
 from tether.store._encode import (
     LAYOUTS,
@@ -22,14 +23,7 @@ from tether.store._encode import (
 )
 from tether.store._ledger import ProcessInfo, orphan_reason, process_alive
 from tether.store._plan import TASK_COLUMNS, Planner
-from tether.store._redact import (
-    REDACTED,
-    forget_secrets,
-    redact_parameters,
-    redact_text,
-    remember_secret,
-    remember_secret_fields,
-)
+from tether.store._redact import redact_parameters, redact_text
 from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS, Backlog
 from tether.testing import FakeClock
 
