@@ -14,6 +14,7 @@ pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip i
 
 from _artifact_flows import ARTIFACT_FLOWS
 from _dashboard import dashboard, env_for, run_flow
+from tether.ui._artifacts import markdown_html, safe_href
 
 
 @pytest.fixture
@@ -67,3 +68,30 @@ def _element(page: str, key: str) -> str:
     start = page.index(f'data-artifact-key="{key}"')
     end = page.find('<div class="artifact ', start)
     return page[start:end if end != -1 else page.index("</section>", start)]
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://example.com/a?b=1", True), ("http://example.com", True), ("/runs/abc", True),
+        ("report.html#part", True), ("//example.com/x", True),
+        ("javascript:alert(1)", False), ("JaVaScRiPt:alert(1)", False), (" javascript:alert(1)", False),
+        ("java\tscript:alert(1)", False), ("java\nscript:alert(1)", False), ("\x01javascript:alert(1)", False),
+        ("data:text/html,<script>alert(1)</script>", False), ("vbscript:msgbox(1)", False),
+        ("file:///etc/passwd", False), ("mailto:a@b.c", False),
+    ],
+)
+def test_only_http_https_and_relative_addresses_are_linked(url, kept):
+    assert (safe_href(url) is not None) is kept
+
+
+def test_markdown_keeps_its_formatting_and_none_of_its_html():
+    out = str(markdown_html(
+        "## Part\n\n1. one\n2. `<b>code</b>`\n\n<img src=x onerror=alert(1)>\n\n"
+        '[bad](javascript:alert(1)) [ok](https://example.com "a\\" onmouseover=\\"alert(1)") ![pic](https://e.com/p.png)'
+    ))
+    assert "<h2>Part</h2>" in out and "<ol>" in out and "<code>&lt;b&gt;code&lt;/b&gt;</code>" in out
+    assert "<img" not in out and "&lt;img src=x onerror=alert(1)&gt;" in out
+    assert 'href="javascript' not in out and "[bad](javascript:alert(1))" in out
+    assert '<a href="https://example.com" title="a&quot; onmouseover=&quot;alert(1)">ok</a>' in out
+    assert '<a href="https://e.com/p.png">pic</a>' in out  # an image is a link: nothing is loaded from elsewhere
