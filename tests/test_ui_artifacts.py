@@ -39,7 +39,12 @@ def test_the_run_page_shows_the_artifacts_below_the_timeline_and_escapes_what_th
     run_id = run_flow(env, flows, "report")
     with dashboard(env) as ui:
         status, page, headers = ui.get(f"/runs/{run_id}")
-    assert status == 200
+        task_run_id = re.search(r'from task run <a href="/tasks/(\w+)">summarize</a>', page).group(1)
+        task_status, task_page, _ = ui.get(f"/tasks/{task_run_id}")
+    assert status == 200 and task_status == 200
+    # The task run's own page has the one artifact it made.
+    assert artifact_elements(task_page) == [("sales-table", "table")]
+    assert re.findall(r"<td>(\w+)</td>", _element(task_page, "sales-table")) == ["EU", "3", "US", "5"]
     assert artifact_elements(page) == [("sales-report", "markdown"), ("sales-table", "table"),
                                        ("dash-link", "link"), ("bad-link", "link"), ("load-progress", "progress")]
     assert page.index('<div class="timeline-box">') < page.index("<h2>Artifacts</h2>") < page.index("<h2>Parameters")

@@ -1,7 +1,7 @@
 """The dashboard's web application: one Starlette route per page, each a thin call to a store query and a template.
 
 Pages: ``/`` (runs), ``/runs/<id>`` (a run: timeline, artifacts (`_artifacts`), errors, parameters, logs),
-``/runs/<id>/log.txt`` (the whole log), ``/tasks/<id>`` (a task run), ``/resources``
+``/runs/<id>/log.txt`` (the whole log), ``/tasks/<id>`` (a task run, its artifacts too), ``/resources``
 (the ledger, orphans marked), ``/limits`` and ``/deployments`` (from ``tether serve``); ``/events`` streams the store's
 changes (`_live`: pushed by PostgreSQL's NOTIFY, polled on SQLite). A page asked with ``X-Tether-Partial: 1`` sends only its
 ``<main>``, which the page's script swaps in when the store changes.
@@ -38,6 +38,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tether.store import (
+    ArtifactTable,
     CannotCancel,
     RunNotFound,
     Store,
@@ -151,7 +152,10 @@ class Dashboard:
 
     def task(self, request: Request) -> Response:
         view = task_run_view(self.store, request.path_params["task_run_id"])
-        return self.page(request, "task.html", view=view, task=view.task, run=view.flow_run, now=time.time())
+        made = ArtifactTable(self.store.engine).for_task_run(view.task.id)
+        artifacts = artifact_views(made, {view.task.id: view.task.name})
+        return self.page(request, "task.html", view=view, task=view.task, run=view.flow_run, now=time.time(),
+                         artifacts=artifacts)
 
     def resources(self, request: Request) -> Response:
         entries = self.store.resources(limit=500)
