@@ -49,11 +49,11 @@ GRACE_SECONDS = "2"  # TETHER_INTERRUPT_GRACE_SECONDS in every cell: abandoned c
 START_SECONDS = 120.0
 AFTER_READY = {"threads": 45.0, "processes": 45.0, "dask": 60.0, "ray": 60.0}
 DRAIN_SECONDS = 15.0  # how long the processes a cell started may outlive its flow process
-# Ray's GCS and raylet die with a SIGKILLed driver (the kernel's parent-death signal), but the raylet's
-# dashboard and runtime-env agents notice only by polling it, and since its log does not say it was
-# stopped gracefully they first report its death to the GCS, which is gone too, with a fixed 60 s
-# timeout (ray._private.utils.publish_error_to_driver); then they exit on their own.
-RAY_DRAIN_SECONDS = 80.0
+# Ray's processes end with a SIGKILLed flow process too: the kernel sends the head RayRunner
+# started SIGTERM (PR_SET_PDEATHSIG), which stops the raylet gracefully, whose dashboard and
+# runtime-env agents then exit within seconds (see runners/_ray_head.py); the head gives each
+# process a second before SIGKILL, so a busy machine may take a few more.
+RAY_DRAIN_SECONDS = 20.0
 #: Faults that start by waiting for the tasks to run, then send something.
 SENT = {"sigint", "sigint_twice", "sigterm", "sigint_group", "sigterm_group", "sigkill_reap", "worker_killed"}
 

@@ -1,4 +1,5 @@
-"""`RayRunner` on a local Ray (2 CPUs, so 2 worker actors), kept on loopback."""
+"""`RayRunner` on a local Ray (2 CPUs, so 2 worker actors), kept on loopback; and the local
+Ray a RayRunner starts itself: outside the flow's process group, ended with the flow process."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ import importlib
 import importlib.util
 import ipaddress
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import threading
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +23,9 @@ pytest.register_assert_rewrite("_remote_cases", "_remote_value_cases")  # its as
 from _remote_cases import *  # noqa: F403 - every shared test runs here, on Ray
 from _remote_value_cases import *  # noqa: F403 - resource values of every type, on this runner
 from _remote_cases import StepLog, recorded, use
-from tether import flow, task
+from tether import UsageError, flow, task
 from tether.runners import RayRunner, RayTaskRunner
+from tether.runners._ray_head import ray_start_arguments
 
 psutil = pytest.importorskip("psutil")
 if importlib.util.find_spec("ray") is None:
@@ -152,3 +160,104 @@ def test_nothing_connects_beyond_loopback_while_ray_runs(ray_on_loopback, make_r
     watch.sample()
     assert watch.samples > 10  # the watch has been looking all along
     assert watch.outside == set(), sorted(watch.outside)
+
+
+# -- the local Ray a RayRunner starts itself ---------------------------------------------
+
+OWN_CLUSTER_FLOW = Path(__file__).parent / "scripts" / "ray_own_cluster_flow.py"
+#: How long Ray's processes may outlive a SIGKILLed flow process: the kernel tells the head
+#: at once, which stops the raylet gracefully, whose agents then exit within seconds (not
+#: after the 60 s they wait when the raylet died unannounced).
+RAY_GONE_SECONDS = 30.0
+
+
+def test_init_kwargs_become_ray_start_flags_and_connection_arguments():
+    flags, connect = ray_start_arguments({
+        "num_cpus": 2, "resources": {"db": 1}, "labels": {"zone": "a"}, "object_store_memory": 10**8,
+        "namespace": "etl", "log_to_driver": False, "_temp_dir": "/tmp/tr", "_enable_object_reconstruction": True,
+    })
+    assert flags == [
+        "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--num-cpus=2", '--resources={"db": 1}',
+        "--labels=zone=a", "--object-store-memory=100000000", "--temp-dir=/tmp/tr", "--enable-object-reconstruction",
+    ]
+    assert connect == {"namespace": "etl", "log_to_driver": False, "_node_ip_address": "127.0.0.1", "_temp_dir": "/tmp/tr"}
+    flags, _ = ray_start_arguments({"include_dashboard": True, "_node_ip_address": "127.0.0.2"})
+    assert flags == ["--node-ip-address=127.0.0.2", "--include-dashboard=true"]
+
+
+def test_an_init_kwarg_that_only_ray_init_s_own_cluster_takes_is_refused_with_the_way_out():
+    with pytest.raises(UsageError) as caught:
+        ray_start_arguments({"num_cpus": 2, "local_mode": True})
+    message = str(caught.value)
+    assert "RayRunner(init_kwargs={'num_cpus': 2, 'local_mode': True}) cannot start its local Ray: local_mode" in message
+    assert "process group" in message and "num_cpus" in message and "RayRunner(address=...)" in message
+
+
+def marked(mark: bytes) -> list[int]:
+    """The live processes whose environment holds ``mark`` (the test's flow process and everything it started)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue  # gone, or a zombie
+    return found
+
+
+def record_of(path: Path) -> dict[str, tuple[int, int, int]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {kind: (int(pid), int(pgid), int(sid)) for kind, pid, pgid, sid in (line.split() for line in lines)}
+
+
+@pytest.mark.timeout(240)
+def test_the_ray_a_runner_starts_is_outside_the_flow_s_group_and_dies_with_the_flow_process(tmp_path):
+    """A signal to the flow's process group must not reach Ray's processes (they hold the
+    copies the flow still has to clean up), yet a SIGKILLed flow process takes them along."""
+    record = tmp_path / "record.log"
+    temp_dir = Path("/tmp") / f"tether-ray-{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths live under it
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "ray_bootstrap_config.yaml").write_text("provider: {type: local}\n")
+    mark = f"TETHER_RAY_OWN_CLUSTER_TEST={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", TETHER_LOGGING_LEVEL="WARNING")
+    env[mark.split("=")[0]] = mark.split("=")[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(OWN_CLUSTER_FLOW), str(record), str(temp_dir)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 150
+        while "task" not in record_of(record):
+            assert proc.poll() is None, f"the flow process ended (exit {proc.returncode}) before its task ran:\n{proc.stdout.read().decode()}"
+            assert time.monotonic() < deadline, "the task did not start within 150 s"
+            time.sleep(0.05)
+        seen = record_of(record)
+        flow_pid, flow_group, flow_session = seen["flow"]
+        task_pid, task_group, task_session = seen["task"]
+        assert flow_pid == proc.pid and task_pid != flow_pid
+        assert task_group != flow_group and task_session != flow_session, seen
+        ray_processes = [pid for pid in marked(mark.encode()) if pid != proc.pid]
+        assert task_pid in ray_processes
+        in_flow_group = [pid for pid in ray_processes if os.getpgid(pid) == flow_group]
+        assert in_flow_group == [], f"Ray processes in the flow's process group: {in_flow_group}"
+        # The head's address is not left where every ray.init() without an address looks.
+        assert not (temp_dir / "ray_current_cluster").exists()
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        gone_by = time.monotonic() + RAY_GONE_SECONDS
+        while (left := marked(mark.encode())) and time.monotonic() < gone_by:
+            time.sleep(0.1)
+        assert left == [], f"Ray processes outlived the SIGKILLed flow process by {RAY_GONE_SECONDS:g} s: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in marked(mark.encode()):
+            os.kill(pid, signal.SIGKILL)
+        proc.stdout.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,10 +1,13 @@
 """`RayRunner`: task bodies on Ray, in a pool of Ray actors.
 
-Ray is imported when the runner starts, not before. If Ray is not initialised yet,
-the runner calls ``ray.init`` (a local instance on 127.0.0.1 with no dashboard and no
-usage stats, unless ``address``, ``init_kwargs`` or the environment say otherwise) and
-shuts it down when the flow ends; otherwise it uses the running instance and leaves it
-alone.
+Ray is imported when the runner starts, not before. If Ray is not initialised yet and
+no address is given (``address=`` or RAY_ADDRESS), the runner starts a local Ray of its
+own on 127.0.0.1, with no dashboard and no usage stats: ``ray start --head`` in a session
+of its own, which a signal to the flow's process group does not reach and which ends with
+the flow process, even a SIGKILLed one (`_ray_head`); ``init_kwargs`` shape it. It shuts
+that Ray down when the flow ends. With an address it calls ``ray.init`` (with
+``init_kwargs``) and shuts down only its connection; a Ray already initialised it uses
+and leaves alone.
 
 Ray tasks run on whichever worker process Ray picks, which cannot be named again
 later; but a resource copy has to be closed on the very process that opened it. So
@@ -39,6 +42,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from tether._errors import TaskRunTimeout
+from tether.runners import _ray_head
 from tether.runners._base import RemoteRunner
 from tether.runners._checks import check_address, check_count, check_options
 from tether.runners._wire import Call, CallResult, WorkerLost
@@ -55,10 +59,22 @@ def _import_ray() -> Any:
     return ray
 
 
+def _use_token_if_any(ray: Any) -> None:
+    """Connect with the token the head made (see _ray_head), as ray.init does for a local
+    cluster it finds by itself; a Ray without token authentication has nothing to do."""
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 class RayRunner(RemoteRunner):
     """Runs task bodies on Ray actors (one per CPU of the Ray cluster unless ``workers`` says).
 
-    ``address`` and ``init_kwargs`` go to ``ray.init`` when Ray is not initialised yet.
+    ``address`` and ``init_kwargs`` go to ``ray.init`` when Ray is not initialised yet; for a
+    local Ray of the runner's own, ``init_kwargs`` that shape the cluster become
+    ``ray start`` flags instead (see `_ray_head.ray_start_arguments`).
     """
 
     def __init__(self, address: str | None = None, init_kwargs: dict[str, Any] | None = None, workers: int | None = None) -> None:
@@ -68,6 +84,7 @@ class RayRunner(RemoteRunner):
         self.workers = workers
         self._ray: Any = None
         self._initialised_here = False
+        self._head: _ray_head.RayHead | None = None  # the cluster we started, if we did
         self._actor_class: Any = None
         self._lock = threading.Lock()
         self._actors: dict[str, _Actor] = {}
@@ -84,13 +101,31 @@ class RayRunner(RemoteRunner):
 
     def start(self) -> None:
         self._stopping.clear()
-        if self.address is None and "ray" not in sys.modules:
+        own_cluster = self._starts_own_cluster()
+        if own_cluster:
             # A local Ray of our own stays on this machine: without this, Ray swaps
             # _node_ip_address="127.0.0.1" for the network interface's address (read at import).
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            if not _ray_head.supported():
+                own_cluster = False  # no way to end a head with this process: ray.init starts Ray
+            else:
+                flags, connect = _ray_head.ray_start_arguments(self.init_kwargs)
+                self._head = _ray_head.RayHead(flags)
+                self._head.start()  # before importing Ray here: the two imports overlap
         ray = self._ray = _import_ray()
-        if not ray.is_initialized():
+        if own_cluster:
+            assert self._head is not None
+            try:
+                self._head.wait_started()
+                _use_token_if_any(ray)
+                ray.init(address=self._head.address, **{"logging_level": "WARNING", **connect})
+            except BaseException:
+                self._head.stop()
+                self._head = None
+                raise
+            self._initialised_here = True
+        elif not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
             if self.address is None:
                 options["_node_ip_address"] = "127.0.0.1"
@@ -112,6 +147,14 @@ class RayRunner(RemoteRunner):
         for actor in actors:
             self._wait_for_stuck_calls(actor)
 
+    def _starts_own_cluster(self) -> bool:
+        """True if ``ray.init`` would start a new local Ray: no address here or in RAY_ADDRESS,
+        and no Ray initialised in this process."""
+        if self.address is not None or os.environ.get("RAY_ADDRESS"):
+            return False
+        ray = sys.modules.get("ray")
+        return ray is None or not ray.is_initialized()
+
     def stop(self) -> None:
         ray = self._ray
         self._stopping.set()
@@ -121,11 +164,16 @@ class RayRunner(RemoteRunner):
         with self._lock:
             actors, self._actors = list(self._actors.values()), {}
         if self._initialised_here:
-            # Shutting down ends the node we started and the actors on it. No ray.kill first: on a
-            # cluster that is going away (its raylet got the flow's SIGTERM too) each would wait for
-            # the dead GCS for up to a minute.
-            ray.shutdown()
-            self._initialised_here = False
+            # Disconnecting, then stopping the head, ends the cluster we started and the actors on
+            # it (a Ray that ray.init started ends with the disconnection). No ray.kill first: on a
+            # cluster that is going away each would wait for a dead GCS for up to a minute.
+            try:
+                ray.shutdown()
+            finally:
+                self._initialised_here = False
+                if self._head is not None:
+                    self._head.stop()  # every Ray process ends with it (see _ray_head)
+                    self._head = None
             return
         with _idle_lock:  # kept for the next flow run on this Ray (see the module's docstring)
             _idle.setdefault(self._session, []).extend(actor.handle for actor in actors)
