@@ -106,7 +106,7 @@ class ArtifactTable:
             "created": now,
             "updated": now,
         }
-        write(self.engine, lambda conn: conn.execute(sa.insert(artifacts).values(**row)))
+        write(self.engine, lambda conn: conn.execute(sa.insert(artifacts).values(**row)), changes=True)
         return new_id
 
     def update(self, artifact_id: str, data: Any, description: str | None = None) -> bool:
@@ -123,7 +123,7 @@ class ArtifactTable:
             conn.execute(sa.update(artifacts).where(artifacts.c.id == artifact_id).values(**values))
             return True
 
-        return write(self.engine, work)
+        return write(self.engine, work, changes=True)
 
     def get(self, artifact_id: str) -> StoredArtifact | None:
         row = read(
