@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, overload
 from tether._cache_policies import DEFAULT, NONE, CacheKeyFnPolicy, CachePolicy, StorageKeyPolicy
 from tether._context import RunContext, building_graph, current_run, current_tags
 from tether._core import Failed
+from tether._engine._standalone import run_standalone
 from tether._errors import UsageError
 from tether._futures import TaskFuture, TaskFutureList
 from tether._logging import logger
@@ -38,7 +39,6 @@ from tether._options import (
 )
 from tether._run_names import RunName, check_run_name, render_run_name
 from tether._run_views import with_defaults
-from tether._engine._standalone import run_standalone
 from tether.transactions import plain_scopes
 
 R = TypeVar("R")

@@ -22,7 +22,7 @@ import asyncio
 import signal
 import threading
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from tether._arguments import rewrite
 from tether._context import RunContext, current_tags, events, open_blocks
@@ -81,7 +81,7 @@ class StandaloneHost:
 
     record = _NoFlowRun()
     options = _NoFlowOptions()
-    parameters: dict[str, Any] = {}  # the flow's, for cache keys: there is none; never written
+    parameters: ClassVar[dict[str, Any]] = {}  # the flow's, for cache keys: there is none; never written
     limiter = limiter
     cancel_event = _NEVER
     cancelling = False

@@ -1,6 +1,5 @@
 # Source: https://docs.prefect.io/v3/concepts/caching (PrefectHQ/prefect docs/v3/concepts/caching.mdx, "INPUTS - 'debug'")
-# Pending: a task called outside a flow runs as plain Python today, not as a Prefect 3 task
-# run with caching (issue #15, item 5), so "running..." is printed twice.
+# Adapted: nothing.
 # Expect exit: 0
 # Expect count: 1 running...
 
