@@ -16,6 +16,7 @@ from tether.store._encode import (
     RECORD_LENGTHS,
     RESOURCE,
     RUN,
+    RUN_1,
     STATE,
     Encoder,
     parameters_json,
@@ -255,12 +256,66 @@ def test_records_hold_no_live_objects_so_they_can_go_to_the_writer_process():
     assert "RuntimeError: failed" in records[2][-1]
 
     # The recorder queues them flat, item after item, and spools them marshalled; whoever writes cuts them apart.
-    assert {r[0]: len(r) for r in records} == {k: RECORD_LENGTHS[k] for k in ("run", "state", "resource", "log")}
+    assert {r[0]: len(r) for r in records} == {k: RECORD_LENGTHS[k] for k in ("run2", "state", "resource", "log")}
     flat = [item for record in records for item in record]
     assert split_records(flat) == records
     import marshal
 
     assert split_records(marshal.loads(marshal.dumps(flat))) == records
+
+
+def test_a_run_keeps_its_own_name_next_to_its_task_s_and_stores_it_only_where_it_differs():
+    """``name`` stays the task's or flow's (filters group by it); ``run_name`` is a template's, and
+    NULL in the row when the run has none of its own (or its template rendered the same name)."""
+    encoder = Encoder(PROCESS.host, PROCESS.pid)
+    base = ("flow1", "flow1", frozenset(), {}, 1.0)
+    records = encoder.encode([
+        RunCreated("flow1", "flow", "etl", "flow1", None, frozenset(), {}, 1.0, "etl-eu"),
+        RunCreated("r1", "task", "load", *base, "load-eu"),
+        RunCreated("r2", "task", "load", *base, "load"),
+        RunCreated("r3", "task", "load", *base),
+        changed("r1", Completed(1)), changed("r2", Completed(1)), changed("r3", Completed(1)),
+    ])  # fmt: skip
+    assert [RUN.named(r)["run_name"] for r in records[:4]] == ["etl-eu", "load-eu", None, None]
+    planner = Planner(PROCESS, hold_seconds=1.0, clock=FakeClock())
+    planner.add(records)
+    batch = planner.take(everything=True)
+    assert [(row(r)["name"], row(r)["run_name"]) for r in batch.task_inserts] == [
+        ("load", "load-eu"), ("load", None), ("load", None)
+    ]
+    assert (batch.flow_inserts["flow1"]["name"], batch.flow_inserts["flow1"]["run_name"]) == ("etl", "etl-eu")
+
+
+def test_a_spool_of_the_old_layout_replays_its_runs_without_run_names(tmp_path):
+    """Run records written before run names (kind ``run``, `RUN_1`) still cut apart and plan: a spool
+    left by a process of the old version is replayed into the new store."""
+    old_task = ("run", "r1", "task", "load", "flow1", "flow1", {"n": 1}, "[]", 1.0)
+    old_flow = ("run", "flow1", "flow", "etl", "flow1", None, {}, "[]", 1.0)
+    assert RUN_1.named(old_task)["name"] == "load" and len(old_task) == RECORD_LENGTHS["run"]
+    new_task = ("run2", "r2", "task", "load", "flow1", "flow1", {}, "[]", 1.0, "load-us")
+    flat = [*old_flow, *old_task, *new_task, "log", "r1", "flow1", 20, "hi", 1.0]
+    dead = ProcessInfo(pid=2**22 + 11, host=ProcessInfo.current().host, started="1")
+    spool = _spool.Spool("mine", dead, tmp_path)
+    spool.append(flat)  # marshalled, positional, as a process of the old version spooled them
+    spool.close()
+    planner = Planner(PROCESS, hold_seconds=1.0, clock=FakeClock())
+    kinds: list[str] = []
+
+    def writer(process: ProcessInfo):
+        def write(records: list) -> None:
+            kinds.extend(r[0] for r in records)
+            planner.add(records)
+
+        return write
+
+    assert _spool.replay_orphans("mine", writer, tmp_path) == 1
+    assert kinds == ["run", "run", "run2", "log"]
+    batch = planner.take(everything=True)
+    assert [(row(r)["id"], row(r)["name"], row(r)["run_name"]) for r in batch.task_inserts] == [
+        ("r1", "load", None), ("r2", "load", "load-us")
+    ]
+    assert json.loads(row(batch.task_inserts[0])["parameters"]) == {"n": 1}
+    assert (batch.flow_inserts["flow1"]["name"], batch.flow_inserts["flow1"]["run_name"]) == ("etl", None)
 
 
 def test_each_record_is_laid_out_as_its_layout_names_it():
@@ -276,8 +331,8 @@ def test_each_record_is_laid_out_as_its_layout_names_it():
                       error="gone", outcome="rollback", worker="w1", pid=7, details={"seconds": 0.5}),
     ])  # fmt: skip
     assert RUN.named(run) == {
-        "record": "run", "run_id": "r1", "kind": "task", "name": "t", "flow_run_id": "flow1",
-        "parent_id": "parent1", "parameters": {"n": 1}, "tags": '["a", "b"]', "timestamp": 2.0,
+        "record": "run2", "run_id": "r1", "kind": "task", "name": "t", "flow_run_id": "flow1",
+        "parent_id": "parent1", "parameters": {"n": 1}, "tags": '["a", "b"]', "timestamp": 2.0, "run_name": None,
     }  # fmt: skip
     named = STATE.named(state)
     assert (named["run_id"], named["kind"], named["flow_run_id"], named["type"], named["name"]) == (

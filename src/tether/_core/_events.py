@@ -20,12 +20,16 @@ from tether._core._states import State
 class RunCreated:
     run_id: str
     kind: str  # "flow" or "task"
+    #: The flow's or task's name (what filters and groups runs).
     name: str
     flow_run_id: str | None
     parent_id: str | None
     tags: frozenset[str]
     parameters: dict[str, Any]
     timestamp: float
+    #: The run's own name (``flow_run_name=``/``task_run_name=`` rendered); None, or ``name`` itself,
+    #: when it has none of its own (recorders store it only where it differs).
+    run_name: str | None = None
 
 
 @dataclass(slots=True)

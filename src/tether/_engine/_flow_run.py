@@ -145,7 +145,7 @@ class FlowRun:
             self._active.add(run)
         if events.active:
             recorded = _without_resource_values(parameters) if scopes else parameters
-            events.emit(RunCreated(record.id, "task", options.name, self.record.id, self.record.id, tags, recorded, record.state.time))
+            events.emit(RunCreated(record.id, "task", options.name, self.record.id, self.record.id, tags, recorded, record.state.time, record.name))
         return run
 
     def _scan(self, task: TaskOptions, value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str], annotated: list[Any]) -> None:
@@ -322,7 +322,7 @@ class FlowRun:
                 signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
             }
         if events.active:
-            events.emit(RunCreated(self.record.id, "flow", self.options.name, self.record.id, self.record.parent_id, frozenset(), with_defaults(self.options.signature, self.parameters), self.record.state.time))
+            events.emit(RunCreated(self.record.id, "flow", self.options.name, self.record.id, self.record.parent_id, frozenset(), with_defaults(self.options.signature, self.parameters), self.record.state.time, self.record.name))
         self.runner.start()
         self._reclaim_signal_handlers()
         if self.options.timeout_seconds is not None:

@@ -14,9 +14,9 @@ into JSON, folding into rows, redacting by the rules, writing) happens after.
 The store's recorder encodes each event as it is recorded, on the engine's thread,
 so the event object dies at once, and queues the record's items flat (`_recorder`).
 
-The four records' layouts (`RUN`, `STATE`, `LOG`, `RESOURCE`) are declared here, once,
-with a name for each item; `RECORD_LENGTHS` and the planner's indices (`_plan`) are
-derived from them. This module does not decide what a record becomes in the store.
+The four records' layouts (`RUN`, `STATE`, `LOG`, `RESOURCE`; and `RUN_1`, the old `RUN`, which
+old spools hold) are declared here, once, with a name for each item; `RECORD_LENGTHS` and the
+planner's indices (`_plan`) are derived from them. This module does not decide what a record becomes in the store.
 """
 
 from __future__ import annotations
@@ -67,8 +67,15 @@ class Layout:
         return dict(zip(self.names, record))
 
 
-#: A run was created. parameters: JSON, or a dict of plain values to turn into JSON later (`parameters_json`).
-RUN = Layout("run", "run_id", "kind", "name", "flow_run_id", "parent_id", "parameters", "tags", "timestamp")
+#: A run was created. parameters: JSON, or a dict of plain values to turn into JSON later (`parameters_json`);
+#: name: the flow's or task's; run_name: the run's own (a ``task_run_name`` template's), None when it is ``name``.
+RUN = Layout(
+    "run2", "run_id", "kind", "name", "flow_run_id", "parent_id", "parameters", "tags", "timestamp", "run_name"
+)
+#: The first layout of a created run, without run_name: spools written before it replay as such records
+#: (the planner reads them as `RUN` records whose run_name is None). Records are positional, and a spool
+#: does not say which version wrote it, so a layout that changes takes a new kind and keeps the old one.
+RUN_1 = Layout("run", "run_id", "kind", "name", "flow_run_id", "parent_id", "parameters", "tags", "timestamp")
 #: A run changed state; error: the traceback (or message) of a failure.
 STATE = Layout(
     "state", "run_id", "kind", "flow_run_id", "type", "name", "message", "timestamp", "run_count", "error"
@@ -80,7 +87,7 @@ RESOURCE = Layout(
     "resource", "step", "scope_id", "name", "flow_run_id", "timestamp", "task_run_id", "error", "outcome",
     "host", "pid", "handle", "reaper", "reaper_file", "seconds",
 )  # fmt: skip
-LAYOUTS = {layout.kind: layout for layout in (RUN, STATE, LOG, RESOURCE)}
+LAYOUTS = {layout.kind: layout for layout in (RUN, RUN_1, STATE, LOG, RESOURCE)}
 
 #: How many items a record of each kind has, its kind included. The recorder queues records
 #: flat, item after item (see `_recorder`), and `split_records` cuts them apart again.
@@ -128,8 +135,11 @@ class Encoder:
             if event.kind == "flow":
                 self.open_flows[event.run_id] = self.unconfirmed_flows[event.run_id] = event.name
             tags = json.dumps(sorted(event.tags)) if event.tags else "[]"
-            return ("run", event.run_id, event.kind, event.name, event.flow_run_id, event.parent_id,
-                    self.parameters(event.parameters), tags, event.timestamp)  # fmt: skip
+            name = event.name
+            run_name = event.run_name
+            return ("run2", event.run_id, event.kind, name, event.flow_run_id, event.parent_id,
+                    self.parameters(event.parameters), tags, event.timestamp,
+                    None if run_name == name else run_name)  # fmt: skip
         if kind is LogEmitted:
             message = event.message if type(event.message) is str else str(event.message)
             if _known.known_secrets is not None:

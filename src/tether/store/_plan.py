@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from tether._clock import Clock, SystemClock
 from tether._core import FINAL_TYPES
-from tether.store._encode import LOG, RESOURCE, RUN, STATE, Record, parameters_json
+from tether.store._encode import LOG, RESOURCE, RUN, RUN_1, STATE, Record, parameters_json
 from tether.store._ledger import ProcessInfo
 from tether.store._redact import redact_text
 from tether.store._schema import flow_runs, resources
@@ -36,7 +36,7 @@ HOLD_SECONDS = 1.0
 ResourceKey = tuple[str, str, int]  # scope id, host, pid
 
 TASK_COLUMNS = (
-    "id", "flow_run_id", "name", "parameters", "tags", "state_type", "state_name", "state_message",
+    "id", "flow_run_id", "name", "run_name", "parameters", "tags", "state_type", "state_name", "state_message",
     "error", "run_count", "created", "start_time", "end_time", "updated",
 )  # fmt: skip
 STATE_COLUMNS = ("run_id", "flow_run_id", "kind", "type", "name", "message", "timestamp", "run_count")
@@ -53,9 +53,14 @@ _UPDATE_START = len(_UPDATE_SET)
 
 # Where the items of each record are (the layouts are `_encode`'s). Read by index, not
 # unpacked by position: a layout changes in one place.
+_RUN_ITEMS = ("run_id", "kind", "name", "flow_run_id", "parent_id", "parameters", "tags", "timestamp")
 _RUN_ID, _RUN_KIND, _RUN_NAME, _RUN_FLOW, _RUN_PARENT, _RUN_PARAMETERS, _RUN_TAGS, _RUN_TIME = (
-    RUN.at(n) for n in ("run_id", "kind", "name", "flow_run_id", "parent_id", "parameters", "tags", "timestamp")
+    RUN.at(n) for n in _RUN_ITEMS
 )
+_RUN_RUN_NAME = RUN.at("run_name")
+# An old spool's run records (`RUN_1`) are read with the same indices: they have no run_name.
+if tuple(RUN_1.at(n) for n in _RUN_ITEMS) != tuple(RUN.at(n) for n in _RUN_ITEMS):
+    raise RuntimeError(f"the old run layout {RUN_1.names} must be the start of the new one {RUN.names}")
 _S_ID, _S_KIND, _S_FLOW, _S_TYPE, _S_NAME, _S_MESSAGE, _S_TIME, _S_COUNT, _S_ERROR = (
     STATE.at(n)
     for n in ("run_id", "kind", "flow_run_id", "type", "name", "message", "timestamp", "run_count", "error")
@@ -186,11 +191,12 @@ class Planner:
                     self._task_state(record)
                 else:
                     self._flow_state(record)
-            elif what == "run":
+            elif what == "run2" or what == "run":  # "run": an old spool's record (`RUN_1`), no run_name
+                run_name = record[_RUN_RUN_NAME] if what == "run2" else None
                 if record[_RUN_KIND] == "task":
-                    self._task_created(record)
+                    self._task_created(record, run_name)
                 else:
-                    self._flow_created(record)
+                    self._flow_created(record, run_name)
             elif what == "log":
                 message = redact_text(record[_LOG_MESSAGE])  # quick when the line names no secret
                 if len(message) > MAX_LOG:
@@ -219,13 +225,14 @@ class Planner:
 
     # -- task runs -------------------------------------------------------------------
 
-    def _task_created(self, record: Record) -> None:
+    def _task_created(self, record: Record, run_name: str | None) -> None:
         run_id, created = record[_RUN_ID], record[_RUN_TIME]
         if run_id in self._held or run_id in self._written:
             return
-        # In TASK_COLUMNS order.
+        # In TASK_COLUMNS order; run_name is NULL where the run has no name of its own.
         row = [
-            run_id, record[_RUN_FLOW], record[_RUN_NAME], parameters_json(record[_RUN_PARAMETERS]), record[_RUN_TAGS],
+            run_id, record[_RUN_FLOW], record[_RUN_NAME], run_name, parameters_json(record[_RUN_PARAMETERS]),
+            record[_RUN_TAGS],
             "PENDING", "Pending", None, None, 0, created, None, None, created,
         ]  # fmt: skip
         self._held[run_id] = (self._now(), row)
@@ -267,11 +274,12 @@ class Planner:
 
     # -- flow runs -------------------------------------------------------------------
 
-    def _flow_created(self, record: Record) -> None:
+    def _flow_created(self, record: Record, run_name: str | None) -> None:
         run_id, name, created = record[_RUN_ID], record[_RUN_NAME], record[_RUN_TIME]
         self._batch.flow_inserts[run_id] = {
             "id": run_id,
             "name": name,
+            "run_name": run_name,
             "parent_id": record[_RUN_PARENT],
             "parameters": parameters_json(record[_RUN_PARAMETERS]),
             "tags": record[_RUN_TAGS],

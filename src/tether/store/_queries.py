@@ -446,8 +446,9 @@ def _names_of(conn: sa.Connection, run_ids: set[str]) -> dict[str, str]:
     wanted = sorted(run_ids)
     for i in range(0, len(wanted), 500):
         chunk = wanted[i : i + 500]
-        names.update(conn.execute(sa.select(task_runs.c.id, task_runs.c.name).where(task_runs.c.id.in_(chunk))).all())
-        names.update(conn.execute(sa.select(flow_runs.c.id, flow_runs.c.name).where(flow_runs.c.id.in_(chunk))).all())
+        for table in (task_runs, flow_runs):
+            shown = sa.func.coalesce(table.c.run_name, table.c.name)  # the run's own name where it has one
+            names.update(conn.execute(sa.select(table.c.id, shown).where(table.c.id.in_(chunk))).all())
     return names
 
 

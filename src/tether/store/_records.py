@@ -40,6 +40,12 @@ class StoredFlowRun(_AsDict):
     heartbeat: float | None
     #: Task runs of this flow run by state type (``{"COMPLETED": 10, "FAILED": 1}``).
     task_counts: dict[str, int] = field(default_factory=dict)
+    #: The run's own name (``flow_run_name=``); ``name`` (the flow's) when it has none. Empty: not given.
+    run_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.run_name:
+            object.__setattr__(self, "run_name", self.name)
 
     @property
     def duration(self) -> float | None:
@@ -63,6 +69,12 @@ class StoredTaskRun(_AsDict):
     end_time: float | None
     parameters: dict[str, Any] | None
     tags: list[str] | None
+    #: The run's own name (``task_run_name=``); ``name`` (the task's) when it has none. Empty: not given.
+    run_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.run_name:
+            object.__setattr__(self, "run_name", self.name)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: Every schema revision this code knows, oldest first. Add one per migration.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006")
 #: The revision this code writes and reads.
 HEAD = REVISIONS[-1]
 
@@ -26,6 +26,7 @@ flow_runs = sa.Table(
     "flow_runs",
     metadata,
     sa.Column("id", ID, primary_key=True),
+    #: The flow's name (filters, deployments); run_name: the run's own, NULL when it is the same.
     sa.Column("name", NAME, nullable=False),
     sa.Column("parent_id", ID, nullable=True, index=True),
     sa.Column("parameters", sa.Text, nullable=True),
@@ -42,6 +43,7 @@ flow_runs = sa.Table(
     sa.Column("pid", sa.Integer, nullable=True),
     sa.Column("host", NAME, nullable=True),
     sa.Column("heartbeat", sa.Double, nullable=True),
+    sa.Column("run_name", NAME, nullable=True),
 )
 
 task_runs = sa.Table(
@@ -49,6 +51,7 @@ task_runs = sa.Table(
     metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("flow_run_id", ID, nullable=True, index=True),
+    #: The task's name (groups, filters); run_name: the run's own, NULL when it is the same.
     sa.Column("name", NAME, nullable=False),
     sa.Column("parameters", sa.Text, nullable=True),
     sa.Column("tags", sa.Text, nullable=True),
@@ -61,6 +64,7 @@ task_runs = sa.Table(
     sa.Column("start_time", sa.Double, nullable=True),
     sa.Column("end_time", sa.Double, nullable=True),
     sa.Column("updated", sa.Double, nullable=True),
+    sa.Column("run_name", NAME, nullable=True),
 )
 
 state_changes = sa.Table(

@@ -491,6 +491,7 @@ def _flow_run(r: Any, counts: dict[str, int]) -> StoredFlowRun:
         host=r["host"],
         heartbeat=r["heartbeat"],
         task_counts=counts,
+        run_name=r["run_name"] or r["name"],
     )
 
 
@@ -509,4 +510,5 @@ def _task_run(r: Any) -> StoredTaskRun:
         end_time=r["end_time"],
         parameters=redact_value(_json(r["parameters"])),
         tags=_json(r["tags"]),
+        run_name=r["run_name"] or r["name"],
     )
