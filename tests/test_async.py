@@ -306,7 +306,10 @@ def test_awaited_async_tasks_in_one_flow_share_a_loop(runner):
 # -- outside a flow -----------------------------------------------------------------------
 
 
-def test_an_async_task_outside_a_flow_is_a_plain_coroutine_function(recorder):
+def test_an_async_task_outside_a_flow_is_a_coroutine_that_runs_it_as_a_task_run(recorder):
+    # As in Prefect 3 (was a plain coroutine, with no record): awaited, it is a task run with no flow run.
     assert asyncio.run(double(4)) == 8
-    assert asyncio.run(double.fn(5)) == 10
-    assert recorder.events == []
+    assert asyncio.run(double.fn(5)) == 10  # .fn stays the plain coroutine function
+    [created] = recorder.runs("task")
+    assert (created.name, created.flow_run_id, created.parameters) == ("double", None, {"x": 4})
+    assert [e.new.name for e in recorder.state_changes(created.run_id)] == ["Running", "Completed"]
