@@ -69,8 +69,9 @@ class TaskDefinition(Protocol):
 
 
 class TaskRunHost(RunView, Protocol):
-    """What a task run needs of its flow run (`FlowRun` is the one), besides what any code
-    in a run may ask of it (`RunView`: the current run of a body is its flow run)."""
+    """What a task run needs of its flow run (`FlowRun`; for a task called outside any flow,
+    `_standalone.StandaloneHost`, whose record has no id), besides what any code in a run
+    may ask of it (`RunView`: the current run of a body is its flow run)."""
 
     record: RunRecord
     options: FlowOptions  # persist_result, and the flow's name in messages
