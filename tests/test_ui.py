@@ -588,3 +588,54 @@ def test_a_run_on_another_host_is_not_offered_a_cancel_button(env, home):
         status, page = ui.post(f"/actions/runs/{run_id}/cancel", f"csrf={token}")  # an old tab: refused, saying why
         assert status == 409 and "runs on host &#39;another-machine&#39; (process 4242)" in page
         assert f'<a href="/runs/{run_id}">Back</a>' in page
+
+
+NAMED = textwrap.dedent(
+    """
+    from tether import flow, task
+
+    @task(task_run_name="load-{region}")
+    def load(region: str) -> str:
+        return region
+
+    @task
+    def add(x: int) -> int:
+        return x + 1
+
+    @flow(flow_run_name="etl-{day}")
+    def etl(day: str = "mon"):
+        load("eu")
+        load.submit("us").result()
+        return add(1)
+    """
+)
+
+
+def test_the_run_page_labels_lanes_with_the_run_names_and_the_runs_list_filters_by_flow(env, tmp_path, home):
+    """A ``task_run_name`` template's name labels its lane (the task's name is in its title), the
+    ``flow_run_name`` one heads the run and the runs list, and the list still filters by the flow's name."""
+    script = tmp_path / "named.py"
+    script.write_text(NAMED)
+    run_id = run_flow(env, script, "etl")
+    store = open_store(f"sqlite:///{home / 'tether.db'}")
+    try:
+        ids = {t.run_name: t.id for t in store.flow_run(run_id).task_runs}
+    finally:
+        store.close()
+    assert set(ids) == {"load-eu", "load-us", "add"}
+    with dashboard(env) as ui:
+        status, page, _ = ui.get(f"/runs/{run_id}")
+        assert status == 200
+        labels = dict(re.findall(r'data-task-run-id="(\w+)".*?<text class="label"[^>]*>([^<]*) [^ <]+</text>', page))
+        assert labels == {ids["load-eu"]: "load-eu", ids["load-us"]: "load-us", ids["add"]: "add"}
+        assert "load-eu" in page and "(task load)" in page and ">flow etl-mon<" in page
+        assert re.search(r"<h1>.*etl-mon.*flow <a href=\"/\?flow=etl\">etl</a>", page)
+
+        status, page, _ = ui.get("/?flow=etl")
+        assert re.findall(r'data-run-id="(\w+)"', page) == [run_id]
+        assert ">etl-mon</a>" in page and 'data-flow="etl"' in page
+        status, page, _ = ui.get("/?flow=etl-mon")  # a run's own name is not a flow's
+        assert re.findall(r'data-run-id="(\w+)"', page) == []
+
+        status, page, _ = ui.get(f"/tasks/{ids['load-us']}")
+        assert status == 200 and "<title>" in page and re.search(r"<h1[^>]*>.*load-us.*task load", page)

@@ -94,7 +94,9 @@ def runs_ls(limit: int, state: str | None, deployment: str | None, as_json: bool
         if run.state_type in ("RUNNING", "PENDING") and run.end_time is None and process_gone(run):
             shown.append(" (process gone)", style="red")
         tasks = ", ".join(f"{n} {t.lower()}" for t, n in sorted(run.task_counts.items())) or "-"
-        table.add_row(run.id, run.name, shown, when(run.start_time or run.created), seconds(run.duration), tasks)
+        # A run that a flow_run_name template named: its own name, then its flow's (which it is grouped by).
+        name = run.name if run.run_name == run.name else f"{run.run_name} ({run.name})"
+        table.add_row(run.id, name, shown, when(run.start_time or run.created), seconds(run.duration), tasks)
     out.print(table)
 
 

@@ -19,7 +19,15 @@ from rich.text import Text
 from tether.cli._artifacts import render_artifacts
 from tether.cli._main import out
 from tether.cli._render import clock, ledger_status, seconds, short_id, state_text, when
-from tether.store import LedgerEntry, RunDetail, StoredArtifact, StoredStateChange, StoredTaskRun, redact_text
+from tether.store import (
+    LedgerEntry,
+    RunDetail,
+    StoredArtifact,
+    StoredFlowRun,
+    StoredStateChange,
+    StoredTaskRun,
+    redact_text,
+)
 
 TIMELINE_ROWS = 200
 #: The bar's characters by what the run did then: ran, waited for a concurrency slot, waited for a retry.
@@ -47,7 +55,8 @@ def render_run(detail: RunDetail, artifacts: list[StoredArtifact] | None = None)
     run = detail.flow_run
     out.print(
         Text.assemble(
-            ("Flow run ", "bold"), (repr(run.name), "bold"), f"  {run.id}  ", state_text(run.state_type, run.state_name)
+            ("Flow run ", "bold"), (repr(run.run_name), "bold"), flow_of(run), f"  {run.id}  ",
+            state_text(run.state_type, run.state_name),
         )
     )
     out.print(
@@ -76,7 +85,7 @@ def render_run(detail: RunDetail, artifacts: list[StoredArtifact] | None = None)
         if r.setup_error or r.cleanup_error
     ]
     if run.error:
-        errors.append(("flow run", run.name, run.id, run.error))
+        errors.append(("flow run", run.run_name, run.id, run.error))
     if errors:
         out.print()
         out.print(Text("Errors", style="bold red"))
@@ -87,7 +96,7 @@ def render_run(detail: RunDetail, artifacts: list[StoredArtifact] | None = None)
         out.print()
         out.print(Text("Logs", style="bold"))
         by_id = dict(names)
-        by_id[run.id] = run.name
+        by_id[run.id] = run.run_name
         for line in detail.logs[-TIMELINE_ROWS:]:
             level = logging.getLevelName(line.level)
             out.print(
@@ -96,20 +105,29 @@ def render_run(detail: RunDetail, artifacts: list[StoredArtifact] | None = None)
 
 
 def task_run_names(task_runs: list[StoredTaskRun]) -> dict[str, str]:
-    """Each task run's own name: the recorded one (a ``task_run_name`` template's), numbered in
-    creation order when several runs share it (``add-0``, ``add-1``, as Prefect names them)."""
+    """Each task run's own name: a ``task_run_name`` template's as it rendered it; a run without one
+    is named after its task, numbered in creation order when several runs share it (``add-0``,
+    ``add-1``, as Prefect 2 names mapped runs)."""
     count: dict[str, int] = {}
     for t in task_runs:
-        count[t.name] = count.get(t.name, 0) + 1
+        if t.run_name == t.name:
+            count[t.name] = count.get(t.name, 0) + 1
     seen: dict[str, int] = {}
     names = {}
     for t in sorted(task_runs, key=lambda t: (t.created, t.id)):
-        if count[t.name] > 1:
+        if t.run_name != t.name:  # a template's name wins, as given
+            names[t.id] = t.run_name
+        elif count[t.name] > 1:
             names[t.id] = f"{t.name}-{seen.get(t.name, 0)}"
             seen[t.name] = seen.get(t.name, 0) + 1
         else:
             names[t.id] = t.name
     return names
+
+
+def flow_of(run: StoredFlowRun) -> str:
+    """`` (flow etl)`` after a run named by a ``flow_run_name`` template; nothing when it is the flow's name."""
+    return f" (flow {run.name})" if run.run_name != run.name else ""
 
 
 def timeline_rows(detail: RunDetail, names: dict[str, str]) -> list[Row]:
@@ -122,7 +140,7 @@ def timeline_rows(detail: RunDetail, names: dict[str, str]) -> list[Row]:
     rows = [_task_row(t, names[t.id], changes.get(t.id, [])) for t in detail.task_runs]
     rows += [_resource_row(r, (run.pid, run.host)) for r in detail.resources]
     rows += [
-        Row(f.name, short_id(f.id), state_text(f.state_type, f.state_name), f.start_time or f.created, f.end_time,
+        Row(f.run_name, short_id(f.id), state_text(f.state_type, f.state_name), f.start_time or f.created, f.end_time,
             [], "subflow", f.state_type in _FAILED)
         for f in detail.subflows
     ]

@@ -127,7 +127,7 @@ class Dashboard:
         pages = max((view.task_total + view.page_size - 1) // view.page_size, 1)
         cancel_sent = request.query_params.get("cancel") == "sent"
         stored = run_artifacts(self.store, view.flow_run.id)
-        names = {t.id: t.name for t in view.task_page} | {lane.task.id: lane.task.name for lane in view.lanes or []}
+        names = {t.id: t.run_name for t in view.task_page} | {lane.task.id: lane.task.run_name for lane in view.lanes or []}
         artifacts = artifact_views(stored, names | view.task_names)
         return self.page(request, "run.html", view=view, run=view.flow_run, timeline=svg, pages=pages, now=now,
                          final=FINAL, cancel_sent=cancel_sent, artifacts=artifacts, artifact_total=len(stored),
@@ -139,12 +139,12 @@ class Dashboard:
         run_id = run.id
 
         def lines() -> Iterator[str]:
-            yield f"# log of flow run {run.name!r} ({run.id}); times in {_format.zone()}\n"
+            yield f"# log of flow run {run.run_name!r} ({run.id}, flow {run.name!r}); times in {_format.zone()}\n"
             for entry, name in run_log_lines(self.store, run_id):
-                who = name or run.name
+                who = name or run.run_name
                 yield f"{_format.when(entry.timestamp)} {_level(entry.level):8} {who}: {entry.message}\n"
 
-        filename = re.sub(r"[^A-Za-z0-9._-]+", "_", f"tether-{run.name}-{run.id[:8]}.log")  # a safe header
+        filename = re.sub(r"[^A-Za-z0-9._-]+", "_", f"tether-{run.run_name}-{run.id[:8]}.log")  # a safe header
         return StreamingResponse(
             lines(), media_type="text/plain; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{filename}"', **SECURITY_HEADERS},
@@ -153,7 +153,7 @@ class Dashboard:
     def task(self, request: Request) -> Response:
         view = task_run_view(self.store, request.path_params["task_run_id"])
         made = ArtifactTable(self.store.engine).for_task_run(view.task.id)
-        artifacts = artifact_views(made, {view.task.id: view.task.name})
+        artifacts = artifact_views(made, {view.task.id: view.task.run_name})
         return self.page(request, "task.html", view=view, task=view.task, run=view.flow_run, now=time.time(),
                          artifacts=artifacts)
 

@@ -120,7 +120,7 @@ def _flow_lane(view: RunView, scale: _Scale, y: int, now: float) -> str:
     run = view.flow_run
     begin = run.start_time or run.created
     end = run.end_time if run.end_time is not None else now
-    label = f"flow {run.name}"
+    label = f"flow {run.run_name}"
     return (
         f'<g class="flow-lane" data-flow-run-id="{escape(run.id)}" data-state="{escape(run.state_type or "")}">'
         f"<title>{escape(label)}: {escape(run.state_name or '')}, {seconds(end - begin)}</title>"
@@ -170,7 +170,9 @@ def _lane(lane: TaskLane, scale: _Scale, y: int, used: list[str], task_href: str
     begin = stretches[0].start if stretches else task.created
     end = stretches[-1].end if stretches and stretches[-1].end is not None else begin
     attempts = max((s.attempt for s in stretches), default=0)
-    title = f"{task.name} {short_id(task.id)}: {task.state_name or state}"
+    title = f"{task.run_name} {short_id(task.id)}: {task.state_name or state}"
+    if task.run_name != task.name:
+        title += f" (task {task.name})"
     if task.start_time is not None and task.end_time is not None:
         title += f", {seconds(task.end_time - task.start_time)}"
     if attempts > 1:
@@ -183,7 +185,7 @@ def _lane(lane: TaskLane, scale: _Scale, y: int, used: list[str], task_href: str
         (f'<a href="{escape(task_href + task.id)}"><g class="lane" data-task-run-id="{escape(task.id)}" '
         f'data-state="{escape(state)}" data-state-name="{escape(task.state_name or "")}" data-attempts="{attempts}">'),
         f"<title>{escape(title)}</title>",
-        f'<text class="label" x="{LABEL}" y="{y + 12}">{escape(task.name)} {escape(short_id(task.id))}</text>',
+        f'<text class="label" x="{LABEL}" y="{y + 12}">{escape(task.run_name)} {escape(short_id(task.id))}</text>',
         (f'<rect class="bar" x="{scale.x(begin):.2f}" y="{y + 2}" width="{scale.width(begin, end):.2f}" '
         f'height="{LANE - 4}"/>'),
     ]
