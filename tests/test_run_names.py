@@ -1,7 +1,9 @@
 """Run names as the user sees them (issue #16 item 8, #15 item 2): a ``task_run_name`` /
 ``flow_run_name`` template or callable names the run in the store, in ``tether runs show`` and
 ``tether runs ls`` (text and ``--json``), while the flow's and task's own names stay what runs are
-grouped and filtered by; mapped runs of a task without a template are numbered.
+grouped and filtered by; mapped runs of a task without a template are numbered. And the
+migration that adds the run names: a store of the previous revision keeps its runs, read as
+named by their flow and task.
 
 The CLI is the real entry point, in a subprocess, on a store of the test's own (``TETHER_HOME``
 in ``tmp_path``).
@@ -19,6 +21,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from tether.store import StoreLocation, open_store
+from tether.store._db import make_engine
+from tether.store._migrate import MIGRATIONS, run_migrations
+from tether.store._schema import HEAD
 
 _SCRIPT = Path(sys.executable).with_name("tether")
 TETHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tether.cli"]
@@ -123,3 +133,41 @@ def test_templates_and_callables_name_the_runs_in_the_store_and_in_runs_show_and
     line_of = {run_id: next(line for line in table.splitlines() if run_id in line) for run_id in (etl, report, plain)}
     assert "etl-mon (etl)" in line_of[etl] and "nightly-tue (report)" in line_of[report]
     assert re.search(rf"{plain}\s+plain\s", line_of[plain])
+
+
+def _columns(engine: sa.Engine, table: str) -> set[str]:
+    with engine.connect() as conn:
+        return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+
+
+def test_a_store_of_the_previous_revision_is_upgraded_and_its_runs_read_as_named_by_their_flow(store_url):
+    location = StoreLocation.resolve(store_url)
+    engine = make_engine(location)
+    try:
+        with engine.begin() as conn:
+            run_migrations(conn, "0005")
+            conn.exec_driver_sql("INSERT INTO flow_runs (id, name, run_count, created) VALUES ('old', 'etl', 0, 1.0)")
+            conn.exec_driver_sql(
+                "INSERT INTO task_runs (id, flow_run_id, name, run_count, created) VALUES ('t1', 'old', 'load', 0, 1.0)"
+            )
+        assert "run_name" not in _columns(engine, "task_runs")
+        upgraded = open_store(store_url)
+        try:
+            detail = upgraded.flow_run("old")
+            assert (detail.flow_run.name, detail.flow_run.run_name) == ("etl", "etl")
+            assert [(t.name, t.run_name) for t in detail.task_runs] == [("load", "load")]
+            with upgraded.engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == HEAD == "0006"
+        finally:
+            upgraded.close()
+        # And back: the downgrade drops both columns (on SQLite by copying the tables), keeping the rows.
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0005")
+        assert "run_name" not in _columns(engine, "task_runs") | _columns(engine, "flow_runs")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT name FROM task_runs WHERE id = 't1'").scalar() == "load"
+    finally:
+        engine.dispose()
