@@ -223,6 +223,7 @@ def test_the_body_sees_its_task_run_and_no_flow_run_and_logs_to_its_run(recorder
     assert seen["flow_run"] == (None, None, [])
     assert seen["tags"] == ["etl"]
     run = created(recorder, "load")
+    assert run.run_name == "load-users"  # recorded under its own name, as a flow's task run is
     [log] = [e for e in recorder.events if isinstance(e, LogEmitted) and e.message == "loading users"]
     assert log.run_id == run.run_id and log.flow_run_id is None
 

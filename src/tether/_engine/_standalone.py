@@ -206,7 +206,7 @@ class StandaloneHost:
                 scope.member_ended(run, None)
             raise
         if events.active:
-            events.emit(RunCreated(record.id, "task", options.name, None, None, tags, _recorded(parameters), record.state.time))
+            events.emit(RunCreated(record.id, "task", options.name, None, None, tags, _recorded(parameters), record.state.time, record.name))
         if tags:
             store = enable_store()
             if store is not None:
