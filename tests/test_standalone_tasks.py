@@ -228,6 +228,28 @@ def test_the_body_sees_its_task_run_and_no_flow_run_and_logs_to_its_run(recorder
     assert log.run_id == run.run_id and log.flow_run_id is None
 
 
+def test_the_body_has_no_flow_run_context_and_a_flow_it_calls_is_a_top_level_flow_run(recorder):
+    from tether import flow
+    from tether.context import FlowRunContext
+
+    seen = {}
+
+    @flow
+    def inner() -> str | None:
+        seen["root"] = tether.runtime.flow_run.root_flow_run_id
+        seen["id"] = tether.runtime.flow_run.id
+        return tether.runtime.flow_run.parent_flow_run_id
+
+    @task
+    def outer() -> str | None:
+        seen["context"] = FlowRunContext.get()  # None, as in Prefect: no flow run here
+        return inner()
+
+    assert outer() is None  # the flow has no parent flow run
+    assert seen["context"] is None
+    assert seen["root"] == seen["id"] is not None  # its own root
+
+
 def test_a_task_called_in_the_body_is_a_run_of_its_own_and_submit_is_refused(recorder):
     @task
     def inner(x: int) -> int:

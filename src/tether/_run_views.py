@@ -179,9 +179,10 @@ class FlowRunContext:
 
     @classmethod
     def get(cls) -> FlowRunContext | None:
-        """The current flow run's context, or None outside any flow run."""
+        """The current flow run's context, or None outside any flow run (a task called outside
+        a flow runs with a host of its own that is no flow run: its record has no id)."""
         ctx = current_run.get()
-        return None if ctx is None else cls(ctx.flow_run)
+        return None if ctx is None or ctx.flow_run.record.id is None else cls(ctx.flow_run)
 
 
 class TaskRunContext:

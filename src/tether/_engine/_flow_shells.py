@@ -41,7 +41,9 @@ def _new_flow_run(flow: FlowDefinition, args: tuple[Any, ...], kwargs: dict[str,
             bound = inspect.BoundArguments(options.signature, parameters)
             args, kwargs = bound.args, bound.kwargs
     ctx = current_run.get()
-    parent = ctx.flow_run if ctx is not None else None
+    # A flow called inside a task that runs outside any flow is a top-level flow run: the
+    # task's host is no flow run (its record has no id).
+    parent = ctx.flow_run if ctx is not None and ctx.flow_run.record.id is not None else None
     return FlowRun(options, flow, parameters, parent), args, kwargs
 
 
