@@ -325,8 +325,9 @@ def kill(kills: int, postgres: str | None) -> None:
         for _ in range(kills):
             env = make()
             env.update(extra)
+            schema = None
             if "TETHER_DATABASE_URL" in extra:
-                env = _fresh_schema(env)
+                env, schema = _fresh_schema(env)
             proc = subprocess.Popen([sys.executable, HERE, "--child", "kill"], env=env, stdout=subprocess.PIPE,
                                     text=True)  # fmt: skip
             assert proc.stdout is not None
@@ -348,6 +349,8 @@ def kill(kills: int, postgres: str | None) -> None:
                 except ValueError:
                     break
             states = completed_ids(env)
+            if schema is not None:
+                _drop_schema(extra["TETHER_DATABASE_URL"], schema)  # the benchmark leaves the database as it found it
             due = [rid for rid, at in finished if at <= killed_at - 0.2]
             lost = [rid for rid in due if states.get(rid) != "COMPLETED"]
             lost_runs += bool(lost)
@@ -358,7 +361,8 @@ def kill(kills: int, postgres: str | None) -> None:
         )
 
 
-def _fresh_schema(env: dict[str, str]) -> dict[str, str]:
+def _fresh_schema(env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """A schema of the benchmark's own in the given PostgreSQL database, and the env that uses it."""
     import uuid
 
     import sqlalchemy as sa
@@ -369,7 +373,16 @@ def _fresh_schema(env: dict[str, str]) -> dict[str, str]:
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     admin.dispose()
-    return {**env, "TETHER_DATABASE_URL": f"{base}?options=-csearch_path%3D{schema}"}
+    return {**env, "TETHER_DATABASE_URL": f"{base}?options=-csearch_path%3D{schema}"}, schema
+
+
+def _drop_schema(base: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
 
 
 def main() -> None:

@@ -105,25 +105,31 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
+@pytest.fixture
+def postgres_store_url(postgres_url) -> Iterator[str]:
+    """A PostgreSQL run store of this test's own: a schema made for it (dropped afterwards),
+    so tether's tables never land in a database's own schema."""
+    import sqlalchemy as sa
+
+    schema = f"tether_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path) -> Iterator[str]:
     """A fresh, empty store: a SQLite file, or a PostgreSQL schema of this test's own (dropped afterwards)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store' / 'tether.db'}"
         return
-    import sqlalchemy as sa
-
-    base = request.getfixturevalue("postgres_url")
-    schema = f"tether_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    yield request.getfixturevalue("postgres_store_url")
 
 
 @pytest.fixture

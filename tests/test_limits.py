@@ -27,8 +27,7 @@ def store_env(request, tmp_path, monkeypatch):
     """The environment of a run store on SQLite (under TETHER_HOME) or on PostgreSQL."""
     env = {"TETHER_HOME": str(tmp_path / "home"), "TETHER_STORE": "on"}
     if request.param == "postgres":
-        url = request.getfixturevalue("postgres_url")
-        env["TETHER_DATABASE_URL"] = url
+        env["TETHER_DATABASE_URL"] = request.getfixturevalue("postgres_store_url")  # a schema of the test's own
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
@@ -212,10 +211,10 @@ def test_limit_cli_shows_holders_and_frees_them(store_env, tmp_path):
         holder.wait()
 
 
-def test_across_machines_postgres_notices_wake_the_waiters(postgres_url, tmp_path, monkeypatch):
+def test_across_machines_postgres_notices_wake_the_waiters(postgres_store_url, tmp_path, monkeypatch):
     """With no local wake-ups at all (as between machines), a released slot still wakes the
     other processes at once: PostgreSQL's NOTIFY, not the periodic retry (here 600 s)."""
-    env = {"TETHER_HOME": str(tmp_path / "home"), "TETHER_STORE": "on", "TETHER_DATABASE_URL": postgres_url,
+    env = {"TETHER_HOME": str(tmp_path / "home"), "TETHER_STORE": "on", "TETHER_DATABASE_URL": postgres_store_url,
            "TETHER_SLOT_WAKEUPS": "store", "TETHER_SLOT_RETRY_SECONDS": "600"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)

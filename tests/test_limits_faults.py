@@ -36,7 +36,7 @@ def store_env(request, tmp_path, monkeypatch) -> dict[str, str]:
     env = {"TETHER_HOME": str(tmp_path / "home"), "TETHER_STORE": "on", "TETHER_LOGGING_LEVEL": "WARNING",
            "TETHER_SLOT_LEASE_SECONDS": str(OLD_LEASE_SECONDS)}
     if request.param == "postgres":
-        env["TETHER_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+        env["TETHER_DATABASE_URL"] = request.getfixturevalue("postgres_store_url")  # a schema of the test's own
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
