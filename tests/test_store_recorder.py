@@ -9,7 +9,7 @@ import pytest
 
 from tether._core import Completed, Pending, RunCreated, Running, StateChanged
 from tether.store import open_store
-from tether.store._encode import split_records
+from tether.store._encode import RUN, split_records
 from tether.store._recorder import StoreRecorder
 from tether.store._spool import Drain
 
@@ -38,7 +38,7 @@ def spooled_run_ids(recorder: StoreRecorder) -> set[str]:
     reader = Drain(recorder._spool.directory, recorder._spool.stem, lambda records: None)
     items, _ = reader._read(None, 1 << 24)  # reads only: the recorder's drain commits, and holds the lock
     reader.release()
-    return {record[1] for record in split_records(items) if record[0] == "run"}
+    return {record[1] for record in split_records(items) if record[0] == RUN.kind}
 
 
 def test_records_are_spooled_while_the_writer_thread_is_stuck_writing_rows(store):
