@@ -55,7 +55,7 @@ class Progress:
                     self.failures.append((self.names.get(event.run_id, event.run_id), event.new))
         elif kind is RunCreated:
             if event.kind == "task":
-                self.names[event.run_id] = event.name
+                self.names[event.run_id] = event.run_name or event.name  # its own name (task_run_name=), if any
                 self.states.setdefault(event.run_id, _PENDING)
             elif event.parent_id is None and self.flow_run_id is None:
                 self.flow_run_id = event.run_id
