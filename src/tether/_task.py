@@ -15,12 +15,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
 
 from tether._cache_policies import DEFAULT, NONE, CacheKeyFnPolicy, CachePolicy, StorageKeyPolicy
-from tether._context import RunContext, building_graph, current_run, current_tags
-from tether._core import Failed
+from tether._context import building_graph, current_run, current_tags
 from tether._engine._standalone import run_standalone
 from tether._errors import UsageError
 from tether._futures import TaskFuture, TaskFutureList
-from tether._logging import logger
 from tether._options import (
     Hooks,
     ParameterBinder,
@@ -35,10 +33,8 @@ from tether._options import (
     check_text,
     check_timeout,
     check_unknown,
-    clamped_poisson_interval,
 )
-from tether._run_names import RunName, check_run_name, render_run_name
-from tether._run_views import with_defaults
+from tether._run_names import RunName, check_run_name
 from tether.transactions import plain_scopes
 
 R = TypeVar("R")
@@ -188,34 +184,6 @@ class Task(Generic[R]):
                 current.pop(new, None)
                 current.pop(old, None)
         return Task(self.fn, **{**current, **options})
-
-    def may_retry(self, task_run: Any, error: BaseException) -> bool:
-        """Whether ``retry_condition_fn(task, task_run, state)`` lets an attempt that failed with
-        ``error`` retry (always, without one); ``state`` is that failure's Failed state. A
-        condition that raises means no retry, as in Prefect."""
-        if self.retry_condition_fn is None:
-            return True
-        state = Failed(error, message=f"Task run encountered an exception: {error!r}")
-        try:
-            return bool(self.retry_condition_fn(self, task_run, state))
-        except Exception:  # noqa: BLE001 - the user's condition failed: no retry, as in Prefect
-            logger.exception("retry_condition_fn of %s raised, so the run is not retried.", self._owner)
-            return False
-
-    def retry_delay(self, retries_done: int) -> float:
-        """The delay before retry number ``retries_done + 1``, with ``retry_jitter_factor``'s
-        randomness: up to that fraction more, averaging the delay itself (Prefect's clamped
-        Poisson interval)."""
-        delays = self.retry_delays
-        delay = delays[min(retries_done, len(delays) - 1)]
-        if self.retry_jitter_factor and delay > 0:
-            delay = clamped_poisson_interval(delay, self.retry_jitter_factor)
-        return delay
-
-    def name_run(self, ctx: RunContext, parameters: dict[str, Any]) -> str:
-        """The name of a new run of this task, from ``task_run_name=`` (set)."""
-        assert self.task_run_name is not None
-        return render_run_name(self._owner, "task_run_name", self.task_run_name, with_defaults(self.signature, parameters), ctx)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._binder.bind(args, kwargs)
