@@ -35,25 +35,6 @@ from tether.store._schema import flow_runs, resources, state_changes, task_runs
 HOST = socket.gethostname()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A fresh, empty store: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store' / 'tether.db'}"
-        return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"tether_faults_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-
 def _flow_row(engine, name, pid, host=HOST, state="RUNNING", created=None, heartbeat=None, tasks=()):
     """A flow run (and its task runs, by state) as a process would have left it."""
     now = time.time()
