@@ -554,6 +554,20 @@ class ResourceScope:
         return f"<ResourceScope {self.name!r} {self.id[:8]}>"
 
 
+def join_scopes(scopes: list[ResourceScope], task_name: str, run_id: str, run: Any) -> None:
+    """Make a new task run a member of every scope in ``scopes``, or of none: a scope that
+    refuses it (closed already) raises, and those it had joined let it go again."""
+    joined: list[ResourceScope] = []
+    try:
+        for scope in scopes:
+            scope.join_task_run(task_name, run_id)
+            joined.append(scope)
+    except BaseException:
+        for scope in joined:
+            scope.member_ended(run, None)
+        raise
+
+
 def _outcome(error: BaseException | None) -> str:
     return "failed" if error is not None else "succeeded"
 

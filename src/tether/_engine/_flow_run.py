@@ -49,7 +49,7 @@ from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
 from tether._options import FlowOptions, TaskOptions
-from tether._resources import ResourceScope, scope_of
+from tether._resources import ResourceScope, join_scopes, scope_of
 from tether._run_names import render_run_name
 from tether._run_views import FlowRun as FlowRunView
 from tether._run_views import with_defaults
@@ -132,15 +132,7 @@ class FlowRun:
         if options.task_run_name is not None:
             context = with_defaults(options.signature, parameters)
             record.name = render_run_name(options.owner, "task_run_name", options.task_run_name, context, RunContext(self, run))
-        joined: list[ResourceScope] = []
-        try:
-            for scope in scopes:
-                scope.join_task_run(options.name, record.id)
-                joined.append(scope)
-        except BaseException:
-            for scope in joined:
-                scope.member_ended(run, None)
-            raise
+        join_scopes(scopes, options.name, record.id, run)
         with self._active_lock:
             self._active.add(run)
         if events.active:

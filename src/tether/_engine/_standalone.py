@@ -35,7 +35,7 @@ from tether._interrupt import interrupt_main_thread, wait_interruptibly
 from tether._leases import use_store
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints
-from tether._resources import scope_of
+from tether._resources import join_scopes, scope_of
 from tether._run_names import render_run_name
 from tether._run_views import with_defaults
 from tether._settings import Settings
@@ -196,15 +196,7 @@ class StandaloneHost:
         if options.task_run_name is not None:
             context = with_defaults(options.signature, parameters)
             record.name = render_run_name(options.owner, "task_run_name", options.task_run_name, context, RunContext(cast(Any, self), run))
-        joined: list[Any] = []
-        try:
-            for scope in members:
-                scope.join_task_run(options.name, record.id)
-                joined.append(scope)
-        except BaseException:
-            for scope in joined:
-                scope.member_ended(run, None)
-            raise
+        join_scopes(members, options.name, record.id, run)
         if events.active:
             events.emit(RunCreated(record.id, "task", options.name, None, None, tags, _recorded(parameters), record.state.time, record.name))
         if tags:
