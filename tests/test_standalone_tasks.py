@@ -389,7 +389,7 @@ def test_the_store_keeps_the_task_run_with_no_flow_run_and_its_states(sqlite_sto
     # The CLI and the dashboard list flow runs, and show a task run with its flow run: a task
     # run with none is not listed, and asking for it is a "not found" (the dashboard's 404).
     assert tether.store.runs_page(sqlite_store).runs == []
-    with pytest.raises(tether.store.RunNotFound):
+    with pytest.raises(tether.store.RunNotFound, match="ran outside any flow"):
         tether.store.task_run_view(sqlite_store, row.id)
     env = {**os.environ, "TETHER_LOGGING_LEVEL": "WARNING"}
     listed = subprocess.run([sys.executable, "-m", "tether.cli", "runs", "ls", "--json"], env=env, capture_output=True, text=True, timeout=120, check=False)

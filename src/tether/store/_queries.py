@@ -278,6 +278,11 @@ def task_run_view(store: Store, task_run_id: str) -> TaskRunView:
         row = conn.execute(sa.select(task_runs).where(task_runs.c.id == task_run_id)).mappings().first()
         if row is None:
             raise RunNotFound(f"No task run in the store {store.location.shown} has the id {task_run_id!r}.")
+        if row["flow_run_id"] is None:
+            raise RunNotFound(
+                f"Task run {task_run_id!r} ran outside any flow (a task called on its own), so it has no flow "
+                "run's page. Its states and logs are in the store: tether runs ls --json lists the flow runs only."
+            )
         parent = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == row["flow_run_id"])).mappings().first()
         if parent is None:
             raise RunNotFound(f"Task run {task_run_id!r} names flow run {row['flow_run_id']!r}, which is not stored.")
