@@ -586,3 +586,36 @@ def test_sigterm_inside_a_transaction_rolls_it_back_before_the_process_exits(tmp
     out, err = proc.communicate(timeout=60)
     assert out.splitlines() == ["rolled back the write"], err
     assert proc.returncode == 143, err
+
+
+def test_a_member_runs_cached_result_is_kept_only_if_its_transaction_commits():
+    """As Prefect persists a task's result in a transaction only at commit: a rolled-back
+    member's cached result is gone, so the next run computes it again."""
+    from tether._cache import MISSING, results
+
+    calls: list[str] = []
+
+    @task(cache_key_fn=lambda *args, **kwargs: "txn-cache-load")
+    def load() -> str:
+        calls.append("load")
+        return "data"
+
+    @task
+    def process(data: str, fail: bool) -> int:
+        if fail:
+            raise RuntimeError("abort")
+        return len(data)
+
+    @flow
+    def pipeline(fail: bool) -> int:
+        with transaction():
+            data = load()
+            return process(data, fail)
+
+    with pytest.raises(RuntimeError, match="abort"):
+        pipeline(True)
+    assert results.get("txn-cache-load") is MISSING  # rolled back: not kept
+    assert pipeline(False) == 4
+    assert calls == ["load", "load"]
+    assert results.get("txn-cache-load") == "data"  # committed: kept
+    assert pipeline(False) == 4 and calls == ["load", "load"]  # and used

@@ -60,6 +60,18 @@ class ResultCache:
             self._entries[key] = (value, expires)
         self._store(key, value, expires)
 
+    def discard(self, key: str) -> None:
+        """Forget the result cached under ``key``, here and on disk (a task run whose
+        transaction rolled back: Prefect never persists it)."""
+        with self._lock:
+            self._entries.pop(key, None)
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _log.warning("Could not remove the cached result for key %s: %s", key[:16], exc)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

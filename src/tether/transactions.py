@@ -275,6 +275,10 @@ class Transaction:
                     except Exception as exc:  # the others must still run
                         self.logger.error("An error was encountered while rolling back %s.", self._label(), exc_info=exc)
                 self.state = TransactionState.ROLLED_BACK
+                if self._parent is not None and self.key is not None and not self.write_on_commit:
+                    # A member task run's cached result (its key is the run's cache key) is kept
+                    # only if the transaction commits, as Prefect persists it only then.
+                    results.discard(self.key)
                 for child in reversed(self.children):
                     child.rollback()
             finally:

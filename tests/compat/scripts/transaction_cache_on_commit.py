@@ -1,11 +1,6 @@
 # Source: https://docs.prefect.io/v3/advanced/caching (https://github.com/PrefectHQ/prefect/blob/ce79dd3d6cfa2b7337265498210dbc4d25bcdc98/docs/v3/advanced/caching.mdx, "Coordinate caching across multiple tasks", Prefect 3)
 # Adapted: load_data prints when it runs, and the script runs the flow with fail=True, then
 # with fail=False, as the page describes ("both tasks will be re-executed").
-# Pending: tether stores a task's cached result when its run completes, so load_data's result of
-# the failed first run is found on the second and it does not run again; Prefect writes it only
-# when the transaction commits. Needs a ResultCache.discard(key) in _cache.py that
-# tether.transactions calls on a rolled-back task run's cache key (or the engine deferring the
-# write to the commit inside a transaction).
 # Expect exit: 0
 # Expect count: 2 loading data
 # Expect output:
