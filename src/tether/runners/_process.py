@@ -354,21 +354,32 @@ def child_main() -> None:
     answered = threading.Event()  # set once it answered for a stuck call
     serving = [-1]
 
+    serving_controls = [0]  # control calls (closing a copy, ...) still running or not yet answered
+    controls_lock = threading.Lock()
+
     def serve(message: Any) -> None:
         _, request_id, blob = message
+        with controls_lock:
+            serving_controls[0] += 1
         try:
-            fn, args, kwargs = cloudpickle.loads(blob)
-            reply = (True, cloudpickle.dumps(fn(*args, **kwargs)))
-        except BaseException as exc:  # noqa: BLE001 - sent back to the flow process
-            reply = (False, dump_error(exc))
-        with send_lock:
-            conn.send(("done", request_id, *reply))
+            try:
+                fn, args, kwargs = cloudpickle.loads(blob)
+                reply = (True, cloudpickle.dumps(fn(*args, **kwargs)))
+            except BaseException as exc:  # noqa: BLE001 - sent back to the flow process
+                reply = (False, dump_error(exc))
+            with send_lock:
+                conn.send(("done", request_id, *reply))
+        finally:
+            with controls_lock:
+                serving_controls[0] -= 1
         exit_once_closed()
 
     def exit_once_closed() -> None:
-        """A worker that answered for a stuck call exits once the flow process closed its copies."""
-        if answered.is_set() and not runtime.holds_copies():
-            os._exit(1)
+        """A worker that answered for a stuck call exits once the flow process closed its copies
+        and every control call it sent has its answer (one may be writing a cleanup's ledger row)."""
+        with controls_lock:
+            if answered.is_set() and not runtime.holds_copies() and serving_controls[0] == 0:
+                os._exit(1)
 
     def exit_stuck(runtime: WorkerRuntime, call: Call) -> None:
         """The body of ``call`` did not stop after its timeout: answer for it, take no more

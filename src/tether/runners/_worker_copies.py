@@ -215,14 +215,18 @@ class WorkerCopies:
         finally:
             for parent in copy.parents:
                 self.release(parent)
-            with self._lock:
-                self._copies.pop(scope_id, None)
         seconds = time.monotonic() - started
         ref, recorded = copy.ref, False
-        if copy.scope is not None and ref.ledger is not None:
-            step = "cleanup" if failure is None else "cleanup-failed"
-            outcome = "failed" if error is not None else "succeeded"
-            recorded = record_copy_step(ref.ledger, step, scope_id, ref.name, error=failure, outcome=outcome, seconds=seconds)
+        try:
+            if copy.scope is not None and ref.ledger is not None:
+                step = "cleanup" if failure is None else "cleanup-failed"
+                outcome = "failed" if error is not None else "succeeded"
+                recorded = record_copy_step(ref.ledger, step, scope_id, ref.name, error=failure, outcome=outcome, seconds=seconds)
+        finally:
+            # Only now is the copy gone: a worker that exits once it holds no copy (it answered
+            # for a stuck call) must not exit between the cleanup and the cleanup's ledger row.
+            with self._lock:
+                self._copies.pop(scope_id, None)
         return CleanupReport(scope_id, copy.scope is not None, failure, seconds, still_running, self.worker, self.host, os.getpid(), recorded)
 
     def close_all(self, reason: str) -> None:
