@@ -236,3 +236,26 @@ def dashboard(env: dict[str, str], *args: str) -> Iterator[Dashboard]:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+# -- the fixtures the dashboard's tests share (imported by name into each test module) ---------
+
+
+@pytest.fixture
+def home(tmp_path):
+    """The test's own TETHER_HOME (its store, spool and cache)."""
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def env(home):
+    """The environment a tether command of the test runs in."""
+    return env_for(home)
+
+
+@pytest.fixture
+def flows(tmp_path):
+    """The dashboard tests' flows (`FLOWS`), as a script of the test's own."""
+    script = tmp_path / "flows.py"
+    script.write_text(FLOWS)
+    return script

@@ -14,18 +14,8 @@ import subprocess
 import pytest
 
 from _artifact_flows import ARTIFACT_FLOWS
-from _dashboard import TETHER, env_for, run_flow
+from _dashboard import TETHER, env, home, run_flow  # noqa: F401 - env and home are fixtures
 from tether.store import ArtifactTable, change_token, open_store, run_artifacts
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home):
-    return env_for(home)
 
 
 @pytest.fixture

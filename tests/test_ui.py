@@ -20,11 +20,13 @@ from click.testing import CliRunner
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra: pip install -e '.[ui]'")
 
 from _dashboard import (
-    FLOWS,
     STUCK,
     TETHER,
     dashboard,
+    env,  # noqa: F401 - a fixture
     env_for,
+    flows,  # noqa: F401 - a fixture
+    home,  # noqa: F401 - a fixture
     own_postgres_database,
     resource_log,
     run_flow,
@@ -34,23 +36,6 @@ from _dashboard import (
 )
 from tether import _cli_ui
 from tether.store import open_store
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home):
-    return env_for(home)
-
-
-@pytest.fixture
-def flows(tmp_path):
-    script = tmp_path / "flows.py"
-    script.write_text(FLOWS)
-    return script
 
 
 def test_runs_and_run_pages_show_what_the_store_recorded(env, flows, home):

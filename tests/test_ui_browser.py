@@ -24,11 +24,13 @@ playwright = pytest.importorskip("playwright.sync_api", reason="the browser test
 
 from _artifact_flows import ARTIFACT_FLOWS
 from _dashboard import (
-    FLOWS,
     STUCK,
     TETHER,
     dashboard,
+    env,  # noqa: F401 - a fixture
     env_for,
+    flows,  # noqa: F401 - a fixture
+    home,  # noqa: F401 - a fixture
     own_postgres_database,
     resource_log,
     run_flow,
@@ -52,23 +54,6 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield chromium
         chromium.close()
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def env(home):
-    return env_for(home)
-
-
-@pytest.fixture
-def flows(tmp_path):
-    script = tmp_path / "flows.py"
-    script.write_text(FLOWS)
-    return script
 
 
 class Requests:
