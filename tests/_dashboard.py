@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from _waiting import wait_until  # noqa: F401 - the dashboard tests import it from here
 
 _SCRIPT = Path(sys.executable).with_name("tether")
 TETHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tether.cli"]
@@ -117,21 +118,6 @@ STUCK = textwrap.dedent(
         inner()
     """
 )
-
-
-def wait_until(predicate, what: str, process: subprocess.Popen[str] | None = None, timeout: float = 60.0):
-    """Poll ``predicate`` (another process's progress) until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = predicate()
-        if found:
-            return found
-        if process is not None and process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"the flow process exited {process.returncode} before {what}:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def resource_log(env) -> list[str]:

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 import tether.limits
+from _waiting import wait_until
 from tether import flow, resource, task
 from tether._serve import Server, ServeSettings
 from tether._serve_display import SHOWN_SKIPS, ServeDisplay
@@ -115,10 +116,7 @@ def test_overlap_when_a_run_is_still_going(server_for, tmp_path, monkeypatch, ov
     server = server_for(overlap=overlap)  # no schedule: runs on request only
     first = server.table.request_run("policy", {"n": 1})
     server.tick()
-    deadline = time.monotonic() + 60
-    while not records(tmp_path):  # the first run's body has started (another process writes)
-        assert time.monotonic() < deadline, "the first run did not start"
-        time.sleep(0.02)
+    wait_until(lambda: records(tmp_path), "the first run's body to start")  # another process writes
     second = server.table.request_run("policy", {"n": 2})
     server.tick()
     by_id = {r.id: r for r in server.table.runs("policy")}
@@ -290,10 +288,7 @@ def test_a_dead_runs_spooled_records_are_written_before_its_run_is_settled_crash
         server.register()
         run_id = server.table.request_run("dies", {})
         server.tick()
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "started").exists():  # the run's process is in the flow's body
-            assert time.monotonic() < deadline, "the run did not start"
-            time.sleep(0.02)
+        wait_until((tmp_path / "started").exists, "the run's process to be in the flow's body")
         locked = sqlite3.connect(server.store.location.path, isolation_level=None, timeout=30)
         try:
             locked.execute("BEGIN IMMEDIATE")  # from now on the run's process can only spool
@@ -365,10 +360,8 @@ def test_limits_and_the_resource_ledger_hold_in_scheduled_runs(tmp_path, monkeyp
         asked = {name: server.table.request_run(name, {}) for name in ("first", "second")}
         server.tick()
         assert len(server.children) == 2  # both runs started, each in a process of its own
-        deadline = time.monotonic() + 60
-        while not (records(tmp_path) and [i.waiting for i in tether.limits.ls() if i.tag == "serve-db"] == [1]):
-            assert time.monotonic() < deadline, f"no task holds the slot with the other waiting: {tether.limits.ls()}"
-            time.sleep(0.02)
+        wait_until(lambda: records(tmp_path) and [i.waiting for i in tether.limits.ls() if i.tag == "serve-db"] == [1],
+                   "a task holding the slot with the other waiting")
         assert len(records(tmp_path)) == 1  # the other run's task waits for the slot
         assert [(i.held, i.waiting) for i in tether.limits.ls() if i.tag == "serve-db"] == [(1, 1)]
         (tmp_path / "release").touch()

@@ -38,6 +38,12 @@ from tether import _cli_ui
 from tether.store import open_store
 
 
+def page_with(ui, path: str, pattern: str | re.Pattern[str]) -> str | None:
+    """The page at ``path`` if it holds ``pattern`` (another process may not have got there yet)."""
+    page = ui.get(path)[1]
+    return page if re.search(pattern, page) else None
+
+
 def test_runs_and_run_pages_show_what_the_store_recorded(env, flows, home):
     run_id = run_flow(env, flows, "nightly", "db_password=s3cr3t-value", expect=1)
     quick_id = run_flow(env, flows, "quick")
@@ -197,8 +203,6 @@ HOLDING = textwrap.dedent(
 
 
 def test_limits_page_shows_who_holds_a_slot_and_who_waits(env, tmp_path):
-    import time
-
     subprocess.run([*TETHER, "limit", "set", "warehouse", "1"], env=env, check=True, capture_output=True)
     subprocess.run([*TETHER, "limit", "set", "other", "3"], env=env, check=True, capture_output=True)
     script = tmp_path / "holders.py"
@@ -208,12 +212,8 @@ def test_limits_page_shows_who_holds_a_slot_and_who_waits(env, tmp_path):
     try:
         assert child.stdout.readline().startswith("HOLDING"), child.stderr.read()
         with dashboard(env) as ui:
-            deadline = time.monotonic() + 30
-            while True:  # the second task run's wait is written just after the first took the slot
-                page = ui.get("/limits")[1]
-                if 'data-waiting="1"' in page or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+            # The second task run's wait is written just after the first took the slot.
+            page = wait_until(lambda: page_with(ui, "/limits", 'data-waiting="1"'), "the waiter on the page", child, 30)
             assert 'data-tag="warehouse" data-capacity="1" data-held="1" data-waiting="1"' in page
             assert 'data-tag="other" data-capacity="3" data-held="0" data-waiting="0"' in page
             assert f"<td>{os.uname().nodename}:{child.pid}</td>" in page and "<td>hold</td>" in page
@@ -369,19 +369,14 @@ def test_the_pages_read_a_postgresql_store_too(postgres_env, flows):
 
 
 def test_deployments_page_shows_schedules_next_times_and_runs_of_tether_serve(env, flows):
-    import time
 
     other = run_flow(env, flows, "quick")  # not served: the deployment filter leaves it out
     serve = subprocess.Popen([*TETHER, "serve", f"{flows}:quick", "--name", "every-second", "--interval", "1"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         with dashboard(env, "--allow-actions") as ui:
-            deadline = time.monotonic() + 60
-            while True:  # until the serve process has run a scheduled time
-                page = ui.get("/deployments")[1]
-                if 'data-status="completed"' in page or time.monotonic() > deadline or serve.poll() is not None:
-                    break
-                time.sleep(0.2)
+            page = wait_until(lambda: page_with(ui, "/deployments", 'data-status="completed"'),
+                              "the serve process to run a scheduled time", serve)
             assert 'data-deployment="every-second" data-paused="false"' in page, serve.stderr.read() if serve.poll() else page
             assert 'data-status="completed"' in page and "interval" in page and 'class="next"' in page
             served = re.search(r'data-status="completed">.*?<a href="/runs/(\w+)">', page).group(1)
@@ -401,11 +396,8 @@ def test_deployments_page_shows_schedules_next_times_and_runs_of_tether_serve(en
             assert ui.post("/actions/deployments/no-such/resume", f"csrf={token}")[0] == 404
             # While paused, each scheduled time is skipped, with its reason on the page.
             skipped = re.compile(r'data-status="skipped">.*?<td class="message">the deployment was paused</td>', re.DOTALL)
-            deadline = time.monotonic() + 60
-            while not skipped.search(page) and time.monotonic() < deadline and serve.poll() is None:
-                time.sleep(0.2)
-                page = ui.get("/deployments")[1]
-            assert skipped.search(page), page
+            if not skipped.search(page):
+                page = wait_until(lambda: page_with(ui, "/deployments", skipped), "a time skipped while paused, on the page", serve)
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
