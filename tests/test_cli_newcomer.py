@@ -102,8 +102,8 @@ SLOW_CLEANUP = textwrap.dedent(
     @resource
     def conn(marker: str):
         yield "c"
-        pathlib.Path(marker).write_text("cleaning")  # the work is done: the test sends SIGTERM now
-        sys.stdin.readline()                           # until the test says the signal was sent
+        print("cleaning", flush=True)   # the work is done: the test sends SIGTERM now
+        sys.stdin.readline()            # until the test says the signal was sent
         pathlib.Path(marker + ".done").write_text("cleaned")
 
     @task
@@ -124,13 +124,16 @@ def test_tether_run_exits_143_when_sigterm_comes_during_the_cleanup_of_work_that
     proc = subprocess.Popen([*TETHER, "run", "slow_cleanup.py:main", "-p", f"marker={marker}"], cwd=tmp_path, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        start = time.monotonic()
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() - start < 120, "the cleanup never started"
-            time.sleep(0.05)  # polling for the file, not ordering by time
+        before = []
+        for line in proc.stdout:  # blocks until the cleanup says it runs (or the process ends)
+            before.append(line)
+            if line.strip() == "cleaning":
+                break
+        else:
+            pytest.fail(f"the cleanup never started: {''.join(before)}{proc.communicate()[1]}")
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate("go\n", timeout=120)
+        stdout = "".join(before) + stdout
     finally:
         if proc.poll() is None:
             proc.kill()
