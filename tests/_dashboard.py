@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from _waiting import wait_until  # noqa: F401 - the dashboard tests import it from here
+from _waiting import wait_until  # the dashboard tests import it from here too
+from conftest import own_postgres_database  # noqa: F401 - likewise
 
 _SCRIPT = Path(sys.executable).with_name("tether")
 TETHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tether.cli"]
@@ -138,28 +139,6 @@ def running_run(store, name: str, process: subprocess.Popen[str]):
         return next((r for r in store.flow_runs(limit=10) if r.name == name and r.state_type == "RUNNING"
                      and r.pid == process.pid), None)
     return wait_until(found, f"flow run {name!r} recorded running", process)
-
-
-@contextmanager
-def own_postgres_database(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL database of the test's own (a unique name; NOTIFY is per database, so only this test's
-    writes notify it), dropped at the end; yields its URL."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    name = f"tether_ui_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        try:
-            yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        admin.dispose()
 
 
 def env_for(home: Path) -> dict[str, str]:

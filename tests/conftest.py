@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -103,6 +104,33 @@ def postgres_url() -> str:
     except Exception as exc:  # noqa: BLE001
         _service_missing("PostgreSQL", exc)
     return POSTGRES_URL
+
+
+@contextlib.contextmanager
+def own_postgres_database(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of the test's own (a unique name; NOTIFY is per database, so only
+    this test's writes notify it), dropped at the end; yields its URL."""
+    import sqlalchemy as sa
+
+    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        try:
+            yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_database(postgres_url) -> Iterator[str]:
+    """`own_postgres_database` as a fixture."""
+    with own_postgres_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -30,21 +29,6 @@ def adds(n):
 
 assert adds(5) == 15
 """
-
-
-@pytest.fixture
-def postgres_database(postgres_url):
-    """A PostgreSQL database of this test's own (notifications are per database), dropped afterwards."""
-    name = f"tether_changes_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
 
 
 def _run_writer(url: str, home: str) -> None:
