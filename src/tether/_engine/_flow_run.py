@@ -146,7 +146,7 @@ class FlowRun:
 
         def visit(node: Any) -> bool:
             if type(node) is TaskFuture:
-                run = cast(TaskRun, node._run)  # every future a flow run makes wraps one of its TaskRuns
+                run: TaskRun = node._run  # type: ignore[assignment]  # a flow run's futures wrap its TaskRuns (no cast(): a call per future at submit)
                 if run.flow_run is not self:
                     raise UsageError(
                         f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
