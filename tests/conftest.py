@@ -9,28 +9,33 @@ from collections.abc import Iterator
 
 import pytest
 
-from tether._cache import results
-from tether._limits import limiter
 from tether.runners import InlineRunner, ThreadPoolRunner
-from tether.testing import RecordingStore
+from tether.testing import FakeClock, RecordingStore, fresh_runtime
 
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """Each test gets its own TETHER_HOME, and no run store unless it asks for one
-    (a store costs ~60 ms to create; the store's own tests turn it back on)."""
+    """Each test gets its own TETHER_HOME, its own tether runtime (nothing a test left in the
+    process's limiter, result cache, store... is seen by the next), and no run store unless it
+    asks for one (a store costs ~60 ms to create; the store's own tests turn it back on)."""
     monkeypatch.setenv("TETHER_HOME", str(tmp_path / "tether-home"))
     monkeypatch.setenv("TETHER_STORE", "off")
     monkeypatch.delenv("TETHER_DATABASE_URL", raising=False)
-    results.clear()
-    yield
-    limiter.backend = None
+    with fresh_runtime():
+        yield
 
 
 @pytest.fixture(params=[pytest.param(ThreadPoolRunner, id="threads"), pytest.param(InlineRunner, id="inline")])
 def runner(request):
     """A fresh runner of each local kind: tests taking it run on both."""
     return request.param()
+
+
+@pytest.fixture
+def clock():
+    """The test's runtime on a `FakeClock`: time moves only when the test moves it."""
+    with FakeClock() as fake:
+        yield fake
 
 
 @pytest.fixture

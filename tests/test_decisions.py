@@ -10,6 +10,7 @@ import pytest
 
 from tether._core import (
     Completed,
+    EventStream,
     Failed,
     Failure,
     RunRecord,
@@ -220,6 +221,7 @@ class _FakeHost:
         self.flow = None
         self.parameters: dict = {}
         self.limiter = Limiter()
+        self.events = EventStream()  # nobody listens
         self.cancel_event = threading.Event()  # only looked at, never waited on
         self.cancelling = False
         self.run_id = self.record.id

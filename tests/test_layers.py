@@ -20,7 +20,7 @@ LAYERS: list[list[str]] = [
     # 0 the kernel: data and pure rules, no I/O, imports nothing of tether
     ["_core"],
     # 1 support: leaves built on the standard library
-    ["_errors", "_clock", "_settings", "_interrupt", "_loop", "_mailbox", "_shield", "_values",
+    ["_errors", "_clock", "_runtime", "_settings", "_interrupt", "_loop", "_mailbox", "_shield", "_values",
      "_annotations", "_reaping", "_deployment_context", "_runtime_env", "_state_helpers", "_connections",
      "_known_secrets"],
     # 2 services the engine and its users share

@@ -9,20 +9,11 @@ import pydantic
 import pytest
 
 from tether import ParameterError, UsageError, flow, task
-from tether._cache import results
 from tether.cache_policies import DEFAULT, INPUTS, NONE, RUN_ID, TASK_SOURCE, CompoundCachePolicy, Inputs
 from tether.runtime import flow_run as runtime_flow_run
 from tether.runtime import task_run as runtime_task_run
 from tether.tasks import exponential_backoff
 from tether.testing import FakeClock
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    results.clear()
-    yield
-    results.clear()
-
 
 # -- cache policies ----------------------------------------------------------------------------
 

@@ -51,11 +51,11 @@ def test_the_view_counts_what_task_runs_are_doing_and_names_failures():
             release.set()
         held.wait()
 
-    events.subscribe(progress)
+    events().subscribe(progress)
     try:
         state = main(return_state=True)
     finally:
-        events.unsubscribe(progress)
+        events().unsubscribe(progress)
     during = seen["during"]
     assert "1/2" in during and "50%" in during and "2.0 s" in during
     assert "1 running" in during and "1 failed" in during and "resources 1 open" in during
@@ -101,12 +101,12 @@ def test_runs_waiting_for_a_slot_and_retrying_are_counted_apart(tmp_path, monkey
         release.set()
         first.wait(), second.wait(), retried.wait()
 
-    events.subscribe(progress)
+    events().subscribe(progress)
     try:
         with FakeClock():
             main(return_state=True)
     finally:
-        events.unsubscribe(progress)
+        events().unsubscribe(progress)
     counts = seen["counts"]
     assert counts["waiting for a slot"] == 1 and counts["running"] == 1 and counts["retrying"] == 1
 

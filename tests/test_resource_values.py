@@ -180,9 +180,9 @@ def test_a_closed_value_that_is_gone_is_forgotten():
 
     from tether._resources import values
 
-    before = len(values)
+    before = len(values())
     main()
-    assert len(values) == before  # Handle was weakly kept: collected, and forgotten
+    assert len(values()) == before  # Handle was weakly kept: collected, and forgotten
 
 
 @pytest.mark.parametrize("make_runner", RUNNERS)

@@ -12,8 +12,8 @@ import pytest
 pytest.register_assert_rewrite("_remote_cases", "_remote_value_cases")  # its asserts explain failures too
 
 from _remote_cases import *  # noqa: F403 - every shared test runs here, on Dask
-from _remote_value_cases import *  # noqa: F403 - resource values of every type, on this runner
 from _remote_cases import StepLog, recorded, use, wait_until
+from _remote_value_cases import *  # noqa: F403 - resource values of every type, on this runner
 from tether import flow, task
 from tether._limits import limiter
 from tether.runners import DaskRunner, DaskTaskRunner
@@ -100,11 +100,11 @@ def test_a_tag_limit_holds_across_dask_workers_and_threads(make_runner, tmp_path
         for future in query.map(range(50)):
             future.result()
 
-    limiter.set_limit("tag:db", 2)
+    limiter().set_limit("tag:db", 2)
     try:
         pipeline()
     finally:
-        limiter.remove_limit("tag:db")
+        limiter().remove_limit("tag:db")
     spans = log.entries("span")
     assert len(spans) == 50
     edges = sorted([(s["start"], 1) for s in spans] + [(s["end"], -1) for s in spans], key=lambda e: (e[0], e[1]))

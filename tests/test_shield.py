@@ -81,7 +81,7 @@ SCRIPT = textwrap.dedent(
             if getattr(event, "step", None) == "used":
                 os.kill(os.getpid(), signal.SIGINT)  # lands inside submit(), on the main thread
 
-    events.subscribe(InterruptOnJoin())
+    events().subscribe(InterruptOnJoin())
 
     @task
     def use(c, i):

@@ -25,19 +25,9 @@ import sqlalchemy as sa
 import tether
 import tether.store
 from tether import TaskRunTimeout, get_run_logger, resource, task, task_input_hash
-from tether._clock import set_clock
 from tether._core import LogEmitted, RunCreated
 from tether._errors import Terminated, UsageError
-from tether.testing import FakeClock
 from tether.transactions import get_transaction, transaction
-
-
-@pytest.fixture
-def clock():
-    fake = FakeClock()
-    previous = set_clock(fake)
-    yield fake
-    set_clock(previous)
 
 
 @pytest.fixture

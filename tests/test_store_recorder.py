@@ -12,6 +12,8 @@ from tether.store import open_store
 from tether.store._encode import RUN, split_records
 from tether.store._recorder import StoreRecorder
 from tether.store._spool import Drain
+from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS
+from tether.testing import FakeClock
 
 BLOCKED_SECONDS = 30.0
 
@@ -74,3 +76,26 @@ def test_records_are_spooled_while_the_writer_thread_is_stuck_writing_rows(store
     with store.engine.connect() as conn:
         stored = dict(conn.exec_driver_sql("SELECT id, state_type FROM task_runs").all())
     assert stored == {run_id: "COMPLETED" for run_id in ["first", *during]}
+
+
+def test_the_recorders_timers_run_on_its_clock(store):
+    """When spooled rows are written (after a quiet spell, while a flow runs) is decided on the
+    recorder's clock: on a fake one, no real time counts, and moving it makes them due."""
+    clock = FakeClock()
+    recorder = StoreRecorder(store.engine, store.location, clock=clock)
+    try:
+        recorder.record(RunCreated("flow1", "flow", "f", "flow1", None, frozenset(), {}, 1.0))
+        recorder.record(StateChanged("flow1", "flow", "f", "flow1", None, Pending(), Running(), 1))  # open: rows wait
+        task_run(recorder, "quiet")
+        assert recorder.flush(BLOCKED_SECONDS, until="safe")  # spooled, at fake time 0
+        assert recorder._due_in() == pytest.approx(min(QUIET_SECONDS, DEFER_SECONDS))
+        clock.advance(QUIET_SECONDS / 2)
+        assert recorder._due_in() == pytest.approx(min(QUIET_SECONDS / 2, DEFER_SECONDS - QUIET_SECONDS / 2))
+        assert not recorder._drain_due()
+        clock.advance(max(QUIET_SECONDS, DEFER_SECONDS))
+        assert recorder._drain_due()
+        assert recorder.flush(BLOCKED_SECONDS)
+    finally:
+        recorder.close()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT state_type FROM task_runs WHERE id = 'quiet'").scalar() == "COMPLETED"

@@ -614,8 +614,8 @@ def test_a_member_runs_cached_result_is_kept_only_if_its_transaction_commits():
 
     with pytest.raises(RuntimeError, match="abort"):
         pipeline(True)
-    assert results.get("txn-cache-load") is MISSING  # rolled back: not kept
+    assert results().get("txn-cache-load") is MISSING  # rolled back: not kept
     assert pipeline(False) == 4
     assert calls == ["load", "load"]
-    assert results.get("txn-cache-load") == "data"  # committed: kept
+    assert results().get("txn-cache-load") == "data"  # committed: kept
     assert pipeline(False) == 4 and calls == ["load", "load"]  # and used

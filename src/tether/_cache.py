@@ -19,9 +19,9 @@ from typing import Any
 
 import cloudpickle
 
-from tether._clock import get_clock
 from tether import _settings as settings
 from tether._resources import scope_of
+from tether._runtime import Part, get_clock
 
 _MISSING = object()
 MISSING = _MISSING
@@ -109,7 +109,8 @@ class ResultCache:
         return value, expires
 
 
-results = ResultCache()
+#: The process's cache of task results (the runtime's).
+results = Part("result cache", lambda runtime: ResultCache())
 
 
 def task_input_hash(context: Any, parameters: dict[str, Any]) -> str | None:

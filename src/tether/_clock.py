@@ -1,8 +1,9 @@
 """Time, injectable: everything in tether that waits or measures time asks a `Clock`.
 
-`SystemClock` is the real one. `tether.testing.FakeClock` lets tests move time by
-hand, so retries, leases, timeouts and grace periods are tested without sleeping:
-deadlines kept by a `_interrupt.Watchdog` are fired by the clock they are on (`Clock.drives`).
+`SystemClock` is the real one; the process's clock is its runtime's
+(`_runtime.get_clock()`). `tether.testing.FakeClock` lets tests move time by hand, so
+retries, leases, timeouts and grace periods are tested without sleeping: deadlines
+kept by a `_interrupt.Watchdog` are fired by the clock they are on (`Clock.drives`).
 
 This module keeps no deadlines itself (the watchdog does) and starts no thread.
 """
@@ -56,16 +57,3 @@ class SystemClock:
     def drives(self, alarms: Alarms) -> bool:
         return False  # real time passes by itself: a watchdog waits for its deadlines
 
-
-_clock: Clock = SystemClock()
-
-
-def get_clock() -> Clock:
-    return _clock
-
-
-def set_clock(clock: Clock) -> Clock:
-    """Install ``clock`` for the whole process; returns the previous one."""
-    global _clock
-    previous, _clock = _clock, clock
-    return previous

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether._core import EventStream
+from tether._runtime import Part
 
 if TYPE_CHECKING:
     from tether._futures import TaskFuture
@@ -111,5 +112,5 @@ building_graph: ContextVar[Any] = ContextVar("tether_building_graph", default=No
 # The resource blocks the code is inside, innermost last.
 open_blocks: ContextVar[tuple[Any, ...]] = ContextVar("tether_open_blocks", default=())
 
-#: Every event of every run in this process goes through this stream.
-events = EventStream()
+#: Every event of every run in this process goes through this stream (the runtime's).
+events = Part("events", lambda runtime: EventStream())

@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tether._clock import Clock, get_clock
+from tether._clock import Clock
 from tether._mailbox import SLICE_SECONDS, is_expecting, run_posted
+from tether._runtime import Part, Runtime, get_clock
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
@@ -105,16 +106,19 @@ class Watchdog:
     ``schedule_pause`` is for a retry delay, which a clock moved by hand lets pass at once.
     Callbacks run on the watchdog thread and must be quick.
 
-    The clock is the one given, or else the process's (`_clock.get_clock()`, looked up at
-    each ``schedule``: a test that installs a `FakeClock` moves the process's watchdog onto
-    it, and deadlines already pending keep the time they had left). On the system clock the
-    thread waits for the next deadline; on a clock that `drives` its alarms, such as
-    `tether.testing.FakeClock`, it waits to be told that time moved, and the clock's
-    ``advance`` returns once the callbacks that came due have run.
+    The clock is the one given, or else its runtime's (the process's watchdog is a part of
+    the `Runtime`; its clock is looked up at each ``schedule``: a test that installs a
+    `FakeClock` moves the process's watchdog onto it, and deadlines already pending keep
+    the time they had left). On the system clock the thread waits for the next deadline; on
+    a clock that `drives` its alarms, such as `tether.testing.FakeClock`, it waits to be
+    told that time moved, and the clock's ``advance`` returns once the callbacks that came
+    due have run. ``stop`` ends the thread and drops what is pending.
     """
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, *, runtime: Runtime | None = None) -> None:
         self._given = clock
+        self._runtime = runtime
+        self._stopped = False
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._cancelled: set[int] = set()
         self._pending: set[int] = set()  # handles in the heap
@@ -122,8 +126,11 @@ class Watchdog:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._firing = False  # a callback runs now (a clock that moved waits for it)
-        self._clock: Clock = clock or get_clock()
+        self._clock: Clock = clock or self._runtime_clock()
         self._driven = self._clock.drives(self)
+
+    def _runtime_clock(self) -> Clock:
+        return self._runtime.clock if self._runtime is not None else get_clock()
 
     def schedule(self, delay: float, callback: Callable[[], None]) -> int:
         handle = next(self._counter)
@@ -165,7 +172,7 @@ class Watchdog:
         """Under the lock: keep ``callback`` for ``due``, and wake the thread to look."""
         heapq.heappush(self._heap, (due, handle, callback))
         self._pending.add(handle)
-        if self._thread is None:
+        if self._thread is None and not self._stopped:
             self._thread = threading.Thread(target=self._loop, name="tether-watchdog", daemon=True)
             self._thread.start()
         self._cond.notify_all()
@@ -174,6 +181,17 @@ class Watchdog:
         with self._cond:
             if handle in self._pending:  # one that fired or was never made is no longer kept
                 self._cancelled.add(handle)
+
+    def stop(self) -> None:
+        """End the thread (after the callback it runs now, if any); what is pending never fires."""
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._pending.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
 
     def clock_moved(self, clock: Clock) -> None:
         """``clock`` moved (a fake clock's ``advance``): fire what came due, then return."""
@@ -187,7 +205,7 @@ class Watchdog:
 
     def _follow(self) -> Clock:
         """Under the lock: the clock to keep time on now; pending deadlines keep what they had left."""
-        clock = self._given or get_clock()
+        clock = self._given or self._runtime_clock()
         if clock is not self._clock:
             then, now = self._clock.monotonic(), clock.monotonic()
             self._heap = [(due - then + now, handle, callback) for due, handle, callback in self._heap]
@@ -212,6 +230,8 @@ class Watchdog:
                 self._firing = False
                 self._cond.notify_all()  # a clock that moved may be waiting for this callback
                 while True:
+                    if self._stopped:
+                        return
                     remaining = self._next_due()
                     if remaining == 0:
                         _, handle, callback = heapq.heappop(self._heap)
@@ -227,4 +247,5 @@ class Watchdog:
             del callback
 
 
-watchdog = Watchdog()
+#: The process's watchdog (the runtime's, on the runtime's clock).
+watchdog = Part("watchdog", lambda runtime: Watchdog(runtime=runtime), close=Watchdog.stop)

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from tether._clock import get_clock
+from tether._runtime import Part, get_clock
 from tether._settings import slot_retry_seconds, slot_wakeups
 from tether.store import SlotTable, StoreError
 
@@ -62,6 +62,7 @@ class WakeChannel:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
         self._broker = broker
+        self._closing = False
         threading.Thread(target=self._listen, name="tether-slot-wakeups", daemon=True).start()
 
     def _listen(self) -> None:
@@ -80,6 +81,9 @@ class WakeChannel:
                 tag = None
             except OSError:
                 return  # the socket was closed
+            if self._closing:
+                self._socket.close()
+                return
             try:
                 if tag is None:
                     last_retry = time.monotonic()
@@ -88,6 +92,11 @@ class WakeChannel:
                     self._broker.retry(tag)
             except Exception:  # this thread must go on waking the others
                 log.exception("Trying again for a concurrency slot failed")
+
+    def close(self) -> None:
+        """Stop listening: the thread closes the socket and ends once this wakes it."""
+        self._closing = True
+        self.nudge()
 
     def nudge(self) -> None:
         """Make the listening thread look again at whether runs wait (so it starts retrying)."""
@@ -344,6 +353,13 @@ class SlotBroker:
             listening.wait(10)
         return channel
 
+    def close(self) -> None:
+        """This process waits for nothing through this broker any more: its waiter rows go,
+        and its wake-up channel closes."""
+        self._unlist_all()
+        if self._channel is not None:
+            self._channel.close()
+
     def _unlist_all(self) -> None:
         """At exit: this process waits for nothing any more."""
         for tag, row in list(self._rows.items()):
@@ -374,15 +390,24 @@ def _task(request: Any) -> str | None:
     return record.name if record is not None else None
 
 
-#: One broker per store object (not per id(): a closed store's id may be reused by another).
-_brokers: weakref.WeakKeyDictionary[Any, SlotBroker] = weakref.WeakKeyDictionary()
+def _close_brokers(brokers: weakref.WeakKeyDictionary[Any, SlotBroker]) -> None:
+    for broker in list(brokers.values()):
+        broker.close()
+
+
+#: One broker per store object (not per id(): a closed store's id may be reused by another),
+#: the runtime's.
+_brokers: Part[weakref.WeakKeyDictionary[Any, SlotBroker]] = Part(
+    "slot brokers", lambda runtime: weakref.WeakKeyDictionary(), close=_close_brokers
+)
 
 
 def use_store(store: Any, limiter: Any) -> SlotBroker:
     """Let ``limiter`` take tag slots through ``store``; refreshes the known limits."""
-    broker = _brokers.get(store)
+    brokers = _brokers()
+    broker = brokers.get(store)
     if broker is None:
-        broker = _brokers[store] = SlotBroker(SlotTable(store.engine))
+        broker = brokers[store] = SlotBroker(SlotTable(store.engine))
         broker.limiter = limiter
     limiter.backend = broker
     try:

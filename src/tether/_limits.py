@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether._errors import LimitIsZeroError, UsageError
+from tether._runtime import Part
 
 
 class Limiter:
@@ -169,7 +170,8 @@ class _Request:
         return True
 
 
-limiter = Limiter()
+#: The process's limiter (the runtime's).
+limiter = Part("limiter", lambda runtime: Limiter())
 
 
 def _named(owner: Any) -> str:

@@ -32,9 +32,9 @@ class RunLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         run_id = getattr(record, "run_id", None)
-        if run_id is None or not events.active:
+        if run_id is None or not events().active:
             return
-        events.emit(
+        events().emit(
             LogEmitted(
                 run_id=run_id,
                 flow_run_id=getattr(record, "flow_run_id", None),

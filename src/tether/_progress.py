@@ -156,7 +156,8 @@ def run_with_progress(call: Callable[[], Any], out: Console, err: Console | None
     print the summary (on ``err`` if the run did not complete); returns the state and
     the top flow run's id."""
     progress = Progress()
-    events.subscribe(progress)
+    run_events = events()
+    run_events.subscribe(progress)
     try:
         if not out.is_terminal:
             state = _finish(call())
@@ -176,7 +177,7 @@ def run_with_progress(call: Callable[[], Any], out: Console, err: Console | None
         (out if state.is_completed() or err is None else err).print(progress.summary(state))
         return state, progress.flow_run_id
     finally:
-        events.unsubscribe(progress)
+        run_events.unsubscribe(progress)
 
 
 def _finish(result: Any) -> Any:

@@ -47,6 +47,7 @@ from tether._logging import logger
 from tether._mailbox import done_expecting as done_expecting_jobs
 from tether._mailbox import expect as expect_jobs
 from tether._mailbox import post as post_job
+from tether._runtime import Part
 from tether._shield import shielded, unshielded
 from tether._stand_in import StandIn, local_arguments
 from tether._values import ValueRegistry, distinct
@@ -81,13 +82,14 @@ class ScopeOwner(RunView, Protocol):
     def close_copies(self, scope: ResourceScope, error: BaseException | None) -> None:
         """Close every worker's copy of ``scope`` with its outcome; never raises."""
 
-values: ValueRegistry[ResourceScope] = ValueRegistry()
+#: Which scope each resource value belongs to (the runtime's registry).
+values: Part[ValueRegistry[ResourceScope]] = Part("resource values", lambda runtime: ValueRegistry())
 _setting_up: contextvars.ContextVar[ResourceScope | None] = contextvars.ContextVar("tether_setting_up", default=None)
 
 
 def scope_of(value: Any) -> ResourceScope | None:
     """The scope whose value ``value`` is, if any (by identity; the scope may be closed)."""
-    return values.scope_of(value)
+    return values().scope_of(value)
 
 
 def remember(handle: Any) -> None:
@@ -263,7 +265,7 @@ class ResourceScope:
             limit = 1
         if limit is not None:
             self.limit_key = f"resource:{self.name}:{self.id[:8]}"
-            limiter.set_limit(self.limit_key, limit)
+            limiter().set_limit(self.limit_key, limit)
         self.flow_run.add_scope(self)
         return value
 
@@ -280,7 +282,7 @@ class ResourceScope:
             raise
         self._here = True
         value = self.value = distinct(value)
-        values.track(value, self)
+        values().track(value, self)
         if _may_be_thread_bound(value):  # its cleanup may have to run on this thread
             self._owner = threading.current_thread()
             expect_jobs(threading.get_ident())
@@ -292,18 +294,18 @@ class ResourceScope:
         here, at the ``with``), and this process hands out a stand-in; or, for a plain
         value (None, a number, a str), that worker's value itself."""
         stand_in = StandIn(self)
-        values.track(stand_in, self)
+        values().track(stand_in, self)
         try:
             plain, value = flow_run.open_first_copy(self)
         except BaseException:
-            values.untrack(stand_in, self)
+            values().untrack(stand_in, self)
             for parent in self._parents:
                 parent.member_ended(self, None)
             raise
         if plain:  # it opens nothing here, and `v is None`, `f"{name}"` must work in the flow body
-            values.untrack(stand_in, self)
+            values().untrack(stand_in, self)
             value = self.value = distinct(value)
-            values.track(value, self)
+            values().track(value, self)
             return value
         self.stand_in = stand_in
         stand_ins.holding(self.id)
@@ -388,7 +390,7 @@ class ResourceScope:
         """A task run becomes part of this scope (it runs in the block, or got the value)."""
         self._join(f"task {task_name!r}")
         self.users.append(task_run_id)
-        if events.active:
+        if events().active:
             self._emit("used", task_run_id=task_run_id)
 
     def join_scope(self, nested: ResourceScope) -> None:
@@ -454,7 +456,7 @@ class ResourceScope:
         finally:
             self.flow_run.close_copies(self, error)  # each worker's copy, after the flow's own; never raises
             if self.limit_key is not None:
-                limiter.remove_limit(self.limit_key)
+                limiter().remove_limit(self.limit_key)
             self._cleaned.set()
             for parent in self._parents:
                 parent.member_ended(self, None)
@@ -514,10 +516,10 @@ class ResourceScope:
                     raise
 
     def _emit(self, step: str, **details: Any) -> None:
-        if not events.active:
+        if not events().active:
             return
         flow_run = self.flow_run
-        events.emit(
+        events().emit(
             ResourceEvent(
                 step=step,
                 scope_id=self.id,
@@ -541,7 +543,7 @@ class ResourceScope:
         stand_ins.released(self.id)
         for value in (self.value, self.stand_in):
             if value is not None:
-                values.retire(value, self)
+                values().retire(value, self)
         self._opener = None
         self.args, self.kwargs = (), {}
         self.value = self.stand_in = None

@@ -39,9 +39,9 @@ from typing import Any
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from tether._clock import get_clock
 from tether._deployment import Deployment, DeploymentError, ServableFlow
 from tether._errors import UsageError
+from tether._runtime import get_clock
 from tether._serve_child import run_claimed
 from tether._serve_display import ServeDisplay
 from tether._settings import seconds

@@ -86,7 +86,8 @@ def _run(job: dict[str, Any], flow: Callable[..., Any], owner: ProcessInfo) -> i
         )
     )
     watcher = _FlowRunId(table, run_id)
-    events.subscribe(watcher)
+    stream = events()
+    stream.subscribe(watcher)
     reason = None
     try:
         with run_tags(*job["tags"]):
@@ -98,7 +99,7 @@ def _run(job: dict[str, Any], flow: Callable[..., Any], owner: ProcessInfo) -> i
         traceback.print_exc()
         state_type, state_name, reason = "FAILED", "Failed", f"{type(exc).__name__}: {exc}"
     finally:
-        events.unsubscribe(watcher)
+        stream.unsubscribe(watcher)
     flush(until="written")
     table.finish(run_id, state_type, state_name, me.pid, reason)
     return 0 if state_type == "COMPLETED" else 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from tether._arguments import rewrite
+from tether._runtime import Part
 
 
 class LocalCopy(Protocol):
@@ -25,16 +26,17 @@ class LocalCopy(Protocol):
     def opened_here(self) -> bool: ...
 
 
-_open: set[str] = set()  # ids of the scopes whose flow body holds a stand-in
+#: Ids of the scopes whose flow body holds a stand-in (the runtime's).
+_open: Part[set[str]] = Part("stand-ins held", lambda runtime: set())
 
 
 def holding(scope_id: str) -> None:
     """A flow body holds a stand-in of scope ``scope_id`` (so calls must look for it)."""
-    _open.add(scope_id)
+    _open().add(scope_id)
 
 
 def released(scope_id: str) -> None:
-    _open.discard(scope_id)
+    _open().discard(scope_id)
 
 
 class StandIn:
@@ -112,6 +114,6 @@ def local(value: Any) -> Any:
 
 def local_arguments(args: Any, kwargs: Any) -> tuple[Any, Any]:
     """``args`` and ``kwargs`` with each `StandIn` replaced by this process's copy."""
-    if not _open:  # the usual case (no remote runner): nothing to walk
+    if not _open():  # the usual case (no remote runner): nothing to walk
         return args, kwargs
     return rewrite((args, kwargs), local)  # type: ignore[no-any-return]

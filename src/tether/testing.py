@@ -5,6 +5,8 @@
 - `FakeClock`: time that moves only when told, for retries, expiries, leases, timeouts
   and grace periods.
 - `RecordingStore`: an event recorder to subscribe for the length of a test.
+- `fresh_runtime`: a block run on a new tether runtime (its own event stream, limits,
+  result cache, resource values, watchdog, store...), closed after.
 - `InlineRunner`: runs each task body at once in the submitting thread.
 """
 
@@ -13,13 +15,15 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether._clock import Alarms, set_clock
+from tether._clock import Alarms, Clock
 from tether._context import events
 from tether._core import Event, InMemoryRecorder, LogEmitted, ResourceEvent, RunCreated, StateChanged
 from tether._resources import Resource, resource
+from tether._runtime import Runtime, install_runtime, set_clock
 from tether.runners import InlineRunner
 
 
@@ -166,15 +170,39 @@ class FakeClock:
         set_clock(self._previous)
 
 
+@contextmanager
+def fresh_runtime(clock: Clock | None = None) -> Iterator[Runtime]:
+    """Run the block on a new tether runtime, on ``clock`` (the system's by default).
+
+    Everything tether keeps for the process starts anew inside: the event stream, the
+    limiter, the result cache, the registry of resource values, the watchdog, the book of
+    worker copies, the store it records to, its slot brokers. At the end the runtime is
+    closed (its store flushed and closed, its watchdog stopped) and the one before is back::
+
+        with fresh_runtime(FakeClock()) as runtime:
+            my_flow()
+    """
+    runtime = Runtime(clock)
+    previous = install_runtime(runtime)
+    try:
+        yield runtime
+    finally:
+        try:
+            runtime.close()
+        finally:
+            install_runtime(previous)
+
+
 class RecordingStore(InMemoryRecorder):
     """Records every event while active: ``with RecordingStore() as store: ...``."""
 
     def __enter__(self) -> RecordingStore:
-        events.subscribe(self)
+        self._stream = events()
+        self._stream.subscribe(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        events.unsubscribe(self)
+        self._stream.unsubscribe(self)
 
     def runs(self, kind: str | None = None) -> list[RunCreated]:
         return [e for e in self.events if isinstance(e, RunCreated) and (kind is None or e.kind == kind)]
@@ -197,4 +225,5 @@ __all__ = [
     "InlineRunner",
     "RecordingStore",
     "ResourceLog",
+    "fresh_runtime",
 ]

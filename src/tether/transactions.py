@@ -232,7 +232,7 @@ class Transaction:
         """The record committed under this transaction's key (an object with ``.result``), or None."""
         if self.key is None:
             return None
-        value = results.get(self.key)
+        value = results().get(self.key)
         return None if value is MISSING else _Record(self.key, value)
 
     # -- commit and rollback -------------------------------------------------------------
@@ -252,7 +252,7 @@ class Transaction:
                 for hook in self.on_commit_hooks:
                     self._run_hook(hook, "commit")
                 if self.key is not None and self.write_on_commit:
-                    results.put(self.key, self._staged_value, None)
+                    results().put(self.key, self._staged_value, None)
                 self.state = TransactionState.COMMITTED
             except Exception as exc:  # as Prefect: logged, rolled back instead
                 self.logger.error("An error was encountered while committing %s; rolling it back.", self._label(), exc_info=exc)
@@ -278,7 +278,7 @@ class Transaction:
                 if self._parent is not None and self.key is not None and not self.write_on_commit:
                     # A member task run's cached result (its key is the run's cache key) is kept
                     # only if the transaction commits, as Prefect persists it only then.
-                    results.discard(self.key)
+                    results().discard(self.key)
                 for child in reversed(self.children):
                     child.rollback()
             finally:
@@ -372,7 +372,7 @@ class Transaction:
             return
         if self.isolation_level is IsolationLevel.SERIALIZABLE:
             self._acquire()
-        if not self.overwrite and results.get(self.key) is not MISSING:
+        if not self.overwrite and results().get(self.key) is not MISSING:
             self.state = TransactionState.COMMITTED
 
     def _end(self, error: BaseException | None) -> None:

@@ -21,7 +21,6 @@ talk to workers itself: each copy remembers the runner that can reach its worker
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from tether._context import events
 from tether._core import ResourceEvent
 from tether._errors import CleanupError
 from tether._logging import logger
+from tether._runtime import Part, get_clock
 from tether._settings import Settings
 from tether.runners._wire import CleanupReport, WorkerLost, dump_error
 from tether.runners._worker import cleanup_copy
@@ -57,23 +57,31 @@ class RemoteCopy:
         return f"<RemoteCopy {self.scope.name!r} on {self.worker} (pid {self.pid})>"
 
 
-_lock = threading.Lock()
-_by_scope: dict[str, dict[str, RemoteCopy]] = {}
-_closed: weakref.WeakSet[ResourceScope] = weakref.WeakSet()  # scopes whose copies were closed
-#: Scopes with a call abandoned on a live worker (scope id -> the scope, the runners of those calls).
-_unreported: dict[str, tuple[ResourceScope, list[RemoteRunner]]] = {}
-_targets: weakref.WeakKeyDictionary[ResourceScope, LedgerTarget | None] = weakref.WeakKeyDictionary()
+class CopyBook:
+    """The process's book: which worker holds a copy of which scope (a part of the runtime)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_scope: dict[str, dict[str, RemoteCopy]] = {}
+        self.closed: weakref.WeakSet[ResourceScope] = weakref.WeakSet()  # scopes whose copies were closed
+        #: Scopes with a call abandoned on a live worker (scope id -> the scope, the runners of those calls).
+        self.unreported: dict[str, tuple[ResourceScope, list[RemoteRunner]]] = {}
+        self.targets: weakref.WeakKeyDictionary[ResourceScope, LedgerTarget | None] = weakref.WeakKeyDictionary()
+
+
+book = Part("worker copies", lambda runtime: CopyBook())
 
 
 def ledger_target(scope: ResourceScope) -> LedgerTarget | None:
     """Where workers write the ledger rows of their copies of ``scope`` (the same for the
     scope's life, made once)."""
+    targets = book().targets
     try:
-        return _targets[scope]
+        return targets[scope]
     except KeyError:
         pass
     target = _target_of_flow(scope.flow_run.run_id if scope.flow_run is not None else None, _reaper_name(scope))
-    _targets[scope] = target
+    targets[scope] = target
     return target
 
 
@@ -90,10 +98,11 @@ def copy_reported(scope: ResourceScope, runner: RemoteRunner, report: dict[str, 
     if step != "setup":
         return
     copy = RemoteCopy(scope, runner, report["worker"], report["host"], report["pid"])
-    with _lock:
-        late = scope in _closed
+    copies = book()
+    with copies.lock:
+        late = scope in copies.closed
         if not late:
-            _by_scope.setdefault(scope.id, {})[copy.worker] = copy
+            copies.by_scope.setdefault(scope.id, {})[copy.worker] = copy
     if late:
         threading.Thread(target=_close, args=(scope, [copy], _error_of(scope)), name="tether-late-copy", daemon=True).start()
 
@@ -101,15 +110,17 @@ def copy_reported(scope: ResourceScope, runner: RemoteRunner, report: dict[str, 
 def copies_unreported(scope: ResourceScope, runner: RemoteRunner) -> None:
     """A call of ``scope`` was abandoned on a live worker: if it opened a copy there, no
     report of it will come. The scope's end asks every worker of ``runner`` to close its copy."""
-    with _lock:
-        runners = _unreported.setdefault(scope.id, (scope, []))[1]
+    copies = book()
+    with copies.lock:
+        runners = copies.unreported.setdefault(scope.id, (scope, []))[1]
         if runner not in runners:
             runners.append(runner)
 
 
 def copies_of(scope: ResourceScope) -> list[RemoteCopy]:
-    with _lock:
-        return list(_by_scope.get(scope.id, {}).values())
+    copies = book()
+    with copies.lock:
+        return list(copies.by_scope.get(scope.id, {}).values())
 
 
 def close_copies(scope: ResourceScope, error: BaseException | None) -> None:
@@ -118,10 +129,11 @@ def close_copies(scope: ResourceScope, error: BaseException | None) -> None:
     Never raises: a failure is logged, recorded in the ledger and added to the flow
     run's cleanup errors; a copy whose worker is gone is left an orphan in the ledger.
     """
-    with _lock:
-        _closed.add(scope)
-        copies = list(_by_scope.pop(scope.id, {}).values())
-        _, unreported = _unreported.pop(scope.id, (scope, []))
+    known = book()
+    with known.lock:
+        known.closed.add(scope)
+        copies = list(known.by_scope.pop(scope.id, {}).values())
+        _, unreported = known.unreported.pop(scope.id, (scope, []))
     for runner in unreported:
         copies += _maybe_held(scope, runner, copies)
     if copies:
@@ -131,19 +143,20 @@ def close_copies(scope: ResourceScope, error: BaseException | None) -> None:
 def close_copies_held_by(runner: RemoteRunner) -> None:
     """Close the copies a stopping runner's workers still hold (scopes of an outer flow run)."""
     held: dict[str, tuple[ResourceScope, list[RemoteCopy], bool]] = {}
-    with _lock:
-        for scope_id, by_worker in list(_by_scope.items()):
+    known = book()
+    with known.lock:
+        for scope_id, by_worker in list(known.by_scope.items()):
             for worker, copy in list(by_worker.items()):
                 if copy.runner is runner:
                     scope, copies, _ = held.setdefault(scope_id, (copy.scope, [], False))
                     copies.append(by_worker.pop(worker))
             if not by_worker:
-                del _by_scope[scope_id]
-        for scope_id, (scope, runners) in list(_unreported.items()):
+                del known.by_scope[scope_id]
+        for scope_id, (scope, runners) in list(known.unreported.items()):
             if runner in runners:
                 runners.remove(runner)
                 if not runners:
-                    del _unreported[scope_id]
+                    del known.unreported[scope_id]
                 held[scope_id] = (scope, held.get(scope_id, (scope, [], True))[1], True)
     for scope, copies, unreported in held.values():
         if unreported:
@@ -178,6 +191,7 @@ def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException 
         packed, drain = None, 10.0
         logger.error("Could not pack the outcome of resource %r for its workers: %r", scope.name, exc)
     outcome = "failed" if error is not None else "succeeded"
+    clock = get_clock()
     pending = []
     for copy in copies:
         try:
@@ -186,7 +200,7 @@ def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException 
             if copy.reported:
                 _failed(scope, copy.host, copy.pid, copy.worker, outcome, exc, 0.0, False)
     for copy, future in pending:
-        started = time.monotonic()
+        started = clock.monotonic()
         try:
             report: CleanupReport = future.result()
         except WorkerLost as exc:
@@ -199,7 +213,7 @@ def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException 
             continue
         except BaseException as exc:  # noqa: BLE001
             if copy.reported:
-                _failed(scope, copy.host, copy.pid, copy.worker, outcome, exc, time.monotonic() - started, False)
+                _failed(scope, copy.host, copy.pid, copy.worker, outcome, exc, clock.monotonic() - started, False)
             continue
         if not report.had_copy:
             continue
@@ -212,25 +226,26 @@ def _close(scope: ResourceScope, copies: list[RemoteCopy], error: BaseException 
             failure = CleanupError(f"on worker {copy.worker} (pid {report.pid}): {report.error}")
             _failed(scope, report.host, report.pid, copy.worker, outcome, failure, report.seconds, report.recorded)
         else:
-            _emit(scope, "cleanup", report.host, report.pid, copy.worker, time.time(), report.recorded, outcome=outcome, seconds=report.seconds)
+            _emit(scope, "cleanup", report.host, report.pid, copy.worker, clock.time(), report.recorded, outcome=outcome, seconds=report.seconds)
 
 
 def _failed(scope: ResourceScope, host: str, pid: int, worker: str, outcome: str, exc: BaseException, seconds: float, recorded: bool) -> None:
     if scope.flow_run is not None and getattr(scope, "cleanup_fails_flow", True):
         scope.flow_run.add_cleanup_error(exc)
     logger.error("Cleanup of resource %r on worker %s (pid %d) failed: %s: %s", scope.name, worker, pid, type(exc).__name__, exc)
-    _emit(scope, "cleanup-failed", host, pid, worker, time.time(), recorded, error=f"{type(exc).__name__}: {exc}", outcome=outcome, seconds=seconds)
+    _emit(scope, "cleanup-failed", host, pid, worker, get_clock().time(), recorded, error=f"{type(exc).__name__}: {exc}", outcome=outcome, seconds=seconds)
 
 
 def _emit(scope: ResourceScope, step: str, host: str, pid: int, worker: str, timestamp: float, recorded: bool, **details: Any) -> None:
     """Emit a step of a worker's copy; ``recorded``: the worker wrote it to the store already."""
-    if not events.active:
+    stream = events()
+    if not stream.active:
         return
     extra: dict[str, Any] = {"worker": worker, **details}
     target = ledger_target(scope) if recorded else None
     if target is not None:
         extra["stored_in"] = target.url
-    events.emit(
+    stream.emit(
         ResourceEvent(
             step=step,
             scope_id=scope.id,

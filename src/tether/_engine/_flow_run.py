@@ -74,7 +74,8 @@ class FlowRun:
         self.record = RunRecord("flow", options.name, parent_id=parent.record.id if parent else None)
         self.record.flow_run_id = self.record.id
         self.runner: TaskRunner = options.task_runner.duplicate()
-        self.limiter = limiter
+        self.limiter = limiter()
+        self.events = events()  # the runtime's this run started on: its runs' events go there
         self.settings = Settings.from_env()
         self.cancel_event = threading.Event()
         self.cancelling = False
@@ -135,9 +136,9 @@ class FlowRun:
         join_scopes(scopes, options.name, record.id, run)
         with self._active_lock:
             self._active.add(run)
-        if events.active:
+        if self.events.active:
             recorded = _without_resource_values(parameters) if scopes else parameters
-            events.emit(RunCreated(record.id, "task", options.name, self.record.id, self.record.id, tags, recorded, record.state.time, record.name))
+            self.events.emit(RunCreated(record.id, "task", options.name, self.record.id, self.record.id, tags, recorded, record.state.time, record.name))
         return run
 
     def _scan(self, task: TaskOptions, value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str], annotated: list[Any]) -> None:
@@ -313,12 +314,12 @@ class FlowRun:
             self._previous_handlers = {
                 signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
             }
-        if events.active:
-            events.emit(RunCreated(self.record.id, "flow", self.options.name, self.record.id, self.record.parent_id, frozenset(), with_defaults(self.options.signature, self.parameters), self.record.state.time, self.record.name))
+        if self.events.active:
+            self.events.emit(RunCreated(self.record.id, "flow", self.options.name, self.record.id, self.record.parent_id, frozenset(), with_defaults(self.options.signature, self.parameters), self.record.state.time, self.record.name))
         self.runner.start()
         self._reclaim_signal_handlers()
         if self.options.timeout_seconds is not None:
-            self._timer = watchdog.schedule(self.options.timeout_seconds, self._on_timeout)
+            self._timer = watchdog().schedule(self.options.timeout_seconds, self._on_timeout)
         self._enter_body(Running())
         if self.options.on_running:
             self._run_hooks(self.record.state, self.options.on_running)
@@ -333,7 +334,7 @@ class FlowRun:
                 signal.signal(signum, self._on_signal)
 
     def _enter_body(self, state: State) -> None:
-        events.emit(transition(self.record, state))
+        self.events.emit(transition(self.record, state))
         with self._body_lock:
             self._in_body = True
 
@@ -384,7 +385,7 @@ class FlowRun:
         delay = flow_retry_delay(retries_done=self.record.run_count - 1, retries=options.retries, retry_delays=options.retry_delays, cancelling=self.cancelling)
         if delay is not None:
             self.wait_for_task_runs()
-            events.emit(transition(self.record, AwaitingRetry(f"{type(exc).__name__}: {exc}")))
+            self.events.emit(transition(self.record, AwaitingRetry(f"{type(exc).__name__}: {exc}")))
             logger.info("Flow run %r failed (%s); retrying in %g s.", self.record.name, exc, delay)
             self._failures.clear()
         return delay
@@ -483,12 +484,12 @@ class FlowRun:
                 scope.forget()
         finally:
             if self._timer is not None:
-                watchdog.cancel(self._timer)
+                watchdog().cancel(self._timer)
             if isinstance(self.runner, RemoteRunner):
                 close_copies_held_by(self.runner)  # scopes of an outer flow run its workers still hold
             self.runner.stop()
         state = self._final_state(value)
-        events.emit(transition(self.record, state))
+        self.events.emit(transition(self.record, state))
         self._run_hooks(state)
         return state
 

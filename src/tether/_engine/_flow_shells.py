@@ -16,11 +16,11 @@ import signal
 import threading
 from typing import Any, Protocol
 
-from tether._clock import get_clock
 from tether._context import current_run
 from tether._engine._flow_run import FlowRun
 from tether._errors import Terminated
 from tether._options import FlowOptions
+from tether._runtime import get_clock
 
 
 class FlowDefinition(Protocol):

@@ -306,7 +306,7 @@ class RemoteAttempt:
         with self.lock:
             retry_timer, self.retry_timer = self.retry_timer, None
         if retry_timer is not None:
-            watchdog.cancel(retry_timer)
+            watchdog().cancel(retry_timer)
             self.run.cancelled_awaiting_retry()
             return
         self._interrupt(self.attempt, TaskRunCancelled)
@@ -439,7 +439,7 @@ class RemoteAttempt:
             self._retry(attempt)
             return
         with self.lock:
-            self.retry_timer = watchdog.schedule_pause(delay, lambda: self._retry(attempt))
+            self.retry_timer = watchdog().schedule_pause(delay, lambda: self._retry(attempt))
 
     def _retry(self, attempt: int) -> None:
         with self.lock:

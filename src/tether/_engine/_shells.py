@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 
-from tether._clock import get_clock
 from tether._context import RunContext, current_run
 from tether._core import Crashed
 from tether._engine._task_run import TaskRun
 from tether._errors import TaskRunTimeout
+from tether._runtime import get_clock
 from tether._shield import unshielded
 from tether._stand_in import local_arguments
 

@@ -26,14 +26,14 @@ from typing import Any, ClassVar, cast
 
 from tether._arguments import rewrite
 from tether._context import RunContext, current_tags, events, open_blocks
-from tether._core import Cancelled, RunCreated, RunRecord, State, StateType
+from tether._core import Cancelled, EventStream, RunCreated, RunRecord, State, StateType
 from tether._engine._shells import run_async, run_sync
 from tether._engine._task_run import TaskDefinition, TaskRun, TaskRunHost
 from tether._errors import Terminated, UsageError
 from tether._futures import TaskFuture
 from tether._interrupt import interrupt_main_thread, wait_interruptibly
 from tether._leases import use_store
-from tether._limits import limiter
+from tether._limits import Limiter, limiter
 from tether._logging import configure_logging, enable_log_prints
 from tether._resources import join_scopes, scope_of
 from tether._run_names import render_run_name
@@ -82,7 +82,6 @@ class StandaloneHost:
     record = _NoFlowRun()
     options = _NoFlowOptions()
     parameters: ClassVar[dict[str, Any]] = {}  # the flow's, for cache keys: there is none; never written
-    limiter = limiter
     cancel_event = _NEVER
     cancelling = False
     flow = None
@@ -92,6 +91,14 @@ class StandaloneHost:
     def __init__(self) -> None:
         self._previous_handlers: dict[int, Any] = {}
         self._waking: TaskRun | None = None  # a run on the main thread whose timeout sent SIGINT
+
+    @property
+    def limiter(self) -> Limiter:
+        return limiter()
+
+    @property
+    def events(self) -> EventStream:
+        return events()
 
     @property
     def grace_seconds(self) -> float:
@@ -197,12 +204,13 @@ class StandaloneHost:
             context = with_defaults(options.signature, parameters)
             record.name = render_run_name(options.owner, "task_run_name", options.task_run_name, context, RunContext(cast(Any, self), run))
         join_scopes(members, options.name, record.id, run)
-        if events.active:
-            events.emit(RunCreated(record.id, "task", options.name, None, None, tags, _recorded(parameters), record.state.time, record.name))
+        stream = events()
+        if stream.active:
+            stream.emit(RunCreated(record.id, "task", options.name, None, None, tags, _recorded(parameters), record.state.time, record.name))
         if tags:
             store = enable_store()
             if store is not None:
-                use_store(store, limiter)  # the tags' limits as the store knows them now
+                use_store(store, self.limiter)  # the tags' limits as the store knows them now
         return run
 
     def _on_signal(self, signum: int, frame: Any) -> None:

@@ -26,12 +26,12 @@ from typing import Any, Protocol
 from tether._arguments import resolve, rewrite
 from tether._cache import MISSING, results
 from tether._cache_policies import DEFAULT, CachePolicy, run_cache_key
-from tether._clock import get_clock
-from tether._context import RunView, events
+from tether._context import RunView
 from tether._core import (
     AwaitingConcurrencySlot,
     Cached,
     Completed,
+    EventStream,
     Failed,
     Retrying,
     Running,
@@ -59,6 +59,7 @@ from tether._options import FlowOptions, TaskOptions
 from tether._resources import scope_of
 from tether._run_views import TaskRun as TaskRunView
 from tether._run_views import TaskRunContext
+from tether._runtime import get_clock
 
 
 class TaskDefinition(Protocol):
@@ -77,6 +78,7 @@ class TaskRunHost(RunView, Protocol):
     options: FlowOptions  # persist_result, and the flow's name in messages
     parameters: dict[str, Any]  # the flow's, for cache keys
     limiter: Limiter
+    events: EventStream  # where its runs' events go: the runtime's it started on
     cancel_event: threading.Event  # set once the flow is cancelled: ends a wait for a retry
     cancelling: bool
 
@@ -286,7 +288,7 @@ class TaskRun:
                 if self.record.state.name != "Pending":
                     return
                 event = transition(self.record, AwaitingConcurrencySlot(f"waiting for a slot of {', '.join(self.slot_keys)}"))
-            events.emit(event)
+            self.flow_run.events.emit(event)
 
     def _slots_granted(self) -> None:
         self.slot_request = None
@@ -305,7 +307,7 @@ class TaskRun:
             return True
         if self.cache_key is None or self.options.refresh_cache:  # refresh_cache: run, then store anew
             return False
-        value = results.get(self.cache_key)
+        value = results().get(self.cache_key)
         if value is MISSING:
             return False
         self.finish(Cached(value, message=f"result found in cache (key {self.cache_key[:16]})"))
@@ -335,13 +337,13 @@ class TaskRun:
         if cancelled:
             self.finish(cancelled_before_start())
             return False
-        events.emit(event)
+        self.flow_run.events.emit(event)
         if self.options.on_running:
             self._run_hooks(new, self.options.on_running)
         timeout = self.options.timeout_seconds
         if timeout is not None and self.attempt is None:  # a driver counts its own timeout
             attempt = self.record.run_count
-            self.timer = watchdog.schedule(timeout, lambda: self._on_deadline(attempt, TaskRunTimeout))
+            self.timer = watchdog().schedule(timeout, lambda: self._on_deadline(attempt, TaskRunTimeout))
         return True
 
     def end_body(self) -> None:
@@ -351,7 +353,7 @@ class TaskRun:
             if self.interrupt is not None and self.thread_id is not None:
                 clear_in_thread(self.thread_id)
         if self.timer is not None:
-            watchdog.cancel(self.timer)
+            watchdog().cancel(self.timer)
             self.timer = None
 
     def succeeded(self, value: Any) -> None:
@@ -359,7 +361,7 @@ class TaskRun:
             self.finish(value)
             return
         if self.cache_key is not None:
-            results.put(self.cache_key, value, self.options.cache_expiration)
+            results().put(self.cache_key, value, self.options.cache_expiration)
         self.finish(Completed(value))
 
     def failed(self, exc: BaseException, lost: bool = False) -> float | None:
@@ -439,7 +441,7 @@ class TaskRun:
         number = self.record.run_count
         attempt.cancel()
         if running and self.on_ready is None:  # a called task is never given up on (see `_on_deadline`)
-            watchdog.schedule(self.flow_run.grace_seconds, lambda: self._abandon(number, exc_type))
+            watchdog().schedule(self.flow_run.grace_seconds, lambda: self._abandon(number, exc_type))
 
     def _on_deadline(self, attempt: int, exc_type: type[BaseException]) -> None:
         with self.lock:
@@ -453,7 +455,7 @@ class TaskRun:
             # A called task: its caller is the thread that runs it, so nothing goes on if it is
             # given up on; it ends TimedOut when it does stop, and its state says so then.
             return
-        watchdog.schedule(self.flow_run.grace_seconds, lambda: self._abandon(attempt, exc_type))
+        watchdog().schedule(self.flow_run.grace_seconds, lambda: self._abandon(attempt, exc_type))
 
     def _abandon(self, attempt: int, exc_type: type[BaseException]) -> None:
         """The interrupted attempt did not stop (blocked in C): give up on it."""
@@ -490,7 +492,7 @@ class TaskRun:
             if self.record.state.is_final():
                 return
             event = transition(self.record, state)
-        events.emit(event)
+        self.flow_run.events.emit(event)
 
     def finish(self, state: State) -> bool:
         """Move to a final state; the first caller wins (a late thread's result is dropped)."""
@@ -500,9 +502,9 @@ class TaskRun:
             event = transition(self.record, state)
             self.in_body = False
         if self.timer is not None:
-            watchdog.cancel(self.timer)
+            watchdog().cancel(self.timer)
             self.timer = None
-        events.emit(event)
+        self.flow_run.events.emit(event)
         if state.type is StateType.FAILED or state.type is StateType.CRASHED:
             log_for_run(self.record, self.flow_run.run_id, logging.ERROR, f"Finished in state {state.name}: {state.message}")
         if self.holds_slots:

@@ -9,7 +9,6 @@ limit is in the run store. A name with no limit set limits nothing, as in Prefec
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from tether._errors import UsageError
 from tether._leases import use_store
 from tether._limits import limiter
+from tether._runtime import Part, get_clock
 from tether.store import enable as enable_store
 
 
@@ -44,17 +44,17 @@ def _names(names: str | list[str], occupy: int) -> list[str]:
 def _limited(names: list[str]) -> list[str]:
     store = enable_store()
     if store is not None:
-        use_store(store, limiter)
-    return limiter.limited_keys(frozenset(f"tag:{n}" for n in names))
+        use_store(store, limiter())
+    return limiter().limited_keys(frozenset(f"tag:{n}" for n in names))
 
 
 def _take(keys: list[str], holder: _Holder, timeout: float | None) -> None:
     granted = threading.Event()
-    request = limiter.acquire(holder, keys, granted.set)
+    request = limiter().acquire(holder, keys, granted.set)
     if request is None:
         return
     if not granted.wait(timeout):
-        limiter.withdraw(request)
+        limiter().withdraw(request)
         raise TimeoutError(
             f"{holder} waited {timeout} s for a slot of {', '.join(k[4:] for k in keys)} and got none: the "
             "slots are held by other runs. Raise the limit (tether limit set NAME N) or the timeout_seconds."
@@ -78,11 +78,18 @@ def concurrency(names: str | list[str], occupy: int = 1, timeout_seconds: float 
     finally:
         for holder in reversed(taken):
             if keys:
-                limiter.release(keys, holder)
+                limiter().release(keys, holder)
 
 
-_last_call: dict[str, float] = {}
-_rate_lock = threading.Lock()
+class _Pace:
+    """When each rate-limited name next lets a call through (on the runtime's clock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.next_call: dict[str, float] = {}
+
+
+_pace = Part("rate limit pace", lambda runtime: _Pace())
 
 
 def rate_limit(names: str | list[str], occupy: int = 1, timeout_seconds: float | None = None, **_: Any) -> None:
@@ -94,16 +101,17 @@ def rate_limit(names: str | list[str], occupy: int = 1, timeout_seconds: float |
 
     listed = _names(names, occupy)
     wait = 0.0
-    with _rate_lock:
-        now = time.monotonic()
+    pace, clock = _pace(), get_clock()
+    with pace.lock:
+        now = clock.monotonic()
         for name in listed:
             decay = decay_of(name)
             if not decay:
                 continue
-            start = max(now, _last_call.get(name, now))
-            _last_call[name] = start + occupy / decay
+            start = max(now, pace.next_call.get(name, now))
+            pace.next_call[name] = start + occupy / decay
             wait = max(wait, start - now)
     if timeout_seconds is not None and wait > timeout_seconds:
         raise TimeoutError(f"rate_limit({names!r}) would wait {wait:.2f} s, more than timeout_seconds={timeout_seconds}.")
     if wait > 0:
-        time.sleep(wait)
+        clock.wait(threading.Event(), wait)

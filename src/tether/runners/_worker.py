@@ -39,7 +39,8 @@ import cloudpickle
 
 from tether._context import RunContext, current_run
 from tether._errors import TaskRunTimeout, UsageError
-from tether._interrupt import Watchdog, clear_in_thread, raise_in_thread, watchdog
+from tether._interrupt import Watchdog, clear_in_thread, raise_in_thread
+from tether._interrupt import watchdog as process_watchdog
 from tether._logging import enable_log_prints, logger
 from tether.runners._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error
 from tether.runners._worker_copies import Copy, WorkerCopies
@@ -160,7 +161,7 @@ class _RemoteTaskRun:
 class _Running:
     """A call that has arrived here, until its body ends."""
 
-    __slots__ = ("copies", "ident", "in_body", "interrupted", "logs", "timer")
+    __slots__ = ("copies", "ident", "in_body", "interrupted", "logs", "timer", "watchdog")
 
     def __init__(self, ident: int, copies: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
         self.ident = ident
@@ -169,6 +170,7 @@ class _Running:
         self.in_body = False  # False while its resource copies are being opened
         self.interrupted: type[BaseException] | None = None
         self.timer: int | None = None  # the watchdog's handle for its timeout
+        self.watchdog: Watchdog | None = None  # the watchdog that keeps it
 
 
 # -- the runtime ---------------------------------------------------------------------
@@ -190,14 +192,14 @@ class WorkerRuntime:
         *,
         interrupter: Interrupter = raise_in_call_thread,
         on_stuck: StuckHandler = log_stuck_call,
-        watchdog: Watchdog = watchdog,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.host = socket.gethostname()
         self.name = name or f"{self.host}:{os.getpid()}"
         self.copies = WorkerCopies(self.name, self.host)
         self._interrupter = interrupter
         self._on_stuck = on_stuck
-        self._watchdog = watchdog
+        self._given_watchdog = watchdog
         self._running: dict[str, _Running] = {}
         #: Interrupts for calls not here yet: a call that arrives later raises before it opens anything.
         self._interrupted_early: OrderedDict[str, type[BaseException]] = OrderedDict()
@@ -362,6 +364,10 @@ class WorkerRuntime:
             self._running[call.call_id] = entry
         return entry
 
+    def _watchdog(self) -> Watchdog:
+        """The watchdog given, or the process runtime's now (a worker may outlive a runtime)."""
+        return self._given_watchdog if self._given_watchdog is not None else process_watchdog()
+
     def _start_body(self, call: Call, entry: _Running) -> None:
         """The body starts: raise an interrupt that came during setup, start the timeout."""
         with self._running_lock:
@@ -369,7 +375,8 @@ class WorkerRuntime:
             if entry.interrupted is not None:
                 raise entry.interrupted()
         if call.timeout is not None:
-            entry.timer = self._watchdog.schedule(call.timeout, lambda: self._on_timeout(call))
+            entry.watchdog = self._watchdog()
+            entry.timer = entry.watchdog.schedule(call.timeout, lambda: self._on_timeout(call))
 
     def _end_body(self, call_id: str, entry: _Running) -> None:
         """The body returned or raised: no interrupt may land after this."""
@@ -377,13 +384,13 @@ class WorkerRuntime:
             self._running.pop(call_id, None)
             if entry.interrupted is not None:
                 clear_in_thread(entry.ident)  # an interrupt that had not landed yet must not hit later code
-        if entry.timer is not None:
-            self._watchdog.cancel(entry.timer)
+        if entry.timer is not None and entry.watchdog is not None:
+            entry.watchdog.cancel(entry.timer)
 
     def _on_timeout(self, call: Call) -> None:
         """The body ran past its timeout: interrupt it, and give it the grace period to stop."""
         if self.interrupt(call.call_id, TaskRunTimeout):
-            self._watchdog.schedule(call.grace, lambda: self._check_stopped(call))
+            self._watchdog().schedule(call.grace, lambda: self._check_stopped(call))
 
     def _check_stopped(self, call: Call) -> None:
         if self.is_running(call.call_id):

@@ -5,7 +5,9 @@ store is already on, for the same location) is two dictionary lookups. If the
 store cannot be opened, the flow runs anyway and one warning says why
 (once per location and process). ``TETHER_STORE=off`` switches recording off.
 A forked child does not inherit its parent's recorder (whose thread did not
-follow it); it enables its own if it runs a flow.
+follow it); it enables its own if it runs a flow. Which store is on is the process
+runtime's (`tether._runtime`): a fresh runtime starts with none, and closing it
+closes its store.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 
 from tether import _settings as settings
 from tether._context import events
+from tether._runtime import Part, current_runtime
 from tether.store._errors import StoreError
 from tether.store._location import configured_url
 from tether.store._recorder import Until
@@ -24,11 +27,64 @@ from tether.store._store import Store, open_store
 
 log = logging.getLogger("tether.store")
 
-_lock = threading.Lock()
-_active: Store | None = None
-_active_url: str | None = None
-_pinned = False
-_failed: set[str] = set()
+
+class ActiveStore:
+    """Which store a runtime records to (at most one at a time)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.store: Store | None = None
+        self.url: str | None = None
+        self.pinned = False  # enabled with an explicit url: it stays until disabled
+        self.failed: set[str] = set()  # locations that could not be opened (warned once)
+
+    def enable(self, url: str | None) -> Store | None:
+        if recording_disabled():
+            if self.store is not None:
+                self.disable()
+            return None
+        if url is None and self.pinned:
+            return self.store
+        target = url or configured_url()
+        if target == self.url:
+            return self.store
+        with self.lock:
+            if target == self.url:
+                return self.store
+            if target in self.failed:
+                return None
+            if self.store is not None:
+                self.store.close()
+                self.store, self.url = None, None
+            try:
+                store = open_store(target)
+            except StoreError as exc:
+                self.failed.add(target)
+                log.error("tether: %s Runs in this process are not recorded.", exc)
+                return None
+            store.attach()
+            self.store, self.url, self.pinned = store, target, url is not None
+            return store
+
+    def disable(self, timeout: float | None = 30.0) -> None:
+        with self.lock:
+            store, self.store, self.url, self.pinned = self.store, None, None, False
+            self.failed.clear()
+        if store is not None:
+            store.close(timeout)
+
+    def forget_in_child(self) -> None:
+        """In a forked child: the parent's store is the parent's (its recorder's thread did not follow)."""
+        self.lock = threading.Lock()  # another thread may have held it at the fork
+        store, self.store, self.url, self.pinned = self.store, None, None, False
+        if store is not None:
+            if store.recorder is not None:
+                events().unsubscribe(store.recorder)
+                store.recorder.abandon()
+            store.engine.dispose(close=False)  # the parent's connections are the parent's
+
+
+_active = Part("active store", lambda runtime: ActiveStore(), close=ActiveStore.disable)
 
 
 def recording_disabled() -> bool:
@@ -42,68 +98,38 @@ def enable(url: str | None = None) -> Store | None:
     ``TETHER_HOME`` or ``TETHER_DATABASE_URL`` switches to the store it names, unless
     a store was enabled with an explicit ``url``: that one stays until `disable`.
     """
-    global _active, _active_url, _pinned
-    if recording_disabled():
-        if _active is not None:
-            disable()
-        return None
-    if url is None and _pinned:
-        return _active
-    target = url or configured_url()
-    if target == _active_url:
-        return _active
-    with _lock:
-        if target == _active_url:
-            return _active
-        if target in _failed:
-            return None
-        if _active is not None:
-            _active.close()
-            _active, _active_url = None, None
-        try:
-            store = open_store(target)
-        except StoreError as exc:
-            _failed.add(target)
-            log.error("tether: %s Runs in this process are not recorded.", exc)
-            return None
-        store.attach()
-        _active, _active_url, _pinned = store, target, url is not None
-        return store
+    return _active().enable(url)
 
 
 def active_store() -> Store | None:
     """The store this process records to, if any."""
-    return _active
+    return _active().store
 
 
 def flush(timeout: float | None = 30.0, until: Until = "written") -> bool:
     """Wait until every event so far is written to the store, or (``until="safe"``, as a
     top-level flow run's end does) at least safe from this process's death."""
-    store = _active
+    store = _active().store
     return store.flush(timeout, until) if store is not None else True
 
 
 def disable(timeout: float | None = 30.0) -> None:
     """Stop recording: write what is queued and close the store."""
-    global _active, _active_url, _pinned
-    with _lock:
-        store, _active, _active_url, _pinned = _active, None, None, False
-        _failed.clear()
-    if store is not None:
-        store.close(timeout)
+    _active().disable(timeout)
+
+
+def _disable_at_exit() -> None:
+    active = current_runtime().made(_active)
+    if active is not None:
+        active.disable()
 
 
 def _forget_in_child() -> None:
-    global _active, _active_url, _lock, _pinned
-    _lock = threading.Lock()  # another thread may have held it at the fork
-    store, _active, _active_url, _pinned = _active, None, None, False
-    if store is not None:
-        if store.recorder is not None:
-            events.unsubscribe(store.recorder)
-            store.recorder.abandon()
-        store.engine.dispose(close=False)  # the parent's connections are the parent's
+    active = current_runtime().made(_active)
+    if active is not None:
+        active.forget_in_child()
 
 
-atexit.register(disable)
+atexit.register(_disable_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)

@@ -36,8 +36,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from tether._clock import get_clock
 from tether._core._catchup import DueTime, decide, when
+from tether._runtime import get_clock
 from tether.store._crashed import UNFINISHED, _record
 from tether.store._db import read, write
 from tether.store._errors import DeploymentNameTaken, DeploymentNotFound

@@ -36,7 +36,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from tether._clock import Clock, SystemClock
 from tether._core import Event, ResourceEvent
+from tether._runtime import get_clock
 from tether._settings import store_writer_process
 from tether.store._encode import Encoder, split_records
 from tether.store._ledger import ProcessInfo
@@ -81,9 +83,10 @@ Until = Literal["written", "safe"]
 class StoreRecorder:
     """A `Recorder` that spools every event and writes it to the store, away from the engine's threads."""
 
-    def __init__(
-        self, engine: sa.Engine, location: StoreLocation, batch_size: int = 1000, window_seconds: float = 0.005
-    ) -> None:
+    def __init__(self, engine: sa.Engine, location: StoreLocation, batch_size: int = 1000,
+                 window_seconds: float = 0.005, clock: Clock | None = None) -> None:
+        clock = clock or get_clock()  # its timers read it often: the real clock's function itself, then
+        self._now = time.monotonic if type(clock) is SystemClock else clock.monotonic
         self.location = location
         self.dropped = 0
         #: The warning given when the store failed, or None while it works.
@@ -93,7 +96,7 @@ class StoreRecorder:
         self._process = ProcessInfo.current()
         self._encoder = Encoder(self._process.host, self._process.pid)
         self._encode = self._encoder.encode_one  # bound once: `record` is the engine's hot path
-        self._rows = RowWriter(engine, self._process)
+        self._rows = RowWriter(engine, self._process, clock=clock)
         self._mode = store_writer_process()  # TETHER_STORE_HELPER: auto, always or never
         self._writer_process: WriterProcess | None = None
         self._using_writer_process = False
@@ -214,7 +217,7 @@ class StoreRecorder:
         """On a recording thread, while the writer thread is busy: spool the queue if a batch is
         queued or `BUSY_SPOOL_SECONDS` passed since the last spooling; never waits for the lock
         (whoever holds it is spooling)."""
-        if len(self._queue) < self._batch_items and time.monotonic() - self._last_spooled < BUSY_SPOOL_SECONDS:
+        if len(self._queue) < self._batch_items and self._now() - self._last_spooled < BUSY_SPOOL_SECONDS:
             return
         if not self._spool_lock.acquire(blocking=False):
             return
@@ -341,7 +344,7 @@ class StoreRecorder:
             return 0
         count = max(len(items) // ITEMS_PER_RECORD, 1)
         self._unconfirmed += count
-        now = time.monotonic()
+        now = self._now()
         if self._unwritten_since is None:
             self._unwritten_since = now
         self._last_spooled = now
@@ -375,7 +378,7 @@ class StoreRecorder:
             return False
         if self._stopping or not self._encoder.open_flows:
             return True  # no flow runs in this process now: nothing to keep the CPU for
-        now = time.monotonic()
+        now = self._now()
         if self._using_writer_process:  # the writer process decides when it writes
             return now - self._told >= WRITER_PROCESS_TELL_SECONDS
         return now - self._last_spooled >= QUIET_SECONDS or now - self._unwritten_since >= DEFER_SECONDS
@@ -393,7 +396,7 @@ class StoreRecorder:
         """Write (or, with the writer process, hand on) what is spooled, if it is due; a chunk at a time,
         so records keep going to the spool while rows are written."""
         waiting: list[threading.Event] = []
-        self._busy_since = time.monotonic()
+        self._busy_since = self._now()
         try:
             end = self._spool_end()  # another thread may be appending: read where the spool ends under the lock
             if end is not None and self._drain is not None and self._drain_due():
@@ -401,7 +404,7 @@ class StoreRecorder:
                     assert self._writer_process is not None
                     waiting = [marker for at, marker in self._waiting if at <= end]
                     self._writer_process.upto(end, written=bool(waiting))
-                    self._told = time.monotonic()
+                    self._told = self._now()
                     self._all_written(end, confirmed=bool(waiting))
                     self._waiting = [(at, m) for at, m in self._waiting if at > end]
                 elif self._drain.write_some(end, READ_BYTES if self._stopping else IN_PROCESS_READ_BYTES):
@@ -471,7 +474,7 @@ class StoreRecorder:
     def _tick(self) -> None:
         if self.failure is not None:
             return
-        self._busy_since = time.monotonic()
+        self._busy_since = self._now()
         try:
             if self._using_writer_process:
                 assert self._writer_process is not None
@@ -490,7 +493,7 @@ class StoreRecorder:
             return None
         waits = []
         if self._unwritten_since is not None and not self._using_writer_process:
-            now = time.monotonic()
+            now = self._now()
             waits.append(max(min(self._last_spooled + QUIET_SECONDS, self._unwritten_since + DEFER_SECONDS) - now, 0))
         if self._writer_process is not None and not self._using_writer_process:
             waits.append(0.05)  # waiting for the writer process to be ready
@@ -498,7 +501,7 @@ class StoreRecorder:
             # The writer process writes later what it was told of: look now and then for a failure it reported.
             waits.append(WRITER_PROCESS_CHECK_SECONDS)
             if self._unwritten_since is not None:
-                waits.append(max(self._told + WRITER_PROCESS_TELL_SECONDS - time.monotonic(), 0.0))
+                waits.append(max(self._told + WRITER_PROCESS_TELL_SECONDS - self._now(), 0.0))
         else:
             due = self._rows.due_in()
             if due is not None:
@@ -513,7 +516,7 @@ class StoreRecorder:
         if self._writer_process is None:
             # Heavy means WRITER_PROCESS_THRESHOLD events within a second, a second long: a short
             # burst (a one-shot flow) is spooled, and written after it, in this process.
-            now = time.monotonic()
+            now = self._now()
             if self._mode == "auto":
                 if now - self._rate_since <= 1.0:
                     self._rate_count += burst
@@ -571,11 +574,8 @@ class StoreRecorder:
             what = f"flow run(s) {shown}{more} and every later run in this process"
         else:
             what = "every run in this process from now on"
-        reason = (
-            str(exc)
-            if isinstance(exc, WriterProcessFailed)
-            else f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"
-        )
+        failed = getattr(exc, "orig", None) or exc
+        reason = str(exc) if isinstance(exc, WriterProcessFailed) else f"{type(exc).__name__}: {failed}"
         reason = redact_text(reason.splitlines()[0] if reason else type(exc).__name__)
         where = self.location.shown
         fix = (

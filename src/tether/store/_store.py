@@ -87,7 +87,8 @@ class Store:
         """Record every event of this process from now on (idempotent)."""
         if self.recorder is None:
             self.recorder = StoreRecorder(self.engine, self.location)
-            events.subscribe(self.recorder)
+            self._stream = events()  # the runtime's, unsubscribed from at close whichever is current then
+            self._stream.subscribe(self.recorder)
         return self.recorder
 
     def flush(self, timeout: float | None = None, until: Until = "written") -> bool:
@@ -99,7 +100,7 @@ class Store:
         """Stop recording, write what is queued, release connections."""
         recorder, self.recorder = self.recorder, None
         if recorder is not None:
-            events.unsubscribe(recorder)
+            self._stream.unsubscribe(recorder)
             recorder.close(timeout)
         self._changes.close()
         self.engine.dispose()
