@@ -16,8 +16,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from tether._annotations import allow_failure, opaque, quote
-from tether._arguments import rewrite, strip_quotes, walk
+from tether._arguments import rewrite, strip_quotes
 from tether._context import RunContext, RunView, current_run, current_tags, events, open_blocks
 from tether._core import (
     AwaitingRetry,
@@ -32,6 +31,7 @@ from tether._core import (
 from tether._core._decide import flow_failure, flow_retry_delay, flow_timeout_message, with_late_interrupt
 from tether._engine._copies import close_copies, close_copies_held_by
 from tether._engine._remote import check_arguments, dispatch_remote, open_first_copy
+from tether._engine._scan import ArgumentScan
 from tether._engine._shells import crash_if_unfinished, run_async, run_guarded, run_sync
 from tether._engine._task_run import TaskDefinition, TaskRun
 from tether._errors import (
@@ -40,7 +40,6 @@ from tether._errors import (
     TaskRunCancelled,
     Terminated,
     UnresolvedFailureError,
-    UsageError,
 )
 from tether._futures import TaskFuture
 from tether._interrupt import clear_in_thread, interrupt_main_thread, raise_in_thread, wait_interruptibly, watchdog
@@ -48,7 +47,7 @@ from tether._leases import use_store
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
-from tether._options import FlowOptions, TaskOptions
+from tether._options import FlowOptions
 from tether._resources import ResourceScope, join_scopes, scope_of
 from tether._run_names import render_run_name
 from tether._run_views import FlowRun as FlowRunView
@@ -109,25 +108,23 @@ class FlowRun:
     def _create(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskRun:
         options = task.options
         parameters = options.bind(args, kwargs)
-        upstreams: list[TaskRun] = []
-        scopes: list[ResourceScope] = list(open_blocks.get())
-        limited: list[str] = []
-        annotated: list[TaskRun | None] = []  # upstreams inside allow_failure(...); a None per allow_failure or quote seen
+        found = ArgumentScan(self, options, list(open_blocks.get()))
         for value in args:
-            self._scan(options, value, upstreams, scopes, limited, annotated)
+            found.argument(value)
         for value in kwargs.values():
-            self._scan(options, value, upstreams, scopes, limited, annotated)
+            found.argument(value)
         if wait_for is not None:
             for value in wait_for:
-                self._scan(options, value, upstreams, [], [], annotated)
+                found.waited_for(value)
+        scopes, annotated = found.scopes, found.annotated
         if annotated:
             args, kwargs = strip_quotes(args), strip_quotes(kwargs)
             parameters = options.bind(args, kwargs)
         extra_tags = current_tags.get()
         tags = options.tags | extra_tags if extra_tags else options.tags
         record = RunRecord("task", options.name, self.record.id, self.record.id, tags)
-        run = TaskRun(task, options, self, record, args, kwargs, parameters, upstreams, scopes)
-        run.slot_keys = limited
+        run = TaskRun(task, options, self, record, args, kwargs, parameters, found.upstreams, scopes)
+        run.slot_keys = found.limited
         if annotated:
             run.allowed_failures = tuple(r for r in annotated if r is not None)
         if options.task_run_name is not None:
@@ -140,47 +137,6 @@ class FlowRun:
             recorded = _without_resource_values(parameters) if scopes else parameters
             self.events.emit(RunCreated(record.id, "task", options.name, self.record.id, self.record.id, tags, recorded, record.state.time, record.name))
         return run
-
-    def _scan(self, task: TaskOptions, value: Any, upstreams: list[TaskRun], scopes: list[ResourceScope], limited: list[str], annotated: list[Any]) -> None:
-        """Find the futures (upstreams) and resource values (scopes) in one argument, and
-        the upstreams whose failure `allow_failure` lets the task run after."""
-
-        def visit(node: Any) -> bool:
-            if type(node) is TaskFuture:
-                run: TaskRun = node._run  # type: ignore[assignment]  # a flow run's futures wrap its TaskRuns (no cast(): a call per future at submit)
-                if run.flow_run is not self:
-                    raise UsageError(
-                        f"Task {task.name!r} got a future of task run {run.record.name!r} from another "
-                        f"flow run ({run.flow_run.options.name!r}). Futures cannot cross flow runs: pass "
-                        "the result instead (future.result())."
-                    )
-                upstreams.append(run)
-                return True
-            scope = scope_of(node)
-            if scope is None:
-                kind = type(node)
-                if kind is allow_failure:
-                    before = len(upstreams)
-                    walk(node.value, visit)
-                    for run in upstreams[before:]:
-                        run.observed = True  # its failure is handled by the downstream
-                        annotated.append(run)
-                    annotated.append(None)
-                    return True
-                if kind is quote or kind is opaque:
-                    annotated.append(None)
-                    if kind is opaque and type(node.value) is TaskFuture:
-                        visit(node.value)  # an upstream, whose value is then passed unwalked
-                    return True  # passed as it is: nothing inside is looked at
-                return False
-            if scope not in scopes:
-                scopes.append(scope)
-            # Only runs that receive the value count against the resource's limit.
-            if scope.limit_key is not None and scope.limit_key not in limited:
-                limited.append(scope.limit_key)
-            return True  # a resource's value is not taken apart, even when it is a container
-
-        walk(value, visit)
 
     def submit_task(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskFuture[Any]:
         # Shielded: Ctrl-C half-way through would leave a run joined to its scopes, never started.
