@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether._errors import LimitIsZeroError, UsageError
@@ -68,7 +68,7 @@ class Limiter:
             return self.backend.capacity(key)  # type: ignore[no-any-return]
         return self._capacity.get(key)
 
-    def acquire(self, owner: Any, keys: list[str], granted: Callable[[], None]) -> _Request | None:
+    def acquire(self, owner: Any, keys: Sequence[str], granted: Callable[[], None]) -> _Request | None:
         """Take a slot of every key in ``keys`` (sorted); call ``granted`` once all are held.
 
         Returns None when granted at once (``granted`` already called), else the waiting
@@ -84,7 +84,7 @@ class Limiter:
         request = _Request(owner, keys, granted)
         return None if request.advance(self) else request
 
-    def release(self, keys: list[str], owner: Any = None) -> None:
+    def release(self, keys: Sequence[str], owner: Any = None) -> None:
         grants: list[_Request] = []
         distributed = []
         with self._lock:
@@ -139,7 +139,7 @@ class Limiter:
 class _Request:
     __slots__ = ("cancelled", "granted", "keys", "owner", "taken")
 
-    def __init__(self, owner: Any, keys: list[str], granted: Callable[[], None]) -> None:
+    def __init__(self, owner: Any, keys: Sequence[str], granted: Callable[[], None]) -> None:
         self.owner = owner
         self.keys = keys
         self.granted = granted

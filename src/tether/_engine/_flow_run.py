@@ -123,8 +123,9 @@ class FlowRun:
         extra_tags = current_tags.get()
         tags = options.tags | extra_tags if extra_tags else options.tags
         record = RunRecord("task", options.name, self.record.id, self.record.id, tags)
-        run = TaskRun(task, options, self, record, args, kwargs, parameters, found.upstreams, scopes)
-        run.slot_keys = found.limited
+        # What it found, or () for nothing: an empty list kept by every run is an object the collector tracks.
+        run = TaskRun(task, options, self, record, args, kwargs, parameters, found.upstreams or (), scopes or ())
+        run.slot_keys = found.limited or ()
         if annotated:
             run.allowed_failures = tuple(r for r in annotated if r is not None)
         if options.task_run_name is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from tether._arguments import resolve, rewrite
@@ -157,8 +157,8 @@ class TaskRun:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         parameters: dict[str, Any],
-        upstreams: list[TaskRun],
-        scopes: list[Any],
+        upstreams: Sequence[TaskRun],
+        scopes: Sequence[Any],
     ) -> None:
         self.record = record
         self.task = task  # the user's object: handed to hooks and to views, never read here
@@ -170,7 +170,7 @@ class TaskRun:
         self.upstreams = upstreams
         self.allowed_failures: tuple[TaskRun, ...] = ()  # upstreams passed through allow_failure()
         self.scopes = scopes
-        self.slot_keys: list[str] = []
+        self.slot_keys: Sequence[str] = ()
         self.slot_request: Any = None
         self.holds_slots = False
         self.observed = False
@@ -270,7 +270,7 @@ class TaskRun:
         if policy is not None and self._cache_hit(policy):
             return
         if self.record.tags:  # every limited key the run needs: its resources' (found at creation) and its tags'
-            self.slot_keys = self.slot_keys + self.flow_run.limiter.limited_keys(frozenset(f"tag:{t}" for t in self.record.tags))
+            self.slot_keys = [*self.slot_keys, *self.flow_run.limiter.limited_keys(frozenset(f"tag:{t}" for t in self.record.tags))]
         if len(self.slot_keys) > 1:
             self.slot_keys = sorted(self.slot_keys)
         if not self.slot_keys:
@@ -279,7 +279,7 @@ class TaskRun:
         try:
             self.slot_request = self.flow_run.limiter.acquire(self, self.slot_keys, self._slots_granted)
         except Exception as exc:
-            self.slot_keys = []
+            self.slot_keys = ()
             self.finish(Failed(exc, message=str(exc)))
             return
         if self.slot_request is not None:
@@ -513,7 +513,7 @@ class TaskRun:
         if self.options.on_completion or self.options.on_failure:
             self._run_hooks(state)
         self.args = self.kwargs = self.parameters = None  # type: ignore[assignment]
-        self.upstreams = []
+        self.upstreams = ()
         self.flow_run.task_run_ended(self)
         self._complete()
         return True
