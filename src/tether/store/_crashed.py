@@ -74,21 +74,16 @@ def record_crashed_runs(
     """
     host = this_host or socket.gethostname()
     now = time.time() if now is None else now
-    unfinished = sa.or_(flow_runs.c.state_type.is_(None), flow_runs.c.state_type.in_(UNFINISHED))
-    recently_crashed = sa.and_(flow_runs.c.state_type == CRASHED, flow_runs.c.updated > now - LATE_WRITE_SECONDS)
-    query = sa.select(
-        flow_runs.c.id, flow_runs.c.name, flow_runs.c.host, flow_runs.c.pid, flow_runs.c.created,
-        flow_runs.c.start_time, flow_runs.c.end_time, flow_runs.c.updated, flow_runs.c.heartbeat,
-        flow_runs.c.run_count, flow_runs.c.state_type,
-    ).where(sa.or_(unfinished, recently_crashed))  # fmt: skip
+    query = _search_query(other_hosts, created_after is not None)
+    bounds: dict[str, Any] = {"late": now - LATE_WRITE_SECONDS}
     if not other_hosts:
-        query = query.where(flow_runs.c.host == host)
+        bounds["host"] = host
     if created_after is not None:
-        query = query.where(flow_runs.c.created > created_after)
+        bounds["created_after"] = created_after
 
     def judge(conn: sa.Connection) -> list[tuple[Any, str]]:
         gone = []
-        for row in conn.execute(query).mappings().all():
+        for row in conn.execute(query, bounds).mappings().all():
             reason = flow_process_gone(
                 row["host"], row["pid"], row["created"], row["heartbeat"], now, stale_after, host, other_hosts
             )
@@ -109,6 +104,23 @@ def record_crashed_runs(
         return [run for run in recorded if run is not None]
 
     return write(engine, record, deadline_seconds, changes=True)
+
+
+def _search_query(other_hosts: bool, bounded: bool) -> sa.TextClause:
+    """The unfinished flow runs (and those recorded Crashed lately), of this host unless ``other_hosts``,
+    created after ``:created_after`` if ``bounded``. Plain SQL: every store open runs it, and compiling
+    the same query from SQLAlchemy's expression language costs more than running it on a small store."""
+    unfinished = ", ".join(f"'{t}'" for t in UNFINISHED)
+    sql = (
+        "SELECT id, name, host, pid, created, start_time, end_time, updated, heartbeat, run_count, state_type "
+        f"FROM flow_runs WHERE (state_type IS NULL OR state_type IN ({unfinished}) "
+        f"OR (state_type = '{CRASHED}' AND updated > :late))"
+    )
+    if not other_hosts:
+        sql += " AND host = :host"
+    if bounded:
+        sql += " AND created > :created_after"
+    return sa.text(sql)
 
 
 def _unfinished_tasks(flow_run_id: str) -> sa.Select[Any]:
