@@ -52,17 +52,12 @@ def test_block_holds_a_tag_slot_a_second_block_waits():
         tether.limits.remove("cc-test")
 
 
-def test_rate_limit_spaces_calls(monkeypatch):
-    import tether.concurrency._slots as slots
-
-    slept: list[float] = []
-    monkeypatch.setattr(slots.time, "sleep", slept.append)
-    monkeypatch.setattr(slots.time, "monotonic", lambda: 100.0)
+def test_rate_limit_spaces_calls(clock):
     tether.limits.set("rl-test", 1, slot_decay_per_second=2)
     try:
         for _ in range(3):
-            rate_limit("rl-test")
-        assert slept == [0.5, 1.0]
+            rate_limit("rl-test")  # each waits on the fake clock, which passes the wait at once
+        assert clock.waits == [0.5, 0.5]  # two calls a second: each after the one before
     finally:
         tether.limits.remove("rl-test")
 
