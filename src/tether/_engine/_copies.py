@@ -6,7 +6,7 @@ ledger itself, before it acts, where `ledger_target` says (the flow's store), an
 reports the steps with the task's result; `copy_reported` emits them as events here
 too (marked as stored, so the store does not write them twice; with no store
 reachable from the worker, they are the ledger's record) and remembers which worker
-holds a copy of which scope. When the scope ends, `close_copies` asks each of those
+holds a copy of which scope (in the `CopyBook`, a part of the process's runtime). When the scope ends, `close_copies` asks each of those
 workers to close its copy with the scope's outcome and waits for them; a remote
 cleanup that fails counts as a failing cleanup of the flow.
 
