@@ -187,10 +187,8 @@ def fresh_runtime(clock: Clock | None = None) -> Iterator[Runtime]:
     try:
         yield runtime
     finally:
-        try:
-            runtime.close()
-        finally:
-            install_runtime(previous)
+        install_runtime(previous)  # first: a thread the block left running then finds an open runtime
+        runtime.close()
 
 
 class RecordingStore(InMemoryRecorder):
