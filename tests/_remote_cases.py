@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from _waiting import wait_until
 from tether import UnpicklableArgumentError, flow, get_run_logger, resource, task
 from tether.store import active_store
 from tether.testing import FakeClock, RecordingStore
@@ -105,15 +106,6 @@ def use_or_fail(handle: Handle, i: int, bad: int) -> int:
     if i == bad:
         raise ValueError(f"task {i} failed")
     return os.getpid()
-
-
-def wait_until(predicate: Any, timeout: float = 60.0, what: str = "the condition") -> None:
-    """Wait for something another process does (a file line, a server counter)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def worker_steps(log: StepLog, step: str) -> list[dict[str, Any]]:

@@ -22,8 +22,9 @@ POLL_SECONDS = 0.05
 
 
 def wait_until(predicate: Callable[[], T], what: str, process: subprocess.Popen[Any] | None = None,
-               timeout: float = 60.0) -> T:
-    """``predicate()``'s first true answer; fails after ``timeout`` s, or once ``process`` has exited."""
+               timeout: float = 60.0, story: Callable[[], str] | None = None) -> T:
+    """``predicate()``'s first true answer; fails after ``timeout`` s, or once ``process`` has exited
+    (``story``: what else the failure's message should tell, such as the other processes' output)."""
     deadline = time.monotonic() + timeout
     while True:
         found = predicate()
@@ -33,5 +34,11 @@ def wait_until(predicate: Callable[[], T], what: str, process: subprocess.Popen[
             out, err = process.communicate()
             pytest.fail(f"the process exited {process.returncode} before {what}:\n{out}\n{err}")
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(POLL_SECONDS)
+            pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f"\n{story()}" if story else ""))
+        if process is None:
+            time.sleep(POLL_SECONDS)
+            continue
+        try:  # the watched process's exit ends the pause at once
+            process.wait(POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass

@@ -9,6 +9,7 @@ append ("enter PID I" / "exit PID I", in the order they happened, across process
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import _waiting
 import tether.limits
 
 SCRIPT = Path(__file__).parent / "scripts" / "limit_fault_flow.py"
@@ -124,13 +126,8 @@ def note_death(record: Path, pid: int) -> None:
         f.write(f"died {pid}\n")
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 120.0) -> None:
-    """Wait for something other processes do (a loaded machine starts them slowly)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{story()}")
-        time.sleep(0.02)
+#: What other processes do, awaited (a loaded machine starts them slowly); a failure tells their stderr.
+wait_until = functools.partial(_waiting.wait_until, timeout=120.0, story=story)
 
 
 def rows(env: dict[str, str], table: str, tag: str) -> list[Any]:

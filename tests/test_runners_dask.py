@@ -12,8 +12,9 @@ import pytest
 pytest.register_assert_rewrite("_remote_cases", "_remote_value_cases")  # its asserts explain failures too
 
 from _remote_cases import *  # noqa: F403 - every shared test runs here, on Dask
-from _remote_cases import StepLog, recorded, use, wait_until
+from _remote_cases import StepLog, recorded, use
 from _remote_value_cases import *  # noqa: F403 - resource values of every type, on this runner
+from _waiting import wait_until
 from tether import flow, task
 from tether._limits import limiter
 from tether.runners import DaskRunner, DaskTaskRunner

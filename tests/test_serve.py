@@ -3,13 +3,13 @@ each step of a claim, stopped with SIGTERM; judged by the store's rows and a fil
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import _waiting
 from tether.store import DeploymentTable, open_store
 
 TETHER = [sys.executable, "-m", "tether.cli"]
@@ -117,16 +118,8 @@ def start_serve(env: dict[str, str], tmp_path: Path, *args: str, **extra: str) -
     )  # fmt: skip
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 90.0, serving: subprocess.Popen[str] | None = None) -> None:
-    """Wait for something other processes do (failing at once if the serve process ``serving`` ended)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if serving is not None and serving.poll() is not None:
-            out, err = serving.communicate()
-            raise AssertionError(f"serve exited {serving.returncode} while waiting for {what}:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+#: Serve processes start slowly on a loaded machine: what they do is awaited this long.
+wait_until = functools.partial(_waiting.wait_until, timeout=90.0)
 
 
 def wait_serving(process: subprocess.Popen[str]) -> None:
@@ -273,13 +266,13 @@ def test_a_serve_killed_at_each_step_of_a_claim_leaves_the_run_once_or_crashed_n
     table = rows.table()
     assert table is not None
     if point == "before-claim":  # asked for once the serve process stopped where it claims: due, not claimed
-        wait_until(marker.exists, f"the serve process to reach {point}", serving=first)
+        wait_until(marker.exists, f"the serve process to reach {point}", process=first)
     run_id = table.request_run("ticker", {"n": 7})
     if point == "mid-run":
-        wait_until(lambda: len(records(tmp_path)) == 1, "the run's body to start", serving=first)
+        wait_until(lambda: len(records(tmp_path)) == 1, "the run's body to start", process=first)
         assert only_run(rows, run_id).status == "running"
     elif point != "before-claim":
-        wait_until(marker.exists, f"the serve process to reach {point}", serving=first)
+        wait_until(marker.exists, f"the serve process to reach {point}", process=first)
     status_when_killed = only_run(rows, run_id).status
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
@@ -398,12 +391,12 @@ def test_serve_of_several_deployments_from_a_script_and_what_the_runs_see(env, r
     )
     try:
         wait_until(
-            lambda: rows.registered() and len(rows.table().deployments()) == 2, "both deployments", serving=serve
+            lambda: rows.registered() and len(rows.table().deployments()) == 2, "both deployments", process=serve
         )
         table = rows.table()
         one = table.request_run("ticker", {})
         two = table.request_run("second", {})
-        wait_until(lambda: len(records(tmp_path)) == 2, "both runs", serving=serve)
+        wait_until(lambda: len(records(tmp_path)) == 2, "both runs", process=serve)
     finally:
         printed = stop(serve)
     seen = {line["deployment"]: line for line in records(tmp_path)}
@@ -422,7 +415,7 @@ def test_after_downtime_a_restarted_serve_runs_the_latest_missed_time_only_and_r
     first = start_serve(env, tmp_path, "--interval", "1", **late)
     try:
         wait_serving(first)
-        wait_until(lambda: len(rows.runs("completed")) >= 1, "a first run", serving=first)
+        wait_until(lambda: len(rows.runs("completed")) >= 1, "a first run", process=first)
     finally:
         stop(first)
     table = rows.table()

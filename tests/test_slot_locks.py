@@ -11,12 +11,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
+from _waiting import wait_until
 from tether.store._slot_locks import AdvisoryLocks, FileLocks
 
 
@@ -37,15 +37,6 @@ def make_locks(request, tmp_path):
     yield make, f"AdvisoryLocks(sa.create_engine({url!r}))"
     for engine in engines:
         engine.dispose()
-
-
-def wait_until(predicate, what: str, timeout: float = 10.0) -> None:
-    """Wait for something another process (or the server) does."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def tag() -> str:
@@ -102,7 +93,7 @@ def test_a_slot_is_held_while_its_holder_is_paused_and_free_once_it_is_killed(ma
         proc.kill()
         proc.wait()
         # The kernel lets go at its death; a PostgreSQL backend once it has read the closed socket.
-        wait_until(lambda: other.taken([(t, 0)]) == set(), "the dead holder's slot free")
+        wait_until(lambda: other.taken([(t, 0)]) == set(), "the dead holder's slot free", timeout=10)
         assert other.try_take(t, 1) == 0
     finally:
         if proc.poll() is None:
@@ -131,7 +122,7 @@ def test_a_forked_child_does_not_keep_its_parents_slot_when_the_parent_dies(make
         proc.kill()
         proc.wait()
         reader = make()
-        wait_until(lambda: reader.taken([(t, 0)]) == set(), "the dead parent's slot free")
+        wait_until(lambda: reader.taken([(t, 0)]) == set(), "the dead parent's slot free", timeout=10)
         assert os.path.exists(f"/proc/{child}")  # while the child lives
     finally:
         if child is not None:

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import tether.store
-from _remote_cases import wait_until
+from _waiting import wait_until
 from tether import flow, get_run_logger, resource, task
 from tether._core import ResourceEvent
 from tether._resources import remember
