@@ -1,7 +1,8 @@
 """The process's store: switched on when a flow starts, flushed when a top-level flow ends.
 
 `enable` is called by the engine at every flow start, so the common case (the
-store is already on, for the same location) is two dictionary lookups. If the
+store is already on, for the same location) is a few lookups: the runtime's part,
+the environment's settings. If the
 store cannot be opened, the flow runs anyway and one warning says why
 (once per location and process). ``TETHER_STORE=off`` switches recording off.
 A forked child does not inherit its parent's recorder (whose thread did not
