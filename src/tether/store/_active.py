@@ -2,9 +2,8 @@
 
 `enable` is called by the engine at every flow start, so the common case (the
 store is already on, for the same location) is a few lookups: the runtime's part,
-the environment's settings. If the
-store cannot be opened, the flow runs anyway and one warning says why
-(once per location and process). ``TETHER_STORE=off`` switches recording off.
+the environment's settings. If the store cannot be opened, the flow runs anyway and
+one warning says why (once per location and process). ``TETHER_STORE=off`` switches recording off.
 A forked child does not inherit its parent's recorder (whose thread did not
 follow it); it enables its own if it runs a flow. Which store is on is the process
 runtime's (`tether._runtime`): a fresh runtime starts with none, and closing it
