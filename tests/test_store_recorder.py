@@ -78,6 +78,38 @@ def test_records_are_spooled_while_the_writer_thread_is_stuck_writing_rows(store
     assert stored == {run_id: "COMPLETED" for run_id in ["first", *during]}
 
 
+def test_a_full_batch_is_spooled_by_the_thread_that_filled_it(store):
+    """A batch is spooled by the recording thread that fills it, before its `record` returns: the
+    writer thread is not woken for it (each hand-over costs the recording threads two waits for
+    the GIL). What is left over is the writer thread's to spool."""
+    recorder = StoreRecorder(store.engine, store.location, batch_size=3)  # a task run's three records
+    spooling_threads: list[str] = []
+    spool_items = recorder._spool_items
+
+    def noted(items: list) -> int:
+        spooling_threads.append(threading.current_thread().name)
+        return spool_items(items)
+
+    recorder._spool_items = noted  # type: ignore[method-assign]
+    try:
+        recorder.record(RunCreated("flow1", "flow", "f", "flow1", None, frozenset(), {}, 1.0))
+        recorder.record(StateChanged("flow1", "flow", "f", "flow1", None, Pending(), Running(), 1))  # open: rows wait
+        recorder.flush(BLOCKED_SECONDS, until="safe")
+        spooling_threads.clear()
+        task_run(recorder, "filled")  # its third record fills the batch
+        assert "filled" in spooled_run_ids(recorder)
+        assert spooling_threads == [threading.current_thread().name]
+        assert recorder._queue == []
+        recorder.record(RunCreated("left", "task", "t", "flow1", "flow1", frozenset(), {}, 1.0))
+        assert recorder.flush(BLOCKED_SECONDS)  # the writer thread spools and writes what is left over
+        assert spooling_threads[1:] == ["tether-store-writer"]
+    finally:
+        recorder.close()
+    with store.engine.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT id, state_type FROM task_runs").all())
+    assert stored == {"filled": "COMPLETED", "left": "PENDING"}
+
+
 def test_the_recorders_timers_run_on_its_clock(store):
     """When spooled rows are written (after a quiet spell, while a flow runs) is decided on the
     recorder's clock: on a fake one, no real time counts, and moving it makes them due."""

@@ -67,10 +67,12 @@ WRITER_PROCESS_TELL_SECONDS = 0.1
 IN_PROCESS_READ_BYTES = 256 << 10
 #: How often an idle writer looks for a failure the writer process reported (it writes after a pause).
 WRITER_PROCESS_CHECK_SECONDS = 1.0
-#: While the writer thread writes rows (or waits for the writer process to), which on a loaded
-#: machine or a slow server can last longer than a record may wait unspooled, the threads that
-#: record spool what is queued themselves, at least this often (or once a batch is queued).
-BUSY_SPOOL_SECONDS = 0.05
+#: A record waits at most about this long to be spooled while records keep coming: the writer
+#: thread spools what the recording threads left over (they spool each batch they fill) this
+#: often. And while the writer thread writes rows (or waits for the writer process to), which on
+#: a loaded machine or a slow server can last longer, the recording threads spool what is queued
+#: themselves at least this often.
+SPOOL_SECONDS = 0.05
 
 
 class _Beat:
@@ -155,9 +157,9 @@ class StoreRecorder:
             return
         queue = self._queue
         queue.extend(record)
-        if self._busy_since is not None:
-            self._spool_while_busy()
-        elif (self._idle or len(queue) >= self._batch_items) and not self._wake.is_set():
+        if len(queue) >= self._batch_items or self._busy_since is not None:
+            self._spool_on_this_thread()
+        elif self._idle and not self._wake.is_set():
             # Once: until the writer takes the GIL, records keep coming, and Event.set is not cheap.
             self._wake.set()
 
@@ -213,16 +215,20 @@ class StoreRecorder:
             self._wake.set()  # the writer thread decides when the rows are written (at once if no flow runs)
         return True
 
-    def _spool_while_busy(self) -> None:
-        """On a recording thread, while the writer thread is busy: spool the queue if a batch is
-        queued or `BUSY_SPOOL_SECONDS` passed since the last spooling; never waits for the lock
-        (whoever holds it is spooling)."""
-        if len(self._queue) < self._batch_items and self._now() - self._last_spooled < BUSY_SPOOL_SECONDS:
+    def _spool_on_this_thread(self) -> None:
+        """On a recording thread: spool the queue if a batch is queued, or, while the writer
+        thread is busy, if `SPOOL_SECONDS` passed since the last spooling. Never waits for the
+        lock (whoever holds it is spooling).
+
+        A full batch is spooled by the thread that filled it, not handed to the writer thread:
+        each hand-over costs the recording threads two waits for the GIL (the writer's turn,
+        then theirs back), which on a loaded machine cost more than the spooling itself."""
+        if len(self._queue) < self._batch_items and self._now() - self._last_spooled < SPOOL_SECONDS:
             return
         if not self._spool_lock.acquire(blocking=False):
             return
         try:
-            if self._accepting and self.failure is None and self._spool is not None:
+            if self._accepting and self.failure is None:
                 self._spooled_elsewhere += self._spool_items(self._take())
         finally:
             self._spool_lock.release()
@@ -302,7 +308,11 @@ class StoreRecorder:
                     self._tick()
                 continue
             if queue and not markers and len(queue) < self._batch_items and not self._stopping:
-                self._wake.wait(self._window)  # let the burst gather into one batch
+                # Let the burst gather into one batch. While records keep coming, the threads
+                # that fill a batch spool it themselves: this thread spools what is left over
+                # now and then, so that no record waits long unspooled.
+                streaming = self._now() - self._last_spooled < SPOOL_SECONDS
+                self._wake.wait(SPOOL_SECONDS if streaming else self._window)
                 self._wake.clear()
             # The markers made so far, then the queue: what they stand for is all in it (or was
             # spooled by a thread waiting for its records to be safe, before we took the lock).
