@@ -118,7 +118,9 @@ def transition(run: RunRecord, new: State) -> StateChanged:
     old = run.state
     allowed = _ALLOWED.get(old.type)
     if allowed is None or new.type not in allowed or (
-        (new.name == "Retrying" or old.type is StateType.RUNNING) and not _names_allow(old, new)
+        # Only a retry's states are told apart by name (from Running back to Pending, and on to Running).
+        (new.name == "Retrying" or (old.type is StateType.RUNNING and new.type is StateType.PENDING))
+        and not _names_allow(old, new)
     ):
         story = run.story()
         raise InvalidTransition(

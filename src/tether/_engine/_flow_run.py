@@ -48,7 +48,7 @@ from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
 from tether._loop import run_on_engine_loop
 from tether._options import FlowOptions
-from tether._resources import ResourceScope, join_scopes, scope_of
+from tether._resources import ResourceScope, join_scopes, scope_of, values
 from tether._run_names import render_run_name
 from tether._run_views import FlowRun as FlowRunView
 from tether._run_views import with_defaults
@@ -75,6 +75,7 @@ class FlowRun:
         self.runner: TaskRunner = options.task_runner.duplicate()
         self.limiter = limiter()
         self.events = events()  # the runtime's this run started on: its runs' events go there
+        self.values = values()  # ... and the resource values its tasks' arguments may hold
         self.settings = Settings.from_env()
         self.cancel_event = threading.Event()
         self.cancelling = False
@@ -107,8 +108,8 @@ class FlowRun:
 
     def _create(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> TaskRun:
         options = task.options
-        parameters = options.bind(args, kwargs)
-        found = ArgumentScan(self, options, list(open_blocks.get()))
+        parameters = options.binder.bind(args, kwargs)
+        found = ArgumentScan(self, options, list(open_blocks.get()), self.values)
         for value in args:
             found.argument(value)
         for value in kwargs.values():
@@ -119,7 +120,7 @@ class FlowRun:
         scopes, annotated = found.scopes, found.annotated
         if annotated:
             args, kwargs = strip_quotes(args), strip_quotes(kwargs)
-            parameters = options.bind(args, kwargs)
+            parameters = options.binder.bind(args, kwargs)
         extra_tags = current_tags.get()
         tags = options.tags | extra_tags if extra_tags else options.tags
         record = RunRecord("task", options.name, self.record.id, self.record.id, tags)
@@ -154,9 +155,9 @@ class FlowRun:
         is_async = task.options.is_async
         if is_async and _in_event_loop():
             return self._call_task_async(task, args, kwargs, wait_for, return_state)
-        run, ready = shielded(self._start_called, task, args, kwargs, wait_for)
-        if not run.is_done():
-            if not ready.acquire(blocking=False):  # usually released already, in start()
+        run, ready = shielded(self._start_called, task, args, kwargs, wait_for, not is_async)
+        if ready is not None and not run.is_done():  # it waits for a slot, or is async
+            if not ready.acquire(blocking=False):
                 wait_interruptibly(ready)  # for a concurrency slot: interruptible, the run is booked
             if is_async:
                 run_on_engine_loop(run_async(run)).result()
@@ -166,13 +167,20 @@ class FlowRun:
         state = run.record.state
         return state if return_state else state.result()
 
-    def _start_called(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None) -> tuple[TaskRun, Any]:
+    def _start_called(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None,
+                      run_now: bool) -> tuple[TaskRun, Any]:
+        """Create and start a called task run; with ``run_now``, also run it here if it may start at
+        once (the common case: no slot to wait for), inside this same shielded step. Returns the run,
+        and the lock released once it may start, or None if it has run."""
         run = self._create(task, args, kwargs, wait_for)
         run.observed = True
         ready = threading.Lock()  # released once the run may start; cheaper than an Event
         ready.acquire()
         run.on_ready = ready.release
         run.start()
+        if run_now and not run.is_done() and ready.acquire(blocking=False):
+            run_sync(run)  # the engine's steps around the body; the body itself runs unshielded
+            return run, None
         return run, ready
 
     async def _call_task_async(self, task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None, return_state: bool) -> Any:

@@ -16,7 +16,8 @@ from tether._engine._task_run import TaskRun
 from tether._errors import UsageError
 from tether._futures import TaskFuture
 from tether._options import TaskOptions
-from tether._resources import ResourceScope, scope_of
+from tether._resources import ResourceScope
+from tether._values import ValueRegistry
 
 #: Values that hold nothing a walk enters (`tether._arguments.members`): only a resource's value can be one.
 LEAVES = frozenset({type(None), bool, int, float, complex, str, bytes})
@@ -27,11 +28,13 @@ class ArgumentScan:
     task run's arguments, and the upstreams whose failure `allow_failure` lets it run after
     (``annotated``: with a None per ``allow_failure``, ``quote`` or ``opaque`` seen)."""
 
-    __slots__ = ("annotated", "flow_run", "limited", "scopes", "task", "upstreams")
+    __slots__ = ("annotated", "flow_run", "limited", "scopes", "task", "upstreams", "values")
 
-    def __init__(self, flow_run: object, task: TaskOptions, scopes: list[ResourceScope]) -> None:
+    def __init__(self, flow_run: object, task: TaskOptions, scopes: list[ResourceScope],
+                 values: ValueRegistry[ResourceScope]) -> None:
         self.flow_run = flow_run
         self.task = task
+        self.values = values  # the flow run's runtime's resource values
         self.upstreams: list[TaskRun] = []
         self.scopes = scopes
         self.limited: list[str] = []
@@ -39,7 +42,7 @@ class ArgumentScan:
 
     def argument(self, value: Any) -> None:
         """Scan one argument."""
-        if type(value) in LEAVES and scope_of(value) is None:
+        if type(value) in LEAVES and self.values.scope_of(value) is None:
             return  # the common case (a number, a string): nothing to find
         walk(value, self.visit)
 
@@ -63,7 +66,7 @@ class ArgumentScan:
                 )
             self.upstreams.append(run)
             return True
-        scope = scope_of(node)
+        scope = self.values.scope_of(node)
         if scope is None:
             kind = type(node)
             if kind is allow_failure:

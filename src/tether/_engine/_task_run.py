@@ -28,6 +28,7 @@ from tether._cache import MISSING, results
 from tether._cache_policies import DEFAULT, CachePolicy, run_cache_key
 from tether._context import RunView
 from tether._core import (
+    FINAL_TYPES,
     AwaitingConcurrencySlot,
     Cached,
     Completed,
@@ -228,7 +229,7 @@ class TaskRun:
 
     def start(self) -> None:
         """Wait (by callback) for the upstreams, then continue with `_upstreams_done`."""
-        pending = [u for u in self.upstreams if u._callbacks is not _COMPLETE]
+        pending = [u for u in self.upstreams if u._callbacks is not _COMPLETE] if self.upstreams else None
         if not pending:
             self._upstreams_done()
             return
@@ -324,7 +325,7 @@ class TaskRun:
         """Move to Running (or Retrying); False if the run is already final (cancelled)."""
         with self.lock:
             state = self.record.state
-            if state.is_final():
+            if state.type in FINAL_TYPES:
                 return False
             if self.flow_run.cancelling:
                 cancelled = True
@@ -497,7 +498,7 @@ class TaskRun:
     def finish(self, state: State) -> bool:
         """Move to a final state; the first caller wins (a late thread's result is dropped)."""
         with self.lock:
-            if self.record.state.is_final():
+            if self.record.state.type in FINAL_TYPES:
                 return False
             event = transition(self.record, state)
             self.in_body = False
