@@ -12,7 +12,10 @@ Every engine runs in a fresh process of its own, and the rounds alternate betwee
    the store on (SQLite). Goals: on <= 2.5x bare, on/off <= 1.3x. The time with the store
    on includes opening the store; the process's exit (which writes what is still spooled)
    is timed apart.
-2. called: N called no-op tasks, store on: overhead per call over a plain call (<= 15 us).
+2. called: N called no-op tasks: overhead per call over a plain call, store on (<= 15 us) and
+   off, in rounds that alternate in one process (each flow's rows written after it, as in a
+   one-shot process); and five flows back to back, store on, each one's rows written while
+   the next runs (a long-lived process).
 3. memory: --big and --huge submitted no-op tasks in one flow, store on; peak RSS of the
    whole process tree (the flow process plus any writer), every row checked in the store
    (<= 250 MB for 100,000; <= 1 GB for 1,000,000). The --huge flow waits for its tasks in
@@ -77,8 +80,13 @@ def child_one_shot(engine: str, n: int) -> None:
     print(json.dumps({"took": took, "exit": time.perf_counter() - exit_start}), flush=True)
 
 
-def child_called(n: int) -> None:
-    os.environ["TETHER_STORE"] = "on"
+def child_called(n: int, rounds: int) -> None:
+    """Rounds alternate in this one process, so that both engines meet the same machine: a flow of
+    ``n`` called tasks with the store on (opened, and its earlier rows written, before the flow:
+    its own rows are written after it, as a one-shot process writes them at exit), then one with
+    the store off, then ``n`` plain calls. Then, as a long-lived process runs them, five flows
+    back to back with the store on, each flow's rows written while the next runs."""
+    import tether.store
     from tether import flow, task
 
     def plain(x=None):
@@ -99,10 +107,30 @@ def child_called(n: int) -> None:
             plain(i)
         return time.perf_counter() - start
 
+    def store(on: bool) -> None:
+        os.environ["TETHER_STORE"] = "on" if on else "off"
+        if on:
+            tether.store.enable()
+            tether.store.flush(600)
+        else:
+            tether.store.disable(600)
+
+    store(True)
     called(200)
-    best = min(called(n) for _ in range(5))
+    per_call: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(rounds):
+        base = plain_calls(n)
+        for mode in ("on", "off"):
+            store(mode == "on")
+            per_call[mode].append((called(n) - base) / n * 1e6)
+    store(True)
+    back_to_back = min(called(n) for _ in range(5))
     base = min(plain_calls(n) for _ in range(5))
-    print(json.dumps({"us": (best - base) / n * 1e6}), flush=True)
+    tether.store.disable(600)
+    print(json.dumps({
+        "on": statistics.median(per_call["on"]), "off": statistics.median(per_call["off"]),
+        "back_to_back": (back_to_back - base) / n * 1e6,
+    }), flush=True)  # fmt: skip
 
 
 def child_memory(n: int, chunk: int) -> None:
@@ -271,16 +299,29 @@ def one_shot(n: int, rounds: int, before: str | None) -> None:
 
 def called(n: int, rounds: int, before: str | None) -> None:
     env = fresh_env()
-    figures: dict[str, list[float]] = {"on": [], "before": []}
+    figures: dict[str, list[dict[str, float]]] = {"now": [], "before": []}
     for _ in range(rounds):
-        figures["on"].append(run_child(["--child", "called", str(n)], env)["us"])
+        figures["now"].append(run_child(["--child", "called", str(n), "7"], env))
         if before:
-            figures["before"].append(run_child(["--child", "called", str(n)], {**env, "PYTHONPATH": before})["us"])
+            figures["before"].append(run_child(["--child", "called", str(n), "7"], {**env, "PYTHONPATH": before}))
+
+    def med(code: str, key: str) -> float:
+        return statistics.median(answer[key] for answer in figures[code])
+
+    def line(code: str) -> str:
+        on, off = med(code, "on"), med(code, "off")
+        return (
+            f"store on {on:.1f} us, store off {off:.1f} us per call over a plain call: recording adds "
+            f"{on - off:.1f} us ({on / off:.2f}x); long-lived, each flow's rows written while the next "
+            f"runs: {med(code, 'back_to_back'):.1f} us"
+        )
+
     print(
-        f"called {n} no-op tasks, store on: {statistics.median(figures['on']):.1f} us per call over a plain call "
-        f"(median of {rounds} processes, each the best of 5; goal <= 15 us)"
-        + (f"; the code in {before}: {statistics.median(figures['before']):.1f} us" if before else "")
+        f"called {n} no-op tasks ({rounds} processes, medians; in each, 7 rounds alternate store on "
+        f"and off): {line('now')} (goal: store on <= 15 us)"
     )
+    if before:
+        print(f"  the code in {before}: {line('before')}")
 
 
 def memory(n: int, chunk: int, goal_mb: int) -> None:
@@ -391,7 +432,7 @@ def main() -> None:
         if kind == "one-shot":
             child_one_shot(rest[0], int(rest[1]))
         elif kind == "called":
-            child_called(int(rest[0]))
+            child_called(int(rest[0]), int(rest[1]))
         elif kind == "memory":
             child_memory(int(rest[0]), int(rest[1]))
         elif kind == "kill":

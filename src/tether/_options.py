@@ -184,7 +184,7 @@ class ParameterBinder:
         params = list(signature.parameters.values())
         self.names = [p.name for p in params]
         self.name_set = frozenset(self.names)
-        self.required = [p.name for p in params if p.default is p.empty]
+        self.required = frozenset(p.name for p in params if p.default is p.empty)
         self.simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +194,7 @@ class ParameterBinder:
                 if key not in self.name_set or key in bound:
                     return self._slow(args, kwargs)
                 bound[key] = value
-            if len(bound) < len(self.required) or any(name not in bound for name in self.required):
+            if self.required and not bound.keys() >= self.required:  # one missing: `_slow` says which
                 return self._slow(args, kwargs)
             return bound
         return self._slow(args, kwargs)

@@ -132,7 +132,8 @@ class FlowRun:
         if options.task_run_name is not None:
             context = with_defaults(options.signature, parameters)
             record.name = render_run_name(options.owner, "task_run_name", options.task_run_name, context, RunContext(self, run))
-        join_scopes(scopes, options.name, record.id, run)
+        if scopes:
+            join_scopes(scopes, options.name, record.id, run)
         with self._active_lock:
             self._active.add(run)
         if self.events.active:

@@ -3,11 +3,12 @@
 On the engine's hot path `record` encodes the event (`_encode`: the little work that
 needs the live objects) and extends a flat queue with the record's items: strings and
 numbers, which the garbage collector does not track, where queued tuples would make
-it collect more often while a busy flow runs. A writer thread waits a few
-milliseconds for a burst to gather, takes the whole queue in one slice and appends
-it to this process's spool (`_spool`): from then on the records outlive a SIGKILL of
-this process, and a flow run's end waits for no more than that (it spools what is
-queued on its own thread, without waiting for the writer thread to take a turn; and
+it collect more often while a busy flow runs. The thread whose record fills a batch
+takes the whole queue in one slice and appends it to this process's spool (`_spool`):
+from then on the records outlive a SIGKILL of this process. A writer thread spools what
+is left over: a few milliseconds after a burst began, then every `SPOOL_SECONDS` while
+records keep coming. A flow run's end waits for no more than the spool (it spools what
+is queued on its own thread, without waiting for the writer thread to take a turn; and
 while that thread writes rows, the recording threads spool what they queue). The rows
 are written from the spool later, while the flow does not need the CPU: once the
 stream pauses (`QUIET_SECONDS`), at the latest `DEFER_SECONDS` after the oldest was
