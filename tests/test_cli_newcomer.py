@@ -96,12 +96,23 @@ SLOW_CLEANUP = textwrap.dedent(
     """
     import pathlib
     import sys
+    import threading
+    import time
 
     from tether import flow, resource, task
+
+    def flow_body_over() -> bool:
+        # The main thread waits for the cleanups at the flow's end: its body is over.
+        frame = sys._current_frames().get(threading.main_thread().ident)
+        while frame is not None and frame.f_code.co_name != "wait_and_decide":
+            frame = frame.f_back
+        return frame is not None
 
     @resource
     def conn(marker: str):
         yield "c"
+        while not flow_body_over():     # the cleanup starts as the block ends, while the body returns
+            time.sleep(0.001)
         print("cleaning", flush=True)   # the work is done: the test sends SIGTERM now
         sys.stdin.readline()            # until the test says the signal was sent
         pathlib.Path(marker + ".done").write_text("cleaned")
