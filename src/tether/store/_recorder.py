@@ -41,10 +41,10 @@ from tether._clock import Clock, SystemClock
 from tether._core import Event, ResourceEvent
 from tether._runtime import get_clock
 from tether._settings import store_writer_process
-from tether.store._encode import Encoder, split_records
+from tether.store._encode import Encoder
+from tether.store._failure import ITEMS_PER_RECORD, count_records, failure_message
 from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
-from tether.store._redact import redact_text
 from tether.store._rows import RowWriter
 from tether.store._spool import READ_BYTES, Drain, Position, Spool, store_key
 from tether.store._writer_process import WriterProcess, WriterProcessFailed
@@ -57,8 +57,6 @@ DURABLE_STEPS = frozenset({"setup-started", "handle", "cleanup", "cleanup-failed
 DURABLE_TIMEOUT = 10.0
 #: This many events within a second means the stream is heavy: hand the writing to the writer process.
 WRITER_PROCESS_THRESHOLD = 2000
-#: Records are about this many items long on average: the flat queue's batch size is in items.
-ITEMS_PER_RECORD = 9
 #: With the writer process, the flow process tells it how far the spool goes at most this often
 #: (each message costs the flow's threads the GIL and the writer process a wake-up on a core they
 #: would use); records are spooled as often as without it.
@@ -209,7 +207,7 @@ class StoreRecorder:
             if self.failure is None:
                 self._spooled_elsewhere += self._spool_items(self._take())
             else:
-                self.dropped += _count(self._take())
+                self.dropped += count_records(self._take())
         finally:
             self._spool_lock.release()
         if not self._wake.is_set():
@@ -277,7 +275,7 @@ class StoreRecorder:
         try:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - a bug in the writer: stop recording, but never leave a flush waiting
-            self._give_up(exc, _count(self._queue))
+            self._give_up(exc, count_records(self._queue))
             self._release_waiters()
         finally:
             if self._writer_process is not None:
@@ -326,7 +324,7 @@ class StoreRecorder:
                 if self.failure is None:
                     spooled += self._spool_items(items)
                 else:
-                    self.dropped += _count(items)
+                    self.dropped += count_records(items)
                 del items
                 end = self._spool.end if self._spool is not None else (0, 0)
             if spooled:
@@ -351,7 +349,7 @@ class StoreRecorder:
             assert self._spool is not None
             self._spool.append(items)
         except Exception as exc:  # noqa: BLE001 - whatever the failure, the flow goes on
-            self._give_up(exc, _count(items))
+            self._give_up(exc, count_records(items))
             return 0
         count = max(len(items) // ITEMS_PER_RECORD, 1)
         self._unconfirmed += count
@@ -572,38 +570,8 @@ class StoreRecorder:
         with self._failure_lock:  # the writer thread and a thread spooling its records may both fail
             if self.failure is not None:
                 return
-            self.failure = self._failure_message(exc)
+            flows = {**self._encoder.unconfirmed_flows, **self._encoder.open_flows}
+            self.failure = failure_message(self.location, flows, exc)
         self._accepting = False
         self.dropped += lost
         log.error(self.failure)
-
-    def _failure_message(self, exc: BaseException) -> str:
-        flows = {**self._encoder.unconfirmed_flows, **self._encoder.open_flows}
-        if flows:
-            shown = ", ".join(f"{name!r} ({run_id})" for run_id, name in list(flows.items())[:5])
-            more = f" and {len(flows) - 5} more" if len(flows) > 5 else ""
-            what = f"flow run(s) {shown}{more} and every later run in this process"
-        else:
-            what = "every run in this process from now on"
-        failed = getattr(exc, "orig", None) or exc
-        reason = str(exc) if isinstance(exc, WriterProcessFailed) else f"{type(exc).__name__}: {failed}"
-        reason = redact_text(reason.splitlines()[0] if reason else type(exc).__name__)
-        where = self.location.shown
-        fix = (
-            f"check that {where} is writable and its disk is not full"
-            if self.location.is_sqlite
-            else "check that the database server is up and TETHER_DATABASE_URL is right"
-        )
-        return (
-            f"tether: the run store {where} failed ({reason}). The flow keeps running, but {what} will be "
-            f"missing from the store: states, logs and resource ledger rows are not recorded. "
-            f"To fix: {fix}, then run again."
-        )
-
-
-def _count(items: list[Any]) -> int:
-    """How many records ``items`` holds (for the count of those not recorded)."""
-    try:
-        return len(split_records(items))
-    except (KeyError, TypeError):  # not whole records: a bug; count them roughly
-        return len(items) // ITEMS_PER_RECORD
