@@ -7,7 +7,11 @@ is and updated later. Every state change is a row of its own, as is every log
 line and resource use. Flow runs and the resource ledger are few and always
 written at once. Messages, log lines and errors lose their secrets here (`_redact`).
 
-Planning does no I/O; `Batch.apply` writes one batch in one transaction.
+Planning does no I/O; `Batch.apply` writes one batch in one transaction. A row
+inserted again takes what the new insert carries (`_upsert_task_runs`, `_insert_or_update`):
+a writer killed between committing a batch and saying so in its spool leaves that batch
+to be replayed by a planner that knows nothing of the rows already there, so its
+inserts carry runs and ledger rows those rows hold in an earlier state.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ _FINAL = frozenset(t.value for t in FINAL_TYPES)
 # An update applies unless it would take a run out of a final state: a process that saw the
 # run's process die may have recorded it Crashed (`_crashed`) before a late write of its records.
 _FINAL_LIST = ", ".join(f"'{t}'" for t in sorted(_FINAL))
-_KEEPS_FINAL = f"(state_type IS NULL OR state_type NOT IN ({_FINAL_LIST}) OR {{mark}} IN ({_FINAL_LIST}))"
+_KEEPS_FINAL = f"({{now}} IS NULL OR {{now}} NOT IN ({_FINAL_LIST}) OR {{new}} IN ({_FINAL_LIST}))"
 
 
 @dataclass
@@ -108,17 +112,17 @@ class Batch:
 
     def apply(self, conn: sa.Connection) -> None:
         if self.flow_inserts:
-            conn.execute(_insert_new(conn, flow_runs), list(self.flow_inserts.values()))
+            conn.execute(_insert_or_update(conn, flow_runs), list(self.flow_inserts.values()))
         if self.resource_inserts:
-            conn.execute(_insert_new(conn, resources), list(self.resource_inserts.values()))
+            conn.execute(_insert_or_update(conn, resources), list(self.resource_inserts.values()))
         if self.task_inserts:
-            insert_rows(conn, "task_runs", TASK_COLUMNS, self.task_inserts, ignore=True)
+            insert_rows(conn, "task_runs", TASK_COLUMNS, self.task_inserts, upsert=_upsert_task_runs(conn))
         if self.task_updates:
             mark = _mark(conn)
             assignments = ", ".join(f"{c} = {mark}" for c in _UPDATE_SET)
             conn.exec_driver_sql(
                 f"UPDATE task_runs SET {assignments}, start_time = COALESCE(start_time, {mark}) WHERE id = {mark}"
-                f" AND {_KEEPS_FINAL.format(mark=mark)}",
+                f" AND {_KEEPS_FINAL.format(now='state_type', new=mark)}",
                 [(*r, r[0]) for r in self.task_updates],
             )
         if self.flow_updates:
@@ -402,22 +406,23 @@ SQLITE_ROWS_PER_INSERT = 500
 
 
 def insert_rows(
-    conn: sa.Connection, table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]], ignore: bool = False
+    conn: sa.Connection, table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]], upsert: str = ""
 ) -> None:
-    """Insert ``rows`` (in ``columns`` order) with as few round trips as the driver allows.
+    """Insert ``rows`` (in ``columns`` order) with as few round trips as the driver allows;
+    ``upsert`` ends each statement (what a row already there becomes).
 
     On SQLite, many rows go in one multi-row INSERT: ``executemany`` would release and
     retake the GIL once per row, and each retake can wait for the engine's threads.
     """
     if conn.dialect.name != "sqlite":
-        conn.exec_driver_sql(_insert_sql(conn, table, columns, 1, ignore), [tuple(r) for r in rows])
+        conn.exec_driver_sql(_insert_sql(conn, table, columns, 1, upsert), [tuple(r) for r in rows])
         return
     start = 0
     while start < len(rows):
         count = _rows_per_statement(len(rows) - start)
         chunk = rows[start : start + count]
         conn.exec_driver_sql(
-            _insert_sql(conn, table, columns, count, ignore), tuple(itertools.chain.from_iterable(chunk))
+            _insert_sql(conn, table, columns, count, upsert), tuple(itertools.chain.from_iterable(chunk))
         )
         start += count
 
@@ -431,46 +436,68 @@ def _rows_per_statement(left: int) -> int:
     return 1 << (left.bit_length() - 1)
 
 
-def _insert_sql(conn: sa.Connection, table: str, columns: tuple[str, ...], count: int, ignore: bool = False) -> str:
+def _insert_sql(conn: sa.Connection, table: str, columns: tuple[str, ...], count: int, upsert: str = "") -> str:
     one = "(" + ", ".join([_mark(conn)] * len(columns)) + ")"
     marks = ", ".join([one] * count)
-    head, tail = "INSERT INTO", ""
-    if ignore:
-        dialect = conn.dialect.name
-        if dialect == "sqlite":
-            head = "INSERT OR IGNORE INTO"
-        elif dialect == "postgresql":
-            tail = " ON CONFLICT DO NOTHING"
-        elif dialect in ("mysql", "mariadb"):
-            head = "INSERT IGNORE INTO"
-    return f"{head} {table} ({', '.join(columns)}) VALUES {marks}{tail}"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks}{upsert}"
 
 
-def _insert_new(conn: sa.Connection, table: sa.Table) -> Any:
-    """An INSERT that skips rows already there (a run recorded twice must not fail the batch)."""
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect in ("mysql", "mariadb"):
-        return table.insert().prefix_with("IGNORE")
-    return table.insert()
+#: A task run inserted again takes the state the insert carries, unless that would take it out of
+#: a final state (as `_KEEPS_FINAL` says of updates); it keeps the start time it had.
+_TASK_UPSERT = (
+    " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _UPDATE_SET)
+    + ", start_time = COALESCE(task_runs.start_time, excluded.start_time) WHERE "
+    + _KEEPS_FINAL.format(now="task_runs.state_type", new="excluded.state_type")
+)
+
+
+def _upsert_task_runs(conn: sa.Connection) -> str:
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        return _TASK_UPSERT
+    # MySQL and MariaDB (not run stores tether supports) have no ON CONFLICT: the row is left as it was.
+    return " ON DUPLICATE KEY UPDATE id = id" if conn.dialect.name in ("mysql", "mariadb") else ""
 
 
 _FLOW_STATE_COLUMNS = ("state_type", "state_name", "state_message", "error", "run_count", "updated", "end_time")
+
+#: What a ledger row inserted again takes from the insert: each step it records (a step the row
+#: holds already, such as a reaper's, stays where the insert has none).
+_LEDGER_STEP_COLUMNS = (
+    "handle", "setup_outcome", "setup_error", "setup_at", "scope_outcome", "cleanup_outcome", "cleanup_error",
+    "cleanup_seconds", "cleaned_at",
+)  # fmt: skip
+
+
+def _insert_or_update(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT of flow runs or ledger rows; a row already there takes what the insert carries."""
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        return table.insert().prefix_with("IGNORE")
+    if dialect not in ("sqlite", "postgresql"):
+        return table.insert()
+    insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+    new = insert.excluded
+    if table is flow_runs:
+        set_: dict[str, Any] = {c: new[c] for c in _FLOW_STATE_COLUMNS}
+        set_["start_time"] = sa.func.coalesce(table.c.start_time, new.start_time)
+        where = _keeps_final(table.c.state_type, new.state_type)
+        return insert.on_conflict_do_update(index_elements=[table.c.id], set_=set_, where=where)
+    set_ = {c: sa.func.coalesce(new[c], table.c[c]) for c in _LEDGER_STEP_COLUMNS}
+    return insert.on_conflict_do_update(index_elements=[table.c.scope_id, table.c.host, table.c.pid], set_=set_)
 
 
 def _flow_update() -> Any:
     values: dict[str, Any] = {c: sa.bindparam(f"b_{c}") for c in _FLOW_STATE_COLUMNS}
     values["start_time"] = sa.func.coalesce(flow_runs.c.start_time, sa.bindparam("b_start_time"))
-    finals: list[Any] = [sa.literal_column(f"'{t}'") for t in sorted(_FINAL)]  # in the SQL: the same for every row
-    keeps_final = sa.or_(
-        flow_runs.c.state_type.is_(None),
-        flow_runs.c.state_type.not_in(finals),
-        sa.bindparam("b_new_type").in_(finals),
-    )
+    keeps_final = _keeps_final(flow_runs.c.state_type, sa.bindparam("b_new_type"))
     return sa.update(flow_runs).where(flow_runs.c.id == sa.bindparam("b_id")).where(keeps_final).values(values)
+
+
+def _keeps_final(now: Any, new: Any) -> Any:
+    """`_KEEPS_FINAL` as an expression: the final types are in the SQL, the same for every row."""
+    finals: list[Any] = [sa.literal_column(f"'{t}'") for t in sorted(_FINAL)]
+    return sa.or_(now.is_(None), now.not_in(finals), new.in_(finals))
 
 
 def _bind(row: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,9 @@ marshalled, ``p``: pickled), the items.
 Who writes a spool's rows holds an exclusive ``flock`` on its lock file
 (``<stem>.lock``); a replay takes it without waiting, and only when the process
 that spooled is gone. Between committing rows and rewriting the header a killed
-writer leaves one batch to be written again; task and flow rows are written
-idempotently, so only that batch's state changes and log lines could repeat.
+writer leaves one batch to be written again; task and flow rows and the ledger's are
+written idempotently (a row inserted again takes what the insert carries, see `_plan`),
+so only that batch's state changes and log lines could repeat.
 """
 
 from __future__ import annotations
@@ -276,10 +277,11 @@ class Drain:
         return items, (seq, offset)
 
     def _frames(self, offset: int, upto: int, limit: int, items: list[Any]) -> int:
-        """Append the items of the whole frames between ``offset`` and ``upto``; the bytes taken."""
+        """Append the items of the whole frames between ``offset`` and ``upto``; the bytes taken
+        (at least one frame's, whatever the limit)."""
         if upto <= offset:
             return 0
-        data = os.pread(self._fd, min(upto - offset, limit), offset)
+        data = os.pread(self._fd, min(upto - offset, max(limit, _LENGTH.size)), offset)
         at = 0
         while at + _LENGTH.size <= len(data):
             (length,) = _LENGTH.unpack_from(data, at)
