@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tether import FlowRunTimeout, TaskRunTimeout, flow, task, task_input_hash
+from tether import FlowRunTimeout, TaskRunTimeout, flow, get_run_logger, task, task_input_hash
 from tether._clock import SystemClock
 from tether._core import InMemoryRecorder, RunCreated
 from tether._interrupt import Watchdog
@@ -254,6 +254,43 @@ def count_forever():
     n = 0
     while not _stop.is_set():
         n += 1
+
+
+@task(timeout_seconds=0.2)
+def log_forever(stopped: list):
+    """Logs in a tight loop: a timeout that lands in the logging module's ``emit`` must not be
+    swallowed by its ``except Exception`` (nor by the body's own)."""
+    logger = get_run_logger()
+    try:
+        while not _stop.is_set():
+            try:
+                logger.info("still going")
+            except Exception:  # noqa: BLE001, S110 - what a body that keeps going whatever happens does
+                pass
+    finally:
+        stopped.append(threading.get_ident())
+
+
+@pytest.mark.parametrize("how", ["call", "submit"])
+def test_a_task_that_logs_and_catches_every_exception_in_a_loop_still_stops_at_its_timeout(runner, how):
+    stopped: list[int] = []
+    states = []
+
+    @flow(task_runner=runner)
+    def pipeline():
+        if how == "call":
+            states.append(log_forever(stopped, return_state=True))
+            return
+        futures = [log_forever.submit(stopped) for _ in range(6)]
+        for future in futures:
+            future.wait()
+        states.extend(future.state for future in futures)
+
+    pipeline()
+    assert [s.name for s in states] == ["TimedOut"] * len(states)
+    assert all(isinstance(s.data, TaskRunTimeout) for s in states)
+    assert not any("abandoned" in s.message for s in states)  # none was given up on and left running
+    assert len(stopped) == len(states)  # each body stopped
 
 
 @pytest.mark.parametrize("body", [spin_forever, count_forever], ids=["pass", "count"])

@@ -30,6 +30,7 @@
 
     RunInterrupted (a BaseException, like KeyboardInterrupt)
     ├── TaskRunCancelled                     thrown into a running task when its flow is cancelled
+    ├── TimeoutInterrupt                     thrown into a running task or flow body at its timeout
     └── Terminated (also SystemExit)         SIGTERM turned into cancellation
 
     tether._core's own, raised by the run-state kernel, which imports nothing of tether:
@@ -167,6 +168,17 @@ class RunInterrupted(BaseException):
 
 class TaskRunCancelled(RunInterrupted):
     """Thrown into a running task when its flow run is cancelled."""
+
+
+class TimeoutInterrupt(RunInterrupted):
+    """Thrown into a running task's thread (or a flow body's) at its timeout; the run then ends
+    ``TimedOut`` with a `TaskRunTimeout` (`FlowRunTimeout`).
+
+    A BaseException, as what Prefect throws there is: an ``except Exception`` on its way, the
+    body's own or the logging module's around a handler's ``emit`` (which prints "--- Logging
+    error ---" and goes on), would swallow a `TaskRunTimeout`, and the body would run on past
+    its timeout.
+    """
 
 
 class Terminated(RunInterrupted, SystemExit):

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether._clock import Clock
+from tether._errors import TimeoutInterrupt
 from tether._mailbox import SLICE_SECONDS, is_expecting, run_posted
 from tether._runtime import Part, Runtime, get_clock
 
@@ -35,8 +36,32 @@ _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 
 
 def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
-    """Make ``exc_type`` raise in the thread ``thread_id``; False if no such thread."""
-    return bool(_set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)) == 1)
+    """Make ``exc_type`` raise in the thread ``thread_id`` (as `landing`); False if no such thread."""
+    return bool(_set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(landing(exc_type))) == 1)
+
+
+def landing(exc_type: type[BaseException]) -> type[BaseException]:
+    """What is raised in a thread to interrupt it with ``exc_type``: a timeout (a `TimeoutError`,
+    which ``except Exception`` catches) lands as `TimeoutInterrupt`; whoever sent it knows
+    which timeout it stands for."""
+    return TimeoutInterrupt if issubclass(exc_type, TimeoutError) else exc_type
+
+
+def let_go_of_logging_locks() -> None:
+    """Release the logging module's locks that the calling thread still holds.
+
+    An interrupt thrown into a thread (a timeout, a cancellation, Ctrl-C) can land as a
+    handler's ``release()`` begins, once its ``emit`` is done: the handler's lock stays
+    held, and every other thread that logs through that handler waits for ever (a flow
+    whose tasks log in a loop hung at their timeout). The shells call this once an
+    interrupt has ended the user's code, when the thread holds no such lock of its own.
+    """
+    handlers = (ref() for ref in list(getattr(logging, "_handlerList", ())))
+    locks = [getattr(logging, "_lock", None), *(getattr(h, "lock", None) for h in handlers)]
+    for lock in locks:
+        owned = getattr(lock, "_is_owned", None)
+        while owned is not None and owned():
+            lock.release()  # type: ignore[union-attr]
 
 
 def clear_in_thread(thread_id: int) -> None:

@@ -39,6 +39,7 @@ from tether._errors import (
     FlowRunTimeout,
     TaskRunCancelled,
     Terminated,
+    TimeoutInterrupt,
     UnresolvedFailureError,
 )
 from tether._futures import TaskFuture
@@ -341,7 +342,7 @@ class FlowRun:
     def body_failed(self, exc: BaseException) -> float | None:
         """Decide what the body's error leads to; returns a retry delay or None."""
         self._leave_body()
-        if self.timed_out and isinstance(exc, (KeyboardInterrupt, FlowRunTimeout)):
+        if self.timed_out and isinstance(exc, (KeyboardInterrupt, FlowRunTimeout, TimeoutInterrupt)):
             exc = FlowRunTimeout(flow_timeout_message(self.record.name, self.options.timeout_seconds or 0))
         if not isinstance(exc, Exception) or isinstance(exc, FlowRunTimeout):
             self.cancel(exc)

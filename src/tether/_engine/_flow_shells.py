@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from tether._context import current_run
 from tether._engine._flow_run import FlowRun
 from tether._errors import Terminated
+from tether._interrupt import let_go_of_logging_locks
 from tether._options import FlowOptions
 from tether._runtime import get_clock
 
@@ -56,6 +57,8 @@ def run_flow_sync(flow: FlowDefinition, args: tuple[Any, ...], kwargs: dict[str,
             try:
                 value = fn(*args, **kwargs)
             except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    let_go_of_logging_locks()  # an interrupt may have landed in a log handler's release
                 delay = flow_run.body_failed(exc)
                 if delay is None:
                     break

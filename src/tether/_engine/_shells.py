@@ -16,6 +16,7 @@ from tether._context import RunContext, current_run
 from tether._core import Crashed
 from tether._engine._task_run import TaskRun
 from tether._errors import TaskRunTimeout
+from tether._interrupt import let_go_of_logging_locks
 from tether._runtime import get_clock
 from tether._shield import unshielded
 from tether._stand_in import local_arguments
@@ -35,6 +36,8 @@ def run_sync(run: TaskRun) -> None:
                 finally:
                     run.end_body()
             except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    let_go_of_logging_locks()  # an interrupt may have landed in a log handler's release
                 delay = run.failed(exc)
                 if delay is None or not unshielded(run.wait_before_retry, delay):  # interruptible, like the body
                     return

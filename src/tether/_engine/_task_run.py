@@ -51,6 +51,7 @@ from tether._core._decide import retries_left
 from tether._errors import (
     RunInterrupted,
     TaskRunTimeout,
+    TimeoutInterrupt,
     UpstreamFailedError,
 )
 from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
@@ -369,7 +370,7 @@ class TaskRun:
         """Apply the kernel's verdict on a failed attempt (``lost``: the runner lost it with its
         worker); returns the retry delay, or None if the run is final."""
         interrupt, self.interrupt = self.interrupt, None
-        timed_out = isinstance(exc, TaskRunTimeout) or interrupt is TaskRunTimeout
+        timed_out = isinstance(exc, (TaskRunTimeout, TimeoutInterrupt)) or interrupt is TaskRunTimeout
         failure = classify_failure(
             timed_out=timed_out,
             interrupted=isinstance(exc, (RunInterrupted, KeyboardInterrupt, asyncio.CancelledError)),

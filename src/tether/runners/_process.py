@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 
 from tether._errors import TaskRunTimeout
-from tether._interrupt import raise_in_thread, survive_stop_signals
+from tether._interrupt import landing, raise_in_thread, survive_stop_signals
 from tether.runners._wire import Call, WorkerLost, dump_error, load_error
 from tether.runners._worker import Interrupter, WorkerRuntime, install
 from tether.runners._checks import check_count
@@ -452,7 +452,7 @@ def _interrupt_by_signal() -> Interrupter:
         # No lock here: the main thread may hold one when the signal arrives.
         if target and target[0][0].is_running(target[0][1]):
             _, _, exc_type = target.pop()
-            raise exc_type()
+            raise landing(exc_type)()
 
     signal.signal(signal.SIGUSR1, on_signal)
     return interrupter

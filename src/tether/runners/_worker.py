@@ -39,7 +39,7 @@ import cloudpickle
 
 from tether._context import RunContext, current_run
 from tether._errors import TaskRunTimeout, UsageError
-from tether._interrupt import Watchdog, clear_in_thread, raise_in_thread
+from tether._interrupt import Watchdog, clear_in_thread, let_go_of_logging_locks, raise_in_thread
 from tether._interrupt import watchdog as process_watchdog
 from tether._logging import enable_log_prints, logger
 from tether.runners._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error
@@ -247,6 +247,8 @@ class WorkerRuntime:
                     self._end_body(call.call_id, entry)
                 ok, payload = True, _dump_value(value, call)
             except BaseException as exc:  # noqa: BLE001 - the run's error travels in the result
+                if not isinstance(exc, Exception):
+                    let_go_of_logging_locks()  # an interrupt may have landed in a log handler's release
                 ok, payload = False, dump_error(exc)
             finally:
                 with self._running_lock:  # again: an interrupt may have landed inside _end_body
