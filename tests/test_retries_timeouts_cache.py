@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import pytest
 from tether import FlowRunTimeout, TaskRunTimeout, flow, get_run_logger, task, task_input_hash
 from tether._clock import SystemClock
 from tether._core import InMemoryRecorder, RunCreated
+from tether._engine import _task_run
 from tether._interrupt import Watchdog
 from tether.runners import ThreadPoolRunner
 from tether.testing import FakeClock
@@ -291,6 +294,56 @@ def test_a_task_that_logs_and_catches_every_exception_in_a_loop_still_stops_at_i
     assert all(isinstance(s.data, TaskRunTimeout) for s in states)
     assert not any("abandoned" in s.message for s in states)  # none was given up on and left running
     assert len(stopped) == len(states)  # each body stopped
+
+
+def test_a_timeout_that_lands_as_a_log_handler_lock_is_taken_leaves_the_lock_free(monkeypatch):
+    """The interrupt is sent while the body waits for a log handler's lock, so it lands as the
+    acquire returns, before the handler's ``try``: the shell must let go of that lock."""
+    handler = logging.StreamHandler(io.StringIO())
+    logger = logging.getLogger(f"tether.tests.gated.{os.getpid()}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    held, sent = threading.Event(), threading.Event()
+
+    def hold_the_handler_lock():
+        with handler.lock:
+            held.set()
+            sent.wait(30)
+
+    holder = threading.Thread(target=hold_the_handler_lock, daemon=True)
+    holder.start()
+    held.wait(30)
+    real = _task_run.raise_in_thread
+
+    def raise_then_free_the_handler(thread_id, exc_type):
+        landed = real(thread_id, exc_type)
+        sent.set()  # the body, blocked in the handler's acquire, gets the lock with the interrupt pending
+        return landed
+
+    monkeypatch.setattr(_task_run, "raise_in_thread", raise_then_free_the_handler)
+
+    @task(timeout_seconds=0.2)
+    def waits_for_the_handler():
+        logger.warning("waits for the handler's lock")
+
+    states = []
+
+    @flow
+    def pipeline():
+        future = waits_for_the_handler.submit()
+        future.wait()
+        states.append(future.state)
+
+    try:
+        pipeline()
+    finally:
+        sent.set()
+        holder.join(30)
+        logger.removeHandler(handler)
+    assert [s.name for s in states] == ["TimedOut"]
+    assert "abandoned" not in states[0].message
+    assert handler.lock.acquire(timeout=10), "the task's thread still holds the log handler's lock"
+    handler.lock.release()
 
 
 @pytest.mark.parametrize("body", [spin_forever, count_forever], ids=["pass", "count"])
