@@ -50,8 +50,9 @@ def landing(exc_type: type[BaseException]) -> type[BaseException]:
 def let_go_of_logging_locks() -> None:
     """Release the logging module's locks that the calling thread still holds.
 
-    An interrupt thrown into a thread (a timeout, a cancellation, Ctrl-C) can land as a
-    handler's ``release()`` begins, once its ``emit`` is done: the handler's lock stays
+    An interrupt thrown into a thread (a timeout, a cancellation, Ctrl-C) can land between
+    a handler's lock being taken and the ``try`` that releases it: as ``acquire()`` returns
+    (sent while the thread waited for the lock) or as ``release()`` begins. The lock stays
     held, and every other thread that logs through that handler waits for ever (a flow
     whose tasks log in a loop hung at their timeout). The shells call this once an
     interrupt has ended the user's code, when the thread holds no such lock of its own.
