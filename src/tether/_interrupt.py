@@ -47,8 +47,9 @@ def landing(exc_type: type[BaseException]) -> type[BaseException]:
     return TimeoutInterrupt if issubclass(exc_type, TimeoutError) else exc_type
 
 
-def let_go_of_logging_locks() -> None:
-    """Release the logging module's locks that the calling thread still holds.
+def let_go_of_logging_locks(exc: BaseException) -> None:
+    """If ``exc`` is an interrupt (not an `Exception`) that ended the user's code on the calling
+    thread, release the logging module's locks that the thread still holds.
 
     An interrupt thrown into a thread (a timeout, a cancellation, Ctrl-C) can land between
     a handler's lock being taken and the ``try`` that releases it: as ``acquire()`` returns
@@ -57,6 +58,8 @@ def let_go_of_logging_locks() -> None:
     whose tasks log in a loop hung at their timeout). The shells call this once an
     interrupt has ended the user's code, when the thread holds no such lock of its own.
     """
+    if isinstance(exc, Exception):
+        return
     handlers = (ref() for ref in list(getattr(logging, "_handlerList", ())))
     locks = [getattr(logging, "_lock", None), *(getattr(h, "lock", None) for h in handlers)]
     for lock in locks:

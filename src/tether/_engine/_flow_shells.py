@@ -57,8 +57,7 @@ def run_flow_sync(flow: FlowDefinition, args: tuple[Any, ...], kwargs: dict[str,
             try:
                 value = fn(*args, **kwargs)
             except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    let_go_of_logging_locks()  # an interrupt may have landed in a log handler's release
+                let_go_of_logging_locks(exc)  # an interrupt may have left a log handler's lock held
                 delay = flow_run.body_failed(exc)
                 if delay is None:
                     break

@@ -36,8 +36,7 @@ def run_sync(run: TaskRun) -> None:
                 finally:
                     run.end_body()
             except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    let_go_of_logging_locks()  # an interrupt may have landed in a log handler's release
+                let_go_of_logging_locks(exc)  # an interrupt may have left a log handler's lock held
                 delay = run.failed(exc)
                 if delay is None or not unshielded(run.wait_before_retry, delay):  # interruptible, like the body
                     return

@@ -51,7 +51,6 @@ from tether._core._decide import retries_left
 from tether._errors import (
     RunInterrupted,
     TaskRunTimeout,
-    TimeoutInterrupt,
     UpstreamFailedError,
 )
 from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
@@ -370,7 +369,8 @@ class TaskRun:
         """Apply the kernel's verdict on a failed attempt (``lost``: the runner lost it with its
         worker); returns the retry delay, or None if the run is final."""
         interrupt, self.interrupt = self.interrupt, None
-        timed_out = isinstance(exc, (TaskRunTimeout, TimeoutInterrupt)) or interrupt is TaskRunTimeout
+        # A TimeoutInterrupt is this run's timeout only if the run sent it (a flow's timeout sends one too).
+        timed_out = isinstance(exc, TaskRunTimeout) or interrupt is TaskRunTimeout
         failure = classify_failure(
             timed_out=timed_out,
             interrupted=isinstance(exc, (RunInterrupted, KeyboardInterrupt, asyncio.CancelledError)),

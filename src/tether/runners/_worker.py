@@ -247,8 +247,7 @@ class WorkerRuntime:
                     self._end_body(call.call_id, entry)
                 ok, payload = True, _dump_value(value, call)
             except BaseException as exc:  # noqa: BLE001 - the run's error travels in the result
-                if not isinstance(exc, Exception):
-                    let_go_of_logging_locks()  # an interrupt may have landed in a log handler's release
+                let_go_of_logging_locks(exc)  # an interrupt may have left a log handler's lock held
                 ok, payload = False, dump_error(exc)
             finally:
                 with self._running_lock:  # again: an interrupt may have landed inside _end_body
