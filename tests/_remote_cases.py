@@ -410,6 +410,43 @@ def test_a_timeout_interrupts_the_body_on_its_worker(make_runner, tmp_path):
     assert [e["error"] for e in log.entries("stopped")] == ["TimeoutInterrupt"]
 
 
+def test_a_timeout_that_lands_in_a_finalizer_is_sent_again_on_its_worker(make_runner, tmp_path):
+    log = StepLog(tmp_path / "steps.jsonl")
+
+    class SpinsUntilInterrupted:
+        def __del__(self):  # Python drops what lands here ("Exception ignored in")
+            log.add("finalizing")
+            spin_until = time.monotonic() + 30  # a bound, should no interrupt ever come
+            while time.monotonic() < spin_until:
+                pass
+
+    @task(timeout_seconds=0.5)
+    def spins():
+        SpinsUntilInterrupted()  # freed at once: the timeout lands in its __del__
+        log.add("went on")
+        try:
+            spin_until = time.monotonic() + 30
+            while time.monotonic() < spin_until:
+                pass
+        except BaseException as exc:
+            log.add("stopped", error=type(exc).__name__)
+            raise
+
+    states = []
+
+    @flow(task_runner=make_runner())
+    def pipeline():
+        future = spins.submit()
+        future.wait()
+        states.append(future.state)
+
+    pipeline()
+    assert [s.name for s in states] == ["TimedOut"]
+    assert "abandoned" not in states[0].message  # stopped by the interrupt sent again, not given up on
+    assert [e["step"] for e in log.entries()] == ["finalizing", "went on", "stopped"]
+    assert [e["error"] for e in log.entries("stopped")] == ["TimeoutInterrupt"]
+
+
 def test_cancelling_the_flow_interrupts_running_tasks_and_cancels_waiting_ones(make_runner, worker_count, capacity, tmp_path):
     log = StepLog(tmp_path / "steps.jsonl")
     futures: list[Any] = []

@@ -27,7 +27,7 @@ from tether import FlowRunTimeout, TaskRunTimeout, flow, get_run_logger, task, t
 from tether._clock import SystemClock
 from tether._core import InMemoryRecorder, RunCreated
 from tether._engine import _task_run
-from tether._interrupt import Watchdog
+from tether._interrupt import RESEND_SECONDS, Watchdog
 from tether.runners import ThreadPoolRunner
 from tether.testing import FakeClock
 
@@ -294,6 +294,107 @@ def test_a_task_that_logs_and_catches_every_exception_in_a_loop_still_stops_at_i
     assert all(isinstance(s.data, TaskRunTimeout) for s in states)
     assert not any("abandoned" in s.message for s in states)  # none was given up on and left running
     assert len(stopped) == len(states)  # each body stopped
+
+
+class SpinsUntilInterrupted:
+    """Its ``__del__`` spins until an interrupt lands there, where Python prints it and drops it
+    ("Exception ignored in"): the body that freed it goes on as if nothing had been sent."""
+
+    def __del__(self):
+        spin_until = time.monotonic() + 30  # a bound, should no interrupt ever come
+        while time.monotonic() < spin_until:
+            pass
+
+
+def loses_its_first_interrupt(stopped: list) -> None:
+    try:
+        SpinsUntilInterrupted()  # freed at once: the timeout lands in its __del__
+        spin_until = time.monotonic() + 30
+        while time.monotonic() < spin_until and not _stop.is_set():
+            pass
+    finally:
+        stopped.append(threading.get_ident())
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("how", ["call", "submit"])
+def test_a_timeout_that_lands_in_a_finalizer_is_sent_again_until_the_body_stops(runner, how):
+    stopped: list[int] = []
+    states = []
+    spins = task(timeout_seconds=0.2)(loses_its_first_interrupt)
+
+    @flow(task_runner=runner)
+    def pipeline():
+        if how == "call":
+            states.append(spins(stopped, return_state=True))
+        else:
+            future = spins.submit(stopped)
+            future.wait()
+            states.append(future.state)
+
+    started = time.monotonic()
+    pipeline()
+    assert [s.name for s in states] == ["TimedOut"]
+    assert isinstance(states[0].data, TaskRunTimeout)
+    assert "abandoned" not in states[0].message
+    assert stopped
+    assert time.monotonic() - started < 5  # stopped by the interrupt sent again, not by the 30 s bound
+
+
+def test_the_timeout_is_not_sent_again_into_the_except_and_finally_it_goes_up_through(runner):
+    """A body's cleanup after its timeout landed may take longer than the resend period: the
+    interrupt is on its way out, and is not sent again to cut that cleanup short."""
+    steps: list[str] = []
+
+    @task(timeout_seconds=0.2)
+    def cleans_up_slowly():
+        try:
+            while not _stop.is_set():
+                pass
+        except BaseException:
+            steps.append("caught")
+            spin_until = time.monotonic() + 3 * RESEND_SECONDS
+            while time.monotonic() < spin_until:
+                pass
+            steps.append("handled")
+            raise
+        finally:
+            spin_until = time.monotonic() + 3 * RESEND_SECONDS
+            while time.monotonic() < spin_until:
+                pass
+            steps.append("cleaned up")
+
+    states = []
+
+    @flow(task_runner=runner)
+    def pipeline():
+        states.append(cleans_up_slowly(return_state=True))
+
+    pipeline()
+    assert [s.name for s in states] == ["TimedOut"]
+    assert steps == ["caught", "handled", "cleaned up"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("where", ["main thread", "another thread"])
+def test_a_flow_timeout_that_lands_in_a_finalizer_is_sent_again_until_the_body_stops(where):
+    stopped: list[int] = []
+    states = []
+
+    @flow(timeout_seconds=0.2)
+    def pipeline():
+        loses_its_first_interrupt(stopped)
+
+    started = time.monotonic()
+    if where == "main thread":
+        states.append(pipeline(return_state=True))
+    else:
+        thread = threading.Thread(target=lambda: states.append(pipeline(return_state=True)))
+        thread.start()
+        thread.join()
+    assert [s.name for s in states] == ["TimedOut"]
+    assert stopped
+    assert time.monotonic() - started < 5
 
 
 def test_a_timeout_that_lands_as_a_log_handler_lock_is_taken_leaves_the_lock_free(monkeypatch):

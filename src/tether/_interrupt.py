@@ -7,7 +7,9 @@ a thread blocked in C does not see it until it returns, which is why the engine
 also gives up on such a run after a grace period.
 
 The main thread is interrupted through a real SIGINT instead (`interrupt_main_thread`),
-so that ``time.sleep`` and lock waits there wake up at once.
+so that ``time.sleep`` and lock waits there wake up at once. Either can land in a
+finalizer, where Python drops it, so the sender sends it again until the body stops
+(`keep_sending`).
 
 A worker process of a flow (a process pool's, a local Dask cluster's) outlives Ctrl-C
 and SIGTERM sent to the whole process group or service (`survive_stop_signals`): its
@@ -21,6 +23,7 @@ import heapq
 import itertools
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +69,36 @@ def let_go_of_logging_locks(exc: BaseException) -> None:
         owned = getattr(lock, "_is_owned", None)
         while owned is not None and owned():
             lock.release()  # type: ignore[union-attr]
+
+
+#: How long an interrupt that has not ended its body waits before it is sent again.
+RESEND_SECONDS = 0.25
+
+
+def keep_sending(timer: Watchdog, send_again: Callable[[], bool]) -> None:
+    """Call ``send_again`` every `RESEND_SECONDS` until it returns False (the body it
+    interrupts has ended).
+
+    An interrupt lands wherever its thread is, and Python drops one that lands in a
+    finalizer (a ``__del__``, a weakref callback, a generator closed as it is freed: it prints
+    "Exception ignored in" and goes on), so a body that frees objects as it loops could
+    run past its timeout for ever. The sender re-checks, and sends again while the body
+    runs and the last interrupt is not on its way out (`is_on_its_way_out`).
+    """
+    def again() -> None:
+        if send_again():
+            timer.schedule(RESEND_SECONDS, again)
+
+    timer.schedule(RESEND_SECONDS, again)
+
+
+def is_on_its_way_out(thread_id: int, landed: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
+    """Whether the thread ``thread_id`` is handling a ``landed`` now: an interrupt going up
+    through the body's ``except`` and ``finally`` blocks, which one sent again would cut short."""
+    handled: Any = sys._current_exceptions().get(thread_id)  # noqa: SLF001 - the only way to see another thread's
+    if isinstance(handled, tuple):  # Python < 3.12: (type, value, traceback)
+        handled = handled[1]
+    return isinstance(handled, landed)
 
 
 def clear_in_thread(thread_id: int) -> None:

@@ -43,7 +43,7 @@ from tether._errors import (
     UnresolvedFailureError,
 )
 from tether._futures import TaskFuture
-from tether._interrupt import clear_in_thread, interrupt_main_thread, raise_in_thread, wait_interruptibly, watchdog
+from tether._interrupt import clear_in_thread, interrupt_main_thread, is_on_its_way_out, keep_sending, landing, raise_in_thread, wait_interruptibly, watchdog
 from tether._leases import use_store
 from tether._limits import limiter
 from tether._logging import configure_logging, enable_log_prints, logger
@@ -375,14 +375,25 @@ class FlowRun:
     def _on_timeout(self) -> None:
         with self._body_lock:
             self.timed_out = True
-            in_body = self._in_body
-            if in_body:
-                if self._thread_id == threading.main_thread().ident:
-                    interrupt_main_thread()
-                else:
-                    raise_in_thread(self._thread_id, FlowRunTimeout)
-        if not in_body:
+        if self._interrupt_body():
+            keep_sending(watchdog(), lambda: self._interrupt_body(again=True))
+        else:
             self.cancel(FlowRunTimeout(flow_timeout_message(self.record.name, self.options.timeout_seconds or 0)))
+
+    def _interrupt_body(self, again: bool = False) -> bool:
+        """Raise the timeout in the body; False once it is over. ``again``: only if the one sent
+        before is not on its way out (see `keep_sending`)."""
+        with self._body_lock:
+            if not self._in_body:
+                return False
+            on_main = self._thread_id == threading.main_thread().ident
+            if again and is_on_its_way_out(self._thread_id, KeyboardInterrupt if on_main else landing(FlowRunTimeout)):
+                return True
+            if on_main:
+                interrupt_main_thread()
+            else:
+                raise_in_thread(self._thread_id, FlowRunTimeout)
+            return True
 
     def cancel(self, reason: BaseException) -> None:
         """Cancel every task run not started, interrupt the running ones, fail the scopes.

@@ -53,7 +53,7 @@ from tether._errors import (
     TaskRunTimeout,
     UpstreamFailedError,
 )
-from tether._interrupt import clear_in_thread, raise_in_thread, wait_interruptibly, watchdog
+from tether._interrupt import clear_in_thread, is_on_its_way_out, keep_sending, landing, raise_in_thread, wait_interruptibly, watchdog
 from tether._limits import Limiter
 from tether._logging import log_for_run, logger
 from tether._options import FlowOptions, TaskOptions
@@ -446,18 +446,28 @@ class TaskRun:
             watchdog().schedule(self.flow_run.grace_seconds, lambda: self._abandon(number, exc_type))
 
     def _on_deadline(self, attempt: int, exc_type: type[BaseException]) -> None:
-        with self.lock:
-            if not self.in_body or self.record.run_count != attempt or self.thread_id is None:
-                return
-            self.interrupt = exc_type
-            on_main = self.thread_id == _MAIN_THREAD and exc_type is TaskRunTimeout
-            if not (on_main and self.flow_run.wake_for_timeout(self)):
-                raise_in_thread(self.thread_id, exc_type)
+        if not self._send(attempt, exc_type):
+            return
+        keep_sending(watchdog(), lambda: self._send(attempt, exc_type, again=True))
         if self.on_ready is not None:
             # A called task: its caller is the thread that runs it, so nothing goes on if it is
             # given up on; it ends TimedOut when it does stop, and its state says so then.
             return
         watchdog().schedule(self.flow_run.grace_seconds, lambda: self._abandon(attempt, exc_type))
+
+    def _send(self, attempt: int, exc_type: type[BaseException], again: bool = False) -> bool:
+        """Raise ``exc_type`` in the body of attempt ``attempt``; False once that body is over.
+        ``again``: only if the interrupt sent before is not on its way out (see `keep_sending`)."""
+        with self.lock:
+            if not self.in_body or self.record.run_count != attempt or self.thread_id is None:
+                return False
+            self.interrupt = exc_type
+            on_main = self.thread_id == _MAIN_THREAD and exc_type is TaskRunTimeout
+            if again and is_on_its_way_out(self.thread_id, (landing(exc_type), KeyboardInterrupt) if on_main else landing(exc_type)):
+                return True
+            if not (on_main and self.flow_run.wake_for_timeout(self)):
+                raise_in_thread(self.thread_id, exc_type)
+            return True
 
     def _abandon(self, attempt: int, exc_type: type[BaseException]) -> None:
         """The interrupted attempt did not stop (blocked in C): give up on it."""

@@ -39,7 +39,7 @@ import cloudpickle
 
 from tether._context import RunContext, current_run
 from tether._errors import TaskRunTimeout, UsageError
-from tether._interrupt import Watchdog, clear_in_thread, let_go_of_logging_locks, raise_in_thread
+from tether._interrupt import Watchdog, clear_in_thread, is_on_its_way_out, keep_sending, landing, let_go_of_logging_locks, raise_in_thread
 from tether._interrupt import watchdog as process_watchdog
 from tether._logging import enable_log_prints, logger
 from tether.runners._wire import Call, CallResult, CleanupReport, ResourceRef, dump_error
@@ -307,7 +307,21 @@ class WorkerRuntime:
             entry.interrupted = exc_type
             if not entry.in_body:
                 return True
-            return self._interrupter(self, entry.ident, exc_type, call_id)
+            if not self._interrupter(self, entry.ident, exc_type, call_id):
+                return False
+        keep_sending(self._watchdog(), lambda: self._interrupt_again(call_id))
+        return True
+
+    def _interrupt_again(self, call_id: str) -> bool:
+        """Send the interrupt of ``call_id`` again if the one before is not on its way out of
+        the body (see `keep_sending`); False once the body is over."""
+        with self._running_lock:
+            entry = self._running.get(call_id)
+            if entry is None or entry.interrupted is None:
+                return False
+            if not is_on_its_way_out(entry.ident, landing(entry.interrupted)):
+                self._interrupter(self, entry.ident, entry.interrupted, call_id)
+            return True
 
     def interrupt_many(self, requests: list[tuple[str, type[BaseException]]]) -> list[str]:
         """`interrupt` for several calls at once; the ids of those that are here."""
