@@ -301,6 +301,58 @@ def test_an_unreachable_store_warns_once_and_the_flows_still_run(monkeypatch, st
     assert "topsecret" not in warning.getMessage()
 
 
+def test_a_flow_does_not_wait_for_the_store_to_open(store_url, monkeypatch):
+    """A flow's start only begins recording: its records are spooled, and the store is opened
+    (schema checked, dead processes' runs recorded Crashed) when they are written."""
+    monkeypatch.setenv("TETHER_DATABASE_URL", store_url)
+    monkeypatch.delenv("TETHER_STORE", raising=False)
+    seen = {}
+
+    @flow
+    def starts_at_once(n: int) -> int:
+        store = tether.store.active_store()
+        seen["opened"] = store.opened
+        seen["spooled"] = store.recorder.flush(until="safe") and store.opened  # safe: spooled, not written
+        return sum(add.submit(i, 1).result() for i in range(n))
+
+    try:
+        assert starts_at_once(3) == 6
+        store = tether.store.active_store()
+        assert seen == {"opened": False, "spooled": False}
+        assert tether.store.flush() and store.opened
+        (run,) = store.flow_runs()
+        assert run.name == "starts_at_once" and run.state_name == "Completed"
+        assert [t.state_name for t in store.flow_run(run.id).task_runs] == ["Completed"] * 3
+    finally:
+        tether.store.disable()
+
+
+def test_a_store_that_cannot_be_opened_after_the_flow_began_says_once_which_runs_are_not_recorded(
+    monkeypatch, store_log, tmp_path
+):
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TETHER_STORE", raising=False)
+    monkeypatch.setenv("TETHER_DATABASE_URL", "postgresql+psycopg://postgres:topsecret@127.0.0.1:1/nothing")
+
+    @flow
+    def unrecorded(n: int) -> int:
+        return sum(add.submit(i, 1).result() for i in range(n))
+
+    try:
+        assert unrecorded(2) == 3
+        assert unrecorded(1) == 1
+        store = tether.store.active_store()
+        assert tether.store.flush()
+        assert store.recorder.failure is not None and store.recorder.dropped > 0
+    finally:
+        tether.store.disable()
+    (warning,) = store_log
+    text = warning.getMessage()
+    assert "unrecorded" in text and "not recorded" in text and "127.0.0.1:1" in text and "topsecret" not in text
+    assert "Connection refused" in text and "TETHER_DATABASE_URL" in text  # why, and how to fix it
+    assert not list((tmp_path / "home" / "spool").glob("*.spool"))  # declared not recorded: not left to replay
+
+
 def test_a_store_that_breaks_mid_run_says_once_what_is_not_recorded(recording, store_log):
     @flow
     def keeps_going(n: int) -> int:

@@ -122,10 +122,13 @@ class WakeChannel:
 
 
 class SlotBroker:
-    def __init__(self, table: SlotTable) -> None:
-        self.table = table
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._table: SlotTable | None = None
+        self._making_table = threading.Lock()
         self._lock = threading.Lock()
-        self._capacities: dict[str, int] = {}
+        #: The store's limits (tag -> capacity) as last read; None: to be read when a run with a tag asks.
+        self._capacities: dict[str, int] | None = None
         self._held: dict[tuple[str, int], tuple[int, Any]] = {}  # (key, id(owner)) -> (slot, request)
         self._waiting: dict[str, deque[Any]] = {}
         self._rows: dict[str, _WaiterRow] = {}
@@ -134,16 +137,40 @@ class SlotBroker:
         self._channel: WakeChannel | None = None
         self.limiter: Any = None
 
+    @property
+    def table(self) -> SlotTable:
+        """The store's slots and limits (the first use opens the store)."""
+        table = self._table
+        if table is None:
+            with self._making_table:  # one table: it holds this process's slot locks
+                table = self._table
+                if table is None:
+                    table = self._table = SlotTable(self._store.engine)
+        return table
+
     # -- what the limiter asks ---------------------------------------------------------
 
     def refresh(self) -> None:
-        self._capacities = self.table.capacities()
+        """Read the limits again, when a run with a tag next asks (a flow's start: limits set
+        since apply; a flow of runs without tags never reads them, nor waits for the store)."""
+        self._capacities = None
+
+    def _known(self) -> dict[str, int]:
+        capacities = self._capacities
+        if capacities is None:
+            try:
+                capacities = self.table.capacities()
+            except Exception as exc:  # noqa: BLE001 - a store that cannot be read limits nothing
+                log.warning("Could not read the concurrency limits from %s: %s", self._store, exc)
+                capacities = {}
+            self._capacities = capacities
+        return capacities
 
     def manages(self, key: str) -> bool:
-        return key.startswith("tag:") and key[4:] in self._capacities
+        return key.startswith("tag:") and key[4:] in self._known()
 
     def capacity(self, key: str) -> int | None:
-        return self._capacities.get(key[4:]) if key.startswith("tag:") else None
+        return self._known().get(key[4:]) if key.startswith("tag:") else None
 
     def acquire(self, key: str, request: Any) -> bool:
         """Take a slot for ``request`` now (True), or queue it and grant it later."""
@@ -232,7 +259,7 @@ class SlotBroker:
         try:
             capacity = self.table.capacity(tag)
             if capacity is None:
-                self._capacities.pop(tag, None)  # the limit was removed: the tag is free
+                self._known().pop(tag, None)  # the limit was removed: the tag is free
                 return True
             done = self._update_waiting(tag, lambda waiting: take(capacity, waiting))
         except Exception as exc:  # noqa: BLE001 - the next retry tries again
@@ -403,15 +430,12 @@ _brokers: Part[weakref.WeakKeyDictionary[Any, SlotBroker]] = Part(
 
 
 def use_store(store: Any, limiter: Any) -> SlotBroker:
-    """Let ``limiter`` take tag slots through ``store``; refreshes the known limits."""
+    """Let ``limiter`` take tag slots through ``store``; the limits are read again when next asked."""
     brokers = _brokers()
     broker = brokers.get(store)
     if broker is None:
-        broker = brokers[store] = SlotBroker(SlotTable(store.engine))
+        broker = brokers[store] = SlotBroker(store)
         broker.limiter = limiter
     limiter.backend = broker
-    try:
-        broker.refresh()
-    except Exception as exc:  # noqa: BLE001 - a store that cannot be read limits nothing
-        log.warning("Could not read the concurrency limits from %s: %s", store, exc)
+    broker.refresh()
     return broker

@@ -270,7 +270,7 @@ class FlowRun:
     def begin(self) -> None:
         configure_logging()
         if self.parent is None:
-            store = enable_store()
+            store = enable_store(open_now=False)  # opened when first used: the records are spooled meanwhile
             if store is not None:
                 use_store(store, self.limiter)
         if self.options.log_prints:

@@ -208,7 +208,7 @@ class StandaloneHost:
         if stream.active:
             stream.emit(RunCreated(record.id, "task", options.name, None, None, tags, _recorded(parameters), record.state.time, record.name))
         if tags:
-            store = enable_store()
+            store = enable_store(open_now=False)  # opened when first used: the records are spooled meanwhile
             if store is not None:
                 use_store(store, self.limiter)  # the tags' limits as the store knows them now
         return run
@@ -242,7 +242,7 @@ def run_standalone(task: TaskDefinition, args: tuple[Any, ...], kwargs: dict[str
 
 def _begin(task: TaskDefinition) -> None:
     configure_logging()
-    enable_store()  # record this run (idempotent; a changed TETHER_HOME switches stores)
+    enable_store(open_now=False)  # record this run (idempotent; a changed TETHER_HOME switches stores)
     if task.options.log_prints:
         enable_log_prints()
 

@@ -2,8 +2,9 @@
 
 `enable` is called by the engine at every flow start, so the common case (the
 store is already on, for the same location) is a few lookups: the runtime's part,
-the environment's settings. If the store cannot be opened, the flow runs anyway and
-one warning says why (once per location and process). ``TETHER_STORE=off`` switches recording off.
+the environment's settings. The engine does not wait for the store to open: its
+records are spooled meanwhile (see `Store.open`). If the store cannot be opened, the
+flow runs anyway and one warning says why (once per location and process). ``TETHER_STORE=off`` switches recording off.
 A forked child does not inherit its parent's recorder (whose thread did not
 follow it); it enables its own if it runs a flow. Which store is on is the process
 runtime's (`tether._runtime`): a fresh runtime starts with none, and closing it
@@ -18,12 +19,11 @@ import os
 import threading
 
 from tether import _settings as settings
-from tether._context import events
 from tether._runtime import Part, current_runtime
 from tether.store._errors import StoreError
-from tether.store._location import configured_url
+from tether.store._location import StoreLocation, configured_url
 from tether.store._recorder import Until
-from tether.store._store import Store, open_store
+from tether.store._store import Store
 
 log = logging.getLogger("tether.store")
 
@@ -38,26 +38,28 @@ class ActiveStore:
         self.pinned = False  # enabled with an explicit url: it stays until disabled
         self.failed: set[str] = set()  # locations that could not be opened (warned once)
 
-    def enable(self, url: str | None) -> Store | None:
+    def enable(self, url: str | None, open_now: bool) -> Store | None:
         if recording_disabled():
             if self.store is not None:
                 self.disable()
             return None
         if url is None and self.pinned:
-            return self.store
+            return self._ready(self.store, open_now)
         target = url or configured_url()
         if target == self.url:
-            return self.store
+            return self._ready(self.store, open_now)
         with self.lock:
             if target == self.url:
-                return self.store
+                return self._ready(self.store, open_now)
             if target in self.failed:
                 return None
             if self.store is not None:
                 self.store.close()
                 self.store, self.url = None, None
             try:
-                store = open_store(target)
+                store = Store(StoreLocation.resolve(target))
+                if open_now:
+                    store.open()
             except StoreError as exc:
                 self.failed.add(target)
                 log.error("tether: %s Runs in this process are not recorded.", exc)
@@ -65,6 +67,18 @@ class ActiveStore:
             store.attach()
             self.store, self.url, self.pinned = store, target, url is not None
             return store
+
+    @staticmethod
+    def _ready(store: Store | None, open_now: bool) -> Store | None:
+        """``store``, opened first if asked; None if it cannot be (its recorder says why, once, as
+        it finds it out writing the records it spooled)."""
+        if store is None or not open_now or store.opened:
+            return store
+        try:
+            store.open()
+        except StoreError:
+            return None
+        return store
 
     def disable(self, timeout: float | None = 30.0) -> None:
         with self.lock:
@@ -78,10 +92,7 @@ class ActiveStore:
         self.lock = threading.Lock()  # another thread may have held it at the fork
         store, self.store, self.url, self.pinned = self.store, None, None, False
         if store is not None:
-            if store.recorder is not None:
-                events().unsubscribe(store.recorder)
-                store.recorder.abandon()
-            store.engine.dispose(close=False)  # the parent's connections are the parent's
+            store.abandon()
 
 
 _active = Part("active store", lambda runtime: ActiveStore(), close=ActiveStore.disable)
@@ -91,14 +102,17 @@ def recording_disabled() -> bool:
     return not settings.store_on()
 
 
-def enable(url: str | None = None) -> Store | None:
+def enable(url: str | None = None, open_now: bool = True) -> Store | None:
     """Record this process's runs in the store; returns it, or None if it is off or unusable.
 
     Cheap and idempotent: call it at every flow start. Without ``url``, a changed
     ``TETHER_HOME`` or ``TETHER_DATABASE_URL`` switches to the store it names, unless
     a store was enabled with an explicit ``url``: that one stays until `disable`.
+    With ``open_now=False`` (what a flow's start does) the store is opened when it is
+    first used, usually to write the records spooled meanwhile (after a one-shot flow);
+    if it cannot be, the recorder says so then, naming the flow runs not recorded.
     """
-    return _active().enable(url)
+    return _active().enable(url, open_now)
 
 
 def active_store() -> Store | None:

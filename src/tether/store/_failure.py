@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tether.store._encode import split_records
+from tether.store._errors import StoreError
 from tether.store._location import StoreLocation
 from tether.store._redact import redact_text
 from tether.store._writer_process import WriterProcessFailed
@@ -22,6 +23,9 @@ def failure_message(location: StoreLocation, flows: dict[str, str], exc: BaseExc
         what = f"flow run(s) {shown}{more} and every later run in this process"
     else:
         what = "every run in this process from now on"
+    lost = f"The flow keeps running, but {what} will be missing from the store: states, logs and resource ledger rows are not recorded."
+    if isinstance(exc, StoreError):  # the store could not be opened: the error says where, why and the fix
+        return f"tether: {redact_text(str(exc))} {lost}"
     failed = getattr(exc, "orig", None) or exc
     reason = str(exc) if isinstance(exc, WriterProcessFailed) else f"{type(exc).__name__}: {failed}"
     reason = redact_text(reason.splitlines()[0] if reason else type(exc).__name__)
@@ -32,9 +36,7 @@ def failure_message(location: StoreLocation, flows: dict[str, str], exc: BaseExc
         else "check that the database server is up and TETHER_DATABASE_URL is right"
     )
     return (
-        f"tether: the run store {where} failed ({reason}). The flow keeps running, but {what} will be "
-        f"missing from the store: states, logs and resource ledger rows are not recorded. "
-        f"To fix: {fix}, then run again."
+        f"tether: the run store {where} failed ({reason}). {lost} To fix: {fix}, then run again."
     )
 
 

@@ -35,8 +35,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
-import sqlalchemy as sa
-
 from tether._clock import Clock, SystemClock
 from tether._core import Event, ResourceEvent
 from tether._runtime import get_clock
@@ -45,7 +43,7 @@ from tether.store._encode import Encoder
 from tether.store._failure import ITEMS_PER_RECORD, count_records, failure_message
 from tether.store._ledger import ProcessInfo
 from tether.store._location import StoreLocation
-from tether.store._rows import RowWriter
+from tether.store._rows import EngineSource, RowWriter
 from tether.store._spool import READ_BYTES, Drain, Position, Spool, store_key
 from tether.store._writer_process import WriterProcess, WriterProcessFailed
 from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS
@@ -84,7 +82,7 @@ Until = Literal["written", "safe"]
 class StoreRecorder:
     """A `Recorder` that spools every event and writes it to the store, away from the engine's threads."""
 
-    def __init__(self, engine: sa.Engine, location: StoreLocation, batch_size: int = 1000,
+    def __init__(self, store: EngineSource, location: StoreLocation, batch_size: int = 1000,
                  window_seconds: float = 0.005, clock: Clock | None = None) -> None:
         clock = clock or get_clock()  # its timers read it often: the real clock's function itself, then
         self._now = time.monotonic if type(clock) is SystemClock else clock.monotonic
@@ -97,7 +95,7 @@ class StoreRecorder:
         self._process = ProcessInfo.current()
         self._encoder = Encoder(self._process.host, self._process.pid)
         self._encode = self._encoder.encode_one  # bound once: `record` is the engine's hot path
-        self._rows = RowWriter(engine, self._process, clock=clock)
+        self._rows = RowWriter(store, self._process, clock=clock)  # the store opens when rows are first written
         self._mode = store_writer_process()  # TETHER_STORE_HELPER: auto, always or never
         self._writer_process: WriterProcess | None = None
         self._using_writer_process = False

@@ -9,7 +9,7 @@ raises; deciding what a failure means is the caller's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -24,11 +24,18 @@ from tether.store._schema import flow_runs, resources
 from tether.store._spool import replay_orphans, store_key
 
 
+class EngineSource(Protocol):
+    """An engine, or a `Store`, whose first use of `engine` opens it (an engine's ``engine`` is itself)."""
+
+    @property
+    def engine(self) -> sa.Engine: ...
+
+
 class RowWriter:
     def __init__(
-        self, engine: sa.Engine, process: ProcessInfo, heartbeat_every: float | None = None, clock: Clock | None = None
+        self, store: EngineSource, process: ProcessInfo, heartbeat_every: float | None = None, clock: Clock | None = None
     ) -> None:
-        self.engine = engine
+        self._store = store
         self.process = process
         self._clock = clock or SystemClock()
         self.planner = Planner(process, clock=self._clock)
@@ -65,7 +72,7 @@ class RowWriter:
     def _write(self, batch: Batch) -> None:
         if not batch:
             return
-        write(self.engine, batch.apply, changes=True)
+        write(self._store.engine, batch.apply, changes=True)
         self.open_flows.update(batch.flows_opened)
         for run_id in batch.flows_ended:
             self.open_flows.pop(run_id, None)
@@ -98,7 +105,7 @@ class RowWriter:
                 )
                 conn.execute(statement, scopes)
 
-        write(self.engine, beat)
+        write(self._store.engine, beat)
 
 
 def replay_into(location: StoreLocation, engine: sa.Engine) -> int:

@@ -1,8 +1,10 @@
-"""`Store`: one opened run store. Recording (`attach`) and the queries the CLI shows.
+"""`Store`: one run store. Recording (`attach`) and the queries the CLI shows.
 
 `open_store` finds the store (`TETHER_DATABASE_URL`, else ``$TETHER_HOME/tether.db``),
 brings its schema up to date, records ``Crashed`` the flow runs of this host whose
-process is gone (`_crashed`) and returns a `Store`. `attach` subscribes a
+process is gone (`_crashed`) and returns a `Store`. A flow's recording does not wait
+for that: it begins with a `Store` not opened yet, whose first use opens it, and its
+records go to the spool meanwhile (a one-shot flow's store is opened after the flow). `attach` subscribes a
 `StoreRecorder` to the engine's event stream; the query methods read with plain
 SQL and return the records of `_records`, secrets redacted (`_redact`) except the
 handle a reaper needs. Process-wide switching on and off is in `_active`, reaping in `_reap`.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +27,7 @@ from tether._settings import heartbeat_seconds
 from tether.store._changes import ChangeWaiter
 from tether.store._crashed import OPEN_LOOKBACK_SECONDS, CrashedRun, record_crashed_runs
 from tether.store._db import read, write
-from tether.store._errors import RunNotFound
+from tether.store._errors import RunNotFound, StoreError
 from tether.store._ledger import ProcessInfo, heartbeat_stale, orphan_reason
 from tether.store._location import StoreLocation
 from tether.store._migrate import open_engine
@@ -54,39 +57,72 @@ def open_store(url: str | sa.URL | None = None) -> Store:
     (`Store.record_crashed_runs`); if that cannot be written now (a full disk, a long
     lock), the store opens anyway and a later open or `tether reap` records them.
     """
-    location, engine = open_engine(url)
-    store = Store(location, engine)
-    try:  # first the records a dead process of this host left in its spool, then what it left unfinished
-        replay_into(location, engine)
-    except (SQLAlchemyError, OSError, ValueError) as exc:
-        log.debug("tether: could not replay the spools of dead processes into %s: %s", location.shown, exc)
-    try:
-        store.crashed_at_open = store.record_crashed_runs(
-            "a store open", deadline_seconds=OPEN_WRITE_SECONDS, created_after=time.time() - OPEN_LOOKBACK_SECONDS
-        )
-    except SQLAlchemyError as exc:
-        log.debug("tether: could not record crashed flow runs in %s: %s", location.shown, exc)
+    store = Store(StoreLocation.resolve(url))
+    store.open()
     return store
 
 
 class Store:
-    def __init__(self, location: StoreLocation, engine: sa.Engine) -> None:
+    """A run store: opened by `open_store`, or (``Store(location)``, as a flow's recording
+    begins) when it is first used (`open`); `attach` records to it meanwhile, in the spool."""
+
+    def __init__(self, location: StoreLocation) -> None:
         self.location = location
-        self.engine = engine
         self.recorder: StoreRecorder | None = None
-        #: The flow runs `open_store` recorded Crashed as it opened this store.
+        #: The flow runs `open` recorded Crashed as it opened this store.
         self.crashed_at_open: list[CrashedRun] = []
-        self._changes = ChangeWaiter(engine)
+        self._engine: sa.Engine | None = None
+        self._failed: StoreError | None = None
+        self._opening = threading.Lock()
+        self._changes: ChangeWaiter | None = None
 
     def __repr__(self) -> str:
         return f"<Store {self.location.shown}>"
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The store's engine; the first use opens the store (see `open`)."""
+        engine = self._engine
+        return engine if engine is not None else self.open()
+
+    @property
+    def opened(self) -> bool:
+        return self._engine is not None
+
+    def open(self) -> sa.Engine:
+        """Connect and bring the schema up to date, then replay the spools that dead processes
+        of this host left and record their flow runs Crashed; raises `StoreError` if the store
+        cannot be used (and again at every later use: it is not tried twice)."""
+        with self._opening:
+            if self._engine is not None:
+                return self._engine
+            if self._failed is not None:
+                raise self._failed
+            try:
+                _, engine = open_engine(self.location.url)
+            except StoreError as exc:
+                self._failed = exc
+                raise
+            try:  # first the records a dead process of this host left in its spool, then what it left unfinished
+                replay_into(self.location, engine)
+            except (SQLAlchemyError, OSError, ValueError) as exc:
+                log.debug("tether: could not replay the spools of dead processes into %s: %s", self.location.shown, exc)
+            self._engine = engine
+        try:
+            self.crashed_at_open = self.record_crashed_runs(
+                "a store open", deadline_seconds=OPEN_WRITE_SECONDS, created_after=time.time() - OPEN_LOOKBACK_SECONDS
+            )
+        except SQLAlchemyError as exc:
+            log.debug("tether: could not record crashed flow runs in %s: %s", self.location.shown, exc)
+        return engine
+
     # -- recording ---------------------------------------------------------------------
 
     def attach(self) -> StoreRecorder:
-        """Record every event of this process from now on (idempotent)."""
+        """Record every event of this process from now on (idempotent). The records are spooled
+        at once; the store is opened when they are written (or a resource step is)."""
         if self.recorder is None:
-            self.recorder = StoreRecorder(self.engine, self.location)
+            self.recorder = StoreRecorder(self, self.location)
             self._stream = events()  # the runtime's, unsubscribed from at close whichever is current then
             self._stream.subscribe(self.recorder)
         return self.recorder
@@ -102,8 +138,18 @@ class Store:
         if recorder is not None:
             self._stream.unsubscribe(recorder)
             recorder.close(timeout)
-        self._changes.close()
-        self.engine.dispose()
+        if self._changes is not None:
+            self._changes.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def abandon(self) -> None:
+        """In a forked child: stop using what the parent process owns (its recorder's thread did not follow)."""
+        if self.recorder is not None:
+            self._stream.unsubscribe(self.recorder)
+            self.recorder.abandon()
+        if self._engine is not None:
+            self._engine.dispose(close=False)  # the parent's connections are the parent's
 
     # -- readers -----------------------------------------------------------------------
 
@@ -116,7 +162,12 @@ class Store:
         PostgreSQL it wakes at the commit (LISTEN on ``tether_changes``, which every batch of
         records NOTIFYs); on SQLite it asks for the `change_token` every half second.
         """
-        return self._changes.wait(timeout)
+        changes = self._changes
+        if changes is None:
+            engine = self.engine
+            with self._opening:
+                changes = self._changes = self._changes or ChangeWaiter(engine)
+        return changes.wait(timeout)
 
     # -- runs --------------------------------------------------------------------------
 

@@ -102,6 +102,7 @@ class _Ledger:
     """Writes the rows of this process's copies to one store, and keeps their heartbeat."""
 
     def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
         self.rows = RowWriter(engine, ProcessInfo.current())
         self.lock = threading.Lock()
         self._beating: threading.Thread | None = None
@@ -194,7 +195,7 @@ def _forget_in_child() -> None:
     # The parent's rows name the parent's pid; its connections are the parent's.
     for ledger in _ledgers.values():
         if ledger is not None:
-            ledger.rows.engine.dispose(close=False)
+            ledger.engine.dispose(close=False)
     _ledgers.clear()
 
 
