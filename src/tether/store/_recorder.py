@@ -91,6 +91,9 @@ class StoreRecorder:
         #: The warning given when the store failed, or None while it works.
         self.failure: str | None = None
         self._batch_items = batch_size * ITEMS_PER_RECORD
+        #: A recording thread spools the queue once it is this long: a batch, or, while another thread
+        #: spools (a write may wait long for the GIL on a busy machine), a batch more than it left.
+        self._spool_at = self._batch_items
         self._window = window_seconds
         self._process = ProcessInfo.current()
         self._encoder = Encoder(self._process.host, self._process.pid)
@@ -131,6 +134,10 @@ class StoreRecorder:
         self._idle = False
         self._accepting = True
         self._stopping = False
+        try:  # now, before the flow's threads compete for the GIL, which each file call then waits for
+            self._open_spool()
+        except Exception as exc:  # noqa: BLE001 - whatever the failure, the flow goes on
+            self._give_up(exc, 0)
         self._thread = threading.Thread(target=self._run, name="tether-store-writer", daemon=True)
         self._thread.start()
 
@@ -154,7 +161,7 @@ class StoreRecorder:
             return
         queue = self._queue
         queue.extend(record)
-        if len(queue) >= self._batch_items or self._busy_since is not None:
+        if len(queue) >= self._spool_at or self._busy_since is not None:
             self._spool_on_this_thread()
         elif self._idle and not self._wake.is_set():
             # Once: until the writer takes the GIL, records keep coming, and Event.set is not cheap.
@@ -220,9 +227,10 @@ class StoreRecorder:
         A full batch is spooled by the thread that filled it, not handed to the writer thread:
         each hand-over costs the recording threads two waits for the GIL (the writer's turn,
         then theirs back), which on a loaded machine cost more than the spooling itself."""
-        if len(self._queue) < self._batch_items and self._now() - self._last_spooled < SPOOL_SECONDS:
+        if len(self._queue) < self._spool_at and self._now() - self._last_spooled < SPOOL_SECONDS:
             return
         if not self._spool_lock.acquire(blocking=False):
+            self._spool_at = len(self._queue) + self._batch_items  # not at every record until it is done
             return
         try:
             if self._accepting and self.failure is None:
@@ -231,11 +239,13 @@ class StoreRecorder:
             self._spool_lock.release()
 
     def _take(self) -> list[Any]:
-        """The queued records, taken from the front (records queued meanwhile stay, after them)."""
+        """The queued records, taken from the front (records queued meanwhile stay, after them).
+        Hold `_spool_lock`."""
         queue = self._queue
         taken = len(queue)
         items = queue[:taken]
         del queue[:taken]
+        self._spool_at = self._batch_items
         return items
 
     def heartbeat_now(self, timeout: float | None = None) -> bool:
@@ -342,9 +352,7 @@ class StoreRecorder:
         if not items:
             return 0
         try:
-            if self._spool is None:
-                self._open_spool()
-            assert self._spool is not None
+            assert self._spool is not None  # opened with the recorder (or the store failed: nothing is spooled)
             self._spool.append(items)
         except Exception as exc:  # noqa: BLE001 - whatever the failure, the flow goes on
             self._give_up(exc, count_records(items))
@@ -402,6 +410,8 @@ class StoreRecorder:
     def _write_rows(self, beat: bool) -> None:
         """Write (or, with the writer process, hand on) what is spooled, if it is due; a chunk at a time,
         so records keep going to the spool while rows are written."""
+        if not beat and not self._drain_due():
+            return  # (before taking the spool's lock: a recording thread may hold it, spooling)
         waiting: list[threading.Event] = []
         self._busy_since = self._now()
         try:
