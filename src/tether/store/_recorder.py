@@ -3,11 +3,12 @@
 On the engine's hot path `record` encodes the event (`_encode`: the little work that
 needs the live objects) and extends a flat queue with the record's items: strings and
 numbers, which the garbage collector does not track, where queued tuples would make
-it collect more often while a busy flow runs. The thread whose record fills a batch
-takes the whole queue in one slice and appends it to this process's spool (`_spool`):
-from then on the records outlive a SIGKILL of this process. A writer thread spools what
-is left over: a few milliseconds after a burst began, then every `SPOOL_SECONDS` while
-records keep coming. A flow run's end waits for no more than the spool (it spools what
+it collect more often while a busy flow runs. A writer thread takes the whole queue in
+one slice and appends it to this process's spool (`_spool`): from then on the records
+outlive a SIGKILL of this process. It does so a few milliseconds after a burst began,
+then every `SPOOL_SECONDS` while records keep coming; and the thread whose record fills
+a batch (`BATCH_RECORDS`: more than a busy flow records between two of those turns,
+unless the writer thread cannot get the GIL) spools it itself. A flow run's end waits for no more than the spool (it spools what
 is queued on its own thread, without waiting for the writer thread to take a turn; and
 while that thread writes rows, the recording threads spool what they queue). The rows
 are written from the spool later, while the flow does not need the CPU: once the
@@ -65,11 +66,15 @@ IN_PROCESS_READ_BYTES = 256 << 10
 #: How often an idle writer looks for a failure the writer process reported (it writes after a pause).
 WRITER_PROCESS_CHECK_SECONDS = 1.0
 #: A record waits at most about this long to be spooled while records keep coming: the writer
-#: thread spools what the recording threads left over (they spool each batch they fill) this
-#: often. And while the writer thread writes rows (or waits for the writer process to), which on
+#: thread spools what is queued this often (and the recording threads each batch they fill). And while the writer thread writes rows (or waits for the writer process to), which on
 #: a loaded machine or a slow server can last longer, the recording threads spool what is queued
 #: themselves at least this often.
 SPOOL_SECONDS = 0.05
+#: A recording thread that fills a batch of this many records spools it. Not much fewer: each
+#: spooling on a flow's thread holds it up until it gets the GIL back after the write (a
+#: switch interval on a busy process), where the writer thread's turns hold up no run.
+#: Measured with benchmarks/recording.py: 1,000 cost a one-shot flow of 5,000 no-ops 8 ms more.
+BATCH_RECORDS = 2500
 
 
 class _Beat:
@@ -82,7 +87,7 @@ Until = Literal["written", "safe"]
 class StoreRecorder:
     """A `Recorder` that spools every event and writes it to the store, away from the engine's threads."""
 
-    def __init__(self, store: EngineSource, location: StoreLocation, batch_size: int = 1000,
+    def __init__(self, store: EngineSource, location: StoreLocation, batch_size: int = BATCH_RECORDS,
                  window_seconds: float = 0.005, clock: Clock | None = None) -> None:
         clock = clock or get_clock()  # its timers read it often: the real clock's function itself, then
         self._now = time.monotonic if type(clock) is SystemClock else clock.monotonic
@@ -225,8 +230,8 @@ class StoreRecorder:
         lock (whoever holds it is spooling).
 
         A full batch is spooled by the thread that filled it, not handed to the writer thread:
-        each hand-over costs the recording threads two waits for the GIL (the writer's turn,
-        then theirs back), which on a loaded machine cost more than the spooling itself."""
+        waking it for each batch would cost the recording threads two waits for the GIL (the
+        writer's turn, then theirs back)."""
         if len(self._queue) < self._spool_at and self._now() - self._last_spooled < SPOOL_SECONDS:
             return
         if not self._spool_lock.acquire(blocking=False):
@@ -315,9 +320,9 @@ class StoreRecorder:
                     self._tick()
                 continue
             if queue and not markers and len(queue) < self._batch_items and not self._stopping:
-                # Let the burst gather into one batch. While records keep coming, the threads
-                # that fill a batch spool it themselves: this thread spools what is left over
-                # now and then, so that no record waits long unspooled.
+                # Let the burst gather. While records keep coming, this thread spools what is
+                # queued every SPOOL_SECONDS, so that no record waits long unspooled (and the
+                # threads that fill a batch meanwhile spool it themselves).
                 streaming = self._now() - self._last_spooled < SPOOL_SECONDS
                 self._wake.wait(SPOOL_SECONDS if streaming else self._window)
                 self._wake.clear()
