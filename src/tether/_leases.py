@@ -259,7 +259,8 @@ class SlotBroker:
         try:
             capacity = self.table.capacity(tag)
             if capacity is None:
-                self._known().pop(tag, None)  # the limit was removed: the tag is free
+                if self._capacities is not None:  # the limit was removed: the tag is free
+                    self._capacities.pop(tag, None)
                 return True
             done = self._update_waiting(tag, lambda waiting: take(capacity, waiting))
         except Exception as exc:  # noqa: BLE001 - the next retry tries again

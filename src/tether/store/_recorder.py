@@ -8,9 +8,10 @@ one slice and appends it to this process's spool (`_spool`): from then on the re
 outlive a SIGKILL of this process. It does so a few milliseconds after a burst began,
 then every `SPOOL_SECONDS` while records keep coming; and the thread whose record fills
 a batch (`BATCH_RECORDS`: more than a busy flow records between two of those turns,
-unless the writer thread cannot get the GIL) spools it itself. A flow run's end waits for no more than the spool (it spools what
-is queued on its own thread, without waiting for the writer thread to take a turn; and
-while that thread writes rows, the recording threads spool what they queue). The rows
+unless the writer thread cannot get the GIL) spools it itself. A flow run's end waits
+for no more than the spool (it spools what is queued on its own thread, without waiting
+for the writer thread to take a turn; and while that thread writes rows, the recording
+threads spool what they queue). The rows
 are written from the spool later, while the flow does not need the CPU: once the
 stream pauses (`QUIET_SECONDS`), at the latest `DEFER_SECONDS` after the oldest was
 spooled, at once when someone waits for them (`flush`), a few thousand records at a

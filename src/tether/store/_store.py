@@ -4,8 +4,8 @@
 brings its schema up to date, records ``Crashed`` the flow runs of this host whose
 process is gone (`_crashed`) and returns a `Store`. A flow's recording does not wait
 for that: it begins with a `Store` not opened yet, whose first use opens it, and its
-records go to the spool meanwhile (a one-shot flow's store is opened after the flow). `attach` subscribes a
-`StoreRecorder` to the engine's event stream; the query methods read with plain
+records go to the spool meanwhile (a one-shot flow's store is opened after the flow).
+`attach` subscribes a `StoreRecorder` to the engine's event stream; the query methods read with plain
 SQL and return the records of `_records`, secrets redacted (`_redact`) except the
 handle a reaper needs. Process-wide switching on and off is in `_active`, reaping in `_reap`.
 """
