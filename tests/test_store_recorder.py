@@ -46,7 +46,7 @@ def spooled_run_ids(recorder: StoreRecorder) -> set[str]:
 def test_records_are_spooled_while_the_writer_thread_is_stuck_writing_rows(store):
     """A write of rows that takes long (a loaded machine, a slow server) must not keep records from
     the spool: the threads that record spool them themselves meanwhile."""
-    recorder = StoreRecorder(store.engine, store.location, batch_size=10)
+    recorder = StoreRecorder(store, batch_size=10)
     writing, release = threading.Event(), threading.Event()
     send = recorder._rows.send
 
@@ -82,7 +82,7 @@ def test_a_full_batch_is_spooled_by_the_thread_that_filled_it(store):
     """A batch is spooled by the recording thread that fills it, before its `record` returns: the
     writer thread is not woken for it (each hand-over costs the recording threads two waits for
     the GIL). What is left over is the writer thread's to spool."""
-    recorder = StoreRecorder(store.engine, store.location, batch_size=3)  # a task run's three records
+    recorder = StoreRecorder(store, batch_size=3)  # a task run's three records
     spooling_threads: list[str] = []
     spool_items = recorder._spool_items
 
@@ -114,7 +114,7 @@ def test_the_recorders_timers_run_on_its_clock(store):
     """When spooled rows are written (after a quiet spell, while a flow runs) is decided on the
     recorder's clock: on a fake one, no real time counts, and moving it makes them due."""
     clock = FakeClock()
-    recorder = StoreRecorder(store.engine, store.location, clock=clock)
+    recorder = StoreRecorder(store, clock=clock)
     try:
         recorder.record(RunCreated("flow1", "flow", "f", "flow1", None, frozenset(), {}, 1.0))
         recorder.record(StateChanged("flow1", "flow", "f", "flow1", None, Pending(), Running(), 1))  # open: rows wait

@@ -4,8 +4,8 @@
 store is already on, for the same location) is a few lookups: the runtime's part,
 the environment's settings. The engine does not wait for the store to open: its
 records are spooled meanwhile (see `Store.open`). If the store cannot be opened, the
-flow runs anyway and one warning says why (once per location and process). ``TETHER_STORE=off`` switches recording off.
-A forked child does not inherit its parent's recorder (whose thread did not
+flow runs anyway and one warning says why (once per location and process).
+``TETHER_STORE=off`` switches recording off. A forked child does not inherit its parent's recorder (whose thread did not
 follow it); it enables its own if it runs a flow. Which store is on is the process
 runtime's (`tether._runtime`): a fresh runtime starts with none, and closing it
 closes its store.

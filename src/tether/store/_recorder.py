@@ -11,11 +11,10 @@ a batch (`BATCH_RECORDS`: more than a busy flow records between two of those tur
 unless the writer thread cannot get the GIL) spools it itself. A flow run's end waits
 for no more than the spool (it spools what is queued on its own thread, without waiting
 for the writer thread to take a turn; and while that thread writes rows, the recording
-threads spool what they queue). The rows
-are written from the spool later, while the flow does not need the CPU: once the
-stream pauses (`QUIET_SECONDS`), at the latest `DEFER_SECONDS` after the oldest was
-spooled, at once when someone waits for them (`flush`), a few thousand records at a
-time. A one-shot flow's records are so written after it ended. A stream that stays
+threads spool what they queue). The rows are written from the spool later, while the
+flow does not need the CPU: once the stream pauses (`QUIET_SECONDS`), at the latest
+`DEFER_SECONDS` after the oldest was spooled, at once when someone waits for them
+(`flush`), a few thousand records at a time. A one-shot flow's records are so written after it ended. A stream that stays
 heavy for a second is handed to the writer process (`_writer_process`), which takes
 the spool over, so that planning and writing rows stop competing with the flow for
 the GIL. Resource steps (``setup-started``, ``handle``, cleanup) are committed to the
@@ -35,7 +34,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tether._clock import Clock, SystemClock
 from tether._core import Event, ResourceEvent
@@ -44,11 +43,13 @@ from tether._settings import store_writer_process
 from tether.store._encode import Encoder
 from tether.store._failure import ITEMS_PER_RECORD, count_records, failure_message
 from tether.store._ledger import ProcessInfo
-from tether.store._location import StoreLocation
-from tether.store._rows import EngineSource, RowWriter
+from tether.store._rows import RowWriter
 from tether.store._spool import READ_BYTES, Drain, Position, Spool, store_key
 from tether.store._writer_process import WriterProcess, WriterProcessFailed
 from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS
+
+if TYPE_CHECKING:
+    from tether.store._store import Store
 
 log = logging.getLogger("tether.store")
 
@@ -67,9 +68,10 @@ IN_PROCESS_READ_BYTES = 256 << 10
 #: How often an idle writer looks for a failure the writer process reported (it writes after a pause).
 WRITER_PROCESS_CHECK_SECONDS = 1.0
 #: A record waits at most about this long to be spooled while records keep coming: the writer
-#: thread spools what is queued this often (and the recording threads each batch they fill). And while the writer thread writes rows (or waits for the writer process to), which on
-#: a loaded machine or a slow server can last longer, the recording threads spool what is queued
-#: themselves at least this often.
+#: thread spools what is queued this often (and the recording threads each batch they fill).
+#: And while the writer thread writes rows (or waits for the writer process to), which on a
+#: loaded machine or a slow server can last longer, the recording threads spool what is
+#: queued themselves at least this often.
 SPOOL_SECONDS = 0.05
 #: A recording thread that fills a batch of this many records spools it. Not much fewer: each
 #: spooling on a flow's thread holds it up until it gets the GIL back after the write (a
@@ -88,11 +90,11 @@ Until = Literal["written", "safe"]
 class StoreRecorder:
     """A `Recorder` that spools every event and writes it to the store, away from the engine's threads."""
 
-    def __init__(self, store: EngineSource, location: StoreLocation, batch_size: int = BATCH_RECORDS,
-                 window_seconds: float = 0.005, clock: Clock | None = None) -> None:
+    def __init__(self, store: Store, batch_size: int = BATCH_RECORDS, window_seconds: float = 0.005,
+                 clock: Clock | None = None) -> None:
         clock = clock or get_clock()  # its timers read it often: the real clock's function itself, then
         self._now = time.monotonic if type(clock) is SystemClock else clock.monotonic
-        self.location = location
+        self.location = store.location
         self.dropped = 0
         #: The warning given when the store failed, or None while it works.
         self.failure: str | None = None
@@ -416,13 +418,14 @@ class StoreRecorder:
     def _write_rows(self, beat: bool) -> None:
         """Write (or, with the writer process, hand on) what is spooled, if it is due; a chunk at a time,
         so records keep going to the spool while rows are written."""
-        if not beat and not self._drain_due():
+        due = self._drain_due()
+        if not due and not beat:
             return  # (before taking the spool's lock: a recording thread may hold it, spooling)
         waiting: list[threading.Event] = []
         self._busy_since = self._now()
         try:
             end = self._spool_end()  # another thread may be appending: read where the spool ends under the lock
-            if end is not None and self._drain is not None and self._drain_due():
+            if due and end is not None and self._drain is not None:
                 if self._using_writer_process:
                     assert self._writer_process is not None
                     waiting = [marker for at, marker in self._waiting if at <= end]

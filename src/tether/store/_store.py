@@ -5,9 +5,10 @@ brings its schema up to date, records ``Crashed`` the flow runs of this host who
 process is gone (`_crashed`) and returns a `Store`. A flow's recording does not wait
 for that: it begins with a `Store` not opened yet, whose first use opens it, and its
 records go to the spool meanwhile (a one-shot flow's store is opened after the flow).
-`attach` subscribes a `StoreRecorder` to the engine's event stream; the query methods read with plain
-SQL and return the records of `_records`, secrets redacted (`_redact`) except the
-handle a reaper needs. Process-wide switching on and off is in `_active`, reaping in `_reap`.
+`attach` subscribes a `StoreRecorder` to the engine's event stream; the query methods
+read with plain SQL and return the records of `_records`, secrets redacted (`_redact`)
+except the handle a reaper needs. Process-wide switching on and off is in `_active`,
+reaping in `_reap`.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Store:
         """Record every event of this process from now on (idempotent). The records are spooled
         at once; the store is opened when they are written (or a resource step is)."""
         if self.recorder is None:
-            self.recorder = StoreRecorder(self, self.location)
+            self.recorder = StoreRecorder(self)
             self._stream = events()  # the runtime's, unsubscribed from at close whichever is current then
             self._stream.subscribe(self.recorder)
         return self.recorder
