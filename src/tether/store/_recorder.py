@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from tether._clock import Clock, SystemClock
 from tether._core import Event, ResourceEvent
@@ -43,13 +43,11 @@ from tether._settings import store_writer_process
 from tether.store._encode import Encoder
 from tether.store._failure import ITEMS_PER_RECORD, count_records, failure_message
 from tether.store._ledger import ProcessInfo
-from tether.store._rows import RowWriter
+from tether.store._location import StoreLocation
+from tether.store._rows import EngineSource, RowWriter
 from tether.store._spool import READ_BYTES, Drain, Position, Spool, store_key
 from tether.store._writer_process import WriterProcess, WriterProcessFailed
 from tether.store._writer_process_main import DEFER_SECONDS, QUIET_SECONDS
-
-if TYPE_CHECKING:
-    from tether.store._store import Store
 
 log = logging.getLogger("tether.store")
 
@@ -80,6 +78,12 @@ SPOOL_SECONDS = 0.05
 BATCH_RECORDS = 2500
 
 
+class RecordedStore(EngineSource, Protocol):
+    """What a recorder records to: a `Store` (whose first use of `engine` opens it)."""
+
+    location: StoreLocation
+
+
 class _Beat:
     """A request to write the heartbeats now."""
 
@@ -90,7 +94,7 @@ Until = Literal["written", "safe"]
 class StoreRecorder:
     """A `Recorder` that spools every event and writes it to the store, away from the engine's threads."""
 
-    def __init__(self, store: Store, batch_size: int = BATCH_RECORDS, window_seconds: float = 0.005,
+    def __init__(self, store: RecordedStore, batch_size: int = BATCH_RECORDS, window_seconds: float = 0.005,
                  clock: Clock | None = None) -> None:
         clock = clock or get_clock()  # its timers read it often: the real clock's function itself, then
         self._now = time.monotonic if type(clock) is SystemClock else clock.monotonic
